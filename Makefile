@@ -1,0 +1,36 @@
+# One command each for a newcomer on a fresh machine:
+#   make test   create .venv, install iracdb with its test extras, lint, run the whole suite (SQLite and PostgreSQL)
+#   make demo   create .venv, install iracdb, run the demo on an embedded SQLite database in ./demo/
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The PostgreSQL server the tests use; each test run creates its own databases there and drops them afterwards.
+IRACDB_TEST_PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
+export IRACDB_TEST_PG_URL
+
+.PHONY: test demo lint install clean bench
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(BIN)/.installed
+
+lint: install
+	$(BIN)/ruff check iracdb migrations tests scripts
+
+# IRACDB_REQUIRE_PG=1: a PostgreSQL test that cannot reach its server fails instead of skipping.
+test: lint
+	IRACDB_REQUIRE_PG=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/iracdb demo demo
+
+bench: install
+	$(BIN)/python scripts/bench_ingest.py
+	$(BIN)/python scripts/bench_photometry.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache .ruff_cache

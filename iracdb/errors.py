@@ -1,0 +1,37 @@
+"""The exceptions iracdb raises on purpose.
+
+The library raises these with a message that says what was wrong, where, and how to fix it; the CLI turns any
+:class:`UserError` into one line on stderr and a non-zero exit status. Anything else is a bug and shows a traceback.
+"""
+
+
+class IracdbError(Exception):
+    """Base class of every error iracdb raises deliberately."""
+
+
+class UserError(IracdbError):
+    """Something the user can fix: a wrong option, a missing file, an unknown run, an out-of-date database."""
+
+    exit_code = 2
+
+
+class BadOption(ValueError, UserError):
+    """An option or argument has a value iracdb cannot use."""
+
+
+class DatabaseError(UserError):
+    """The database cannot be reached or opened."""
+
+    exit_code = 3
+
+
+class SchemaOutOfDate(DatabaseError):
+    """The database schema is behind the newest migration; ``iracdb db upgrade`` brings it up to date."""
+
+
+class NoSuchAor(LookupError, UserError):
+    """An AORKEY that the catalogue does not hold."""
+
+
+class NotIracFile(ValueError, UserError):
+    """A file that is not an IRAC Level-1 FITS file (or cannot be read as one)."""
