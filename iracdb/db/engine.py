@@ -1,0 +1,56 @@
+"""Opening a database: one engine per URL, SQLite configured to behave like PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from iracdb.errors import BadOption
+
+#: How long a SQLite writer waits for another writer's lock before giving up [s].
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may be shown to people: any password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``: ``sqlite:///path`` or ``postgresql+psycopg://user@host/db``.
+
+    SQLite gets foreign keys on, a write-ahead log (readers never block the writer) and a busy timeout, so that
+    it enforces the same constraints as PostgreSQL and tolerates a second process.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise BadOption(f"not a database URL: {url!r} (expected sqlite:///FILE or postgresql+psycopg://...)") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        event.listen(engine, "connect", _configure_sqlite)
+        return engine
+    if backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True)
+    raise BadOption(f"unsupported database {safe_url(url)}: iracdb works with SQLite and PostgreSQL")
+
+
+def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"

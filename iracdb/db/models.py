@@ -1,0 +1,184 @@
+"""SQLAlchemy 2.0 models of the iracdb catalogue.
+
+Only Alembic creates or changes the schema (``migrations/``); these models describe it, and ``iracdb db check``
+verifies that models and migrations agree. Physical quantities carry their unit in the column name
+(``_s`` seconds, ``_deg`` degrees, ``_arcsec``, ``_mjy_sr`` MJy/sr, ``mjd`` days); times of observation are MJD (UTC)
+as in the headers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names on both backends (and for Alembic batch mode on SQLite).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Aor(Base):
+    """One Astronomical Observation Request (AORKEY), with what is common to its exposures."""
+
+    __tablename__ = "aors"
+
+    aorkey: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    object: Mapped[str | None] = mapped_column(String(200))
+    aor_label: Mapped[str | None] = mapped_column(String(200))
+    program_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    aot_type: Mapped[str | None] = mapped_column(String(40))
+    read_mode: Mapped[str | None] = mapped_column(String(8), doc="READMODE: 'FULL' or 'SUB'")
+    mission: Mapped[str | None] = mapped_column(String(8), doc="'cryo' (MJD_OBS <= 54968) or 'warm'")
+    first_mjd: Mapped[float | None] = mapped_column(Float, doc="earliest MJD_OBS of its exposures [days, UTC]")
+    last_mjd: Mapped[float | None] = mapped_column(Float, doc="latest MJD_OBS of its exposures [days, UTC]")
+    first_date_obs: Mapped[str | None] = mapped_column(String(32), doc="DATE_OBS of the first exposure (UTC)")
+    last_date_obs: Mapped[str | None] = mapped_column(String(32), doc="DATE_OBS of the last exposure (UTC)")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    exposures: Mapped[list[Exposure]] = relationship(back_populates="aor")
+
+
+class Exposure(Base):
+    """One exposure (DCE) of one channel; a subarray exposure is a cube of ``n_planes`` planes."""
+
+    __tablename__ = "exposures"
+    __table_args__ = (UniqueConstraint("aorkey", "channel", "expid", "dcenum"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    aorkey: Mapped[int] = mapped_column(ForeignKey("aors.aorkey", ondelete="CASCADE"))
+    channel: Mapped[int] = mapped_column(Integer, doc="CHNLNUM, 1..4")
+    expid: Mapped[int] = mapped_column(Integer)
+    dcenum: Mapped[int] = mapped_column(Integer)
+    dceid: Mapped[int | None] = mapped_column(BigInteger)
+    dpid: Mapped[int | None] = mapped_column(BigInteger, index=True, doc="DPID of the BCD: links sub2d products")
+    sos_ver: Mapped[int | None] = mapped_column(Integer)
+    creator: Mapped[str | None] = mapped_column(String(40), doc="CREATOR: pipeline version, e.g. S19.2.0")
+    object: Mapped[str | None] = mapped_column(String(200))
+    fovname: Mapped[str | None] = mapped_column(String(80))
+    read_mode: Mapped[str | None] = mapped_column(String(8), doc="READMODE: 'FULL' or 'SUB'")
+    areadmod: Mapped[int | None] = mapped_column(Integer, doc="AREADMOD: 0 full array, 1 subarray")
+    hdr_mode: Mapped[bool | None] = mapped_column(Boolean, doc="HDRMODE: high-dynamic-range mode")
+    hdr_frame: Mapped[str | None] = mapped_column(String(16), doc="HDRFRAME: 'short' or 'long' HDR frame")
+    cycle_num: Mapped[int | None] = mapped_column(Integer, doc="CYCLENUM (absent when not dithered)")
+    dither_pos: Mapped[int | None] = mapped_column(Integer, doc="DITHPOS (absent when not dithered)")
+    dither_scale: Mapped[str | None] = mapped_column(String(16), doc="DITHSCAL (absent when not dithered)")
+    mission: Mapped[str] = mapped_column(String(8), doc="'cryo' (MJD_OBS <= 54968) or 'warm'")
+    date_obs: Mapped[str | None] = mapped_column(String(32), doc="DATE_OBS at DCE start (UTC, ISO 8601)")
+    mjd_obs: Mapped[float] = mapped_column(Float, doc="MJD_OBS at DCE start [days, UTC]")
+    bmjd_obs: Mapped[float | None] = mapped_column(Float, doc="BMJD_OBS, barycentric MJD at DCE start [days]")
+    hmjd_obs: Mapped[float | None] = mapped_column(Float, doc="HMJD_OBS, heliocentric MJD at DCE start [days]")
+    aintbeg_s: Mapped[float | None] = mapped_column(Float, doc="AINTBEG [s since IRAC turn-on]")
+    atimeend_s: Mapped[float | None] = mapped_column(Float, doc="ATIMEEND [s since IRAC turn-on]")
+    frame_time_s: Mapped[float | None] = mapped_column(Float, doc="FRAMTIME [s]")
+    exposure_time_s: Mapped[float | None] = mapped_column(Float, doc="EXPTIME, effective integration [s]")
+    sample_time_s: Mapped[float | None] = mapped_column(Float, doc="SAMPTIME [s]")
+    fowler_number: Mapped[int | None] = mapped_column(Integer, doc="AFOWLNUM")
+    bunit: Mapped[str | None] = mapped_column(String(16))
+    fluxconv: Mapped[float | None] = mapped_column(Float, doc="FLUXCONV [(MJy/sr)/(DN/s)]")
+    gain_e_per_dn: Mapped[float | None] = mapped_column(Float, doc="GAIN [e/DN]")
+    read_noise_e: Mapped[float | None] = mapped_column(Float, doc="RONOISE [electrons]")
+    zody_est_mjy_sr: Mapped[float | None] = mapped_column(Float, doc="ZODY_EST [MJy/sr]")
+    ism_est_mjy_sr: Mapped[float | None] = mapped_column(Float, doc="ISM_EST [MJy/sr]")
+    crval1_deg: Mapped[float | None] = mapped_column(Float)
+    crval2_deg: Mapped[float | None] = mapped_column(Float)
+    crpix1: Mapped[float | None] = mapped_column(Float, doc="CRPIX1 (FITS 1-based pixel)")
+    crpix2: Mapped[float | None] = mapped_column(Float, doc="CRPIX2 (FITS 1-based pixel)")
+    ra_ref_deg: Mapped[float | None] = mapped_column(Float, doc="RA_REF, commanded RA (J2000) [deg]")
+    dec_ref_deg: Mapped[float | None] = mapped_column(Float, doc="DEC_REF, commanded Dec (J2000) [deg]")
+    ra_rqst_deg: Mapped[float | None] = mapped_column(Float, doc="RA_RQST [deg]")
+    dec_rqst_deg: Mapped[float | None] = mapped_column(Float, doc="DEC_RQST [deg]")
+    pm_ra_arcsec_yr: Mapped[float | None] = mapped_column(Float, doc="PM_RA [arcsec/yr]")
+    pm_dec_arcsec_yr: Mapped[float | None] = mapped_column(Float, doc="PM_DEC [arcsec/yr]")
+    pa_deg: Mapped[float | None] = mapped_column(Float, doc="PA, position angle of axis 2 E of N [deg]")
+    pxscal1_arcsec: Mapped[float | None] = mapped_column(Float, doc="PXSCAL1 [arcsec/px]")
+    pxscal2_arcsec: Mapped[float | None] = mapped_column(Float, doc="PXSCAL2 [arcsec/px]")
+    rms_jitter_arcsec: Mapped[float | None] = mapped_column(Float, doc="RMS_JIT [arcsec]")
+    pointing_diff_arcsec: Mapped[float | None] = mapped_column(Float, doc="PTGDIFF [arcsec]")
+    naxis1: Mapped[int | None] = mapped_column(Integer, doc="image width [px]")
+    naxis2: Mapped[int | None] = mapped_column(Integer, doc="image height [px]")
+    n_planes: Mapped[int] = mapped_column(Integer, doc="NAXIS3 for a subarray cube, else 1")
+    header_source_kind: Mapped[str] = mapped_column(String(8), doc="kind of the file these columns came from")
+
+    aor: Mapped[Aor] = relationship(back_populates="exposures")
+    files: Mapped[list[File]] = relationship(back_populates="exposure")
+
+
+class File(Base):
+    """One catalogued FITS file, linked to its exposure, with its whole primary header."""
+
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("exposure_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    exposure_id: Mapped[int] = mapped_column(ForeignKey("exposures.id", ondelete="CASCADE"), index=True)
+    path: Mapped[str] = mapped_column(String(1024), unique=True, doc="absolute path")
+    kind: Mapped[str] = mapped_column(
+        String(8), doc="bcd, cbcd, bunc, cbunc, bimsk, sub2d, unc2d, cov2d or msk2d"
+    )
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger, doc="modification time [ns since the Unix epoch]")
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    header_text: Mapped[str] = mapped_column(
+        Text, doc="the primary header, one card per line, trailing blanks removed"
+    )
+    n_header_cards: Mapped[int] = mapped_column(Integer)
+    ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ingest_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_events.id", ondelete="SET NULL"))
+
+    exposure: Mapped[Exposure] = relationship(back_populates="files")
+
+
+class RejectedFile(Base):
+    """A file the last ingest that saw it could not catalogue, with the reason."""
+
+    __tablename__ = "rejected_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), unique=True, doc="absolute path")
+    reason: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger, doc="modification time [ns since the Unix epoch]")
+    rejected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ingest_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_events.id", ondelete="SET NULL"))
+
+
+class IngestEvent(Base):
+    """One run of ``iracdb ingest``: what it looked at and what it did."""
+
+    __tablename__ = "ingest_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    roots: Mapped[str] = mapped_column(Text, doc="JSON list of the absolute paths given")
+    n_seen: Mapped[int] = mapped_column(Integer, default=0)
+    n_new: Mapped[int] = mapped_column(Integer, default=0)
+    n_updated: Mapped[int] = mapped_column(Integer, default=0)
+    n_moved: Mapped[int] = mapped_column(Integer, default=0)
+    n_unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    n_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    software_version: Mapped[str] = mapped_column(String(40))
+    host: Mapped[str | None] = mapped_column(String(255))
+    workers: Mapped[int] = mapped_column(Integer, default=1)
+
