@@ -1,0 +1,339 @@
+"""FITS -> plain data: IRAC Level-1 headers, identity and product kind. No SQL here.
+
+Headers are parsed straight from the file's header blocks (2880-byte blocks of 80-character cards), which is an
+order of magnitude faster than building an ``astropy.io.fits.Header``; pixel data is never decoded, only hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+BLOCK_BYTES = 2880
+CARD_BYTES = 80
+#: MJD_OBS at or before this day is the cryogenic mission; later frames are warm (§1).
+CRYO_LAST_MJD = 54968.0
+
+#: Product kinds, in order of preference as the source of an exposure's catalogued header columns.
+KINDS = ("bcd", "cbcd", "bunc", "cbunc", "bimsk", "sub2d", "unc2d", "cov2d", "msk2d")
+#: Kinds whose header carries the full set of observation keywords.
+SCIENCE_KINDS = ("bcd", "cbcd")
+UNCERTAINTY_KIND = {"bcd": "bunc", "cbcd": "cbunc"}
+_SUFFIX = re.compile(r"_(" + "|".join(KINDS) + r")\.fits?$", re.IGNORECASE)
+
+#: Keywords without which a file cannot be catalogued at all.
+IDENTITY_KEYWORDS = ("AORKEY", "CHNLNUM", "EXPID")
+#: Keywords an exposure row cannot do without (taken from the best file of the exposure).
+EXPOSURE_KEYWORDS = ("DCENUM", "MJD_OBS")
+
+#: Header keyword -> (exposure column, type). Physical units are in the column names (see db/models.py).
+EXPOSURE_COLUMNS: dict[str, tuple[str, type]] = {
+    "DCEID": ("dceid", int),
+    "DPID": ("dpid", int),
+    "SOS_VER": ("sos_ver", int),
+    "CREATOR": ("creator", str),
+    "OBJECT": ("object", str),
+    "FOVNAME": ("fovname", str),
+    "READMODE": ("read_mode", str),
+    "AREADMOD": ("areadmod", int),
+    "HDRMODE": ("hdr_mode", bool),
+    "HDRFRAME": ("hdr_frame", str),
+    "CYCLENUM": ("cycle_num", int),
+    "DITHPOS": ("dither_pos", int),
+    "DITHSCAL": ("dither_scale", str),
+    "DATE_OBS": ("date_obs", str),
+    "MJD_OBS": ("mjd_obs", float),
+    "BMJD_OBS": ("bmjd_obs", float),
+    "HMJD_OBS": ("hmjd_obs", float),
+    "AINTBEG": ("aintbeg_s", float),
+    "ATIMEEND": ("atimeend_s", float),
+    "FRAMTIME": ("frame_time_s", float),
+    "EXPTIME": ("exposure_time_s", float),
+    "SAMPTIME": ("sample_time_s", float),
+    "AFOWLNUM": ("fowler_number", int),
+    "BUNIT": ("bunit", str),
+    "FLUXCONV": ("fluxconv", float),
+    "GAIN": ("gain_e_per_dn", float),
+    "RONOISE": ("read_noise_e", float),
+    "ZODY_EST": ("zody_est_mjy_sr", float),
+    "ISM_EST": ("ism_est_mjy_sr", float),
+    "CRVAL1": ("crval1_deg", float),
+    "CRVAL2": ("crval2_deg", float),
+    "CRPIX1": ("crpix1", float),
+    "CRPIX2": ("crpix2", float),
+    "RA_REF": ("ra_ref_deg", float),
+    "DEC_REF": ("dec_ref_deg", float),
+    "RA_RQST": ("ra_rqst_deg", float),
+    "DEC_RQST": ("dec_rqst_deg", float),
+    "PM_RA": ("pm_ra_arcsec_yr", float),
+    "PM_DEC": ("pm_dec_arcsec_yr", float),
+    "PA": ("pa_deg", float),
+    "PXSCAL1": ("pxscal1_arcsec", float),
+    "PXSCAL2": ("pxscal2_arcsec", float),
+    "RMS_JIT": ("rms_jitter_arcsec", float),
+    "PTGDIFF": ("pointing_diff_arcsec", float),
+    "NAXIS1": ("naxis1", int),
+    "NAXIS2": ("naxis2", int),
+}
+#: Header keyword -> (AOR column, type).
+AOR_COLUMNS: dict[str, tuple[str, type]] = {
+    "OBJECT": ("object", str),
+    "AORLABEL": ("aor_label", str),
+    "PROGID": ("program_id", int),
+    "AOT_TYPE": ("aot_type", str),
+    "READMODE": ("read_mode", str),
+}
+
+
+class FitsReadError(Exception):
+    """A file that cannot be catalogued; the message is the reason recorded for it."""
+
+
+@dataclass(frozen=True)
+class HeaderCards:
+    """A primary header: the raw cards and the values of its keyword cards (first occurrence wins)."""
+
+    cards: list[str]
+    raw_values: dict[str, str]
+    header_bytes: int
+
+    def text(self) -> str:
+        """The header as text, one card per line, trailing blanks removed (pad to 80 to restore the cards)."""
+        return "\n".join(card.rstrip() for card in self.cards)
+
+    def get(self, keyword: str, kind: type = str) -> Any:
+        """The value of ``keyword`` as ``kind`` (str, int, float or bool), or None when absent or blank."""
+        raw = self.raw_values.get(keyword)
+        if raw is None:
+            return None
+        try:
+            return parse_value(raw, kind)
+        except ValueError as exc:
+            raise FitsReadError(f"keyword {keyword} has an unreadable value {raw.strip()!r}") from exc
+
+
+@dataclass
+class FileRecord:
+    """What ingest learns from one IRAC Level-1 file."""
+
+    path: str
+    size_bytes: int
+    mtime_ns: int
+    sha256: str
+    kind: str
+    aorkey: int
+    channel: int
+    expid: int
+    dcenum: int | None
+    dpid: int | None
+    header_text: str
+    n_header_cards: int
+    exposure: dict[str, Any] = field(default_factory=dict)
+    aor: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Rejection:
+    """A file that could not be catalogued, and why."""
+
+    path: str
+    size_bytes: int
+    mtime_ns: int
+    reason: str
+
+
+def parse_value(raw: str, kind: type = str) -> Any:
+    """Parse the value field of a card (the text after ``= ``) as ``kind``; None for an empty value."""
+    text = raw.strip()
+    if text.startswith("'"):
+        value, _ = _parse_string(text)
+        if kind is str:
+            return value.rstrip()
+        text = value.strip()
+    else:
+        text = text.split("/", 1)[0].strip()
+    if text == "":
+        return None
+    if kind is str:
+        return text
+    if kind is bool:
+        if text in ("T", "F"):
+            return text == "T"
+        raise ValueError(text)
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            number = float(text.replace("D", "E"))
+            if not number.is_integer():
+                raise
+            return int(number)
+    return float(text.replace("D", "E"))
+
+
+def _parse_string(text: str) -> tuple[str, str]:
+    # FITS strings are quoted with ' and a doubled '' stands for one quote.
+    out = []
+    i = 1
+    while i < len(text):
+        char = text[i]
+        if char == "'":
+            if i + 1 < len(text) and text[i + 1] == "'":
+                out.append("'")
+                i += 2
+                continue
+            return "".join(out), text[i + 1 :]
+        out.append(char)
+        i += 1
+    raise ValueError(f"unterminated string {text!r}")
+
+
+def split_header(data: bytes) -> HeaderCards:
+    """Split the primary header at the start of ``data`` into cards; raise FitsReadError if it is not FITS."""
+    if not data.startswith(b"SIMPLE  ="):
+        raise FitsReadError("not a FITS file (it does not start with a SIMPLE card)")
+    cards: list[str] = []
+    offset = 0
+    while True:
+        block = data[offset : offset + BLOCK_BYTES]
+        if len(block) < BLOCK_BYTES:
+            raise FitsReadError(
+                f"truncated FITS header: no END card in the first {len(data)} bytes"
+                if len(block) == 0 or len(data) < BLOCK_BYTES
+                else f"truncated FITS header: it stops after {len(data)} bytes without an END card"
+            )
+        text = block.decode("ascii", errors="replace")
+        offset += BLOCK_BYTES
+        for start in range(0, BLOCK_BYTES, CARD_BYTES):
+            card = text[start : start + CARD_BYTES]
+            if card.startswith("END") and card[3:].strip() == "":
+                raw_values: dict[str, str] = {}
+                for c in cards:
+                    if c[8:10] == "= ":
+                        raw_values.setdefault(c[:8].rstrip(), c[10:])
+                return HeaderCards(cards=cards, raw_values=raw_values, header_bytes=offset)
+            cards.append(card)
+
+
+def data_bytes(header: HeaderCards) -> int:
+    """Size of the primary data array in bytes (unpadded), from BITPIX and NAXISn."""
+    bitpix = header.get("BITPIX", int)
+    naxis = header.get("NAXIS", int)
+    if bitpix is None or naxis is None:
+        raise FitsReadError("FITS header lacks BITPIX or NAXIS")
+    if naxis == 0:
+        return 0
+    count = 1
+    for axis in range(1, naxis + 1):
+        length = header.get(f"NAXIS{axis}", int)
+        if length is None:
+            raise FitsReadError(f"FITS header lacks NAXIS{axis}")
+        count *= length
+    return count * abs(bitpix) // 8
+
+
+def product_kind(path: str, header: HeaderCards) -> str:
+    """The product kind of an IRAC Level-1 file (bcd, cbcd, bunc, cbunc, bimsk, sub2d, unc2d, cov2d, msk2d).
+
+    The header decides what it can: integer pixels are a mask (a cube, or with PROCBITS: ``bimsk``; a median-collapsed
+    subarray product: ``cov2d`` with its outlier cut-off, else ``msk2d``), a 2-D float image from a subarray AOR is
+    ``sub2d`` (with a WCS) or ``unc2d``. An image and its uncertainty share every identifying keyword, so between
+    bcd/bunc and cbcd/cbunc the archive's product suffix (``_bcd.fits`` ...) decides; without one, an image with the
+    artifact-correction keywords is ``cbcd``, else ``bcd``.
+    """
+    match = _SUFFIX.search(os.path.basename(path))
+    suffix = match.group(1).lower() if match else None
+    bitpix = header.get("BITPIX", int)
+    naxis = header.get("NAXIS", int) or 0
+    subarray_2d = naxis == 2 and (header.get("READMODE") or "").upper() == "SUB"
+    if bitpix is not None and bitpix > 0:
+        if naxis == 3 or "PROCBITS" in header.raw_values:
+            return "bimsk"
+        if suffix in ("cov2d", "msk2d"):
+            return suffix
+        return "cov2d" if "OLRCUTOF" in header.raw_values else "msk2d"
+    if subarray_2d and "AREADMOD" not in header.raw_values:
+        return suffix if suffix in ("sub2d", "unc2d") else ("sub2d" if "CTYPE1" in header.raw_values else "unc2d")
+    if subarray_2d and suffix == "sub2d":
+        return "sub2d"
+    if suffix in ("bcd", "cbcd", "bunc", "cbunc"):
+        return suffix
+    if subarray_2d:
+        return "sub2d"
+    corrected = "SATSRCFX" in header.raw_values or "CLPLDNFX" in header.raw_values
+    return "cbcd" if corrected else "bcd"
+
+
+def mission_of(mjd_obs: float) -> str:
+    """'cryo' for MJD_OBS <= 54968 (the cryogenic mission ended 2009-05-15), else 'warm'."""
+    return "cryo" if mjd_obs <= CRYO_LAST_MJD else "warm"
+
+
+def read_irac_file(path: str) -> FileRecord | Rejection:
+    """Read one file: checksum it, parse its primary header, and decide whether it is an IRAC Level-1 file.
+
+    Never raises for a bad file: returns a :class:`Rejection` with the reason instead.
+    """
+    try:
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            data = handle.read()
+    except OSError as exc:
+        return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
+    try:
+        return _record_from_bytes(path, data, stat.st_size, stat.st_mtime_ns)
+    except FitsReadError as exc:
+        return Rejection(path, stat.st_size, stat.st_mtime_ns, str(exc))
+
+
+def _record_from_bytes(path: str, data: bytes, size: int, mtime_ns: int) -> FileRecord:
+    header = split_header(data)
+    expected = header.header_bytes + data_bytes(header)
+    if len(data) < expected:
+        raise FitsReadError(f"truncated FITS file: {len(data)} bytes, the header promises at least {expected}")
+    instrument = header.get("INSTRUME")
+    if instrument is None or instrument.strip().upper() != "IRAC":
+        shown = "no INSTRUME keyword" if instrument is None else f"INSTRUME = {instrument!r}"
+        raise FitsReadError(f"FITS but not an IRAC file ({shown})")
+    missing = [key for key in IDENTITY_KEYWORDS if header.get(key, str) is None]
+    if missing:
+        raise FitsReadError(f"IRAC file lacks required keyword(s) {', '.join(missing)}: not a Level-1 product")
+    kind = product_kind(path, header)
+    dcenum = header.get("DCENUM", int)
+    dpid = header.get("DPID", int)
+    if kind not in ("sub2d", "unc2d", "cov2d", "msk2d"):
+        missing = [key for key in EXPOSURE_KEYWORDS if header.get(key, str) is None]
+        if missing:
+            raise FitsReadError(f"IRAC {kind} file lacks required keyword(s) {', '.join(missing)}")
+    elif dcenum is None and dpid is None:
+        raise FitsReadError(f"IRAC {kind} file has neither DCENUM nor DPID: cannot link it to its exposure")
+
+    exposure = {column: header.get(key, kind_) for key, (column, kind_) in EXPOSURE_COLUMNS.items()}
+    channel = header.get("CHNLNUM", int)
+    if channel not in (1, 2, 3, 4):
+        raise FitsReadError(f"CHNLNUM = {channel} is not an IRAC channel (1-4)")
+    naxis = header.get("NAXIS", int) or 0
+    exposure["n_planes"] = header.get("NAXIS3", int) if naxis == 3 else 1
+    if exposure["mjd_obs"] is not None:
+        exposure["mission"] = mission_of(exposure["mjd_obs"])
+    exposure["header_source_kind"] = kind
+    aor = {column: header.get(key, kind_) for key, (column, kind_) in AOR_COLUMNS.items()}
+    return FileRecord(
+        path=path,
+        size_bytes=size,
+        mtime_ns=mtime_ns,
+        sha256=hashlib.sha256(data).hexdigest(),
+        kind=kind,
+        aorkey=header.get("AORKEY", int),
+        channel=channel,
+        expid=header.get("EXPID", int),
+        dcenum=dcenum,
+        dpid=dpid,
+        header_text=header.text(),
+        n_header_cards=len(header.cards),
+        exposure=exposure,
+        aor=aor,
+    )
