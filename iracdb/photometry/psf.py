@@ -24,7 +24,7 @@ from functools import cache
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import brentq
-from scipy.special import erf
+from scipy.special import erf, erfc
 
 from iracdb.errors import BadOption
 
@@ -65,8 +65,13 @@ def components(model: str, fwhm: float) -> list[tuple[float, float]]:
 def _pixel_integrals(centre: NDArray[np.float64], n: int, sigma: float) -> NDArray[np.float64]:
     """Fraction of a 1-D Gaussian (sigma px) centred at ``centre[...]`` falling in each of ``n`` pixels."""
     edges = np.arange(n + 1, dtype=np.float64) - 0.5
-    c = erf((edges - centre[..., None]) / (np.sqrt(2.0) * sigma))
-    return 0.5 * np.diff(c, axis=-1)
+    t = (edges - centre[..., None]) / (np.sqrt(2.0) * sigma)
+    lo, hi = t[..., :-1], t[..., 1:]
+    # erfc in the tails keeps the relative precision of faint pixels (erf differences near +-1 would not).
+    right = 0.5 * (erfc(lo) - erfc(hi))
+    left = 0.5 * (erfc(-hi) - erfc(-lo))
+    middle = 0.5 * (erf(hi) - erf(lo))
+    return np.where(lo >= 0, right, np.where(hi <= 0, left, middle))
 
 
 def render_star(
