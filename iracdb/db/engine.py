@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -36,6 +36,7 @@ def make_engine(url: str) -> Engine:
     if backend == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
         event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "begin", _begin_immediate)
         return engine
     if backend == "postgresql":
         if parsed.get_driver_name() != "psycopg":
@@ -45,11 +46,19 @@ def make_engine(url: str) -> Engine:
 
 
 def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (see _begin_immediate).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _begin_immediate(connection: Connection) -> None:
+    # Take SQLite's write lock when a transaction starts, not at its first write: a reader that later writes can
+    # then never fail with "database is locked" (waiting for the busy timeout instead), as PostgreSQL would wait.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def is_sqlite(engine: Engine) -> bool:
