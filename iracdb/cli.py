@@ -1,14 +1,36 @@
 """The ``iracdb`` command line (typer only): parse, open the database, call one library function, print.
 
-Every :class:`iracdb.errors.UserError` becomes one line on stderr and its exit status; anything else is a bug and
-shows a traceback.
+Every :class:`iracdb.errors.UserError` becomes one line on stderr and its exit status; anything else is a bug
+and shows a traceback.
+
+Exit statuses: 0 success; 1 the command ran but some input was rejected (e.g. ``ingest`` could not catalogue
+every file); 2 a usage or input error (bad option, unknown AOR); 3 a database error (cannot connect, schema out of
+date).
 """
 
 from __future__ import annotations
 
+import csv
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from iracdb import __version__
+from iracdb.config import resolve_db_url
+from iracdb.db import migrate, queries
+from iracdb.db.engine import make_engine, safe_url
+from iracdb.errors import DatabaseError, UserError
 
 app = typer.Typer(
     name="iracdb",
@@ -16,7 +38,91 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+db_app = typer.Typer(help="Manage the database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+stdout = Console()
+stderr = Console(stderr=True)
+if not stdout.is_terminal:
+    stdout.width = 250  # piped or captured: do not fold tables to 80 columns
+
+#: Exit status when a command ran but some of its input was rejected.
+EXIT_SOME_REJECTED = 1
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Database URL (sqlite:///FILE, a plain file path, or postgresql+psycopg://USER@HOST/DB). "
+        "Default: $IRACDB_DB_URL, else ./iracdb.sqlite.",
+        show_default=False,
+    ),
+]
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+FormatOption = Annotated[
+    OutputFormat, typer.Option("--format", "-f", help="table (readable), csv or json (to stdout, snake_case).")
+]
+
+
+@contextmanager
+def _errors_to_exit() -> Iterator[None]:
+    try:
+        yield
+    except UserError as exc:
+        stderr.print(f"iracdb: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except OperationalError as exc:
+        message = str(exc.orig).strip().splitlines()[0] if exc.orig else "operational error"
+        stderr.print(f"iracdb: database error: {message}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(DatabaseError.exit_code) from None
+
+
+def _open(db: str | None, *, ensure: bool = True) -> Engine:
+    """Open the database; with ``ensure``, create the schema in a brand-new database or refuse an outdated one."""
+    engine = make_engine(resolve_db_url(db))
+    if ensure:
+        migrate.ensure_schema(engine)
+    return engine
+
+
+def _print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: OutputFormat, title: str) -> None:
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps([{c: row[c] for c in columns} for row in rows], indent=1, default=str) + "\n")
+        return
+    if fmt is OutputFormat.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if row[c] is None else row[c] for c in columns] for row in rows])
+        return
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="right" if _numeric(rows, column) else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*[_cell(row[c]) for c in columns])
+    stdout.print(table)
+    if not rows:
+        stdout.print("(no rows)")
+
+
+def _numeric(rows: Sequence[dict[str, Any]], column: str) -> bool:
+    return any(isinstance(row[column], int | float) and not isinstance(row[column], bool) for row in rows)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6f}".rstrip("0").rstrip(".") if abs(value) < 1e7 else f"{value:.6g}"
+    return str(value)
 
 
 def _version(value: bool) -> None:
@@ -27,6 +133,133 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """A database-backed reduction archive for Spitzer/IRAC Level-1 aperture photometry."""
+
+
+# --- database schema ------------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    db: DbOption = None,
+) -> None:
+    """Migrate the database schema to the newest revision (or REVISION)."""
+    with _errors_to_exit():
+        engine = _open(db, ensure=False)
+        before = migrate.current_revision(engine)
+        migrate.upgrade(engine, revision)
+        after = migrate.current_revision(engine)
+        stdout.print(f"{safe_url(str(engine.url))}: schema {before or '(empty)'} -> {after}", markup=False)
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 for one step back.")],
+    db: DbOption = None,
+) -> None:
+    """Migrate the database schema down to REVISION (drops what later revisions added)."""
+    with _errors_to_exit():
+        engine = _open(db, ensure=False)
+        migrate.downgrade(engine, revision)
+        after = migrate.current_revision(engine)
+        stdout.print(f"{safe_url(str(engine.url))}: schema now {after or '(empty)'}", markup=False)
+
+
+@db_app.command("current")
+def db_current(db: DbOption = None) -> None:
+    """Print the database's schema revision and the newest this iracdb knows."""
+    with _errors_to_exit():
+        engine = _open(db, ensure=False)
+        current = migrate.current_revision(engine)
+        head = migrate.head_revision(engine)
+        state = "up to date" if current == head else "run `iracdb db upgrade`"
+        stdout.print(f"{safe_url(str(engine.url))}: {current or '(empty)'} (newest {head}; {state})", markup=False)
+
+
+@db_app.command("check")
+def db_check(db: DbOption = None) -> None:
+    """Check that the models and the migrations describe the same schema (alembic check)."""
+    with _errors_to_exit():
+        engine = _open(db)
+        migrate.check(engine)
+        stdout.print("models and migrations agree")
+
+
+# --- catalogue ------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Folders (walked recursively) and/or FITS files.")],
+    workers: Annotated[int, typer.Option("--workers", "-j", help="Processes reading headers in parallel.")] = 1,
+    db: DbOption = None,
+) -> None:
+    """Catalogue every IRAC Level-1 file under PATHS: AORs, exposures, files and their headers.
+
+    Re-ingesting is cheap and safe: unchanged files (same size and mtime) are not read, changed files are re-read,
+    moved files (same checksum, new path) get their new path. Files that cannot be catalogued are listed with the
+    reason and recorded; the exit status is then 1 (0 when every file was catalogued).
+    """
+    from iracdb.ingest import ingest as run_ingest
+
+    with _errors_to_exit():
+        engine = _open(db)
+        columns = (TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=stderr, disable=not stderr.is_terminal, transient=True) as bar:
+            task = bar.add_task("ingest", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            summary = run_ingest(engine, [str(p) for p in paths], workers=workers, progress=progress)
+        for path, reason in summary.rejected:
+            stderr.print(f"rejected: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
+        stdout.print(
+            f"ingest #{summary.ingest_id}: {summary.n_seen} files seen: {summary.n_new} new, "
+            f"{summary.n_updated} updated, {summary.n_moved} moved, {summary.n_unchanged} unchanged, "
+            f"{summary.n_rejected} rejected",
+            markup=False,
+            highlight=False,
+        )
+    if summary.n_rejected:
+        raise typer.Exit(EXIT_SOME_REJECTED)
+
+
+@app.command()
+def aors(
+    object: Annotated[str | None, typer.Option("--object", help="OBJECT contains this (case-insensitive).")] = None,
+    channel: Annotated[int | None, typer.Option("--channel", help="IRAC channel 1-4.")] = None,
+    program: Annotated[int | None, typer.Option("--program", help="Program ID (PROGID).")] = None,
+    mission: Annotated[str | None, typer.Option("--mission", help="cryo or warm.")] = None,
+    fmt: FormatOption = OutputFormat.table,
+    db: DbOption = None,
+) -> None:
+    """List catalogued AORs: one row per AOR and channel."""
+    with _errors_to_exit():
+        rows = queries.list_aors(_open(db), object=object, channel=channel, program=program, mission=mission)
+        _print_rows(rows, queries.AOR_LIST_COLUMNS, fmt, title="AORs")
+
+
+@app.command()
+def exposures(
+    aorkey: Annotated[int, typer.Argument(help="The AORKEY.")],
+    channel: Annotated[int | None, typer.Option("--channel", help="IRAC channel 1-4.")] = None,
+    fmt: FormatOption = OutputFormat.table,
+    db: DbOption = None,
+) -> None:
+    """List the exposures of one AOR, with the kinds of file catalogued for each."""
+    with _errors_to_exit():
+        rows = queries.list_exposures(_open(db), aorkey, channel=channel)
+        _print_rows(rows, queries.EXPOSURE_LIST_COLUMNS, fmt, title=f"AOR {aorkey}")
+
+
+@app.command()
+def rejected(fmt: FormatOption = OutputFormat.table, db: DbOption = None) -> None:
+    """List the files ingest could not catalogue, with the reasons."""
+    with _errors_to_exit():
+        _print_rows(queries.list_rejected(_open(db)), ("path", "reason"), fmt, title="Rejected files")
