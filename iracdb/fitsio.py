@@ -151,7 +151,8 @@ def parse_value(raw: str, kind: type = str) -> Any:
     if text.startswith("'"):
         value, _ = _parse_string(text)
         if kind is str:
-            return value.rstrip()
+            # Catalogue values are stripped both sides (e.g. HDRFRAME = '    long'); header_text keeps the card.
+            return value.strip() or None
         text = value.strip()
     else:
         text = text.split("/", 1)[0].strip()

@@ -304,13 +304,13 @@ def _upsert_exposures(
         row = existing.get(identity)
         if row is None:
             new_rows.append(values)
-        elif _RANK[record.kind] < _RANK[row.header_source_kind]:
+        elif _RANK[record.kind] <= _RANK[row.header_source_kind]:
             conn.execute(update(Exposure).where(Exposure.id == row.id).values(values))
     if new_rows:
         conn.execute(_insert(conn, table).on_conflict_do_nothing(), new_rows)
         existing, _ = _exposure_map(conn, aorkeys)
 
-    by_dpid = {row.dpid: row for row in existing.values() if row.dpid is not None}
+    by_dpid = {(r.aorkey, r.channel, r.expid, r.dpid): r for r in existing.values() if r.dpid is not None}
     ids: dict[str, int] = {}
     kept = []
     for record in records:
@@ -318,7 +318,7 @@ def _upsert_exposures(
         if record.dcenum is not None:
             row = existing.get((record.aorkey, record.channel, record.expid, record.dcenum))
         if row is None and record.dpid is not None:
-            row = by_dpid.get(record.dpid)
+            row = by_dpid.get((record.aorkey, record.channel, record.expid, record.dpid))
         if row is None and record.kind not in CREATING_KINDS:
             candidates = [r for key, r in existing.items() if key[:3] == (record.aorkey, record.channel, record.expid)]
             row = candidates[0] if len(candidates) == 1 else None

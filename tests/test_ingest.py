@@ -1,0 +1,278 @@
+"""`iracdb ingest` on real IRAC files and on every kind of bad input, on both backends."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from sqlalchemy import Engine, text
+
+from iracdb.fitsio import Rejection, read_irac_file
+from iracdb.ingest import ingest
+
+SUB_BCD = "r46466816/ch2/bcd/SPITZER_I2_46466816_0000_0000_2_bcd.fits"
+FULL_BCD = "r46987776/ch2/bcd/SPITZER_I2_46987776_0136_0000_2_bcd.fits"
+
+
+def _scalar(engine: Engine, sql: str, **params: object) -> object:
+    with engine.connect() as conn:
+        return conn.execute(text(sql), params).scalar_one()
+
+
+def _rows(engine: Engine, sql: str, **params: object) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(text(sql), params)]
+
+
+def _catalogue_dump(engine: Engine) -> dict[str, list[dict]]:
+    return {
+        "aors": _rows(engine, "SELECT * FROM aors ORDER BY aorkey"),
+        "exposures": _rows(engine, "SELECT * FROM exposures ORDER BY id"),
+        "files": _rows(engine, "SELECT * FROM files ORDER BY id"),
+        "rejected_files": _rows(engine, "SELECT * FROM rejected_files ORDER BY id"),
+    }
+
+
+def test_real_files_counts_and_keywords(engine: Engine, real_archive: Path) -> None:
+    summary = ingest(engine, [str(real_archive)])
+    assert (summary.n_seen, summary.n_new, summary.n_rejected) == (80, 80, 0)
+    assert _scalar(engine, "SELECT count(*) FROM aors") == 2
+    assert _scalar(engine, "SELECT count(*) FROM exposures") == 12
+    assert _scalar(engine, "SELECT count(*) FROM files") == 80
+
+    [sub] = _rows(engine, "SELECT * FROM aors WHERE aorkey = 46466816")
+    assert sub["object"] == "XO-3 ch2 peak-up"
+    assert sub["aor_label"] == "XO3_ch2_eclipse6_peakup"
+    assert (sub["program_id"], sub["aot_type"], sub["read_mode"], sub["mission"]) == (90032, "IracMapPC", "SUB", "warm")
+    assert sub["first_mjd"] == pytest.approx(56270.4731344, abs=1e-9)
+    assert sub["first_date_obs"] == "2012-12-09T11:21:18.813"
+
+    [exp0] = _rows(engine, "SELECT * FROM exposures WHERE aorkey = 46466816 AND expid = 0")
+    header = fits.getheader(real_archive / SUB_BCD)
+    assert exp0["channel"] == 2 and exp0["dcenum"] == 0 and exp0["n_planes"] == 64
+    assert exp0["dceid"] == header["DCEID"] == 148637849
+    assert exp0["mjd_obs"] == header["MJD_OBS"]
+    assert exp0["bmjd_obs"] == header["BMJD_OBS"]
+    assert exp0["frame_time_s"] == 2.0 and exp0["exposure_time_s"] == 1.92
+    assert (exp0["fluxconv"], exp0["gain_e_per_dn"], exp0["read_noise_e"]) == (0.1447, 3.71, 9.4)
+    assert exp0["zody_est_mjy_sr"] == header["ZODY_EST"]
+    assert (exp0["crval1_deg"], exp0["crval2_deg"]) == (header["CRVAL1"], header["CRVAL2"])
+    assert (exp0["ra_ref_deg"], exp0["dec_ref_deg"]) == (header["RA_REF"], header["DEC_REF"])
+    assert exp0["pxscal1_arcsec"] == header["PXSCAL1"]
+    assert exp0["creator"] == "S19.2.0" and exp0["read_mode"] == "SUB" and exp0["areadmod"] == 1
+    assert exp0["dither_pos"] is None  # not a dithered AOR: the keys are absent
+
+    [full] = _rows(engine, "SELECT * FROM exposures WHERE aorkey = 46987776")
+    assert (full["expid"], full["n_planes"], full["naxis1"], full["naxis2"]) == (136, 1, 256, 256)
+    assert full["frame_time_s"] == 100.0 and full["hdr_frame"] == "long" and bool(full["hdr_mode"]) is True
+    assert full["cycle_num"] == 1
+
+    # Companions are linked to their exposure: a BCD finds its uncertainty and its mask.
+    kinds = _rows(engine, "SELECT kind FROM files WHERE exposure_id = :id ORDER BY kind", id=exp0["id"])
+    assert [r["kind"] for r in kinds] == ["bcd", "bimsk", "bunc", "cov2d", "msk2d", "sub2d", "unc2d"]
+    full_kinds = _rows(engine, "SELECT kind FROM files WHERE exposure_id = :id ORDER BY kind", id=full["id"])
+    assert [r["kind"] for r in full_kinds] == ["bcd", "cbcd", "cbunc"]
+
+
+def test_header_text_is_the_whole_header(engine: Engine, real_archive: Path) -> None:
+    ingest(engine, [str(real_archive)])
+    path = str((real_archive / SUB_BCD).resolve())
+    [row] = _rows(engine, "SELECT header_text, n_header_cards, sha256, size_bytes FROM files WHERE path = :p", p=path)
+    cards = fits.getheader(path).cards
+    assert row["n_header_cards"] == len(cards) == 669
+    restored = fits.Header.fromstring("".join(line.ljust(80) for line in row["header_text"].split("\n")))
+    assert list(restored.keys()) == list(fits.getheader(path).keys())
+    assert restored["PROTITLE"] == fits.getheader(path)["PROTITLE"]
+    import hashlib
+
+    assert row["sha256"] == hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    assert row["size_bytes"] == os.path.getsize(path)
+
+
+def test_reingest_unchanged_tree_changes_nothing(engine: Engine, real_archive: Path) -> None:
+    ingest(engine, [str(real_archive)])
+    before = _catalogue_dump(engine)
+    again = ingest(engine, [str(real_archive)])
+    assert (again.n_unchanged, again.n_new, again.n_updated, again.n_moved, again.n_rejected) == (80, 0, 0, 0, 0)
+    assert _catalogue_dump(engine) == before
+    assert _scalar(engine, "SELECT count(*) FROM ingest_events") == 2
+
+
+def test_changed_file_is_reread_and_updated(engine: Engine, real_archive: Path) -> None:
+    ingest(engine, [str(real_archive)])
+    path = real_archive / FULL_BCD
+    old_sha = _scalar(engine, "SELECT sha256 FROM files WHERE path = :p", p=str(path.resolve()))
+    with fits.open(path, mode="update") as hdul:
+        hdul[0].header["EXPTIME"] = 93.6
+        hdul[0].data[0, 0] = 1.0
+    summary = ingest(engine, [str(real_archive)])
+    assert (summary.n_updated, summary.n_unchanged, summary.n_new) == (1, 79, 0)
+    new_sha = _scalar(engine, "SELECT sha256 FROM files WHERE path = :p", p=str(path.resolve()))
+    assert new_sha != old_sha
+    assert _scalar(engine, "SELECT exposure_time_s FROM exposures WHERE aorkey = 46987776") == 93.6
+    assert _scalar(engine, "SELECT count(*) FROM files") == 80
+
+
+def test_touched_file_is_reread_but_unchanged(engine: Engine, real_archive: Path) -> None:
+    ingest(engine, [str(real_archive)])
+    path = real_archive / FULL_BCD
+    os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    summary = ingest(engine, [str(real_archive)])
+    assert (summary.n_unchanged, summary.n_updated) == (80, 0)
+    assert _scalar(engine, "SELECT mtime_ns FROM files WHERE path = :p", p=str(path.resolve())) == 1_000_000_000
+    assert ingest(engine, [str(real_archive)]).n_unchanged == 80
+
+
+def test_moved_file_updates_its_path(engine: Engine, real_archive: Path) -> None:
+    ingest(engine, [str(real_archive)])
+    old = real_archive / FULL_BCD
+    new = real_archive / "elsewhere" / "renamed_but_same.fits"
+    new.parent.mkdir()
+    file_id = _scalar(engine, "SELECT id FROM files WHERE path = :p", p=str(old.resolve()))
+    shutil.move(old, new)
+    summary = ingest(engine, [str(real_archive)])
+    assert (summary.n_moved, summary.n_new, summary.n_unchanged, summary.n_rejected) == (1, 0, 79, 0)
+    assert _scalar(engine, "SELECT path FROM files WHERE id = :i", i=file_id) == str(new.resolve())
+    assert _scalar(engine, "SELECT count(*) FROM files") == 80
+
+
+def test_identical_copy_is_rejected_not_duplicated(engine: Engine, real_archive: Path) -> None:
+    ingest(engine, [str(real_archive)])
+    copy = real_archive / "copy.fits"
+    shutil.copy(real_archive / FULL_BCD, copy)
+    summary = ingest(engine, [str(real_archive)])
+    assert summary.n_rejected == 1
+    [(path, reason)] = summary.rejected
+    assert path == str(copy.resolve()) and "identical copy" in reason and "already catalogued" in reason
+    assert _scalar(engine, "SELECT count(*) FROM files") == 80
+
+
+def _write_bad_files(folder: Path, real_archive: Path) -> dict[str, str]:
+    """One file of every bad kind; returns name -> expected words in the reason."""
+    folder.mkdir()
+    good = (real_archive / FULL_BCD).read_bytes()
+    (folder / "notes_bcd.fits").write_text("this is not a FITS file\n")
+    (folder / "header_cut_bcd.fits").write_bytes(good[:4000])
+    (folder / "data_cut_bcd.fits").write_bytes(good[: len(good) - 50_000])
+    (folder / "empty_bcd.fits").write_bytes(b"")
+    fits.PrimaryHDU(np.zeros((4, 4), np.float32), header=fits.Header({"INSTRUME": "MIPS", "AORKEY": 1})).writeto(
+        folder / "mips_bcd.fits"
+    )
+    fits.PrimaryHDU(np.zeros((4, 4), np.float32)).writeto(folder / "no_instrument.fits")
+    header = fits.getheader(real_archive / FULL_BCD)
+    del header["AORKEY"]
+    fits.PrimaryHDU(np.zeros((4, 4), np.float32), header=header).writeto(folder / "no_aorkey_bcd.fits")
+    header = fits.getheader(real_archive / FULL_BCD)
+    header["EXPID"] = 999
+    del header["MJD_OBS"]
+    fits.PrimaryHDU(np.zeros((4, 4), np.float32), header=header).writeto(folder / "no_mjd_bcd.fits")
+    return {
+        "notes_bcd.fits": "not a FITS file",
+        "header_cut_bcd.fits": "truncated FITS header",
+        "data_cut_bcd.fits": "truncated FITS file",
+        "empty_bcd.fits": "not a FITS file",
+        "mips_bcd.fits": "not an IRAC file (INSTRUME = 'MIPS')",
+        "no_instrument.fits": "not an IRAC file (no INSTRUME keyword)",
+        "no_aorkey_bcd.fits": "lacks required keyword(s) AORKEY",
+        "no_mjd_bcd.fits": "lacks required keyword(s) MJD_OBS",
+    }
+
+
+def test_bad_files_are_recorded_and_good_files_committed(engine: Engine, real_archive: Path) -> None:
+    expected = _write_bad_files(real_archive / "bad", real_archive)
+    summary = ingest(engine, [str(real_archive)])
+    assert summary.n_new == 80
+    assert _scalar(engine, "SELECT count(*) FROM files") == 80
+    reasons = {Path(path).name: reason for path, reason in summary.rejected}
+    assert set(reasons) == set(expected)
+    for name, words in expected.items():
+        assert words in reasons[name], (name, reasons[name])
+    stored = {Path(r["path"]).name: r["reason"] for r in _rows(engine, "SELECT path, reason FROM rejected_files")}
+    assert stored == reasons
+
+    # Rejected files are read again next time (a fix is noticed); fixing one clears its rejection.
+    shutil.copy(real_archive / FULL_BCD, real_archive / "bad" / "notes_bcd.fits")
+    os.remove(real_archive / FULL_BCD)
+    again = ingest(engine, [str(real_archive)])
+    assert again.n_rejected == len(expected) - 1 and again.n_moved == 1
+    assert _scalar(engine, "SELECT count(*) FROM rejected_files") == len(expected) - 1
+
+
+def test_unreadable_file_is_a_rejection(tmp_path: Path) -> None:
+    result = read_irac_file(str(tmp_path / "vanished_bcd.fits"))
+    assert isinstance(result, Rejection) and result.reason.startswith("cannot be read")
+
+
+def test_companion_without_its_exposure_is_rejected(engine: Engine, real_archive: Path) -> None:
+    lone = real_archive / "lone"
+    lone.mkdir()
+    shutil.copy(real_archive / "r46466816/ch2/bcd/SPITZER_I2_46466816_0003_0000_2_unc2d.fits", lone)
+    summary = ingest(engine, [str(lone)])
+    [(_, reason)] = summary.rejected
+    assert "no catalogued exposure" in reason
+    # Once the exposure is catalogued, the same unchanged file is accepted.
+    summary = ingest(engine, [str(real_archive / "r46466816"), str(lone)])
+    assert summary.n_rejected == 1  # the second copy of the same unc2d (the tree's own) is a duplicate
+    assert _scalar(engine, "SELECT count(*) FROM rejected_files") == 1
+
+
+def test_parallel_workers_give_the_same_catalogue(backend: str, request: pytest.FixtureRequest,
+                                                  real_archive: Path) -> None:
+    from iracdb.db.engine import make_engine
+
+    dumps = []
+    for workers in (1, 2):
+        engine = make_engine(request.getfixturevalue("db_url") if workers == 1 else _fresh_url(request, backend))
+        ingest(engine, [str(real_archive)], workers=workers)
+        dump = _catalogue_dump(engine)
+        for table in dump.values():
+            for row in table:
+                for column in ("id", "updated_at", "ingested_at", "rejected_at", "ingest_id", "exposure_id"):
+                    row.pop(column, None)
+        dumps.append(dump)
+        engine.dispose()
+    assert dumps[0] == dumps[1]
+
+
+def _fresh_url(request: pytest.FixtureRequest, backend: str) -> str:
+    if backend == "sqlite":
+        path = Path(request.getfixturevalue("tmp_path")) / "second.sqlite"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    return request.getfixturevalue("pg_server").create(template=request.getfixturevalue("pg_template"))
+
+
+def _renumbered_copies(real_archive: Path, copies: int) -> None:
+    """Copies of the real AORs under new AORKEYs, so the tree is large enough for several batches."""
+    for n in range(1, copies + 1):
+        for aor_dir in ("r46466816", "r46987776"):
+            target = real_archive / f"copy{n}" / aor_dir
+            shutil.copytree(real_archive / aor_dir, target)
+            for path in target.rglob("*.fits"):
+                with fits.open(path, mode="update") as hdul:
+                    hdul[0].header["AORKEY"] = hdul[0].header["AORKEY"] + 1000 * n
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_concurrent_ingests_of_one_tree(db_url: str, real_archive: Path) -> None:
+    _renumbered_copies(real_archive, 4)  # 400 files: two batches each
+    command = [sys.executable, "-m", "iracdb", "ingest", str(real_archive), "--db", db_url]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outputs = [process.communicate(timeout=300) for process in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outputs
+    from iracdb.db.engine import make_engine
+
+    engine = make_engine(db_url)
+    assert _scalar(engine, "SELECT count(*) FROM files") == 400
+    assert _scalar(engine, "SELECT count(*) FROM exposures") == 60
+    assert _scalar(engine, "SELECT count(*) FROM aors") == 10
+    assert _scalar(engine, "SELECT sum(n_new) FROM ingest_events") == 400
+    assert _scalar(engine, "SELECT count(*) FROM rejected_files") == 0
+    engine.dispose()
