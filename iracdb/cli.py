@@ -80,18 +80,26 @@ def _errors_to_exit() -> Iterator[None]:
     except UserError as exc:
         stderr.print(f"iracdb: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
-    except OperationalError as exc:
-        message = str(exc.orig).strip().splitlines()[0] if exc.orig else "operational error"
-        stderr.print(f"iracdb: database error: {message}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(DatabaseError.exit_code) from None
 
 
-def _open(db: str | None, *, ensure: bool = True) -> Engine:
-    """Open the database; with ``ensure``, create the schema in a brand-new database or refuse an outdated one."""
-    engine = make_engine(resolve_db_url(db))
-    if ensure:
-        migrate.ensure_schema(engine)
-    return engine
+@contextmanager
+def _database(db: str | None, *, ensure: bool = True) -> Iterator[Engine]:
+    """Open the database for one command, turning errors into exit statuses; closed at the end.
+
+    With ``ensure``, a brand-new database gets the schema and an outdated one is refused.
+    """
+    with _errors_to_exit():
+        url = resolve_db_url(db)
+        engine = make_engine(url)
+        try:
+            if ensure:
+                migrate.ensure_schema(engine)
+            yield engine
+        except OperationalError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            raise DatabaseError(f"database {safe_url(url)}: {reason}") from exc
+        finally:
+            engine.dispose()
 
 
 def _print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: OutputFormat, title: str) -> None:
@@ -149,22 +157,20 @@ def db_upgrade(
     db: DbOption = None,
 ) -> None:
     """Migrate the database schema to the newest revision (or REVISION)."""
-    with _errors_to_exit():
-        engine = _open(db, ensure=False)
+    with _database(db, ensure=False) as engine:
         before = migrate.current_revision(engine)
         migrate.upgrade(engine, revision)
         after = migrate.current_revision(engine)
         stdout.print(f"{safe_url(str(engine.url))}: schema {before or '(empty)'} -> {after}", markup=False)
 
 
-@db_app.command("downgrade")
+@db_app.command("downgrade", context_settings={"ignore_unknown_options": True})
 def db_downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 for one step back.")],
     db: DbOption = None,
 ) -> None:
     """Migrate the database schema down to REVISION (drops what later revisions added)."""
-    with _errors_to_exit():
-        engine = _open(db, ensure=False)
+    with _database(db, ensure=False) as engine:
         migrate.downgrade(engine, revision)
         after = migrate.current_revision(engine)
         stdout.print(f"{safe_url(str(engine.url))}: schema now {after or '(empty)'}", markup=False)
@@ -173,8 +179,7 @@ def db_downgrade(
 @db_app.command("current")
 def db_current(db: DbOption = None) -> None:
     """Print the database's schema revision and the newest this iracdb knows."""
-    with _errors_to_exit():
-        engine = _open(db, ensure=False)
+    with _database(db, ensure=False) as engine:
         current = migrate.current_revision(engine)
         head = migrate.head_revision(engine)
         state = "up to date" if current == head else "run `iracdb db upgrade`"
@@ -184,8 +189,7 @@ def db_current(db: DbOption = None) -> None:
 @db_app.command("check")
 def db_check(db: DbOption = None) -> None:
     """Check that the models and the migrations describe the same schema (alembic check)."""
-    with _errors_to_exit():
-        engine = _open(db)
+    with _database(db) as engine:
         migrate.check(engine)
         stdout.print("models and migrations agree")
 
@@ -207,8 +211,7 @@ def ingest(
     """
     from iracdb.ingest import ingest as run_ingest
 
-    with _errors_to_exit():
-        engine = _open(db)
+    with _database(db) as engine:
         columns = (TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=stderr, disable=not stderr.is_terminal, transient=True) as bar:
             task = bar.add_task("ingest", total=None)
@@ -240,8 +243,8 @@ def aors(
     db: DbOption = None,
 ) -> None:
     """List catalogued AORs: one row per AOR and channel."""
-    with _errors_to_exit():
-        rows = queries.list_aors(_open(db), object=object, channel=channel, program=program, mission=mission)
+    with _database(db) as engine:
+        rows = queries.list_aors(engine, object=object, channel=channel, program=program, mission=mission)
         _print_rows(rows, queries.AOR_LIST_COLUMNS, fmt, title="AORs")
 
 
@@ -253,13 +256,13 @@ def exposures(
     db: DbOption = None,
 ) -> None:
     """List the exposures of one AOR, with the kinds of file catalogued for each."""
-    with _errors_to_exit():
-        rows = queries.list_exposures(_open(db), aorkey, channel=channel)
+    with _database(db) as engine:
+        rows = queries.list_exposures(engine, aorkey, channel=channel)
         _print_rows(rows, queries.EXPOSURE_LIST_COLUMNS, fmt, title=f"AOR {aorkey}")
 
 
 @app.command()
 def rejected(fmt: FormatOption = OutputFormat.table, db: DbOption = None) -> None:
     """List the files ingest could not catalogue, with the reasons."""
-    with _errors_to_exit():
-        _print_rows(queries.list_rejected(_open(db)), ("path", "reason"), fmt, title="Rejected files")
+    with _database(db) as engine:
+        _print_rows(queries.list_rejected(engine), ("path", "reason"), fmt, title="Rejected files")

@@ -159,3 +159,33 @@ def real_archive(tmp_path: Path) -> Path:
     shutil.copytree(SUBARRAY_AOR_DIR, root / SUBARRAY_AOR_DIR.name)
     shutil.copytree(FULL_ARRAY_AOR_DIR, root / FULL_ARRAY_AOR_DIR.name)
     return root
+
+
+@pytest.fixture
+def newer_migrations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The real migrations plus one more revision, as a newer iracdb would ship: databases at today's head are then
+    behind it."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(migrate.migrations_dir(), folder)
+    head = migrate.head_revision(make_engine("sqlite://"))
+    (folder / "versions" / "9000_test_next.py").write_text(
+        f"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "9000_test_next"
+down_revision = "{head}"
+
+
+def upgrade():
+    with op.batch_alter_table("aors") as batch:
+        batch.add_column(sa.Column("note", sa.Text()))
+
+
+def downgrade():
+    with op.batch_alter_table("aors") as batch:
+        batch.drop_column("note")
+"""
+    )
+    monkeypatch.setattr(migrate, "migrations_dir", lambda: folder)
+    return folder

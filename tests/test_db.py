@@ -66,14 +66,21 @@ def test_brand_new_database_gets_the_schema(empty_db_url: str) -> None:
     engine.dispose()
 
 
-def test_outdated_database_is_never_migrated_silently(engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0000_older'"))
-    # An unknown (older or newer) revision: refused with an instruction, schema untouched.
-    with pytest.raises(SchemaOutOfDate, match="iracdb"):
+def test_outdated_database_is_never_migrated_silently(engine, newer_migrations) -> None:
+    before = migrate.current_revision(engine)
+    with pytest.raises(SchemaOutOfDate, match="run `iracdb db upgrade`"):
         migrate.ensure_schema(engine)
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0000_older"
+    assert migrate.current_revision(engine) == before  # untouched
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == "9000_test_next"
+    migrate.ensure_schema(engine)
+
+
+def test_database_of_a_newer_iracdb_is_refused(engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    with pytest.raises(SchemaOutOfDate, match="newer than this iracdb knows"):
+        migrate.ensure_schema(engine)
 
 
 def test_foreign_database_is_refused(empty_db_url: str) -> None:

@@ -261,7 +261,7 @@ def _renumbered_copies(real_archive: Path, copies: int) -> None:
 
 @pytest.mark.parametrize("backend", ["postgresql"])
 def test_concurrent_ingests_of_one_tree(db_url: str, real_archive: Path) -> None:
-    _renumbered_copies(real_archive, 4)  # 400 files: two batches each
+    _renumbered_copies(real_archive, 8)  # 720 files: several batches each
     command = [sys.executable, "-m", "iracdb", "ingest", str(real_archive), "--db", db_url]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -270,9 +270,12 @@ def test_concurrent_ingests_of_one_tree(db_url: str, real_archive: Path) -> None
     from iracdb.db.engine import make_engine
 
     engine = make_engine(db_url)
-    assert _scalar(engine, "SELECT count(*) FROM files") == 400
-    assert _scalar(engine, "SELECT count(*) FROM exposures") == 60
-    assert _scalar(engine, "SELECT count(*) FROM aors") == 10
-    assert _scalar(engine, "SELECT sum(n_new) FROM ingest_events") == 400
+    assert _scalar(engine, "SELECT count(*) FROM files") == 720
+    assert _scalar(engine, "SELECT count(*) FROM exposures") == 108
+    assert _scalar(engine, "SELECT count(*) FROM aors") == 18
+    assert _scalar(engine, "SELECT sum(n_new) FROM ingest_events") == 720
     assert _scalar(engine, "SELECT count(*) FROM rejected_files") == 0
+    # The two really ran at the same time (otherwise this test would not test concurrency).
+    first_event, second_event = _rows(engine, "SELECT started_at, finished_at FROM ingest_events ORDER BY id")
+    assert second_event["started_at"] < first_event["finished_at"]
     engine.dispose()

@@ -1,0 +1,131 @@
+"""The command line: exit statuses, output formats, one-line errors, no passwords, on both backends."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from iracdb import __version__
+from iracdb.cli import app
+from iracdb.db.engine import make_engine
+
+runner = CliRunner()
+
+
+def run(*args: str, env: dict[str, str] | None = None):
+    return runner.invoke(app, list(args), env=env, catch_exceptions=False)
+
+
+def test_version_and_module_entry_point() -> None:
+    result = subprocess.run([sys.executable, "-m", "iracdb", "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"iracdb {__version__}"
+    help_text = run("--help").output
+    for command in ("ingest", "aors", "exposures", "db"):
+        assert command in help_text
+
+
+def test_ingest_then_list(db_url: str, real_archive: Path) -> None:
+    result = run("ingest", str(real_archive), "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert "80 files seen: 80 new, 0 updated, 0 moved, 0 unchanged, 0 rejected" in result.output
+
+    table = run("aors", "--db", db_url)
+    assert table.exit_code == 0 and "XO-3 ch2 peak-up" in table.output and "46466816" in table.output
+
+    rows = list(csv.DictReader(io.StringIO(run("aors", "--format", "csv", "--db", db_url).stdout)))
+    assert [(r["aorkey"], r["channel"], r["n_exposures"]) for r in rows] == [("46987776", "2", "1"),
+                                                                           ("46466816", "2", "11")]
+    assert {"aorkey", "channel", "object", "read_mode", "mission", "date_obs", "n_exposures", "n_files"} <= set(rows[0])
+    assert rows[1]["n_files"] == "77" and rows[1]["n_images"] == "704"
+
+    data = json.loads(run("aors", "--format", "json", "--object", "xo-3", "--db", db_url).stdout)
+    assert [(d["aorkey"], d["read_mode"], d["mission"]) for d in data] == [(46466816, "SUB", "warm")]
+    assert json.loads(run("aors", "-f", "json", "--mission", "cryo", "--db", db_url).stdout) == []
+    assert len(json.loads(run("aors", "-f", "json", "--program", "90015", "--db", db_url).stdout)) == 1
+    assert len(json.loads(run("aors", "-f", "json", "--channel", "2", "--db", db_url).stdout)) == 2
+
+    exposures = list(csv.DictReader(io.StringIO(run("exposures", "46466816", "-f", "csv", "--db", db_url).stdout)))
+    assert [int(r["expid"]) for r in exposures] == list(range(11))
+    assert exposures[0]["kinds"] == "bcd,bunc,bimsk,sub2d,unc2d,cov2d,msk2d"
+    assert exposures[0]["n_planes"] == "64"
+
+
+def test_ingest_with_rejections_exits_1_and_names_them(db_url: str, real_archive: Path) -> None:
+    (real_archive / "junk.fits").write_text("not fits")
+    result = run("ingest", str(real_archive), "--db", db_url)
+    assert result.exit_code == 1
+    assert f"rejected: {(real_archive / 'junk.fits').resolve()}: not a FITS file" in result.stderr
+    assert "80 new" in result.stdout and "1 rejected" in result.stdout
+    listed = run("rejected", "-f", "csv", "--db", db_url).stdout
+    assert "junk.fits" in listed
+
+
+def test_user_errors_are_one_line_with_status_2(db_url: str, tmp_path: Path) -> None:
+    for args, words in [
+        (("exposures", "12345", "--db", db_url), "AOR 12345 is not in the catalogue"),
+        (("ingest", str(tmp_path / "nowhere"), "--db", db_url), "no such file or folder"),
+        (("aors", "--mission", "lukewarm", "--db", db_url), "--mission must be 'cryo' or 'warm'"),
+        (("aors", "--channel", "7", "--db", db_url), "--channel must be 1, 2, 3 or 4"),
+        (("ingest", str(tmp_path), "--workers", "0", "--db", db_url), "--workers must be at least 1"),
+    ]:
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith("iracdb: error: ") and words in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in result.output
+
+
+def test_outdated_database_is_refused_with_instructions(db_url: str, newer_migrations: Path) -> None:
+    result = run("aors", "--db", db_url)
+    assert result.exit_code == 3
+    assert "run `iracdb db upgrade`" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert run("db", "upgrade", "--db", db_url).exit_code == 0
+    assert run("aors", "--db", db_url).exit_code == 0
+
+
+def test_database_from_a_newer_iracdb_is_refused(db_url: str) -> None:
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    engine.dispose()
+    result = run("aors", "--db", db_url)
+    assert result.exit_code == 3 and "newer than this iracdb knows" in result.stderr
+
+
+def test_db_commands(empty_db_url: str) -> None:
+    assert "(empty)" in run("db", "current", "--db", empty_db_url).stdout
+    assert run("db", "upgrade", "--db", empty_db_url).exit_code == 0
+    assert "up to date" in run("db", "current", "--db", empty_db_url).stdout
+    check = run("db", "check", "--db", empty_db_url)
+    assert check.exit_code == 0 and "models and migrations agree" in check.stdout
+    assert run("db", "downgrade", "-1", "--db", empty_db_url).exit_code == 0
+    assert "iracdb db upgrade" in run("db", "current", "--db", empty_db_url).stdout
+
+
+def test_database_url_precedence(tmp_path: Path, real_archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env_db = tmp_path / "from_env.sqlite"
+    run("ingest", str(real_archive / "r46987776"), env={"IRACDB_DB_URL": f"sqlite:///{env_db}"})
+    assert env_db.exists() and not (tmp_path / "iracdb.sqlite").exists()
+    cli_db = tmp_path / "from_option.sqlite"
+    run("ingest", str(real_archive / "r46987776"), "--db", str(cli_db), env={"IRACDB_DB_URL": f"sqlite:///{env_db}"})
+    assert cli_db.exists()
+    run("ingest", str(real_archive / "r46987776"), env={"IRACDB_DB_URL": ""})
+    assert (tmp_path / "iracdb.sqlite").exists()
+
+
+def test_password_never_shown() -> None:
+    url = "postgresql+psycopg://alice:hunter2secret@127.0.0.1:1/nothing"
+    for args in (("aors", "--db", url), ("db", "current", "--db", url)):
+        result = run(*args)
+        assert result.exit_code == 3
+        assert "hunter2secret" not in result.output
+        assert "alice:***@" in result.stderr
