@@ -17,6 +17,10 @@ Warm channels 3 and 4 cannot be corrected (the original returns the flux unchang
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
@@ -229,62 +233,102 @@ def irac_aphot_corr(
     return np.asarray(flux, dtype=np.float64) / factor
 
 
+@dataclass(frozen=True)
+class CorrectionMaps:
+    """The IRAC team's per-pixel cryo correction maps of one channel.
+
+    Attributes
+    ----------
+    location : numpy.ndarray or None
+        256x256 array-location correction (``ch?_photcorr_rj.fits``), indexed ``[row, column]`` of the full
+        array; *multiplied* into the flux (its values are ``1 / R_al``).
+    phase : numpy.ndarray or None
+        Pixel-phase map (``ch?_ppcorr_cryo_final.fits``, ch1 and ch2 only), indexed ``[y phase, x phase]`` on a
+        grid starting at phase ``phase_origin`` with step ``phase_step`` (pixels). Its values are the pixel-phase
+        *response* (they peak near the pixel centre and equal the ``/CRYO`` routine's ``R_pp`` to 0.2-0.5%),
+        although its header comment says to multiply: the flux is *divided* by it.
+    """
+
+    location: NDArray[np.float64] | None = None
+    phase: NDArray[np.float64] | None = None
+    phase_origin: float = -0.5
+    phase_step: float = 0.01
+
+
+def load_correction_maps(directory: str | PathLike[str], channel: int) -> CorrectionMaps:
+    """Read ``ch<N>_photcorr_rj.fits`` and, if present, ``ch<N>_ppcorr_cryo_final.fits`` from ``directory``.
+
+    Raises
+    ------
+    iracdb.errors.BadOption
+        The array-location map of ``channel`` is not in ``directory``.
+    """
+    from astropy.io import fits
+
+    folder = Path(directory)
+    loc_path = folder / f"ch{channel}_photcorr_rj.fits"
+    if not loc_path.is_file():
+        raise BadOption(f"no array-location correction map {loc_path.name} in {folder}")
+    location = np.asarray(fits.getdata(loc_path), dtype=np.float64)
+    phase = None
+    origin, step = -0.5, 0.01
+    pp_path = folder / f"ch{channel}_ppcorr_cryo_final.fits"
+    if pp_path.is_file():
+        with fits.open(pp_path) as hdul:
+            hdr = hdul[0].header
+            phase = np.asarray(hdul[0].data, dtype=np.float64)
+            # The maps' keywords: 1-based grid pixel CRVAL1 holds phase CRPIX1, steps of CD1_1.
+            step = float(hdr.get("CD1_1", 0.01))
+            origin = float(hdr.get("CRPIX1", 0.0)) - (float(hdr.get("CRVAL1", 51)) - 1) * step
+    return CorrectionMaps(location, phase, origin, step)
+
+
 def map_correction_factor(
-    x: ArrayLike,
-    y: ArrayLike,
-    *,
-    location_map: NDArray[np.floating] | None = None,
-    phase_map: NDArray[np.floating] | None = None,
-    phase_step: float = 0.01,
-    phase_origin: float = -0.5,
-    subarray_offset: tuple[int, int] = (0, 0),
+    x: ArrayLike, y: ArrayLike, maps: CorrectionMaps, subarray_offset: tuple[int, int] = (0, 0)
 ) -> NDArray[np.float64]:
     """Correction factor (divisor) from the IRAC team's per-pixel cryo correction maps.
 
-    The array-location maps (``ch?_photcorr_rj.fits``) are *multiplied* into the flux at the pixel containing
-    the centroid, so their contribution to the divisor is ``1 / map[row, col]``. The pixel-phase maps
-    (``ch?_ppcorr_cryo_final.fits``) give the relative response on a grid of pixel phase (``x - ROUND(x)``) and
-    enter the divisor directly; the nearest grid point is used.
+    The divisor is ``phase(xphase, yphase) / location[pixel]`` (see :class:`CorrectionMaps`): the location map is
+    read at the pixel containing the centroid, the phase map is interpolated bilinearly at
+    ``(x - ROUND(x), y - ROUND(y))``.
 
     Parameters
     ----------
     x, y : array_like
         Centroids in pixels (0-based, centre of the bottom-left pixel at (0, 0)).
-    location_map : numpy.ndarray, optional
-        256x256 array-location map (dimensionless, multiplicative), indexed ``[row, column]``.
-    phase_map : numpy.ndarray, optional
-        Pixel-phase response map (dimensionless), indexed ``[y phase, x phase]``.
-    phase_step, phase_origin : float
-        Phase of the map's first grid point and the grid step, in pixels (the maps' ``CRVAL``/``CDELT``).
+    maps : CorrectionMaps
+        The maps of the channel (either may be None, then it is not applied).
     subarray_offset : tuple of int
-        Added to ``(x, y)`` before looking up the location map (e.g. :data:`SUBARRAY_OFFSET` for subarray data).
+        Added to ``(x, y)`` before looking up the location map (:data:`SUBARRAY_OFFSET` for subarray data).
 
     Returns
     -------
     numpy.ndarray
-        Dimensionless divisor: corrected flux = flux / factor. NaN where the centroid is outside the map or
-        not finite.
+        Dimensionless divisor: corrected flux = flux / factor. NaN where the centroid is outside the location map
+        or not finite.
     """
     x, y = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
-    factor = np.ones(x.shape)
     finite = np.isfinite(x) & np.isfinite(y)
-    factor[~finite] = np.nan
-    if location_map is not None:
-        lm = np.asarray(location_map, dtype=np.float64)
-        col = np.floor(np.where(finite, x, 0) + subarray_offset[0] + 0.5).astype(int)
-        row = np.floor(np.where(finite, y, 0) + subarray_offset[1] + 0.5).astype(int)
+    xs = np.where(finite, x, 0.0)
+    ys = np.where(finite, y, 0.0)
+    factor = np.where(finite, 1.0, np.nan)
+    if maps.location is not None:
+        lm = maps.location
+        col = np.floor(xs + subarray_offset[0] + 0.5).astype(np.int64)
+        row = np.floor(ys + subarray_offset[1] + 0.5).astype(np.int64)
         inside = (col >= 0) & (col < lm.shape[1]) & (row >= 0) & (row < lm.shape[0])
         value = lm[np.clip(row, 0, lm.shape[0] - 1), np.clip(col, 0, lm.shape[1] - 1)]
-        factor = np.where(inside, factor / value, np.nan)
-    if phase_map is not None:
-        pm = np.asarray(phase_map, dtype=np.float64)
-        xs = np.where(finite, x, 0)
-        ys = np.where(finite, y, 0)
-        ix = np.rint((xs - idl_round(xs) - phase_origin) / phase_step).astype(int)
-        iy = np.rint((ys - idl_round(ys) - phase_origin) / phase_step).astype(int)
-        ix = np.clip(ix, 0, pm.shape[1] - 1)
-        iy = np.clip(iy, 0, pm.shape[0] - 1)
-        factor = factor * pm[iy, ix]
+        factor = factor / np.where(inside, value, np.nan)
+    if maps.phase is not None:
+        pm = maps.phase
+        gx = np.clip((xs - idl_round(xs) - maps.phase_origin) / maps.phase_step, 0, pm.shape[1] - 1)
+        gy = np.clip((ys - idl_round(ys) - maps.phase_origin) / maps.phase_step, 0, pm.shape[0] - 1)
+        ix = np.minimum(np.floor(gx).astype(np.int64), pm.shape[1] - 2)
+        iy = np.minimum(np.floor(gy).astype(np.int64), pm.shape[0] - 2)
+        fx, fy = gx - ix, gy - iy
+        value = ((1 - fy) * ((1 - fx) * pm[iy, ix] + fx * pm[iy, ix + 1])
+                 + fy * ((1 - fx) * pm[iy + 1, ix] + fx * pm[iy + 1, ix + 1]))
+        factor = factor * value
     return factor
 
 
@@ -324,7 +368,7 @@ def irac_aphot_corr_idl(
     return np.asarray(idl.getVariable("iracdb_out"), dtype=np.float64).reshape(flux.shape)
 
 
-def load_idl():
+def load_idl() -> ModuleType:
     """Import ``mirpyidl`` or explain how to get it."""
     try:
         import mirpyidl

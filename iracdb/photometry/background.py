@@ -1,0 +1,173 @@
+"""Background in a circular annulus, vectorised over a stack of planes.
+
+The annulus holds the pixels whose centres lie at a distance ``d`` with ``r_in <= d < r_out`` from the centre
+(photutils' ``method='center'``). NaN pixels (bad, masked or outside the image) are left out of the values and of
+the pixel count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from iracdb.errors import BadOption
+from iracdb.photometry.aperture import windows
+
+BackgroundMethod = Literal["median", "mean"]
+
+#: Standard error of a median relative to that of a mean, for normally distributed values (sqrt(pi/2)).
+MEDIAN_ERROR_FACTOR = float(np.sqrt(np.pi / 2))
+
+
+@dataclass(frozen=True)
+class Background:
+    """Annulus background of each plane.
+
+    Attributes
+    ----------
+    level : numpy.ndarray
+        Background per pixel, image unit (MJy/sr); NaN when no pixel is usable.
+    error : numpy.ndarray
+        1-sigma uncertainty of ``level`` (standard error of the median or mean), image unit.
+    std : numpy.ndarray
+        Standard deviation of the pixels used (after clipping), image unit: the per-pixel background noise.
+    npix : numpy.ndarray
+        Number of pixels used (after clipping).
+    nominal_npix : numpy.ndarray
+        Number of annulus pixels inside the image before NaN pixels and clipping are removed.
+    """
+
+    level: NDArray[np.float64]
+    error: NDArray[np.float64]
+    std: NDArray[np.float64]
+    npix: NDArray[np.int64]
+    nominal_npix: NDArray[np.int64]
+
+
+def clipped_median(
+    values: NDArray[np.float64], sigma: float = 3.0, maxiters: int = 5
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.int64]]:
+    """Sigma-clipped median of each row, ignoring NaN (as astropy's ``sigma_clipped_stats``, median centre).
+
+    Values outside ``median ± sigma * std`` of the values kept so far are rejected, repeatedly, until nothing
+    changes or ``maxiters`` passes. Because the kept values always form a contiguous run of the sorted row,
+    each pass costs O(1) per row after one sort.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        ``(n, k)`` values; NaN are ignored.
+    sigma : float
+        Clipping threshold in standard deviations (population std, ``ddof=0``, as astropy).
+    maxiters : int
+        Maximum number of clipping passes.
+
+    Returns
+    -------
+    median, std, count : numpy.ndarray
+        Per row: median and standard deviation of the kept values, and their number (NaN, NaN, 0 if none).
+    """
+    n, k = values.shape
+    srt = np.sort(values, axis=1)  # NaN sort last
+    count = np.sum(np.isfinite(srt), axis=1)
+    rows = np.arange(n)
+    ref = np.where(count > 0, srt[rows, np.maximum((count - 1) // 2, 0)], 0.0)
+    d = np.where(np.isfinite(srt), srt - ref[:, None], 0.0)  # centred to limit cancellation in the sums
+    c1 = np.concatenate([np.zeros((n, 1)), np.cumsum(d, axis=1)], axis=1)
+    c2 = np.concatenate([np.zeros((n, 1)), np.cumsum(d * d, axis=1)], axis=1)
+    srt_f = np.where(np.isfinite(srt), srt, np.inf)
+
+    lo = np.zeros(n, dtype=np.int64)
+    hi = count.astype(np.int64)
+
+    def stats(lo: NDArray[np.int64], hi: NDArray[np.int64]) -> tuple[NDArray, NDArray, NDArray]:
+        m = hi - lo
+        safe = np.maximum(m, 1)
+        a = np.minimum(lo + (safe - 1) // 2, k - 1)
+        b = np.minimum(lo + safe // 2, k - 1)
+        med = 0.5 * (srt_f[rows, a] + srt_f[rows, b])
+        mean = (c1[rows, hi] - c1[rows, lo]) / safe
+        var = np.maximum((c2[rows, hi] - c2[rows, lo]) / safe - mean * mean, 0.0)
+        return np.where(m > 0, med, np.nan), np.where(m > 0, np.sqrt(var), np.nan), m
+
+    med, std, m = stats(lo, hi)
+    for _ in range(maxiters):
+        lower = med - sigma * std
+        upper = med + sigma * std
+        new_lo = np.sum(srt_f < lower[:, None], axis=1)
+        new_hi = np.sum(srt_f <= upper[:, None], axis=1)
+        ok = m > 0
+        new_lo = np.where(ok, new_lo, lo)
+        new_hi = np.where(ok, np.minimum(new_hi, count), hi)
+        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
+            break
+        lo, hi = new_lo, new_hi
+        med, std, m = stats(lo, hi)
+    return med, std, m
+
+
+def annulus_pixels(
+    clean: NDArray, x: NDArray[np.float64], y: NDArray[np.float64], r_in: float, r_out: float
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Values of the annulus pixels of each plane, NaN elsewhere, as ``(n, k)``; and the annulus pixel count
+    inside the image per plane."""
+    half = int(np.ceil(r_out)) + 1
+    win = windows(clean, x, y, half)
+    s = 2 * half + 1
+    px = np.arange(s)[None, None, :] + win.x0[:, None, None] - x[:, None, None]
+    py = np.arange(s)[None, :, None] + win.y0[:, None, None] - y[:, None, None]
+    d2 = px * px + py * py
+    ring = (d2 >= r_in * r_in) & (d2 < r_out * r_out)
+    vals = np.where(ring, win.values, np.nan).reshape(len(x), -1)
+    nominal = np.sum(ring & ~win.outside, axis=(1, 2))
+    return vals, nominal
+
+
+def annulus_background(
+    clean: NDArray,
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    r_in: float,
+    r_out: float,
+    method: BackgroundMethod = "median",
+    sigma: float = 3.0,
+    maxiters: int = 5,
+) -> Background:
+    """Background per pixel in the annulus ``r_in <= d < r_out`` (pixels) around ``(x[k], y[k])`` of plane ``k``.
+
+    Parameters
+    ----------
+    clean : numpy.ndarray
+        ``(n, ny, nx)`` stack with bad pixels set to NaN (image unit, e.g. MJy/sr).
+    x, y : numpy.ndarray
+        ``(n,)`` annulus centres, image pixels.
+    r_in, r_out : float
+        Inner and outer radii, pixels.
+    method : {"median", "mean"}
+        ``"median"``: sigma-clipped median (``sigma``, ``maxiters``), error ``sqrt(pi/2) * std / sqrt(N)``;
+        ``"mean"``: plain mean of all usable pixels (what the original pipeline did), error ``std / sqrt(N)``.
+
+    Returns
+    -------
+    Background
+    """
+    if not 0 <= r_in < r_out:
+        raise BadOption(f"the background annulus needs 0 <= inner < outer radius, got {r_in}, {r_out} px")
+    vals, nominal = annulus_pixels(clean, x, y, r_in, r_out)
+    if method == "median":
+        level, std, npix = clipped_median(vals, sigma, maxiters)
+        factor = MEDIAN_ERROR_FACTOR
+    elif method == "mean":
+        npix = np.sum(np.isfinite(vals), axis=1)
+        safe = np.maximum(npix, 1)
+        level = np.where(npix > 0, np.nansum(vals, axis=1) / safe, np.nan)
+        std = np.where(npix > 0, np.sqrt(np.nansum((vals - level[:, None]) ** 2, axis=1) / safe), np.nan)
+        factor = 1.0
+    else:
+        raise BadOption(f"background method must be 'median' or 'mean', not {method!r}")
+    error = factor * std / np.sqrt(np.maximum(npix, 1))
+    error = np.where(npix > 1, error, np.nan)
+    return Background(level, error, std, npix, nominal)

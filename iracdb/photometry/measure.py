@@ -1,0 +1,507 @@
+"""The full measurement of a stack of images: target position -> centroid -> background -> aperture -> flux.
+
+:func:`measure` takes a ``(n, ny, nx)`` stack (a subarray cube, or one full-array frame as ``n = 1``) and returns
+one result per plane, vectorised over the planes. Failed planes are kept, with NaN values and flag bits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import numpy as np
+from astropy.io import fits
+from numpy.typing import ArrayLike, NDArray
+
+from iracdb.errors import BadOption
+from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
+from iracdb.photometry import apcorr, units
+from iracdb.photometry.aperture import aperture_sum
+from iracdb.photometry.background import BackgroundMethod, annulus_background
+from iracdb.photometry.centroid import CentroidMethod, centroid
+from iracdb.photometry.corrections import (
+    SUBARRAY_OFFSET,
+    CorrectionMaps,
+    correction_factor,
+    irac_aphot_corr_idl,
+    is_correctable,
+    load_idl,
+    map_correction_factor,
+)
+
+CorrectionChoice = Literal["numpy", "idl", "maps", "reach", "hora", "none"]
+
+
+@dataclass(frozen=True)
+class PhotometryParams:
+    """The choices of a photometry run (everything except the images and their header facts).
+
+    Attributes
+    ----------
+    radius_px : float
+        Aperture radius, pixels. Default 3 (the aperture of the IRAC pixel-phase correction).
+    annulus_in_px, annulus_out_px : float
+        Background annulus radii, pixels (pixel centres with ``in <= d < out``). Default 3-7.
+    centroid : {"moment", "gauss"}
+        Centroid method (see :mod:`iracdb.photometry.centroid`). Default ``"moment"``.
+    centroid_radius_px : float
+        Radius of the first-moment window, pixels.
+    gauss_box_px : int
+        Half-width of the Gaussian fitting box, pixels.
+    background : {"median", "mean"}
+        Sigma-clipped median (default) or plain mean of the annulus.
+    clip_sigma : float
+        Clipping threshold of the median background, standard deviations.
+    max_shift_px : float
+        A centroid further than this from the expected position is flagged ``CENTROID_SHIFTED`` and not used:
+        the aperture is then placed at the expected position.
+    mask_bits : int
+        Bits of the mask companion (``_bimsk``) that exclude a pixel. Default PROCBITS (32256).
+    corrections : {"numpy", "idl", "maps", "reach", "hora", "none"}
+        Pixel-phase x array-location correction: the numpy port of ``irac_aphot_corr.pro`` (default), the user's IDL
+        copy (needs ``iracdb[idl]``), the per-pixel cryo maps (pass them to :func:`measure`), the Reach et al. or
+        Hora et al. cryo variants, or none.
+    pp_only, al_only : bool
+        Apply only the pixel-phase or only the array-location part (``numpy``, ``idl``, ``reach``, ``hora``).
+    aperture_correction : float or {"table", "none"}
+        Multiplicative aperture correction: an explicit value, the published table's value (default; an error
+        when there is none for this mission, channel, radius and annulus), or none (flagged).
+    pixel_area : {"nominal", "header"}
+        Pixel solid angle for MJy/sr -> mJy: the channel's nominal one (default) or ``PXSCAL1 * PXSCAL2``.
+    min_background_fraction : float
+        Fewer usable annulus pixels than this fraction of the full annulus' area sets ``FEW_BACKGROUND_PIXELS``.
+    """
+
+    radius_px: float = 3.0
+    annulus_in_px: float = 3.0
+    annulus_out_px: float = 7.0
+    centroid: CentroidMethod = "moment"
+    centroid_radius_px: float = 3.0
+    gauss_box_px: int = 4
+    background: BackgroundMethod = "median"
+    clip_sigma: float = 3.0
+    max_shift_px: float = 2.0
+    mask_bits: int = PROCBITS
+    corrections: CorrectionChoice = "numpy"
+    pp_only: bool = False
+    al_only: bool = False
+    aperture_correction: float | Literal["table", "none"] = "table"
+    pixel_area: Literal["nominal", "header"] = "nominal"
+    min_background_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.radius_px > 0:
+            raise BadOption(f"the aperture radius must be positive, not {self.radius_px} px")
+        if not 0 <= self.annulus_in_px < self.annulus_out_px:
+            raise BadOption(
+                f"the background annulus needs 0 <= inner < outer radius, not {self.annulus_in_px}-"
+                f"{self.annulus_out_px} px"
+            )
+        if not self.centroid_radius_px > 0 or self.gauss_box_px < 2:
+            raise BadOption("the centroid window must be positive and the Gaussian box at least 2 px")
+        if self.centroid not in ("moment", "gauss"):
+            raise BadOption(f"centroid method must be 'moment' or 'gauss', not {self.centroid!r}")
+        if self.background not in ("median", "mean"):
+            raise BadOption(f"background method must be 'median' or 'mean', not {self.background!r}")
+        if self.corrections not in ("numpy", "idl", "maps", "reach", "hora", "none"):
+            raise BadOption(
+                f"corrections must be one of numpy, idl, maps, reach, hora, none, not {self.corrections!r}"
+            )
+        if self.pp_only and self.al_only:
+            raise BadOption("pp_only and al_only cannot both be set")
+        if self.pixel_area not in ("nominal", "header"):
+            raise BadOption(f"pixel_area must be 'nominal' or 'header', not {self.pixel_area!r}")
+        if not self.max_shift_px > 0:
+            raise BadOption(f"the maximum centroid shift must be positive, not {self.max_shift_px} px")
+        if isinstance(self.aperture_correction, str):
+            if self.aperture_correction not in ("table", "none"):
+                raise BadOption(
+                    f"aperture correction must be a number, 'table' or 'none', not {self.aperture_correction!r}"
+                )
+        else:
+            apcorr.resolve(self.aperture_correction, "warm", 1, 0, 0, 0)  # validates the number
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the photometry needs to know about the images (from their header).
+
+    Attributes
+    ----------
+    channel : int
+        IRAC channel, 1-4 (``CHNLNUM``).
+    mission : {"warm", "cryo"}
+        See :func:`iracdb.photometry.units.mission_from_mjd`.
+    subarray : bool
+        Subarray data (positions are subarray pixels; full-array position = + (8, 216) for ch1/ch2, (8, 8) ch3/ch4).
+    gain : float, optional
+        ``GAIN``, electrons per DN (for the error model without an uncertainty companion).
+    ronoise : float, optional
+        ``RONOISE``, read noise in electrons.
+    exptime : float, optional
+        ``EXPTIME``, effective exposure time of one image or plane, seconds.
+    fluxconv : float, optional
+        ``FLUXCONV``, (MJy/sr) per (DN/s).
+    pxscal1, pxscal2 : float, optional
+        ``PXSCAL1``, ``PXSCAL2``, arcsec per pixel (for ``pixel_area="header"``).
+    """
+
+    channel: int
+    mission: Literal["warm", "cryo"]
+    subarray: bool = False
+    gain: float | None = None
+    ronoise: float | None = None
+    exptime: float | None = None
+    fluxconv: float | None = None
+    pxscal1: float | None = None
+    pxscal2: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.channel not in (1, 2, 3, 4):
+            raise BadOption(f"IRAC channel must be 1, 2, 3 or 4, not {self.channel!r}")
+        if self.mission not in ("warm", "cryo"):
+            raise BadOption(f"mission must be 'warm' or 'cryo', not {self.mission!r}")
+
+    @classmethod
+    def from_header(cls, header: fits.Header) -> ImageInfo:
+        """Read the facts from an IRAC BCD header (``CHNLNUM``, ``MJD_OBS``, ``READMODE``/``NAXIS``, ...)."""
+
+        def num(key: str) -> float | None:
+            value = header.get(key)
+            return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+        channel = header.get("CHNLNUM")
+        mjd = num("MJD_OBS")
+        if channel is None or mjd is None:
+            raise BadOption("the header lacks CHNLNUM or MJD_OBS; is this an IRAC BCD header?")
+        readmode = str(header.get("READMODE", "")).strip().upper()
+        subarray = readmode == "SUB" if readmode else header.get("NAXIS") == 3
+        return cls(
+            channel=int(channel), mission=units.mission_from_mjd(mjd), subarray=subarray,
+            gain=num("GAIN"), ronoise=num("RONOISE"), exptime=num("EXPTIME"), fluxconv=num("FLUXCONV"),
+            pxscal1=num("PXSCAL1"), pxscal2=num("PXSCAL2"),
+        )
+
+    @property
+    def full_array_offset(self) -> tuple[int, int]:
+        """(x, y) to add to image pixels to get full-array pixels."""
+        return SUBARRAY_OFFSET[self.channel] if self.subarray else (0, 0)
+
+
+@dataclass(frozen=True)
+class Photometry:
+    """Results of :func:`measure`: one element per plane in every array.
+
+    Positions are pixels, 0-based, centre of the bottom-left pixel at (0, 0). Sums are in MJy/sr summed over
+    the aperture's pixels (MJy/sr x px); fluxes in mJy. NaN marks a value that could not be measured; ``flags``
+    says why.
+
+    Attributes
+    ----------
+    x_expected, y_expected : numpy.ndarray
+        Where the target was expected (image pixels).
+    x_centroid, y_centroid : numpy.ndarray
+        Measured centroid (image pixels); NaN if it failed.
+    shift_px : numpy.ndarray
+        Distance centroid - expected position, pixels.
+    x, y : numpy.ndarray
+        Aperture centre actually used (image pixels): the centroid, or the expected position when the centroid
+        failed or moved more than ``max_shift_px``.
+    x_full, y_full : numpy.ndarray
+        ``x``, ``y`` in full-array pixels (equal to them for full-array data).
+    fwhm_x_px, fwhm_y_px : numpy.ndarray
+        FWHM along x and y, pixels.
+    background_mjy_sr, background_err_mjy_sr : numpy.ndarray
+        Background per pixel (surface brightness, MJy/sr) and its 1-sigma uncertainty.
+    background_std_mjy_sr : numpy.ndarray
+        Standard deviation of the annulus pixels used (MJy/sr).
+    background_npix : numpy.ndarray
+        Number of annulus pixels used.
+    aperture_area_px : numpy.ndarray
+        Area of the usable pixels inside the aperture, px² (``pi r²`` unless pixels are masked or off the edge).
+    raw_sum_mjy_sr, raw_sum_err_mjy_sr : numpy.ndarray
+        Aperture sum (exact pixel overlap) and its uncertainty, MJy/sr x px.
+    net_sum_mjy_sr, net_sum_err_mjy_sr : numpy.ndarray
+        Background-subtracted sum ``raw - area * background`` and its uncertainty, MJy/sr x px.
+    correction_factor : numpy.ndarray
+        Pixel-phase x array-location divisor (dimensionless; 1 when none was applied).
+    aperture_correction : numpy.ndarray
+        Multiplicative aperture correction (dimensionless; 1 when none was applied).
+    flux_mjy, flux_err_mjy : numpy.ndarray
+        ``net_sum * pixel_sr * 1e9 * aperture_correction / correction_factor`` and its uncertainty, mJy.
+    flags : numpy.ndarray
+        int64 bitmask of :class:`iracdb.flags.Flag`.
+    pixel_sr : float
+        Pixel solid angle used, steradians.
+    error_model : str
+        Per-pixel errors from ``"uncertainty"`` (the companion), ``"gain"`` (Poisson + read noise from GAIN,
+        RONOISE, EXPTIME, FLUXCONV) or ``"background"`` (the annulus scatter; background-limited).
+    """
+
+    x_expected: NDArray[np.float64]
+    y_expected: NDArray[np.float64]
+    x_centroid: NDArray[np.float64]
+    y_centroid: NDArray[np.float64]
+    shift_px: NDArray[np.float64]
+    x: NDArray[np.float64]
+    y: NDArray[np.float64]
+    x_full: NDArray[np.float64]
+    y_full: NDArray[np.float64]
+    fwhm_x_px: NDArray[np.float64]
+    fwhm_y_px: NDArray[np.float64]
+    background_mjy_sr: NDArray[np.float64]
+    background_err_mjy_sr: NDArray[np.float64]
+    background_std_mjy_sr: NDArray[np.float64]
+    background_npix: NDArray[np.int64]
+    aperture_area_px: NDArray[np.float64]
+    raw_sum_mjy_sr: NDArray[np.float64]
+    raw_sum_err_mjy_sr: NDArray[np.float64]
+    net_sum_mjy_sr: NDArray[np.float64]
+    net_sum_err_mjy_sr: NDArray[np.float64]
+    correction_factor: NDArray[np.float64]
+    aperture_correction: NDArray[np.float64]
+    flux_mjy: NDArray[np.float64]
+    flux_err_mjy: NDArray[np.float64]
+    flags: NDArray[np.int64]
+    pixel_sr: float = field(default=np.nan)
+    error_model: str = "uncertainty"
+
+    def __len__(self) -> int:
+        return len(self.flags)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per plane of the per-plane fields, as Python scalars (NaN stays NaN: map it to NULL)."""
+        names = [f.name for f in fields(self) if isinstance(getattr(self, f.name), np.ndarray)]
+        columns = {name: getattr(self, name).tolist() for name in names}
+        return [{name: columns[name][i] for name in names} for i in range(len(self))]
+
+    def as_dict(self) -> dict[str, Any]:
+        """All fields, arrays as numpy arrays."""
+        return asdict(self)
+
+
+def _pixel_sr(info: ImageInfo, params: PhotometryParams) -> float:
+    if params.pixel_area == "nominal":
+        return units.nominal_pixel_sr(info.channel)
+    if info.pxscal1 is None or info.pxscal2 is None:
+        raise BadOption("pixel_area='header' needs PXSCAL1 and PXSCAL2 in the header; use pixel_area='nominal'")
+    return units.header_pixel_sr(info.pxscal1, info.pxscal2)
+
+
+def _as_stack(a: ArrayLike, name: str, shape: tuple[int, ...] | None = None) -> NDArray:
+    arr = np.asarray(a)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise BadOption(f"{name} must be a 2-D image or a 3-D (planes, y, x) stack, not {arr.ndim}-D")
+    if shape is not None and arr.shape != shape:
+        if arr.shape[1:] == shape[1:] and arr.shape[0] == 1:
+            arr = np.broadcast_to(arr, shape)
+        else:
+            raise BadOption(f"{name} has shape {arr.shape}, the images {shape}")
+    return arr
+
+
+def measure(
+    data: ArrayLike,
+    x: ArrayLike,
+    y: ArrayLike,
+    info: ImageInfo,
+    params: PhotometryParams | None = None,
+    *,
+    uncertainty: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    maps: CorrectionMaps | None = None,
+) -> Photometry:
+    """Aperture photometry of a target on every plane of a stack.
+
+    Parameters
+    ----------
+    data : array_like
+        ``(n, ny, nx)`` images in MJy/sr (a subarray cube), or one ``(ny, nx)`` image. NaN pixels are bad.
+    x, y : array_like
+        Expected target position per plane (or one for all), image pixels (0-based, centre of the bottom-left pixel
+        at (0, 0)); see :mod:`iracdb.photometry.targets`. NaN means the position could not be computed.
+    info : ImageInfo
+        Channel, mission, subarray, and the header values of the error model and pixel scale.
+    params : PhotometryParams, optional
+        The run's choices (defaults: 3 px aperture, 3-7 px annulus, moment centroid, clipped median).
+    uncertainty : array_like, optional
+        Per-pixel 1-sigma uncertainty (``_bunc``/``_cbunc``), MJy/sr, same shape as ``data`` (or one plane).
+        Without it, errors come from GAIN/RONOISE/EXPTIME/FLUXCONV if all are in ``info``, else from the annulus
+        scatter.
+    mask : array_like, optional
+        Integer bit mask (``_bimsk``), same shape as ``data`` (or one plane). Pixels with any of
+        ``params.mask_bits`` are excluded; pixels with a saturation bit inside the aperture set ``SATURATED``.
+    maps : CorrectionMaps, optional
+        Required when ``params.corrections == "maps"``.
+
+    Returns
+    -------
+    Photometry
+
+    Raises
+    ------
+    iracdb.errors.BadOption
+        Inconsistent inputs or choices: shapes, no published aperture correction for ``"table"``, maps missing,
+        ``"idl"`` without mirpyidl, Reach/Hora on warm data, header pixel scale missing.
+    """
+    params = PhotometryParams() if params is None else params
+    stack = _as_stack(data, "data")
+    n, ny, nx = stack.shape
+    unc = None if uncertainty is None else _as_stack(uncertainty, "uncertainty", stack.shape)
+    msk = None if mask is None else _as_stack(mask, "mask", stack.shape)
+    xe = np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)).copy()
+    ye = np.broadcast_to(np.asarray(y, dtype=np.float64), (n,)).copy()
+
+    # Choices that can fail are checked before any work.
+    apc = apcorr.resolve(
+        params.aperture_correction, info.mission, info.channel,
+        params.radius_px, params.annulus_in_px, params.annulus_out_px,
+    )
+    pixel_sr = _pixel_sr(info, params)
+    if params.corrections in ("reach", "hora") and info.mission != "cryo":
+        raise BadOption(f"the {params.corrections.title()} et al. correction applies to cryogenic data only")
+    if params.corrections == "maps" and maps is None:
+        raise BadOption("corrections='maps' needs the correction maps (see corrections.load_correction_maps)")
+    if params.corrections == "idl":
+        load_idl()
+
+    bad = ~np.isfinite(stack)
+    if msk is not None:
+        bad |= (msk & params.mask_bits) != 0
+    if unc is not None:
+        bad |= ~np.isfinite(unc)
+    clean = np.where(bad, np.nan, stack)
+
+    flags = np.zeros(n, dtype=np.int64)
+    finite = np.isfinite(xe) & np.isfinite(ye)
+    in_fov = finite & (xe >= -0.5) & (xe < nx - 0.5) & (ye >= -0.5) & (ye < ny - 0.5)
+    flags[~finite] |= Flag.COORD_CONVERSION_FAILED
+    flags[finite & ~in_fov] |= Flag.NOT_IN_FOV
+    xe[~in_fov] = np.nan
+    ye[~in_fov] = np.nan
+
+    # Centroid on the image minus the background around the expected position.
+    r_in, r_out = params.annulus_in_px, params.annulus_out_px
+    bkg0 = annulus_background(clean, xe, ye, r_in, r_out, params.background, params.clip_sigma)
+    cen = centroid(
+        clean, xe, ye, bkg0.level, params.centroid, params.centroid_radius_px, params.gauss_box_px
+    )
+    shift = np.hypot(cen.x - xe, cen.y - ye)
+    shifted = cen.ok & (shift > params.max_shift_px)
+    use = cen.ok & ~shifted
+    flags[in_fov & ~cen.ok] |= Flag.CENTROID_FAILED
+    flags[in_fov & shifted] |= Flag.CENTROID_SHIFTED
+    xc = np.where(use, cen.x, xe)
+    yc = np.where(use, cen.y, ye)
+
+    bkg = annulus_background(clean, xc, yc, r_in, r_out, params.background, params.clip_sigma)
+    ap = aperture_sum(clean, xc, yc, params.radius_px, uncertainty=unc)
+
+    # Per-pixel variance of the aperture sum when there is no uncertainty companion.
+    w2 = np.where(np.isfinite(ap.window.values), ap.weights**2, 0.0)
+    if unc is not None:
+        error_model = "uncertainty"
+        raw_var = ap.variance
+    elif None not in (info.gain, info.ronoise, info.exptime, info.fluxconv) and info.gain * info.exptime > 0:
+        error_model = "gain"
+        e_per_unit = info.exptime * info.gain / info.fluxconv  # electrons per (MJy/sr) in one pixel
+        v = np.where(np.isfinite(ap.window.values), ap.window.values, 0.0)
+        pix_var = (np.maximum(v, 0.0) * e_per_unit + info.ronoise**2) / e_per_unit**2
+        raw_var = np.sum(w2 * pix_var, axis=(1, 2)) * np.where(np.isfinite(ap.sum), 1.0, np.nan)
+    else:
+        error_model = "background"
+        raw_var = np.sum(w2, axis=(1, 2)) * bkg.std**2
+
+    net = ap.sum - ap.area * bkg.level
+    net_var = raw_var + (ap.area * bkg.error) ** 2
+
+    flags[in_fov & (ap.n_bad > 0)] |= Flag.MASKED_IN_APERTURE
+    if msk is not None:
+        sat = (ap.window.take(msk) & SATURATION_BITS) != 0
+        hit = np.any(sat & (ap.weights > 0) & ~ap.window.outside, axis=(1, 2))
+        flags[in_fov & hit] |= Flag.SATURATED
+    r, ro = params.radius_px, r_out
+    off = (xc - r < -0.5) | (xc + r > nx - 0.5) | (yc - r < -0.5) | (yc + r > ny - 0.5)
+    flags[in_fov & off] |= Flag.APERTURE_OFF_EDGE
+    off = (xc - ro < -0.5) | (xc + ro > nx - 0.5) | (yc - ro < -0.5) | (yc + ro > ny - 0.5)
+    flags[in_fov & off] |= Flag.ANNULUS_OFF_EDGE
+    few = bkg.npix < params.min_background_fraction * np.pi * (r_out**2 - r_in**2)
+    flags[in_fov & few] |= Flag.FEW_BACKGROUND_PIXELS
+
+    factor = _correction(xc, yc, info, params, maps)
+    uncorrectable = params.corrections in ("numpy", "idl") and not is_correctable(info.channel, info.mission)
+    if params.corrections == "none" or uncorrectable:
+        flags |= np.where(in_fov, int(Flag.NO_PHOTOMETRIC_CORRECTION), 0)
+    if apc is None:
+        flags |= np.where(in_fov, int(Flag.NO_APERTURE_CORRECTION), 0)
+    apc_value = 1.0 if apc is None else apc
+
+    to_mjy = units.mjy_per_mjy_sr_px(pixel_sr) * apc_value / factor
+    flux = net * to_mjy
+    flux_err = np.sqrt(net_var) * to_mjy
+    values = (ap.sum, net, bkg.level, flux, flux_err)
+    non_finite = np.any([~np.isfinite(v) for v in values], axis=0)
+    flags[in_fov & non_finite] |= Flag.NON_FINITE
+
+    ox, oy = info.full_array_offset
+    return Photometry(
+        x_expected=np.asarray(x, dtype=np.float64) * np.ones(n),
+        y_expected=np.asarray(y, dtype=np.float64) * np.ones(n),
+        x_centroid=cen.x,
+        y_centroid=cen.y,
+        shift_px=shift,
+        x=xc,
+        y=yc,
+        x_full=xc + ox,
+        y_full=yc + oy,
+        fwhm_x_px=cen.fwhm_x,
+        fwhm_y_px=cen.fwhm_y,
+        background_mjy_sr=bkg.level,
+        background_err_mjy_sr=bkg.error,
+        background_std_mjy_sr=bkg.std,
+        background_npix=bkg.npix,
+        aperture_area_px=ap.area,
+        raw_sum_mjy_sr=ap.sum,
+        raw_sum_err_mjy_sr=np.sqrt(raw_var),
+        net_sum_mjy_sr=net,
+        net_sum_err_mjy_sr=np.sqrt(net_var),
+        correction_factor=factor,
+        aperture_correction=np.full(n, apc_value),
+        flux_mjy=flux,
+        flux_err_mjy=flux_err,
+        flags=flags,
+        pixel_sr=pixel_sr,
+        error_model=error_model,
+    )
+
+
+def _correction(
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    info: ImageInfo,
+    params: PhotometryParams,
+    maps: CorrectionMaps | None,
+) -> NDArray[np.float64]:
+    """Correction divisor per plane for the chosen correction (NaN where the position is NaN)."""
+    nan = np.where(np.isfinite(x) & np.isfinite(y), 1.0, np.nan)
+    choice = params.corrections
+    if choice == "none":
+        return nan
+    if choice == "maps":
+        return map_correction_factor(x, y, maps, info.full_array_offset)  # type: ignore[arg-type]
+    if choice == "idl":
+        ok = np.isfinite(nan)
+        out = nan.copy()
+        if ok.any():
+            corrected = irac_aphot_corr_idl(
+                np.ones(ok.sum()), x[ok], y[ok], info.channel, mission=info.mission, subarray=info.subarray,
+                pp_only=params.pp_only, al_only=params.al_only,
+            )
+            out[ok] = 1.0 / corrected
+        return out
+    return correction_factor(
+        x, y, info.channel, mission=info.mission, subarray=info.subarray,
+        pp_only=params.pp_only, al_only=params.al_only, model="ingalls" if choice == "numpy" else choice,
+    )
