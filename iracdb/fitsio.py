@@ -6,6 +6,7 @@ order of magnitude faster than building an ``astropy.io.fits.Header``; pixel dat
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -88,6 +89,17 @@ AOR_COLUMNS: dict[str, tuple[str, type]] = {
 }
 
 
+#: Every keyword ingest looks at (structure, identity, kind detection and the catalogued columns).
+INGEST_KEYWORDS = frozenset(
+    {"BITPIX", "NAXIS", *(f"NAXIS{n}" for n in range(1, 10)), "INSTRUME", "CHNLNUM", "AORKEY", "EXPID", "DCENUM",
+     "DPID", "READMODE", "AREADMOD", "PROCBITS", "OLRCUTOF", "CTYPE1", "SATSRCFX", "CLPLDNFX"}
+    | set(EXPOSURE_COLUMNS)
+    | set(AOR_COLUMNS)
+    | set(IDENTITY_KEYWORDS)
+    | set(EXPOSURE_KEYWORDS)
+)
+
+
 class FitsReadError(Exception):
     """A file that cannot be catalogued; the message is the reason recorded for it."""
 
@@ -102,7 +114,7 @@ class HeaderCards:
 
     def text(self) -> str:
         """The header as text, one card per line, trailing blanks removed (pad to 80 to restore the cards)."""
-        return "\n".join(card.rstrip() for card in self.cards)
+        return "\n".join(map(str.rstrip, self.cards))
 
     def get(self, keyword: str, kind: type = str) -> Any:
         """The value of ``keyword`` as ``kind`` (str, int, float or bool), or None when absent or blank."""
@@ -177,12 +189,17 @@ def parse_value(raw: str, kind: type = str) -> Any:
 
 def _parse_string(text: str) -> tuple[str, str]:
     # FITS strings are quoted with ' and a doubled '' stands for one quote.
+    end = text.find("'", 1)
+    if end == -1:
+        raise ValueError(f"unterminated string {text!r}")
+    if text[end + 1 : end + 2] != "'":
+        return text[1:end], text[end + 1 :]  # the usual case: no quote inside
     out = []
     i = 1
     while i < len(text):
         char = text[i]
         if char == "'":
-            if i + 1 < len(text) and text[i + 1] == "'":
+            if text[i + 1 : i + 2] == "'":
                 out.append("'")
                 i += 2
                 continue
@@ -192,31 +209,39 @@ def _parse_string(text: str) -> tuple[str, str]:
     raise ValueError(f"unterminated string {text!r}")
 
 
-def split_header(data: bytes) -> HeaderCards:
-    """Split the primary header at the start of ``data`` into cards; raise FitsReadError if it is not FITS."""
+_END_CARD = b"END" + b" " * 77
+
+
+def split_header(data: bytes, keywords: frozenset[str] | None = None) -> HeaderCards:
+    """Split the primary header at the start of ``data`` into cards; raise FitsReadError if it is not FITS.
+
+    With ``keywords``, only those keywords' values are looked up (every card is still kept); ingest needs ~70 of
+    a BCD's ~670 cards, and skipping the rest halves the parsing time.
+    """
     if not data.startswith(b"SIMPLE  ="):
         raise FitsReadError("not a FITS file (it does not start with a SIMPLE card)")
-    cards: list[str] = []
-    offset = 0
-    while True:
-        block = data[offset : offset + BLOCK_BYTES]
-        if len(block) < BLOCK_BYTES:
-            raise FitsReadError(
-                f"truncated FITS header: no END card in the first {len(data)} bytes"
-                if len(block) == 0 or len(data) < BLOCK_BYTES
-                else f"truncated FITS header: it stops after {len(data)} bytes without an END card"
-            )
-        text = block.decode("ascii", errors="replace")
-        offset += BLOCK_BYTES
-        for start in range(0, BLOCK_BYTES, CARD_BYTES):
-            card = text[start : start + CARD_BYTES]
-            if card.startswith("END") and card[3:].strip() == "":
-                raw_values: dict[str, str] = {}
-                for c in cards:
-                    if c[8:10] == "= ":
-                        raw_values.setdefault(c[:8].rstrip(), c[10:])
-                return HeaderCards(cards=cards, raw_values=raw_values, header_bytes=offset)
-            cards.append(card)
+    position = data.find(_END_CARD)
+    while position != -1 and position % CARD_BYTES:
+        position = data.find(_END_CARD, position + 1)  # an END inside a card's text: not the END card
+    if position == -1:
+        raise FitsReadError(f"truncated FITS header: it stops after {len(data)} bytes without an END card")
+    header_bytes = (position // BLOCK_BYTES + 1) * BLOCK_BYTES
+    text = data[:position].decode("ascii", errors="replace")
+    cards = [text[start : start + CARD_BYTES] for start in range(0, position, CARD_BYTES)]
+    # Reversed so that the first occurrence of a repeated keyword wins, as in astropy.
+    if keywords is None:
+        raw_values = {card[:8].rstrip(): card[10:] for card in reversed(cards) if card[8:10] == "= "}
+    else:
+        padded = _padded(keywords)
+        raw_values = {
+            card[:8].rstrip(): card[10:] for card in reversed(cards) if card[:8] in padded and card[8:10] == "= "
+        }
+    return HeaderCards(cards=cards, raw_values=raw_values, header_bytes=header_bytes)
+
+
+@functools.cache
+def _padded(keywords: frozenset[str]) -> frozenset[str]:
+    return frozenset(keyword.ljust(8) for keyword in keywords)
 
 
 def data_bytes(header: HeaderCards) -> int:
@@ -291,7 +316,7 @@ def read_irac_file(path: str) -> FileRecord | Rejection:
 
 
 def _record_from_bytes(path: str, data: bytes, size: int, mtime_ns: int) -> FileRecord:
-    header = split_header(data)
+    header = split_header(data, INGEST_KEYWORDS)
     expected = header.header_bytes + data_bytes(header)
     if len(data) < expected:
         raise FitsReadError(f"truncated FITS file: {len(data)} bytes, the header promises at least {expected}")

@@ -1,0 +1,88 @@
+"""The header parser against astropy on real files, and FITS value syntax."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+
+from iracdb.fitsio import INGEST_KEYWORDS, FitsReadError, parse_value, product_kind, split_header
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+REAL_FILES = sorted((SHARED_DATA / "irac").rglob("*.fits"))
+
+
+@pytest.mark.parametrize("path", REAL_FILES[::7] + REAL_FILES[-3:], ids=lambda p: p.name)
+def test_values_match_astropy(path: Path) -> None:
+    ours = split_header(path.read_bytes())
+    theirs = fits.getheader(path)
+    assert len(ours.cards) == len(theirs.cards)
+    for keyword in set(theirs.keys()) - {"COMMENT", "HISTORY", ""}:
+        expected = theirs[keyword]
+        kind = bool if isinstance(expected, bool) else type(expected)
+        value = ours.get(keyword, kind)
+        if isinstance(expected, str):
+            assert value == (expected.strip() or None), keyword
+        else:
+            assert value == expected, keyword
+    restricted = split_header(path.read_bytes(), INGEST_KEYWORDS)
+    assert set(restricted.raw_values) <= INGEST_KEYWORDS
+    assert restricted.get("AORKEY", int) == theirs["AORKEY"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "value"),
+    [
+        ("'O''Brien '          / quoted quote", str, "O'Brien"),
+        ("'a/b'                / slash inside", str, "a/b"),
+        ("'    long'", str, "long"),
+        ("''", str, None),
+        ("T / logical", bool, True),
+        ("                   F", bool, False),
+        ("1.5D3 / exponent D", float, 1500.0),
+        ("                  2. / integral float", int, 2),
+        ("           46466816 / AORKEY", int, 46466816),
+        ("                     / empty", float, None),
+    ],
+)
+def test_value_syntax(raw: str, kind: type, value: object) -> None:
+    assert parse_value(raw, kind) == value
+
+
+def test_bad_values_and_files() -> None:
+    with pytest.raises(ValueError):
+        parse_value("'unterminated", str)
+    with pytest.raises(ValueError):
+        parse_value("2.5", int)
+    with pytest.raises(FitsReadError, match="not a FITS file"):
+        split_header(b"PK\x03\x04 a zip file")
+    with pytest.raises(FitsReadError, match="without an END card"):
+        split_header(b"SIMPLE  =                    T" + b" " * 50)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("SPITZER_I2_46466816_0000_0000_2_bcd.fits", "bcd"),
+        ("SPITZER_I2_46466816_0000_0000_2_bunc.fits", "bunc"),
+        ("SPITZER_I2_46466816_0000_0000_2_bimsk.fits", "bimsk"),
+        ("SPITZER_I2_46466816_0000_0000_2_sub2d.fits", "sub2d"),
+        ("SPITZER_I2_46466816_0000_0000_2_unc2d.fits", "unc2d"),
+        ("SPITZER_I2_46466816_0000_0000_2_cov2d.fits", "cov2d"),
+        ("SPITZER_I2_46466816_0000_0000_2_msk2d.fits", "msk2d"),
+    ],
+)
+def test_kind_from_header_where_it_can(name: str, kind: str) -> None:
+    path = SHARED_DATA / "irac" / "r46466816" / "ch2" / "bcd" / name
+    header = split_header(path.read_bytes())
+    assert product_kind(str(path), header) == kind
+    # Renamed without the archive's suffix, the header alone still tells masks and 2-D products apart.
+    unsuffixed = product_kind("/somewhere/renamed.fits", header)
+    assert unsuffixed == (kind if kind not in ("bunc",) else "bcd")
+
+
+def test_cbcd_without_suffix_is_recognised() -> None:
+    path = SHARED_DATA / "irac" / "r46987776" / "ch2" / "bcd" / "SPITZER_I2_46987776_0136_0000_2_cbcd.fits"
+    assert product_kind("/x/renamed.fits", split_header(path.read_bytes())) == "cbcd"
