@@ -461,9 +461,11 @@ class TruthRecord:
         PSF FWHM (pixels).
     psf_model : str
         'gauss' or 'irac'.
-    fraction_on_image : float
-        Fraction of the star's flux that falls on the image (the PSF wings beyond the edges are lost): a
-        perfect sum over the whole image, background removed, gives ``image_flux_mjy * fraction_on_image``.
+    fraction_on_valid_px : float
+        Fraction of the star's flux that falls on the image's valid (non-NaN) pixels; PSF wings beyond the edges
+        or on NaN pixels are lost. The NaN-ignoring sum of (image - background) over the whole image, in mJy,
+        is ``image_flux_mjy * fraction_on_valid_px`` (to float32 rounding in noise-free mode). Within
+        ``nan_avoid_radius_px`` of the star no pixel is NaN, so for a Gaussian PSF this is 1 to ~1e-9.
     n_nan : int
         NaN pixels in this frame or plane.
     path : str
@@ -493,7 +495,7 @@ class TruthRecord:
     background_mjy_sr: float
     fwhm_px: float
     psf_model: str
-    fraction_on_image: float
+    fraction_on_valid_px: float
     n_nan: int
     path: str
 
@@ -972,7 +974,6 @@ def _write_channel(
 
         totals = flux * factors / (omega * 1e9)  # the star summed over the infinite plane, MJy/sr
         star = _render(size, xs, ys, totals, fwhm, spec.psf_model)
-        on_image = star.sum(axis=(1, 2)) / totals
         model = star + background
         # electrons = MJy/sr / FLUXCONV * EXPTIME * GAIN; 1-sigma from photon noise and read noise
         to_e = mode.exptime * gain / fluxconv
@@ -988,6 +989,7 @@ def _write_channel(
         cube = np.where(bad, np.nan, image).astype(np.float32)
         sigma_cube = np.where(bad, np.nan, sigma).astype(np.float32)
         n_nan = bad.sum(axis=(1, 2))
+        on_valid = np.where(bad, 0.0, star).sum(axis=(1, 2)) / totals
 
         values = dict(
             k=k, mode=mode, mjd=mjd, dceid=dceid, crval=crval, zody=zody, background=background,
@@ -1017,7 +1019,7 @@ def _write_channel(
                 framtime_s=mode.framtime, x_px=float(xs[p]), y_px=float(ys[p]), x_wcs_px=x_wcs, y_wcs_px=y_wcs,
                 ra_deg=spec.ra_deg, dec_deg=spec.dec_deg, flux_mjy=flux, response_factor=float(factors[p]),
                 image_flux_mjy=flux * float(factors[p]), background_mjy_sr=background, fwhm_px=fwhm,
-                psf_model=spec.psf_model, fraction_on_image=float(on_image[p]), n_nan=int(n_nan[p]), path=rel,
+                psf_model=spec.psf_model, fraction_on_valid_px=float(on_valid[p]), n_nan=int(n_nan[p]), path=rel,
             ))  # fmt: skip
 
 
@@ -1175,17 +1177,17 @@ class _Templates:
             _card("ANUMREPS", 1, "Number of repeat integrations"),
             _card("AREADMOD", 1 if self.sub else 0, "Full (0) or subarray (1)"),
         ]  # fmt: skip
-        if not self.sub:
+        # (real subarray headers omit these two; §1 asks for HDRMODE everywhere)
+        out += [
+            _card("AORHDR", self.spec.hdr, "Requested AOT is HDR mode"),
+            _card("HDRMODE", self.spec.hdr, "DCE taken in High Dynamic Range mode"),
+        ]
+        if self.spec.hdr:
+            frame = "short" if k % 2 == 0 else "long"
             out += [
-                _card("AORHDR", self.spec.hdr, "Requested AOT is HDR mode"),
-                _card("HDRMODE", self.spec.hdr, "DCE taken in High Dynamic Range mode"),
+                _card("HDRFRAME", f"{frame:>8}", "Position in HDR observation"),
+                _card("HDRCYCLE", 1 + k // 2, "Cycle of HDR observation"),
             ]
-            if self.spec.hdr:
-                frame = "short" if k % 2 == 0 else "long"
-                out += [
-                    _card("HDRFRAME", f"{frame:>8}", "Position in HDR observation"),
-                    _card("HDRCYCLE", 1 + k // 2, "Cycle of HDR observation"),
-                ]
         out += [
             _card("ABARREL", 3 if self.sub else 4, "Barrel shift"),
             _card("APEDSIG", 0, "0=Normal, 1=Pedestal, 2=Signal"),
