@@ -266,3 +266,63 @@ def rejected(fmt: FormatOption = OutputFormat.table, db: DbOption = None) -> Non
     """List the files ingest could not catalogue, with the reasons."""
     with _database(db) as engine:
         _print_rows(queries.list_rejected(engine), ("path", "reason"), fmt, title="Rejected files")
+
+
+# --- synthetic data and the demo --------------------------------------------------------------------------------
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the archive into (created if missing).")],
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice; same seed, same bytes.")] = 0,
+    inject_response: Annotated[
+        bool, typer.Option("--inject-response", help="Multiply the pixel-phase x array-location response in.")
+    ] = False,
+    noise: Annotated[bool, typer.Option("--noise/--no-noise", help="Add noise matching the uncertainties.")] = True,
+    truth: Annotated[
+        Path | None, typer.Option("--truth", help="Truth table CSV. Default: OUT_DIR_truth.csv beside OUT_DIR.")
+    ] = None,
+) -> None:
+    """Write a synthetic IRAC archive (all channels, cryo and warm, full array and subarray) and its truth table.
+
+    The truth table is written beside the archive, not in it, so that `iracdb ingest OUT_DIR` sees only FITS files.
+    """
+    from iracdb.synth import write_archive
+
+    with _errors_to_exit():
+        archive = write_archive(out_dir, seed=seed, inject_response=inject_response, noise=noise, truth_csv=False)
+        truth_path = archive.write_truth_csv(truth or out_dir.parent / f"{out_dir.name}_truth.csv")
+    stdout.print(
+        f"wrote {len(archive.files)} files of {len(archive.aors)} AORs ({len(archive.truth)} images) to "
+        f"{archive.root}; truth table: {truth_path}",
+        markup=False,
+        highlight=False,
+    )
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Where to put the demo's archive and database.")] = Path("demo"),
+) -> None:
+    """Run the main job on synthetic data with an embedded SQLite database, printing where everything is."""
+    from iracdb.demo import run_demo
+
+    with _errors_to_exit():
+        result = run_demo(directory)
+    stdout.print(f"1. wrote a synthetic IRAC archive: {result.n_files} files in {result.archive}", markup=False)
+    stdout.print(f"   (what is really in it, image by image: {result.truth_csv})", markup=False)
+    summary = result.ingest
+    stdout.print(
+        f"2. catalogued it in {result.database_url}: {summary.n_new} new, {summary.n_unchanged} unchanged, "
+        f"{summary.n_rejected} rejected",
+        markup=False,
+    )
+    stdout.print("3. the catalogue:", markup=False)
+    _print_rows(result.aors, queries.AOR_LIST_COLUMNS, OutputFormat.table, title="AORs")
+    stdout.print(
+        f"Next: iracdb exposures {result.aors[0]['aorkey']} --db {result.database_url}   "
+        f"(or open {result.database_url.removeprefix('sqlite:///')} with sqlite3)",
+        markup=False,
+    )
+    if summary.n_rejected:
+        raise typer.Exit(EXIT_SOME_REJECTED)

@@ -279,3 +279,27 @@ def test_concurrent_ingests_of_one_tree(db_url: str, real_archive: Path) -> None
     first_event, second_event = _rows(engine, "SELECT started_at, finished_at FROM ingest_events ORDER BY id")
     assert second_event["started_at"] < first_event["finished_at"]
     engine.dispose()
+
+
+def test_synthetic_archive_all_channels_and_missions(engine: Engine, tmp_path: Path) -> None:
+    from iracdb.synth import write_archive
+
+    archive = write_archive(tmp_path / "synth", truth_csv=False)
+    summary = ingest(engine, [str(archive.root)])
+    assert (summary.n_new, summary.n_rejected) == (len(archive.files), 0)
+    exposures = {(t.aorkey, t.channel, t.expid, t.dcenum) for t in archive.truth}
+    assert _scalar(engine, "SELECT count(*) FROM exposures") == len(exposures)
+    assert _scalar(engine, "SELECT sum(n_planes) FROM exposures") == len(archive.truth)
+    assert {r["channel"] for r in _rows(engine, "SELECT DISTINCT channel FROM exposures")} == {1, 2, 3, 4}
+    missions = {r["aorkey"]: r["mission"] for r in _rows(engine, "SELECT aorkey, mission FROM aors")}
+    assert missions == {spec.aorkey: spec.mission for spec in archive.aors}
+    for record in archive.truth[:: max(1, len(archive.truth) // 20)]:
+        if record.plane:
+            continue
+        [row] = _rows(
+            engine,
+            "SELECT mjd_obs, frame_time_s FROM exposures WHERE aorkey = :a AND channel = :c AND expid = :e",
+            a=record.aorkey, c=record.channel, e=record.expid,
+        )
+        assert row["mjd_obs"] == pytest.approx(record.mjd_obs, abs=1e-9)
+        assert row["frame_time_s"] == record.framtime_s
