@@ -105,13 +105,14 @@ def moment_centroid(
         v = win.values - bkg[idx, None, None]
         wv = np.where(np.isfinite(v), v * w, 0.0)
         total = wv.sum(axis=(1, 2))
-        mx = (wv.sum(axis=1) * grid).sum(axis=1) / total
-        my = (wv.sum(axis=2) * grid).sum(axis=1) / total
+        with np.errstate(divide="ignore", invalid="ignore"):  # no flux: caught by `good` below
+            mx = (wv.sum(axis=1) * grid).sum(axis=1) / total
+            my = (wv.sum(axis=2) * grid).sum(axis=1) / total
+            sxx[idx] = (wv.sum(axis=1) * (grid - mx[:, None]) ** 2).sum(axis=1) / total
+            syy[idx] = (wv.sum(axis=2) * (grid - my[:, None]) ** 2).sum(axis=1) / total
         good = (total > 0) & np.isfinite(mx) & np.isfinite(my)
         nx_ = np.where(good, mx + win.x0, np.nan)
         ny_ = np.where(good, my + win.y0, np.nan)
-        sxx[idx] = (wv.sum(axis=1) * (grid - mx[:, None]) ** 2).sum(axis=1) / total
-        syy[idx] = (wv.sum(axis=2) * (grid - my[:, None]) ** 2).sum(axis=1) / total
         step = np.hypot(nx_ - x[idx], ny_ - y[idx])
         x[idx], y[idx] = nx_, ny_
         ok[idx] &= good

@@ -348,7 +348,7 @@ def measure(
     """
     params = PhotometryParams() if params is None else params
     stack = _as_stack(data, "data")
-    n, ny, nx = stack.shape
+    n = stack.shape[0]
     unc = None if uncertainty is None else _as_stack(uncertainty, "uncertainty", stack.shape)
     msk = None if mask is None else _as_stack(mask, "mask", stack.shape)
     xe = np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)).copy()
@@ -366,6 +366,25 @@ def measure(
         raise BadOption("corrections='maps' needs the correction maps (see corrections.load_correction_maps)")
     if params.corrections == "idl":
         load_idl()
+    # Failed planes carry NaN through the arithmetic by design; their flags say why.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return _measure(stack, unc, msk, xe, ye, info, params, maps, apc, pixel_sr)
+
+
+def _measure(
+    stack: NDArray,
+    unc: NDArray | None,
+    msk: NDArray | None,
+    xe: NDArray[np.float64],
+    ye: NDArray[np.float64],
+    info: ImageInfo,
+    params: PhotometryParams,
+    maps: CorrectionMaps | None,
+    apc: float | None,
+    pixel_sr: float,
+) -> Photometry:
+    n, ny, nx = stack.shape
+    x_expected, y_expected = xe.copy(), ye.copy()
 
     bad = ~np.isfinite(stack)
     if msk is not None:
@@ -447,8 +466,8 @@ def measure(
 
     ox, oy = info.full_array_offset
     return Photometry(
-        x_expected=np.asarray(x, dtype=np.float64) * np.ones(n),
-        y_expected=np.asarray(y, dtype=np.float64) * np.ones(n),
+        x_expected=x_expected,
+        y_expected=y_expected,
         x_centroid=cen.x,
         y_centroid=cen.y,
         shift_px=shift,
