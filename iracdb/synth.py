@@ -1055,10 +1055,15 @@ def _collapse(ftype: str, cube: np.ndarray, sigma: np.ndarray) -> np.ndarray:
 
 def _card(key: str, value: Any, comment: str = "") -> str:
     """One 80-character card image; long strings and comments are cut to fit, as the SSC pipeline does."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return _card_image(key, value, comment)
+
+
+@lru_cache(maxsize=16384, typed=True)  # typed: True, 1 and 1.0 are different cards
+def _card_image(key: str, value: Any, comment: str) -> str:
     if isinstance(value, str):
         value = value[:68]
-    elif isinstance(value, np.generic):
-        value = value.item()
     image = fits.Card(key, value).image.rstrip()
     if comment:
         image = image.ljust(30) + " / " + comment
@@ -1104,7 +1109,6 @@ class _Templates:
         self.pa_deg = pa_deg
         self.pointing = pointing
         self.sub = spec.read_mode == "SUB"
-        self.rng = rng
         # Constant numbers of the AOR and channel (telemetry, dark drift, calibration ids) drawn once.
         self.telemetry = [float(v) for v in rng.normal(0.0, 1.0, size=64)]
         self.darkdrift = np.round(rng.normal(0.0, 0.35, size=(_SUB_PLANES, 5)), 7)

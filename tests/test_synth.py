@@ -200,14 +200,14 @@ def test_wcs_loads_cleanly_and_places_the_star(clean: synth.SynthArchive) -> Non
         px = np.array([[0.0, 0.0], [n - 1.0, 0.0], [0.0, n - 1.0], [n - 1.0, n - 1.0], [n / 2, n / 3]])
         back = wcs.all_world2pix(wcs.all_pix2world(px, 0), 0, tolerance=1e-12, maxiter=50)
         assert np.max(np.abs(back - px)) < 1e-6
-        # the fitted inverse polynomials (AP/BP) agree with the iterative inverse to a hundredth of a pixel
+        # the fitted inverse polynomials (AP/BP) agree with the iterative inverse to a thousandth of a pixel
         focal = wcs.wcs_world2pix(wcs.all_pix2world(px, 0), 0)  # undistorted (TAN only) pixel positions
         u, v = focal[:, 0] - (header["CRPIX1"] - 1), focal[:, 1] - (header["CRPIX2"] - 1)
         for axis, name in ((0, "AP"), (1, "BP")):
             terms = [(int(k.split("_")[1]), int(k.split("_")[2]), header[k]) for k in header
                      if k.startswith(name + "_") and k[3].isdigit()]  # fmt: skip
             inverse = focal[:, axis] + sum(c * u**p * v**q for p, q, c in terms)
-            assert np.max(np.abs(inverse - px[:, axis])) < 0.01
+            assert np.max(np.abs(inverse - px[:, axis])) < 1e-3
 
 
 def test_pixel_phase_varies_between_images(clean: synth.SynthArchive) -> None:
@@ -477,6 +477,22 @@ def test_irac_psf_model(tmp_path: Path) -> None:
         assert 0.95 < record.fraction_on_valid_px < 0.999
         total = np.nansum(plane - np.float32(record.background_mjy_sr)) * omega * 1e9
         assert total == pytest.approx(80.0 * record.fraction_on_valid_px, rel=2e-6)
+
+
+def test_ingest_reader_recognises_every_file(clean: synth.SynthArchive) -> None:
+    fitsio = pytest.importorskip("iracdb.fitsio")
+    for path in clean.files:
+        record = fitsio.read_irac_file(str(path))
+        assert isinstance(record, fitsio.FileRecord), getattr(record, "reason", None)
+        assert record.kind == NAME.match(path.name)["type"]  # type: ignore[index]
+
+
+def test_spec_is_hashable_and_frozen() -> None:
+    spec = synth.AorSpec(aorkey=5, channels=[1, 2], flux_mjy={2: 5.0, 1: 9.0})  # type: ignore[arg-type]
+    assert spec.channels == (1, 2) and spec.star_flux_mjy(1) == 9.0 and spec.star_flux_mjy(2) == 5.0
+    assert hash(spec) == hash(synth.AorSpec(aorkey=5, channels=(1, 2), flux_mjy={1: 9.0, 2: 5.0}))
+    with pytest.raises(AttributeError):
+        spec.aorkey = 6  # type: ignore[misc]
 
 
 # -- against the real headers in ../shared (skipped when they are not there) ------------------------------------------
