@@ -16,7 +16,7 @@ from iracdb.errors import BadOption
 
 #: (mission, radius px, annulus inner px, annulus outer px) -> {channel: factor}. Copied from
 #: ``reference/aperture_corrections.csv`` (a test checks the copy). ``inf`` radius: infinite-aperture correction.
-Table = dict[tuple[str, float, float, float], dict[int, float]]
+Table = dict[tuple[str, float, float | None, float | None], dict[int, float]]
 
 _ROWS = """\
 mission,radius_px,annulus_in_px,annulus_out_px,ch1,ch2,ch3,ch4
@@ -52,8 +52,8 @@ def parse_table(lines: Iterable[str]) -> Table:
         key = (
             row["mission"].strip(),
             float(row["radius_px"]),
-            float(row["annulus_in_px"] or "nan"),
-            float(row["annulus_out_px"] or "nan"),
+            float(row["annulus_in_px"]) if row["annulus_in_px"].strip() else None,
+            float(row["annulus_out_px"]) if row["annulus_out_px"].strip() else None,
         )
         table[key] = {ch: float(row[f"ch{ch}"]) for ch in (1, 2, 3, 4) if row.get(f"ch{ch}", "").strip()}
     return table
@@ -69,8 +69,10 @@ def read_table(path: str | PathLike[str]) -> Table:
 PUBLISHED: Table = parse_table(_ROWS.splitlines())
 
 
-def _same(a: float, b: float) -> bool:
-    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=0, abs_tol=1e-9)
+def _same(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=0, abs_tol=1e-9)
 
 
 def lookup(

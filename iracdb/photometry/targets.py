@@ -57,7 +57,7 @@ def sky_to_pixel(
     nan = np.full(np.broadcast(ra, dec).shape, np.nan)
     try:
         wcs = celestial_wcs(header)
-        x, y = wcs.all_world2pix(ra, dec, 0)
+        x, y = wcs.all_world2pix(ra, dec, 0, tolerance=1e-8, maxiter=100)
     except (ValueError, KeyError, NoConvergence):
         return nan, nan.copy()
     return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)

@@ -1,0 +1,100 @@
+"""The parts of the measurement against independent implementations (photutils, astropy) and known values."""
+
+import csv
+import warnings
+
+import numpy as np
+import pytest
+from astropy.stats import sigma_clipped_stats
+from photutils.geometry import circular_overlap_grid
+
+from iracdb.errors import BadOption
+from iracdb.photometry import apcorr, units
+from iracdb.photometry.aperture import circle_overlap
+from iracdb.photometry.background import annulus_background, clipped_median
+from iracdb.photometry.psf import render_star
+from iracdb.photometry.targets import brightest_near
+
+
+@pytest.mark.parametrize("radius", [0.4, 1.0, 2.5, 3.0, 7.0])
+def test_overlap_equals_photutils_exact(radius):
+    rng = np.random.default_rng(int(radius * 10))
+    s = 21
+    cx, cy = rng.uniform(8, 12, 20), rng.uniform(8, 12, 20)
+    got = circle_overlap(cx, cy, radius, (s, s))
+    for k in range(20):
+        ref = circular_overlap_grid(-0.5 - cx[k], s - 0.5 - cx[k], -0.5 - cy[k], s - 0.5 - cy[k], s, s,
+                                    radius, 1, 1)
+        np.testing.assert_allclose(got[k], ref, atol=1e-10)  # px², photutils' own precision
+        assert got[k].sum() == pytest.approx(np.pi * radius**2, rel=1e-12)
+
+
+def test_clipped_median_equals_astropy():
+    rng = np.random.default_rng(3)
+    v = rng.normal(5, 1, (100, 150))
+    v[:, :10] += rng.uniform(3, 30, (100, 10))  # outliers
+    v[rng.random(v.shape) < 0.1] = np.nan
+    med, std, count = clipped_median(v, 3.0, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # astropy warns (and logs) about the NaN it clips
+        ref = [sigma_clipped_stats(row, sigma=3, maxiters=5) for row in v]
+    np.testing.assert_allclose(med, [r[1] for r in ref], rtol=1e-12)
+    np.testing.assert_allclose(std, [r[2] for r in ref], rtol=1e-9)
+    assert np.all(count < np.sum(np.isfinite(v), axis=1))  # the outliers went
+
+
+def test_clipped_median_edge_cases():
+    med, std, count = clipped_median(np.array([[np.nan, np.nan], [2.0, np.nan]]))
+    assert np.isnan(med[0]) and count[0] == 0
+    assert med[1] == 2.0 and std[1] == 0.0 and count[1] == 1
+
+
+def test_background_mean_is_plain_mean():
+    rng = np.random.default_rng(4)
+    img = rng.normal(3, 1, (1, 32, 32))
+    bkg = annulus_background(img, np.array([15.4]), np.array([16.2]), 3.0, 7.0, "mean")
+    yy, xx = np.mgrid[:32, :32]
+    d = np.hypot(xx - 15.4, yy - 16.2)
+    sel = img[0][(d >= 3) & (d < 7)]
+    assert bkg.level[0] == pytest.approx(sel.mean(), rel=1e-13)
+    assert bkg.npix[0] == sel.size
+    assert bkg.error[0] == pytest.approx(sel.std() / np.sqrt(sel.size), rel=1e-12)
+
+
+def test_brightest_near_ignores_a_hot_pixel():
+    cube = render_star((32, 32), np.array([15.3, 20.0]), np.array([14.8, 12.0]), 100.0)
+    cube[:, 12, 12] += 60.0  # a single hot pixel brighter than the star's peak
+    x, y = brightest_near(cube, 15.0, 15.0, radius_px=6)
+    np.testing.assert_array_equal(x, [15, 20])
+    np.testing.assert_array_equal(y, [15, 12])
+    x, y = brightest_near(np.zeros((1, 32, 32)), 15.0, 15.0)
+    assert np.isnan(x[0])
+
+
+def test_shipped_aperture_corrections_equal_reference(shared):
+    ref = apcorr.read_table(shared / "reference" / "aperture_corrections.csv")
+    assert ref == apcorr.PUBLISHED
+    with open(shared / "reference" / "aperture_corrections.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == len(apcorr.PUBLISHED)
+
+
+def test_aperture_correction_lookup():
+    assert apcorr.lookup("warm", 2, 3, 3, 7) == 1.1336
+    assert apcorr.lookup("cryo", 4, 2, 2, 6) == 1.568
+    assert apcorr.lookup("warm", 3, 3, 3, 7) is None  # no warm ch3
+    assert apcorr.lookup("warm", 1, 3, 4, 8) is None
+    assert apcorr.resolve("none", "warm", 1, 3, 3, 7) is None
+    assert apcorr.resolve(1.07, "warm", 1, 3.5, 4, 8) == 1.07
+    with pytest.raises(BadOption, match="give a value"):
+        apcorr.resolve("table", "warm", 1, 3.5, 4, 8)
+
+
+def test_units():
+    # 1 MJy/sr in one ch1 pixel = 35.0414 uJy (irac-photometry.md §2).
+    assert units.nominal_pixel_sr(1) * 1e9 == pytest.approx(0.0350414, rel=1e-5)
+    assert units.nominal_pixel_sr(1) == pytest.approx(3.50414e-11, rel=1e-5)
+    assert units.header_pixel_sr(-1.2, 1.2) == pytest.approx((1.2 / 206264.806) ** 2)
+    assert units.mission_from_mjd(54968.0) == "cryo"
+    assert units.mission_from_mjd(54968.01) == "warm"
+    with pytest.raises(BadOption):
+        units.mission_from_mjd(float("nan"))
