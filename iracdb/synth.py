@@ -39,6 +39,7 @@ from astropy.wcs import WCS
 
 from iracdb.errors import BadOption
 from iracdb.photometry.psf import IRAC_FWHM_PX
+from iracdb.photometry.units import CRYO_END_MJD, nominal_pixel_sr
 
 __all__ = [
     "CRYO_END_MJD",
@@ -55,11 +56,6 @@ __all__ = [
 # Instrument facts (irac-photometry.md §1-§3; values the real headers carry, rounded as they are)
 # ----------------------------------------------------------------------------------------------------------------
 
-#: Last MJD of the cryogenic mission: frames with ``MJD_OBS <= CRYO_END_MJD`` are cryo (§1).
-CRYO_END_MJD = 54968.0
-_RAD_ARCSEC = 206264.806
-#: Nominal pixel widths in arcsec (§2); the flux <-> surface-brightness conversion uses these.
-_PIXEL_WIDTH_ARCSEC = {1: 1.221, 2: 1.213, 3: 1.222, 4: 1.220}
 #: Header pixel scales (arcsec, |PXSCAL1|, PXSCAL2) at the reference pixel; close to, not equal to, the nominal.
 _PXSCAL_ARCSEC = {
     ("FULL", 1): (1.22334, 1.21850),
@@ -119,16 +115,17 @@ _SUB_MODES = {
 }
 #: HDR mode pairs a short frame with each long one.
 _HDR_SHORT = {12.0: 0.6, 30.0: 1.2, 100.0: 1.2}
-#: Read noise (electrons) by frame time, channels 1..4 (approximate handbook values).
+#: Read noise (electrons) by read mode and frame time, channels 1..4 (approximate handbook values).
 _RONOISE = {
-    0.1: (23.7, 23.7, 13.0, 11.5),
-    0.4: (12.1, 12.1, 10.4, 9.2),
-    0.6: (22.4, 23.7, 13.0, 11.5),
-    1.2: (22.4, 23.7, 13.0, 11.5),
-    2.0: (11.8, 12.1, 9.1, 7.1),
-    12.0: (12.1, 12.1, 9.1, 7.1),
-    30.0: (10.0, 10.1, 8.9, 6.8),
-    100.0: (8.4, 16.0, 7.7, 6.7),
+    ("SUB", 0.1): (23.7, 23.7, 13.0, 11.5),
+    ("SUB", 0.4): (12.1, 12.1, 10.4, 9.2),
+    ("SUB", 2.0): (9.4, 9.4, 7.8, 6.9),
+    ("FULL", 0.6): (22.4, 23.7, 13.0, 11.5),
+    ("FULL", 1.2): (22.4, 23.7, 13.0, 11.5),
+    ("FULL", 2.0): (11.8, 12.1, 9.1, 7.1),
+    ("FULL", 12.0): (12.1, 12.1, 9.1, 7.1),
+    ("FULL", 30.0): (10.0, 10.1, 8.9, 6.8),
+    ("FULL", 100.0): (8.4, 16.0, 7.7, 6.7),
 }
 _FOV = {
     ("FULL", 1): (68, "IRAC_Center_of_3.6&5.8umArray"),
@@ -188,8 +185,11 @@ SUB_TYPES = ("bcd", "bunc", "bimsk", "sub2d", "unc2d", "cov2d", "msk2d")
 
 
 def pixel_solid_angle_sr(channel: int) -> float:
-    """Nominal solid angle of one pixel of ``channel`` in steradians (§2: width**2 / 206264.806**2)."""
-    return (_PIXEL_WIDTH_ARCSEC[channel] / _RAD_ARCSEC) ** 2
+    """Nominal solid angle of one pixel of ``channel`` in steradians (§2: width**2 / 206264.806**2).
+
+    The star's flux (mJy) becomes pixel values (MJy/sr) with this: sum(pixels) * omega * 1e9 = flux.
+    """
+    return nominal_pixel_sr(channel)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1024,7 +1024,8 @@ def _write_channel(
 
 
 def _ronoise(mode: _FrameMode, channel: int) -> float:
-    return _RONOISE[mode.framtime][channel - 1]
+    read_mode = "SUB" if mode.samptime < 0.1 else "FULL"
+    return _RONOISE[(read_mode, mode.framtime)][channel - 1]
 
 
 def _collapse(ftype: str, cube: np.ndarray, sigma: np.ndarray) -> np.ndarray:
