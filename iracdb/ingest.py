@@ -13,6 +13,7 @@ batch and unique constraints never see a duplicate.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import socket
 from collections.abc import Callable, Iterable, Iterator
@@ -123,8 +124,11 @@ def ingest(
     event_id = _start_event(engine, resolved, workers)
     summary = IngestSummary(ingest_id=event_id)
     known = _catalogued_files(engine, resolved)
+    own_files = _database_files(engine)
     to_read: list[str] = []
     for path, size, mtime_ns in walk(resolved):
+        if path in own_files:
+            continue  # the SQLite catalogue itself, when it lives inside the tree
         summary.n_seen += 1
         if known.get(path) == (size, mtime_ns):
             summary.n_unchanged += 1
@@ -150,12 +154,25 @@ def ingest(
     return summary
 
 
+#: Below this many files to read, starting worker processes costs more than it saves.
+MIN_FILES_FOR_WORKERS = 64
+
+
 def _read_all(paths: list[str], workers: int) -> Iterator[FileRecord | Rejection]:
-    if workers == 1 or len(paths) < 2 * BATCH_FILES:
+    if workers == 1 or len(paths) < MIN_FILES_FOR_WORKERS:
         yield from map(read_irac_file, paths)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(read_irac_file, paths, chunksize=32)
+    # Workers only read files; "spawn" keeps them free of the parent's database connections and threads.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(read_irac_file, paths, chunksize=16)
+
+
+def _database_files(engine: Engine) -> set[str]:
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        return set()
+    path = os.path.realpath(database)
+    return {path + suffix for suffix in ("", "-wal", "-shm", "-journal")}
 
 
 def _now() -> datetime:

@@ -303,3 +303,14 @@ def test_synthetic_archive_all_channels_and_missions(engine: Engine, tmp_path: P
         )
         assert row["mjd_obs"] == pytest.approx(record.mjd_obs, abs=1e-9)
         assert row["frame_time_s"] == record.framtime_s
+
+
+def test_catalogue_inside_the_tree_is_not_ingested(real_archive: Path) -> None:
+    from iracdb.db.engine import make_engine
+    from iracdb.db.migrate import ensure_schema
+
+    engine = make_engine(f"sqlite:///{real_archive / 'iracdb.sqlite'}")
+    ensure_schema(engine)
+    summary = ingest(engine, [str(real_archive)])
+    assert (summary.n_seen, summary.n_new, summary.n_rejected) == (80, 80, 0)
+    engine.dispose()
