@@ -43,6 +43,7 @@ from iracdb.photometry.units import CRYO_END_MJD, nominal_pixel_sr
 
 __all__ = [
     "CRYO_END_MJD",
+    "TRUTH_COLUMNS",
     "AorSpec",
     "SynthArchive",
     "TruthRecord",
