@@ -162,8 +162,8 @@ def _read_all(paths: list[str], workers: int) -> Iterator[FileRecord | Rejection
     if workers == 1 or len(paths) < MIN_FILES_FOR_WORKERS:
         yield from map(read_irac_file, paths)
         return
-    # Workers only read files; "spawn" keeps them free of the parent's database connections and threads.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # Workers only read files; forked from a clean server process, they share no connection or thread with us.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
         yield from pool.map(read_irac_file, paths, chunksize=16)
 
 
