@@ -87,12 +87,51 @@ class Windows:
         return stack[self.planes[:, None, None], self.rows[:, :, None], self.cols[:, None, :]]
 
 
+@dataclass(frozen=True)
+class Stack:
+    """Images and the rule that makes a pixel bad, applied window by window (no pass over whole images).
+
+    A pixel is bad when its value is not finite, when it has any of ``mask_bits`` in ``mask``, or when its
+    ``uncertainty`` is not finite. Windows cut from a ``Stack`` hold NaN at bad pixels.
+    """
+
+    data: NDArray
+    mask: NDArray | None = None
+    mask_bits: int = 0
+    uncertainty: NDArray | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+
+def gather(stack: NDArray | Stack, index: tuple[NDArray, ...], outside: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Pixel values at ``stack[index]`` as float64, NaN where ``outside`` or bad (see :class:`Stack`)."""
+    if isinstance(stack, Stack):
+        values = stack.data[index].astype(np.float64)
+        bad = outside.copy()
+        if stack.mask is not None and stack.mask_bits:
+            bad |= (stack.mask[index] & stack.mask_bits) != 0
+        if stack.uncertainty is not None:
+            bad |= ~np.isfinite(stack.uncertainty[index])
+    else:
+        values = stack[index].astype(np.float64)
+        bad = outside
+    values[bad] = np.nan
+    return values
+
+
 def windows(
-    stack: NDArray, x: NDArray[np.float64], y: NDArray[np.float64], half: int, planes: NDArray | None = None
+    stack: NDArray | Stack,
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    half: int,
+    planes: NDArray | None = None,
 ) -> Windows:
     """Cut ``(2*half+1)``-pixel square windows centred on the pixels nearest to ``(x, y)``.
 
     Window ``k`` comes from plane ``planes[k]`` (default ``k``). Non-finite positions give all-outside windows.
+    NaN pixels (and, for a :class:`Stack`, its bad pixels) are NaN in the window values.
     """
     _, ny, nx = stack.shape
     n = len(x)
@@ -106,8 +145,8 @@ def windows(
     outside = ~(((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :])
     rows_c = np.clip(rows, 0, ny - 1)
     cols_c = np.clip(cols, 0, nx - 1)
-    values = stack[plane[:, None, None], rows_c[:, :, None], cols_c[:, None, :]].astype(np.float64)
-    values[outside] = np.nan
+    index = (plane[:, None, None], rows_c[:, :, None], cols_c[:, None, :])
+    values = gather(stack, index, outside)
     return Windows(values, outside, cx - half, cy - half, rows_c, cols_c, plane)
 
 
@@ -141,7 +180,7 @@ class ApertureSum:
 
 
 def aperture_sum(
-    clean: NDArray,
+    clean: NDArray | Stack,
     x: NDArray[np.float64],
     y: NDArray[np.float64],
     radius: float,
@@ -151,9 +190,8 @@ def aperture_sum(
 
     Parameters
     ----------
-    clean : numpy.ndarray
-        ``(n, ny, nx)`` image stack with bad pixels already set to NaN; NaN pixels are left out of the sum and of
-        the area.
+    clean : numpy.ndarray or Stack
+        ``(n, ny, nx)`` images; NaN (and a :class:`Stack`'s bad) pixels are left out of the sum and of the area.
     x, y : numpy.ndarray
         ``(n,)`` circle centres, image pixels (0-based, centre of the bottom-left pixel at (0, 0)).
     radius : float

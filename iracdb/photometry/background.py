@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from iracdb.errors import BadOption
-from iracdb.photometry.aperture import windows
+from iracdb.photometry.aperture import Stack, gather
 
 BackgroundMethod = Literal["median", "mean"]
 
@@ -110,24 +110,36 @@ def clipped_median(
 
 
 def annulus_pixels(
-    clean: NDArray, x: NDArray[np.float64], y: NDArray[np.float64], r_in: float, r_out: float
+    clean: NDArray | Stack, x: NDArray[np.float64], y: NDArray[np.float64], r_in: float, r_out: float
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """Values of the annulus pixels of each plane, NaN elsewhere, as ``(n, k)``; and the annulus pixel count
     inside the image per plane."""
-    half = int(np.ceil(r_out)) + 1
-    win = windows(clean, x, y, half)
-    s = 2 * half + 1
-    px = np.arange(s)[None, None, :] + win.x0[:, None, None] - x[:, None, None]
-    py = np.arange(s)[None, :, None] + win.y0[:, None, None] - y[:, None, None]
+    n, ny, nx = clean.shape
+    # Only pixels that can fall in the annulus for some sub-pixel centre near the nearest integer pixel.
+    reach = int(np.ceil(r_out)) + 1
+    dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+    d = np.hypot(dx, dy)
+    keep = (d >= r_in - np.sqrt(0.5)) & (d < r_out + np.sqrt(0.5))
+    dx, dy = dx[keep], dy[keep]
+    finite = np.isfinite(x) & np.isfinite(y)
+    xs = np.where(finite, x, 0.0)
+    ys = np.where(finite, y, 0.0)
+    cx = np.floor(xs + 0.5).astype(np.int64)
+    cy = np.floor(ys + 0.5).astype(np.int64)
+    rows = cy[:, None] + dy
+    cols = cx[:, None] + dx
+    outside = (rows < 0) | (rows >= ny) | (cols < 0) | (cols >= nx) | ~finite[:, None]
+    index = (np.arange(n)[:, None], np.clip(rows, 0, ny - 1), np.clip(cols, 0, nx - 1))
+    values = gather(clean, index, outside)
+    px = cols - xs[:, None]
+    py = rows - ys[:, None]
     d2 = px * px + py * py
     ring = (d2 >= r_in * r_in) & (d2 < r_out * r_out)
-    vals = np.where(ring, win.values, np.nan).reshape(len(x), -1)
-    nominal = np.sum(ring & ~win.outside, axis=(1, 2))
-    return vals, nominal
+    return np.where(ring, values, np.nan), np.sum(ring & ~outside, axis=1)
 
 
 def annulus_background(
-    clean: NDArray,
+    clean: NDArray | Stack,
     x: NDArray[np.float64],
     y: NDArray[np.float64],
     r_in: float,
@@ -141,7 +153,7 @@ def annulus_background(
     Parameters
     ----------
     clean : numpy.ndarray
-        ``(n, ny, nx)`` stack with bad pixels set to NaN (image unit, e.g. MJy/sr).
+        ``(n, ny, nx)`` images (or a :class:`~iracdb.photometry.aperture.Stack`), e.g. MJy/sr; NaN are bad.
     x, y : numpy.ndarray
         ``(n,)`` annulus centres, image pixels.
     r_in, r_out : float

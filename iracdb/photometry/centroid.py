@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 from scipy.special import erf
 
 from iracdb.errors import BadOption
-from iracdb.photometry.aperture import circle_overlap, windows
+from iracdb.photometry.aperture import Stack, circle_overlap, windows
 
 CentroidMethod = Literal["moment", "gauss"]
 
@@ -51,27 +51,31 @@ class Centroid:
 
 
 def moment_centroid(
-    clean: NDArray,
+    clean: NDArray | Stack,
     x0: NDArray[np.float64],
     y0: NDArray[np.float64],
     background: NDArray[np.float64],
     radius: float = 3.0,
     *,
+    reach: float = 3.0,
     maxiter: int = 30,
-    tol: float = 1e-6,
+    tol: float = 1e-4,
 ) -> Centroid:
     """Iterated first moment within a circle of ``radius`` px, starting at ``(x0, y0)``.
 
     Parameters
     ----------
     clean : numpy.ndarray
-        ``(n, ny, nx)`` stack with bad pixels set to NaN (left out of the moments).
+        ``(n, ny, nx)`` images (or a :class:`~iracdb.photometry.aperture.Stack`); NaN pixels are left out.
     x0, y0 : numpy.ndarray
         ``(n,)`` starting positions, image pixels.
     background : numpy.ndarray
         ``(n,)`` background per pixel subtracted before the moments (image unit).
     radius : float
         Radius of the circular window, pixels.
+    reach : float
+        How far (px) the centre may wander from ``(x0, y0)`` before the centroid is declared failed (the pixels
+        are read once, in a window of this margin).
     maxiter : int
         Maximum number of re-centring iterations.
     tol : float
@@ -80,50 +84,63 @@ def moment_centroid(
     Returns
     -------
     Centroid
-        ``ok`` is false when the flux in the window is not positive or the centroid is not finite, or when the
-        last of ``maxiter`` iterations still moved it by 0.001 px or more.
+        ``ok`` is false when the flux in the window is not positive, the centroid is not finite or wanders
+        beyond ``reach``, or when the last of ``maxiter`` iterations still moved it by 0.001 px or more.
     """
     n = clean.shape[0]
     x = np.asarray(x0, dtype=np.float64).copy()
     y = np.asarray(y0, dtype=np.float64).copy()
     bkg = np.asarray(background, dtype=np.float64)
-    half = int(np.ceil(radius)) + 1
+    # One window for all iterations, wide enough for the centre to wander ``reach`` px.
+    half = int(np.ceil(radius + reach)) + 1
     s = 2 * half + 1
-    grid = np.arange(s, dtype=np.float64)
     active = np.isfinite(x) & np.isfinite(y) & np.isfinite(bkg)
-    converged = np.zeros(n, dtype=bool)
+    win = windows(clean, np.where(active, x, np.nan), np.where(active, y, np.nan), half)
+    v_all = np.where(np.isfinite(win.values), win.values - bkg[:, None, None], 0.0)
+    x = x - win.x0  # window coordinates from here on
+    y = y - win.y0
     last_step = np.full(n, np.inf)
     ok = active.copy()
     sxx = np.full(n, np.nan)
     syy = np.full(n, np.nan)
+    limit = half - radius - 0.5  # beyond this the circle leaves the window
+    sub = int(np.ceil(radius)) + 1  # half-size of the part of the window the circle can touch
+    offsets = np.arange(-sub, sub + 1)
+    local = offsets.astype(np.float64)
     for _ in range(maxiter):
-        idx = np.flatnonzero(active & ~converged)
+        idx = np.flatnonzero(active & ~(last_step < tol))
         if idx.size == 0:
             break
-        win = windows(clean, x[idx], y[idx], half, planes=idx)
-        w = circle_overlap(x[idx] - win.x0, y[idx] - win.y0, radius, (s, s))
-        v = win.values - bkg[idx, None, None]
-        wv = np.where(np.isfinite(v), v * w, 0.0)
+        cx = np.clip(np.floor(x[idx] + 0.5).astype(np.int64), sub, s - 1 - sub)
+        cy = np.clip(np.floor(y[idx] + 0.5).astype(np.int64), sub, s - 1 - sub)
+        part = v_all[idx[:, None, None], (cy[:, None] + offsets)[:, :, None], (cx[:, None] + offsets)[:, None, :]]
+        dx = x[idx] - cx
+        dy = y[idx] - cy
+        w = circle_overlap(dx + sub, dy + sub, radius, (2 * sub + 1, 2 * sub + 1))
+        wv = part * w
         total = wv.sum(axis=(1, 2))
+        col = wv.sum(axis=1)
+        row = wv.sum(axis=2)
         with np.errstate(divide="ignore", invalid="ignore"):  # no flux: caught by `good` below
-            mx = (wv.sum(axis=1) * grid).sum(axis=1) / total
-            my = (wv.sum(axis=2) * grid).sum(axis=1) / total
-            sxx[idx] = (wv.sum(axis=1) * (grid - mx[:, None]) ** 2).sum(axis=1) / total
-            syy[idx] = (wv.sum(axis=2) * (grid - my[:, None]) ** 2).sum(axis=1) / total
+            mx = (col * local).sum(axis=1) / total
+            my = (row * local).sum(axis=1) / total
+            sxx[idx] = (col * (local - mx[:, None]) ** 2).sum(axis=1) / total
+            syy[idx] = (row * (local - my[:, None]) ** 2).sum(axis=1) / total
+        mx = mx + cx
+        my = my + cy
         good = (total > 0) & np.isfinite(mx) & np.isfinite(my)
-        nx_ = np.where(good, mx + win.x0, np.nan)
-        ny_ = np.where(good, my + win.y0, np.nan)
-        step = np.hypot(nx_ - x[idx], ny_ - y[idx])
-        x[idx], y[idx] = nx_, ny_
+        good &= (np.abs(mx - half) <= limit) & (np.abs(my - half) <= limit)
+        mx = np.where(good, mx, np.nan)
+        my = np.where(good, my, np.nan)
+        last_step[idx] = np.hypot(mx - x[idx], my - y[idx])
+        x[idx], y[idx] = mx, my
         ok[idx] &= good
         active[idx] &= good
-        last_step[idx] = step
-        converged[idx] = good & (step < tol)
     ok &= last_step < 1e-3
     fx = FWHM_PER_SIGMA * np.sqrt(np.where(sxx - 1 / 12 > 0, sxx - 1 / 12, np.nan))
     fy = FWHM_PER_SIGMA * np.sqrt(np.where(syy - 1 / 12 > 0, syy - 1 / 12, np.nan))
     nan = np.where(ok, 1.0, np.nan)
-    return Centroid(x * nan, y * nan, fx * nan, fy * nan, ok)
+    return Centroid((x + win.x0) * nan, (y + win.y0) * nan, fx * nan, fy * nan, ok)
 
 
 def _pixel_gauss(e: NDArray[np.float64], c: NDArray[np.float64], s: NDArray[np.float64]):
@@ -141,7 +158,7 @@ def _pixel_gauss(e: NDArray[np.float64], c: NDArray[np.float64], s: NDArray[np.f
 
 
 def gauss_centroid(
-    clean: NDArray,
+    clean: NDArray | Stack,
     x0: NDArray[np.float64],
     y0: NDArray[np.float64],
     background: NDArray[np.float64],
@@ -156,7 +173,7 @@ def gauss_centroid(
     Parameters
     ----------
     clean : numpy.ndarray
-        ``(n, ny, nx)`` stack with bad pixels set to NaN (left out of the fit).
+        ``(n, ny, nx)`` images (or a :class:`~iracdb.photometry.aperture.Stack`); NaN pixels are left out.
     x0, y0 : numpy.ndarray
         ``(n,)`` starting position and box centre, image pixels.
     background : numpy.ndarray
@@ -253,17 +270,18 @@ def gauss_centroid(
 
 
 def centroid(
-    clean: NDArray,
+    clean: NDArray | Stack,
     x0: NDArray[np.float64],
     y0: NDArray[np.float64],
     background: NDArray[np.float64],
     method: CentroidMethod = "moment",
     radius: float = 3.0,
     box: int = 4,
+    reach: float = 3.0,
 ) -> Centroid:
     """Centroid of each plane by ``method`` (see the module docstring); ``radius`` is the moment window, px,
-    ``box`` the half-width of the Gaussian fitting box, px."""
-    mom = moment_centroid(clean, x0, y0, background, radius)
+    ``box`` the half-width of the Gaussian fitting box, px, ``reach`` how far (px) the moment centroid may move."""
+    mom = moment_centroid(clean, x0, y0, background, radius, reach=reach)
     if method == "moment":
         return mom
     if method == "gauss":

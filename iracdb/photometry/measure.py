@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike, NDArray
 from iracdb.errors import BadOption
 from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
 from iracdb.photometry import apcorr, units
-from iracdb.photometry.aperture import aperture_sum
+from iracdb.photometry.aperture import Stack, aperture_sum
 from iracdb.photometry.background import BackgroundMethod, annulus_background
 from iracdb.photometry.centroid import CentroidMethod, centroid
 from iracdb.photometry.corrections import (
@@ -386,12 +386,7 @@ def _measure(
     n, ny, nx = stack.shape
     x_expected, y_expected = xe.copy(), ye.copy()
 
-    bad = ~np.isfinite(stack)
-    if msk is not None:
-        bad |= (msk & params.mask_bits) != 0
-    if unc is not None:
-        bad |= ~np.isfinite(unc)
-    clean = np.where(bad, np.nan, stack)
+    clean = Stack(stack, msk, params.mask_bits, unc)
 
     flags = np.zeros(n, dtype=np.int64)
     finite = np.isfinite(xe) & np.isfinite(ye)
@@ -404,8 +399,10 @@ def _measure(
     # Centroid on the image minus the background around the expected position.
     r_in, r_out = params.annulus_in_px, params.annulus_out_px
     bkg0 = annulus_background(clean, xe, ye, r_in, r_out, params.background, params.clip_sigma)
+    # The centroid may wander a little beyond max_shift_px, so that a shift is measured before it is flagged.
     cen = centroid(
-        clean, xe, ye, bkg0.level, params.centroid, params.centroid_radius_px, params.gauss_box_px
+        clean, xe, ye, bkg0.level, params.centroid, params.centroid_radius_px, params.gauss_box_px,
+        reach=params.max_shift_px + 1.5,
     )
     shift = np.hypot(cen.x - xe, cen.y - ye)
     shifted = cen.ok & (shift > params.max_shift_px)
