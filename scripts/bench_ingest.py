@@ -10,7 +10,7 @@ then times:
    with 1 worker and with --workers 2;
 3. a re-ingest of the unchanged tree (no file is opened).
 
-Usage: python scripts/bench_ingest.py [--copies 50] [--workdir DIR]
+Usage: python scripts/bench_ingest.py [--copies 50] [--kinds bcd,cbcd,bunc,cbunc] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from iracdb.ingest import ingest
 SHARED_IRAC = Path(__file__).resolve().parents[2] / "shared" / "data" / "irac"
 
 
-def build_archive(root: Path, copies: int) -> list[Path]:
-    """Clone every real IRAC file ``copies`` times under new AORKEYs, changing only the AORKEY card's value."""
-    sources = sorted(SHARED_IRAC.rglob("*.fits"))
+def build_archive(root: Path, copies: int, kinds: tuple[str, ...] | None = None) -> list[Path]:
+    """Clone every real IRAC file (of ``kinds``, default all) ``copies`` times under new AORKEYs, changing only
+    the AORKEY card's value."""
+    sources = sorted(p for p in SHARED_IRAC.rglob("*.fits") if kinds is None or p.stem.rsplit("_", 1)[1] in kinds)
     if not sources:
         raise SystemExit(f"no real IRAC files under {SHARED_IRAC}")
     written = []
@@ -55,11 +56,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=50, help="clones of each of the 80 real files (default 50)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to build the archive (default: a temp dir)")
+    parser.add_argument(
+        "--kinds",
+        default=None,
+        help="comma-separated product kinds to clone (e.g. bcd,cbcd,bunc,cbunc: the large-header images); default all",
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="iracdb_bench_", dir=args.workdir))
     try:
         archive = workdir / "archive"
-        files = build_archive(archive, args.copies)
+        files = build_archive(archive, args.copies, tuple(args.kinds.split(",")) if args.kinds else None)
         total_mb = sum(f.stat().st_size for f in files) / 1e6
         print(f"archive: {len(files)} files with real IRAC headers, {total_mb:.0f} MB, in {archive}")
         os.sync()
