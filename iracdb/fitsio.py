@@ -13,10 +13,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from iracdb.errors import BadOption
+from iracdb.mission import mission_from_mjd
+
 BLOCK_BYTES = 2880
 CARD_BYTES = 80
-#: MJD_OBS at or before this day is the cryogenic mission; later frames are warm (§1).
-CRYO_LAST_MJD = 54968.0
 
 #: Product kinds, in order of preference as the source of an exposure's catalogued header columns.
 KINDS = ("bcd", "cbcd", "bunc", "cbunc", "bimsk", "sub2d", "unc2d", "cov2d", "msk2d")
@@ -293,11 +294,6 @@ def product_kind(path: str, header: HeaderCards) -> str:
     return "cbcd" if corrected else "bcd"
 
 
-def mission_of(mjd_obs: float) -> str:
-    """'cryo' for MJD_OBS <= 54968 (the cryogenic mission ended 2009-05-15), else 'warm'."""
-    return "cryo" if mjd_obs <= CRYO_LAST_MJD else "warm"
-
-
 def read_irac_file(path: str) -> FileRecord | Rejection:
     """Read one file: checksum it, parse its primary header, and decide whether it is an IRAC Level-1 file.
 
@@ -344,7 +340,10 @@ def _record_from_bytes(path: str, data: bytes, size: int, mtime_ns: int) -> File
     naxis = header.get("NAXIS", int) or 0
     exposure["n_planes"] = header.get("NAXIS3", int) if naxis == 3 else 1
     if exposure["mjd_obs"] is not None:
-        exposure["mission"] = mission_of(exposure["mjd_obs"])
+        try:
+            exposure["mission"] = mission_from_mjd(exposure["mjd_obs"])
+        except BadOption as exc:
+            raise FitsReadError(str(exc)) from exc
     exposure["header_source_kind"] = kind
     aor = {column: header.get(key, kind_) for key, (column, kind_) in AOR_COLUMNS.items()}
     return FileRecord(

@@ -5,20 +5,14 @@ from __future__ import annotations
 import math
 
 from iracdb.errors import BadOption
+from iracdb.mission import CRYO_END_MJD, mission_from_mjd
+
+__all__ = ["CRYO_END_MJD", "header_pixel_sr", "mission_from_mjd", "mjy_per_mjy_sr_px", "nominal_pixel_sr"]
 
 #: Arcseconds per radian.
 ARCSEC_PER_RAD = 206264.806
 #: Nominal pixel width per channel, arcsec.
 NOMINAL_PIXEL_ARCSEC: dict[int, float] = {1: 1.221, 2: 1.213, 3: 1.222, 4: 1.220}
-#: Last day of the cryogenic mission (MJD): frames with ``MJD_OBS <= CRYO_END_MJD`` are cryo.
-CRYO_END_MJD = 54968.0
-
-
-def mission_from_mjd(mjd_obs: float) -> str:
-    """``"cryo"`` for ``MJD_OBS <= 54968`` (2009-05-15), else ``"warm"``."""
-    if not math.isfinite(mjd_obs):
-        raise BadOption(f"MJD_OBS must be a finite number to tell cryo from warm, not {mjd_obs!r}")
-    return "cryo" if mjd_obs <= CRYO_END_MJD else "warm"
 
 
 def nominal_pixel_sr(channel: int) -> float:
