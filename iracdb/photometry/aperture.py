@@ -13,7 +13,11 @@ from numpy.typing import NDArray
 
 
 def _quadrant_area(X: NDArray[np.float64], Y: NDArray[np.float64], r: float) -> NDArray[np.float64]:
-    """Signed area of the circle of radius ``r`` at the origin within the rectangle spanned by (0, 0) and (X, Y)."""
+    """Signed area of the circle of radius ``r`` at the origin within the rectangle spanned by (0, 0) and (X, Y).
+
+    ``X`` and ``Y`` broadcast against each other. :func:`circle_overlap` evaluates the same formula on a grid of
+    pixel corners with its one-dimensional parts computed once per row and column.
+    """
     sign = np.sign(X) * np.sign(Y)
     X = np.minimum(np.abs(X), r)
     Y = np.minimum(np.abs(Y), r)
@@ -25,6 +29,39 @@ def _quadrant_area(X: NDArray[np.float64], Y: NDArray[np.float64], r: float) -> 
 
     area = np.where(X * X + Y * Y <= r2, X * Y, xc * Y + primitive(X) - primitive(xc))
     return sign * area
+
+
+def _corner_areas(xe: NDArray[np.float64], ye: NDArray[np.float64], r: float) -> NDArray[np.float64]:
+    """:func:`_quadrant_area` at every corner ``(xe[k, j], ye[k, i])``, shape ``(n, len(ye), len(xe))``.
+
+    The same arithmetic, operation for operation (so the same bits), but everything that depends on one
+    coordinate only (clipping, ``sqrt(r² - t²)``, the primitives) is computed on the ``(n, m)`` edge vectors, x and
+    y edges together, and only the final combination on the 2-D grid: a fraction of the numpy calls.
+    """
+    nx = xe.shape[1]
+    e = np.concatenate([xe, ye], axis=1)
+    sgn = np.sign(e)
+    t = np.minimum(np.abs(e), r)
+    r2 = r * r
+    t2 = t * t
+    root = np.sqrt(np.maximum(r2 - t2, 0.0))  # sqrt(r² - t²): the crossing xc for y edges, and part of P(x)
+    p_t = 0.5 * (t * root + r2 * np.arcsin(np.minimum(t / r, 1.0)))  # primitive P(t), used for x edges
+    p_root = 0.5 * (root * np.sqrt(np.maximum(r2 - root * root, 0.0)) + r2 * np.arcsin(np.minimum(root / r, 1.0)))
+    X, Y = t[:, None, :nx], t[:, nx:, None]
+    outside = (root * t)[:, nx:, None] + p_t[:, None, :nx] - p_root[:, nx:, None]  # xc*Y + P(X) - P(xc)
+    area = np.where(t2[:, None, :nx] + t2[:, nx:, None] <= r2, X * Y, outside)
+    return (sgn[:, None, :nx] * sgn[:, nx:, None]) * area
+
+
+#: Pixel edges ``arange(m + 1) - 0.5`` per grid size (index grids depend on the size only).
+_EDGES: dict[int, NDArray[np.float64]] = {}
+
+
+def _edges(m: int) -> NDArray[np.float64]:
+    edges = _EDGES.get(m)
+    if edges is None:
+        edges = _EDGES[m] = np.arange(m + 1) - 0.5
+    return edges
 
 
 def circle_overlap(
@@ -49,11 +86,11 @@ def circle_overlap(
     ny, nx = shape
     if radius <= 0:
         return np.zeros((len(cx), ny, nx))
-    xe = np.arange(nx + 1) - 0.5 - np.asarray(cx, dtype=np.float64)[:, None]
-    ye = np.arange(ny + 1) - 0.5 - np.asarray(cy, dtype=np.float64)[:, None]
-    a = _quadrant_area(xe[:, None, :], ye[:, :, None], radius)
+    xe = _edges(nx) - np.asarray(cx, dtype=np.float64)[:, None]
+    ye = _edges(ny) - np.asarray(cy, dtype=np.float64)[:, None]
+    a = _corner_areas(xe, ye, radius)
     w = a[:, 1:, 1:] - a[:, :-1, 1:] - a[:, 1:, :-1] + a[:, :-1, :-1]
-    return np.clip(w, 0.0, 1.0)
+    return np.minimum(np.maximum(w, 0.0), 1.0)  # np.clip(w, 0, 1), without its Python-level overhead
 
 
 @dataclass(frozen=True)

@@ -72,13 +72,20 @@ def clipped_median(
     """
     n, k = values.shape
     srt = np.sort(values, axis=1)  # NaN sort last
-    count = np.sum(np.isfinite(srt), axis=1)
-    rows = np.arange(n)
-    ref = np.where(count > 0, srt[rows, np.maximum((count - 1) // 2, 0)], 0.0)
-    d = np.where(np.isfinite(srt), srt - ref[:, None], 0.0)  # centred to limit cancellation in the sums
-    c1 = np.concatenate([np.zeros((n, 1)), np.cumsum(d, axis=1)], axis=1)
-    c2 = np.concatenate([np.zeros((n, 1)), np.cumsum(d * d, axis=1)], axis=1)
-    srt_f = np.where(np.isfinite(srt), srt, np.inf)
+    finite = ~np.isnan(srt)
+    count = finite.sum(axis=1)
+    base = np.arange(n) * k  # row starts in the flattened (n, k) arrays
+    base1 = np.arange(n) * (k + 1)  # ... and in the (n, k + 1) cumulative sums
+    srt_flat = srt.ravel()
+    ref = np.where(count > 0, srt_flat[base + np.maximum((count - 1) // 2, 0)], 0.0)
+    d = np.where(finite, srt - ref[:, None], 0.0)  # centred to limit cancellation in the sums
+    c1 = np.zeros((n, k + 1))
+    c2 = np.zeros((n, k + 1))
+    np.cumsum(d, axis=1, out=c1[:, 1:])
+    np.cumsum(d * d, axis=1, out=c2[:, 1:])
+    c1, c2 = c1.ravel(), c2.ravel()
+    srt_f = np.where(finite, srt, np.inf)
+    srt_ff = srt_f.ravel()
 
     lo = np.zeros(n, dtype=np.int64)
     hi = count.astype(np.int64)
@@ -88,21 +95,22 @@ def clipped_median(
         safe = np.maximum(m, 1)
         a = np.minimum(lo + (safe - 1) // 2, k - 1)
         b = np.minimum(lo + safe // 2, k - 1)
-        med = 0.5 * (srt_f[rows, a] + srt_f[rows, b])
-        mean = (c1[rows, hi] - c1[rows, lo]) / safe
-        var = np.maximum((c2[rows, hi] - c2[rows, lo]) / safe - mean * mean, 0.0)
-        return np.where(m > 0, med, np.nan), np.where(m > 0, np.sqrt(var), np.nan), m
+        med = 0.5 * (srt_ff[base + a] + srt_ff[base + b])
+        mean = (c1[base1 + hi] - c1[base1 + lo]) / safe
+        var = np.maximum((c2[base1 + hi] - c2[base1 + lo]) / safe - mean * mean, 0.0)
+        empty = m == 0
+        return np.where(empty, np.nan, med), np.where(empty, np.nan, np.sqrt(var)), m
 
     med, std, m = stats(lo, hi)
     for _ in range(maxiters):
         lower = med - sigma * std
         upper = med + sigma * std
-        new_lo = np.sum(srt_f < lower[:, None], axis=1)
-        new_hi = np.sum(srt_f <= upper[:, None], axis=1)
+        new_lo = (srt_f < lower[:, None]).sum(axis=1)
+        new_hi = (srt_f <= upper[:, None]).sum(axis=1)
         ok = m > 0
         new_lo = np.where(ok, new_lo, lo)
         new_hi = np.where(ok, np.minimum(new_hi, count), hi)
-        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
+        if (new_lo == lo).all() and (new_hi == hi).all():
             break
         lo, hi = new_lo, new_hi
         med, std, m = stats(lo, hi)
@@ -169,6 +177,17 @@ def annulus_background(
     if not 0 <= r_in < r_out:
         raise BadOption(f"the background annulus needs 0 <= inner < outer radius, got {r_in}, {r_out} px")
     vals, nominal = annulus_pixels(clean, x, y, r_in, r_out)
+    return background_of(vals, nominal, method, sigma, maxiters)
+
+
+def background_of(
+    vals: NDArray[np.float64],
+    nominal: NDArray[np.int64],
+    method: BackgroundMethod = "median",
+    sigma: float = 3.0,
+    maxiters: int = 5,
+) -> Background:
+    """:class:`Background` from the ``(n, k)`` annulus values (NaN where not used) and nominal pixel counts."""
     if method == "median":
         level, std, npix = clipped_median(vals, sigma, maxiters)
         factor = MEDIAN_ERROR_FACTOR
