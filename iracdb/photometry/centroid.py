@@ -87,60 +87,93 @@ def moment_centroid(
         ``ok`` is false when the flux in the window is not positive, the centroid is not finite or wanders
         beyond ``reach``, or when the last of ``maxiter`` iterations still moved it by 0.001 px or more.
     """
-    n = clean.shape[0]
     x = np.asarray(x0, dtype=np.float64).copy()
     y = np.asarray(y0, dtype=np.float64).copy()
     bkg = np.asarray(background, dtype=np.float64)
     # One window for all iterations, wide enough for the centre to wander ``reach`` px.
     half = int(np.ceil(radius + reach)) + 1
-    s = 2 * half + 1
     active = np.isfinite(x) & np.isfinite(y) & np.isfinite(bkg)
     win = windows(clean, np.where(active, x, np.nan), np.where(active, y, np.nan), half)
     v_all = np.where(np.isfinite(win.values), win.values - bkg[:, None, None], 0.0)
-    x = x - win.x0  # window coordinates from here on
-    y = y - win.y0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x, y, fx, fy, ok = moment_in_windows(v_all, x - win.x0, y - win.y0, active, radius, maxiter=maxiter, tol=tol)
+    return Centroid(x + win.x0, y + win.y0, fx, fy, ok)
+
+
+def moment_in_windows(
+    v: NDArray[np.float64],
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    active: NDArray[np.bool_],
+    radius: float,
+    *,
+    maxiter: int = 30,
+    tol: float = 1e-4,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """The iterations of :func:`moment_centroid` on ``(n, s, s)`` windows already cut and background-subtracted.
+
+    ``v`` holds 0 at bad pixels; ``x``, ``y`` are the starting positions in window pixels (``s = 2 * half + 1``,
+    the window centred on the rounded start); only ``active`` planes are iterated. Returns ``x``, ``y`` (window
+    pixels), ``fwhm_x``, ``fwhm_y``, all NaN where ``ok`` is false, and ``ok``. Divisions by a zero flux are
+    expected (they fail the plane): call it under ``np.errstate(divide="ignore", invalid="ignore")``.
+
+    Each pass works on the planes still moving only, and the second moments are formed once, at the end, from
+    the column and row sums of each plane's last pass (the same numbers the pass would have given).
+    """
+    n, s, _ = v.shape
+    half = (s - 1) // 2
+    x = np.array(x, dtype=np.float64)
+    y = np.array(y, dtype=np.float64)
+    v_flat = np.ascontiguousarray(v).reshape(-1)
     last_step = np.full(n, np.inf)
-    ok = active.copy()
-    sxx = np.full(n, np.nan)
-    syy = np.full(n, np.nan)
+    ok = np.array(active, dtype=bool)
     limit = half - radius - 0.5  # beyond this the circle leaves the window
     sub = int(np.ceil(radius)) + 1  # half-size of the part of the window the circle can touch
+    p = 2 * sub + 1
     offsets = np.arange(-sub, sub + 1)
     local = offsets.astype(np.float64)
+    patch = (offsets[:, None] * s + offsets).ravel()  # flat offsets of the (p, p) patch about its centre pixel
+    plane_start = np.arange(n) * (s * s)
+    cols = np.zeros((n, p))  # column and row sums, flux and local moment of each plane's last pass
+    rows = np.zeros((n, p))
+    totals = np.zeros(n)
+    mx_last = np.zeros(n)
+    my_last = np.zeros(n)
+    idx = np.flatnonzero(ok)
     for _ in range(maxiter):
-        idx = np.flatnonzero(active & ~(last_step < tol))
         if idx.size == 0:
             break
-        cx = np.clip(np.floor(x[idx] + 0.5).astype(np.int64), sub, s - 1 - sub)
-        cy = np.clip(np.floor(y[idx] + 0.5).astype(np.int64), sub, s - 1 - sub)
-        part = v_all[idx[:, None, None], (cy[:, None] + offsets)[:, :, None], (cx[:, None] + offsets)[:, None, :]]
-        dx = x[idx] - cx
-        dy = y[idx] - cy
-        w = circle_overlap(dx + sub, dy + sub, radius, (2 * sub + 1, 2 * sub + 1))
+        sel = slice(None) if idx.size == n else idx  # all planes: views instead of copies
+        xi, yi = x[sel], y[sel]
+        cx = np.minimum(np.maximum(np.floor(xi + 0.5), sub), s - 1 - sub).astype(np.int64)
+        cy = np.minimum(np.maximum(np.floor(yi + 0.5), sub), s - 1 - sub).astype(np.int64)
+        part = v_flat[(plane_start[sel] + cy * s + cx)[:, None] + patch].reshape(-1, p, p)
+        w = circle_overlap(xi - cx + sub, yi - cy + sub, radius, (p, p))
         wv = part * w
         total = wv.sum(axis=(1, 2))
         col = wv.sum(axis=1)
         row = wv.sum(axis=2)
-        with np.errstate(divide="ignore", invalid="ignore"):  # no flux: caught by `good` below
-            mx = (col * local).sum(axis=1) / total
-            my = (row * local).sum(axis=1) / total
-            sxx[idx] = (col * (local - mx[:, None]) ** 2).sum(axis=1) / total
-            syy[idx] = (row * (local - my[:, None]) ** 2).sum(axis=1) / total
+        mx = (col * local).sum(axis=1) / total
+        my = (row * local).sum(axis=1) / total
+        cols[sel], rows[sel], totals[sel], mx_last[sel], my_last[sel] = col, row, total, mx, my
         mx = mx + cx
         my = my + cy
         good = (total > 0) & np.isfinite(mx) & np.isfinite(my)
         good &= (np.abs(mx - half) <= limit) & (np.abs(my - half) <= limit)
         mx = np.where(good, mx, np.nan)
         my = np.where(good, my, np.nan)
-        last_step[idx] = np.hypot(mx - x[idx], my - y[idx])
-        x[idx], y[idx] = mx, my
-        ok[idx] &= good
-        active[idx] &= good
+        step = np.hypot(mx - xi, my - yi)
+        last_step[sel] = step
+        x[sel], y[sel] = mx, my
+        ok[sel] = good  # the planes iterated were all ok so far
+        idx = idx[good & ~(step < tol)]
     ok &= last_step < 1e-3
+    sxx = (cols * (local - mx_last[:, None]) ** 2).sum(axis=1) / totals
+    syy = (rows * (local - my_last[:, None]) ** 2).sum(axis=1) / totals
     fx = FWHM_PER_SIGMA * np.sqrt(np.where(sxx - 1 / 12 > 0, sxx - 1 / 12, np.nan))
     fy = FWHM_PER_SIGMA * np.sqrt(np.where(syy - 1 / 12 > 0, syy - 1 / 12, np.nan))
     nan = np.where(ok, 1.0, np.nan)
-    return Centroid((x + win.x0) * nan, (y + win.y0) * nan, fx * nan, fy * nan, ok)
+    return x * nan, y * nan, fx * nan, fy * nan, ok
 
 
 def _pixel_gauss(e: NDArray[np.float64], c: NDArray[np.float64], s: NDArray[np.float64]):
