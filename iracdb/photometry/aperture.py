@@ -121,7 +121,8 @@ class Windows:
 
     def take(self, stack: NDArray) -> NDArray:
         """The same windows of another ``(n, ny, nx)`` array (values outside the image are clipped copies)."""
-        return stack[self.planes[:, None, None], self.rows[:, :, None], self.cols[:, None, :]]
+        index = (self.planes[:, None, None], self.rows[:, :, None], self.cols[:, None, :])
+        return _pick(stack, index, _flat_index(stack.shape, index))
 
 
 @dataclass(frozen=True)
@@ -142,17 +143,31 @@ class Stack:
         return self.data.shape
 
 
+def _flat_index(shape: tuple[int, ...], index: tuple[NDArray, ...]) -> NDArray[np.int64]:
+    """The flat positions in a C-ordered ``(n, ny, nx)`` array of the broadcast ``(plane, row, col)`` index."""
+    _, ny, nx = shape
+    plane, rows, cols = index
+    return (plane * ny + rows) * nx + cols
+
+
+def _pick(a: NDArray, index: tuple[NDArray, ...], flat: NDArray[np.int64]) -> NDArray:
+    """``a[index]``: one take of the flat positions when ``a`` is C-contiguous (much faster than a 3-array
+    fancy index), else the fancy index (e.g. a companion broadcast from one plane)."""
+    return a.reshape(-1).take(flat) if a.flags.c_contiguous else a[index]
+
+
 def gather(stack: NDArray | Stack, index: tuple[NDArray, ...], outside: NDArray[np.bool_]) -> NDArray[np.float64]:
     """Pixel values at ``stack[index]`` as float64, NaN where ``outside`` or bad (see :class:`Stack`)."""
+    flat = _flat_index(stack.shape, index)
     if isinstance(stack, Stack):
-        values = stack.data[index].astype(np.float64)
+        values = _pick(stack.data, index, flat).astype(np.float64)
         bad = outside.copy()
         if stack.mask is not None and stack.mask_bits:
-            bad |= (stack.mask[index] & stack.mask_bits) != 0
+            bad |= (_pick(stack.mask, index, flat) & stack.mask_bits) != 0
         if stack.uncertainty is not None:
-            bad |= ~np.isfinite(stack.uncertainty[index])
+            bad |= ~np.isfinite(_pick(stack.uncertainty, index, flat))
     else:
-        values = stack[index].astype(np.float64)
+        values = _pick(stack, index, flat).astype(np.float64)
         bad = outside
     values[bad] = np.nan
     return values
@@ -242,20 +257,28 @@ def aperture_sum(
     """
     half = int(np.ceil(radius)) + 1
     win = windows(clean, x, y, half)
-    s = 2 * half + 1
-    w = circle_overlap(x - win.x0, y - win.y0, radius, (s, s))
+    unc = None if uncertainty is None else win.take(uncertainty)
+    return aperture_in_windows(win, unc, x - win.x0, y - win.y0, radius)
+
+
+def aperture_in_windows(
+    win: Windows, unc: NDArray | None, x: NDArray[np.float64], y: NDArray[np.float64], radius: float
+) -> ApertureSum:
+    """:func:`aperture_sum` on windows already cut: ``x``, ``y`` are the circle centres in window pixels, ``unc``
+    the windows' uncertainties (or None)."""
+    s = win.values.shape[1]
+    w = circle_overlap(x, y, radius, (s, s))
     good = np.isfinite(win.values)
     total = np.sum(np.where(good, win.values, 0.0) * w, axis=(1, 2))
     inside_w = np.where(win.outside, 0.0, w)
     area = np.sum(np.where(good, w, 0.0), axis=(1, 2))
     full_area = np.sum(inside_w, axis=(1, 2))
     n_bad = np.sum((inside_w > 0) & ~good, axis=(1, 2))
-    if uncertainty is not None:
-        var = win.take(uncertainty).astype(np.float64) ** 2
+    if unc is not None:
+        var = unc.astype(np.float64) ** 2
         var_sum = np.sum(np.where(good, var, 0.0) * w * w, axis=(1, 2))
         var_sum = np.where(np.all(np.isfinite(var) | ~good | (w == 0), axis=(1, 2)), var_sum, np.nan)
     else:
         var_sum = np.full(len(x), np.nan)
-    finite = np.isfinite(x) & np.isfinite(y)
-    nan = np.where(finite, 1.0, np.nan)
+    nan = np.where(np.isfinite(x) & np.isfinite(y), 1.0, np.nan)
     return ApertureSum(total * nan, var_sum * nan, area * nan, full_area * nan, n_bad, win, w)

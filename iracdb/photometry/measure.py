@@ -7,6 +7,7 @@ one result per plane, vectorised over the planes. Failed planes are kept, with N
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
@@ -16,9 +17,9 @@ from numpy.typing import ArrayLike, NDArray
 from iracdb.errors import BadOption
 from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
 from iracdb.photometry import apcorr, units
-from iracdb.photometry.aperture import Stack, aperture_sum
-from iracdb.photometry.background import BackgroundMethod, annulus_background
-from iracdb.photometry.centroid import CentroidMethod, centroid
+from iracdb.photometry.aperture import Stack, Windows, aperture_in_windows, windows
+from iracdb.photometry.background import Background, BackgroundMethod, background_of
+from iracdb.photometry.centroid import Centroid, CentroidMethod, gauss_centroid, moment_in_windows
 from iracdb.photometry.corrections import (
     SUBARRAY_OFFSET,
     CorrectionMaps,
@@ -288,6 +289,19 @@ def _pixel_sr(info: ImageInfo, params: PhotometryParams) -> float:
     return units.header_pixel_sr(info.pxscal1, info.pxscal2)
 
 
+@lru_cache(maxsize=64)
+def _choices(info: ImageInfo, params: PhotometryParams) -> tuple[float | None, float]:
+    """Aperture correction and pixel solid angle of a run (depend on the header facts and choices only).
+
+    Raises :class:`~iracdb.errors.BadOption` for impossible choices (exceptions are not cached).
+    """
+    apc = apcorr.resolve(
+        params.aperture_correction, info.mission, info.channel,
+        params.radius_px, params.annulus_in_px, params.annulus_out_px,
+    )
+    return apc, _pixel_sr(info, params)
+
+
 def _as_stack(a: ArrayLike, name: str, shape: tuple[int, ...] | None = None) -> NDArray:
     arr = np.asarray(a)
     if arr.ndim == 2:
@@ -355,11 +369,7 @@ def measure(
     ye = np.broadcast_to(np.asarray(y, dtype=np.float64), (n,)).copy()
 
     # Choices that can fail are checked before any work.
-    apc = apcorr.resolve(
-        params.aperture_correction, info.mission, info.channel,
-        params.radius_px, params.annulus_in_px, params.annulus_out_px,
-    )
-    pixel_sr = _pixel_sr(info, params)
+    apc, pixel_sr = _choices(info, params)
     if params.corrections in ("reach", "hora") and info.mission != "cryo":
         raise BadOption(f"the {params.corrections.title()} et al. correction applies to cryogenic data only")
     if params.corrections == "maps" and maps is None:
@@ -369,6 +379,120 @@ def measure(
     # Failed planes carry NaN through the arithmetic by design; their flags say why.
     with np.errstate(divide="ignore", invalid="ignore"):
         return _measure(stack, unc, msk, xe, ye, info, params, maps, apc, pixel_sr)
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Index grids of one run's shared window (they depend on the radii and the maximum shift only).
+
+    Every plane is measured from one ``(s, s)`` window, ``s = 2 * half + 1``, centred on the pixel nearest to the
+    expected position and cut once (values, bad pixels, mask and uncertainty): the annulus around the expected
+    position, the moment-centroid window, and the annulus and aperture around the centre finally used, which is
+    at most ``max_shift_px`` from the expected position, all lie inside it.
+    """
+
+    half: int
+    size: int
+    ann_dx: NDArray[np.int64]  # annulus candidate pixels, offsets from the centre pixel (as annulus_pixels)
+    ann_dy: NDArray[np.int64]
+    ann_flat: NDArray[np.int64]  # ... as flat offsets in the window
+    centroid_half: int  # half-size of the moment-centroid window (as moment_centroid)
+    ap_half: int  # half-size of the aperture window (as aperture_sum)
+    ap_flat: NDArray[np.int64]  # flat offsets of the aperture window's pixels from its centre
+    shift: int  # largest |offset| of the final centre pixel from the expected one
+
+
+@lru_cache(maxsize=32)
+def _geometry(radius: float, r_in: float, r_out: float, centroid_radius: float, max_shift: float) -> _Geometry:
+    reach = int(np.ceil(r_out)) + 1
+    dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+    d = np.hypot(dx, dy)
+    keep = (d >= r_in - np.sqrt(0.5)) & (d < r_out + np.sqrt(0.5))  # the candidates of annulus_pixels
+    dx, dy = dx[keep], dy[keep]
+    centroid_reach = max_shift + 1.5  # how far the moment centroid may wander: see _measure
+    centroid_half = int(np.ceil(centroid_radius + centroid_reach)) + 1  # as moment_centroid
+    ap_half = int(np.ceil(radius)) + 1
+    # |round(a) - round(b)| <= floor(|a - b|) + 1, and the centre used is within max_shift of the expected one.
+    shift = int(np.floor(max_shift)) + 1
+    half = max(centroid_half, reach + shift, ap_half + shift)
+    size = 2 * half + 1
+    a = np.arange(-ap_half, ap_half + 1)
+    return _Geometry(
+        half, size, dx, dy, dy * size + dx, centroid_half, ap_half, (a[:, None] * size + a).ravel(), shift
+    )
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """The shared windows of a stack (see :class:`_Geometry`), flat per plane: ``(n, s * s)``."""
+
+    values: NDArray[np.float64]  # NaN at bad pixels and outside the image
+    outside: NDArray[np.bool_]
+    mask: NDArray | None
+    unc: NDArray | None
+    cx: NDArray[np.int64]  # window centre pixel (a far-away sentinel for non-finite positions)
+    cy: NDArray[np.int64]
+
+
+def _cut(clean: Stack, x: NDArray[np.float64], y: NDArray[np.float64], geo: _Geometry) -> _Shared:
+    """Cut the shared window of every plane once; the bad-pixel rule is applied here (see :class:`Stack`)."""
+    n = len(x)
+    win = windows(clean, x, y, geo.half)  # values NaN at bad pixels and outside, as every window of the pipeline
+    flat = (n, geo.size * geo.size)
+    mask = None if clean.mask is None else win.take(clean.mask).reshape(flat)
+    unc = None if clean.uncertainty is None else win.take(clean.uncertainty).reshape(flat)
+    return _Shared(
+        win.values.reshape(flat), win.outside.reshape(flat), mask, unc, win.x0 + geo.half, win.y0 + geo.half
+    )
+
+
+def _offsets(sh: _Shared, x: NDArray[np.float64], y: NDArray[np.float64], geo: _Geometry):
+    """Pixel nearest to ``(x, y)`` (0 where not finite) and its offset from the window centre (0 where not
+    finite; such planes have an all-outside window)."""
+    finite = np.isfinite(x) & np.isfinite(y)
+    xs = np.where(finite, x, 0.0)
+    ys = np.where(finite, y, 0.0)
+    cx = np.floor(xs + 0.5).astype(np.int64)
+    cy = np.floor(ys + 0.5).astype(np.int64)
+    ox = np.where(finite, cx - sh.cx, 0)
+    oy = np.where(finite, cy - sh.cy, 0)
+    if np.abs(ox).max(initial=0) > geo.shift or np.abs(oy).max(initial=0) > geo.shift:
+        raise AssertionError("a centre left the shared window")  # cannot happen: see _geometry
+    return xs, ys, cx, cy, ox, oy
+
+
+def _annulus(
+    sh: _Shared, x: NDArray[np.float64], y: NDArray[np.float64], geo: _Geometry, r_in: float, r_out: float
+) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64]]:
+    """Annulus values (NaN where not used), ring membership and nominal count around ``(x, y)``: what
+    :func:`~iracdb.photometry.background.annulus_pixels` gives, from the shared windows."""
+    xs, ys, cx, cy, ox, oy = _offsets(sh, x, y, geo)
+    n, size2 = sh.values.shape
+    start = np.arange(n) * size2 + (geo.half + oy) * geo.size + (geo.half + ox)
+    index = start[:, None] + geo.ann_flat
+    values = sh.values.reshape(-1)[index]
+    outside = sh.outside.reshape(-1)[index]
+    px = (cx[:, None] + geo.ann_dx) - xs[:, None]  # as annulus_pixels, operation for operation
+    py = (cy[:, None] + geo.ann_dy) - ys[:, None]
+    d2 = px * px + py * py
+    ring = (d2 >= r_in * r_in) & (d2 < r_out * r_out)
+    return np.where(ring, values, np.nan), ring, np.sum(ring & ~outside, axis=1)
+
+
+def _merge(old: Background, new: Background, idx: NDArray[np.int64]) -> Background:
+    """``old`` with the planes ``idx`` replaced by ``new`` (computed for those planes only)."""
+    parts = []
+    for a, b in zip(
+        (old.level, old.error, old.std, old.npix, old.nominal_npix),
+        (new.level, new.error, new.std, new.npix, new.nominal_npix), strict=True,
+    ):
+        a = a.copy()
+        a[idx] = b
+        parts.append(a)
+    return Background(*parts)
+
+
+def _select(b: Background, idx: NDArray[np.int64]) -> Background:
+    return Background(b.level[idx], b.error[idx], b.std[idx], b.npix[idx], b.nominal_npix[idx])
 
 
 def _measure(
@@ -387,6 +511,10 @@ def _measure(
     x_expected, y_expected = xe.copy(), ye.copy()
 
     clean = Stack(stack, msk, params.mask_bits, unc)
+    geo = _geometry(
+        params.radius_px, params.annulus_in_px, params.annulus_out_px, params.centroid_radius_px,
+        params.max_shift_px,
+    )
 
     flags = np.zeros(n, dtype=np.int64)
     finite = np.isfinite(xe) & np.isfinite(ye)
@@ -395,15 +523,27 @@ def _measure(
     flags[finite & ~in_fov] |= Flag.NOT_IN_FOV
     xe[~in_fov] = np.nan
     ye[~in_fov] = np.nan
+    sh = _cut(clean, xe, ye, geo)  # every pixel the measurement reads, once
 
     # Centroid on the image minus the background around the expected position.
     r_in, r_out = params.annulus_in_px, params.annulus_out_px
-    bkg0 = annulus_background(clean, xe, ye, r_in, r_out, params.background, params.clip_sigma)
-    # The centroid may wander a little beyond max_shift_px, so that a shift is measured before it is flagged.
-    cen = centroid(
-        clean, xe, ye, bkg0.level, params.centroid, params.centroid_radius_px, params.gauss_box_px,
-        reach=params.max_shift_px + 1.5,
-    )
+    vals0, ring0, nominal0 = _annulus(sh, xe, ye, geo, r_in, r_out)
+    bkg0 = background_of(vals0, nominal0, params.background, params.clip_sigma)
+    # The centroid may wander a little beyond max_shift_px, so that a shift is measured before it is flagged
+    # (moment_centroid with reach = max_shift_px + 1.5, on the part of the shared window it would have cut).
+    h, hc = geo.half, geo.centroid_half
+    active = in_fov & np.isfinite(bkg0.level)
+    win = sh.values.reshape(n, geo.size, geo.size)[:, h - hc : h + hc + 1, h - hc : h + hc + 1]
+    v = np.where(np.isfinite(win), win - bkg0.level[:, None, None], 0.0)
+    x0, y0 = sh.cx - hc, sh.cy - hc
+    mx, my, fx, fy, ok = moment_in_windows(v, xe - x0, ye - y0, active, params.centroid_radius_px)
+    cen = Centroid(mx + x0, my + y0, fx, fy, ok)
+    if params.centroid == "gauss":  # as centroid(): the fit starts from the moment centroid
+        f0 = np.sqrt(cen.fwhm_x * cen.fwhm_y)
+        cen = gauss_centroid(
+            clean, np.where(cen.ok, cen.x, xe), np.where(cen.ok, cen.y, ye), bkg0.level,
+            np.where(np.isfinite(f0), f0, 1.5), params.gauss_box_px,
+        )
     shift = np.hypot(cen.x - xe, cen.y - ye)
     shifted = cen.ok & (shift > params.max_shift_px)
     use = cen.ok & ~shifted
@@ -412,8 +552,32 @@ def _measure(
     xc = np.where(use, cen.x, xe)
     yc = np.where(use, cen.y, ye)
 
-    bkg = annulus_background(clean, xc, yc, r_in, r_out, params.background, params.clip_sigma)
-    ap = aperture_sum(clean, xc, yc, params.radius_px, uncertainty=unc)
+    # The background around the centre used. Where it has the same nearest pixel and the same annulus pixels
+    # as the expected position (the centroid failed or was not used, or barely moved), the first background is
+    # that plane's answer exactly (same values, same order): it is only recomputed for the other planes.
+    vals, ring, nominal = _annulus(sh, xc, yc, geo, r_in, r_out)
+    redo = np.flatnonzero(~np.all(ring == ring0, axis=1) | (np.floor(xc + 0.5) != np.floor(xe + 0.5))
+                          | (np.floor(yc + 0.5) != np.floor(ye + 0.5)))
+    if redo.size == n:
+        bkg = background_of(vals, nominal, params.background, params.clip_sigma)
+    elif redo.size == 0:
+        bkg = bkg0
+    else:
+        bkg = _merge(bkg0, background_of(vals[redo], nominal[redo], params.background, params.clip_sigma), redo)
+
+    # The aperture, from the shared window around the centre used (as aperture_sum).
+    _, _, cxa, cya, ox, oy = _offsets(sh, xc, yc, geo)
+    start = np.arange(n) * geo.size**2 + (h + oy) * geo.size + (h + ox)
+    index = start[:, None] + geo.ap_flat
+    sa = 2 * geo.ap_half + 1
+    ap_shape = (n, sa, sa)
+    ap_win = Windows(
+        sh.values.reshape(-1)[index].reshape(ap_shape), sh.outside.reshape(-1)[index].reshape(ap_shape),
+        cxa - geo.ap_half, cya - geo.ap_half, np.empty((n, 0), np.int64), np.empty((n, 0), np.int64), np.arange(n),
+    )
+    ap_mask = None if sh.mask is None else sh.mask.reshape(-1)[index].reshape(ap_shape)
+    ap_unc = None if sh.unc is None else sh.unc.reshape(-1)[index].reshape(ap_shape)
+    ap = aperture_in_windows(ap_win, ap_unc, xc - ap_win.x0, yc - ap_win.y0, params.radius_px)
 
     # Per-pixel variance of the aperture sum when there is no uncertainty companion.
     w2 = np.where(np.isfinite(ap.window.values), ap.weights**2, 0.0)
@@ -435,7 +599,7 @@ def _measure(
 
     flags[in_fov & (ap.n_bad > 0)] |= Flag.MASKED_IN_APERTURE
     if msk is not None:
-        sat = (ap.window.take(msk) & SATURATION_BITS) != 0
+        sat = (ap_mask & SATURATION_BITS) != 0
         hit = np.any(sat & (ap.weights > 0) & ~ap.window.outside, axis=(1, 2))
         flags[in_fov & hit] |= Flag.SATURATED
     r, ro = params.radius_px, r_out
