@@ -43,6 +43,29 @@ def test_clipped_median_equals_astropy():
     assert np.all(count < np.sum(np.isfinite(v), axis=1))  # the outliers went
 
 
+def test_clipped_median_few_rows_equal_batch_and_astropy():
+    """Up to SCALAR_ROWS rows are clipped in Python scalars: bit for bit the batch loop's answers (and astropy's)."""
+    from iracdb.photometry import background
+
+    rng = np.random.default_rng(5)
+    v = rng.normal(5, 1, (200, 60))
+    v[::2, :8] += rng.uniform(3, 30, (100, 8))  # outliers: several passes
+    v[rng.random(v.shape) < 0.1] = np.nan
+    v[3, :] = np.nan  # nothing usable
+    v[5, :] = 2.0  # std 0
+    v[7, 4] = np.inf  # not finite: ignored by both paths
+    batch = clipped_median(v, 3.0, 5)
+    assert background.SCALAR_ROWS >= 1
+    small = [clipped_median(v[i : i + 2], 3.0, 5) for i in range(0, 200, 2)]
+    for got, ref in zip((np.concatenate([s[j] for s in small]) for j in range(3)), batch, strict=True):
+        np.testing.assert_array_equal(got, ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = sigma_clipped_stats(v[0], sigma=3, maxiters=5)
+    med, std, _ = clipped_median(v[:1], 3.0, 5)
+    assert med[0] == pytest.approx(ref[1], rel=1e-12) and std[0] == pytest.approx(ref[2], rel=1e-9)
+
+
 def test_clipped_median_edge_cases():
     med, std, count = clipped_median(np.array([[np.nan, np.nan], [2.0, np.nan]]))
     assert np.isnan(med[0]) and count[0] == 0
