@@ -122,7 +122,7 @@ class Windows:
     def take(self, stack: NDArray) -> NDArray:
         """The same windows of another ``(n, ny, nx)`` array (values outside the image are clipped copies)."""
         index = (self.planes[:, None, None], self.rows[:, :, None], self.cols[:, None, :])
-        return _pick(stack, index, _flat_index(stack.shape, index))
+        return pick(stack, index, flat_index(stack.shape, index))
 
 
 @dataclass(frozen=True)
@@ -143,14 +143,14 @@ class Stack:
         return self.data.shape
 
 
-def _flat_index(shape: tuple[int, ...], index: tuple[NDArray, ...]) -> NDArray[np.int64]:
+def flat_index(shape: tuple[int, ...], index: tuple[NDArray, ...]) -> NDArray[np.int64]:
     """The flat positions in a C-ordered ``(n, ny, nx)`` array of the broadcast ``(plane, row, col)`` index."""
     _, ny, nx = shape
     plane, rows, cols = index
     return (plane * ny + rows) * nx + cols
 
 
-def _pick(a: NDArray, index: tuple[NDArray, ...], flat: NDArray[np.int64]) -> NDArray:
+def pick(a: NDArray, index: tuple[NDArray, ...], flat: NDArray[np.int64]) -> NDArray:
     """``a[index]``: one take of the flat positions when ``a`` is C-contiguous (much faster than a 3-array
     fancy index), else the fancy index (e.g. a companion broadcast from one plane)."""
     return a.reshape(-1).take(flat) if a.flags.c_contiguous else a[index]
@@ -158,16 +158,16 @@ def _pick(a: NDArray, index: tuple[NDArray, ...], flat: NDArray[np.int64]) -> ND
 
 def gather(stack: NDArray | Stack, index: tuple[NDArray, ...], outside: NDArray[np.bool_]) -> NDArray[np.float64]:
     """Pixel values at ``stack[index]`` as float64, NaN where ``outside`` or bad (see :class:`Stack`)."""
-    flat = _flat_index(stack.shape, index)
+    flat = flat_index(stack.shape, index)
     if isinstance(stack, Stack):
-        values = _pick(stack.data, index, flat).astype(np.float64)
+        values = pick(stack.data, index, flat).astype(np.float64)
         bad = outside.copy()
         if stack.mask is not None and stack.mask_bits:
-            bad |= (_pick(stack.mask, index, flat) & stack.mask_bits) != 0
+            bad |= (pick(stack.mask, index, flat) & stack.mask_bits) != 0
         if stack.uncertainty is not None:
-            bad |= ~np.isfinite(_pick(stack.uncertainty, index, flat))
+            bad |= ~np.isfinite(pick(stack.uncertainty, index, flat))
     else:
-        values = _pick(stack, index, flat).astype(np.float64)
+        values = pick(stack, index, flat).astype(np.float64)
         bad = outside
     values[bad] = np.nan
     return values

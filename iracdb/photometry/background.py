@@ -76,10 +76,19 @@ def clipped_median(
     median, std, count : numpy.ndarray
         Per row: median and standard deviation of the kept values, and their number (NaN, NaN, 0 if none).
     """
-    n, k = values.shape
+    n = values.shape[0]
     srt = np.sort(values, axis=1)  # NaN sort last
     finite = np.isfinite(srt)
     count = finite.sum(axis=1)
+    # A -inf sorts first but is not counted, which shifts the kept runs (kept as it was); without one, the columns
+    # past the largest count hold only NaN or +inf, which no pass reads (kept runs end at ``count``; an infinite
+    # bound still keeps ``count`` values): they are dropped.
+    sorted_finite = not np.any(srt[:, 0] == -np.inf)
+    if sorted_finite:
+        k = max(int(count.max(initial=0)), 1)
+        srt, finite = srt[:, :k], finite[:, :k]
+    else:
+        k = srt.shape[1]
     base = np.arange(n) * k  # row starts in the flattened (n, k) arrays
     base1 = np.arange(n) * (k + 1)  # ... and in the (n, k + 1) cumulative sums
     srt_flat = srt.ravel()
@@ -93,7 +102,7 @@ def clipped_median(
     srt_f = np.where(finite, srt, np.inf)
     srt_ff = srt_f.ravel()
 
-    if n <= SCALAR_ROWS and not np.any(srt[:, 0] == -np.inf):  # -inf would leave srt_f unsorted
+    if n <= SCALAR_ROWS and sorted_finite:  # bisection needs srt_f sorted: no -inf
         return _clip_scalar(srt_ff.tolist(), c1.tolist(), c2.tolist(), count.tolist(), n, k, sigma, maxiters)
 
     lo = np.zeros(n, dtype=np.int64)

@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike, NDArray
 from iracdb.errors import BadOption
 from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
 from iracdb.photometry import apcorr, units
-from iracdb.photometry.aperture import Stack, Windows, aperture_in_windows, windows
+from iracdb.photometry.aperture import Stack, Windows, aperture_in_windows, flat_index, pick
 from iracdb.photometry.background import Background, BackgroundMethod, background_of
 from iracdb.photometry.centroid import Centroid, CentroidMethod, gauss_centroid, moment_in_windows
 from iracdb.photometry.corrections import (
@@ -413,7 +413,7 @@ def _geometry(radius: float, r_in: float, r_out: float, centroid_radius: float, 
     ap_half = int(np.ceil(radius)) + 1
     # |round(a) - round(b)| <= floor(|a - b|) + 1, and the centre used is within max_shift of the expected one.
     shift = int(np.floor(max_shift)) + 1
-    half = max(centroid_half, reach + shift, ap_half + shift)
+    half = max(centroid_half, int(max(np.abs(dx).max(), np.abs(dy).max())) + shift, ap_half + shift)
     size = 2 * half + 1
     a = np.arange(-ap_half, ap_half + 1)
     return _Geometry(
@@ -434,14 +434,38 @@ class _Shared:
 
 
 def _cut(clean: Stack, x: NDArray[np.float64], y: NDArray[np.float64], geo: _Geometry) -> _Shared:
-    """Cut the shared window of every plane once; the bad-pixel rule is applied here (see :class:`Stack`)."""
+    """Cut the shared window of every plane once, with its mask and uncertainty, as
+    :func:`~iracdb.photometry.aperture.windows` would (same centre, outside pixels, bad-pixel rule)."""
     n = len(x)
-    win = windows(clean, x, y, geo.half)  # values NaN at bad pixels and outside, as every window of the pipeline
-    flat = (n, geo.size * geo.size)
-    mask = None if clean.mask is None else win.take(clean.mask).reshape(flat)
-    unc = None if clean.uncertainty is None else win.take(clean.uncertainty).reshape(flat)
+    _, ny, nx = clean.shape
+    finite = np.isfinite(x) & np.isfinite(y)
+    cx = np.where(finite, np.floor(np.where(finite, x, 0) + 0.5), -(10**6)).astype(np.int64)
+    cy = np.where(finite, np.floor(np.where(finite, y, 0) + 0.5), -(10**6)).astype(np.int64)
+    off = np.arange(-geo.half, geo.half + 1)
+    rows = cy[:, None] + off
+    cols = cx[:, None] + off
+    outside = ~(((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :])
+    index = (
+        np.arange(n)[:, None, None],
+        np.minimum(np.maximum(rows, 0), ny - 1)[:, :, None],
+        np.minimum(np.maximum(cols, 0), nx - 1)[:, None, :],
+    )
+    flat = flat_index(clean.shape, index)
+    values = pick(clean.data, index, flat).astype(np.float64)
+    bad = outside.copy()
+    mask = unc = None
+    if clean.mask is not None:
+        mask = pick(clean.mask, index, flat)
+        if clean.mask_bits:
+            bad |= (mask & clean.mask_bits) != 0
+    if clean.uncertainty is not None:
+        unc = pick(clean.uncertainty, index, flat)
+        bad |= ~np.isfinite(unc)
+    values[bad] = np.nan
+    shape = (n, geo.size * geo.size)
     return _Shared(
-        win.values.reshape(flat), win.outside.reshape(flat), mask, unc, win.x0 + geo.half, win.y0 + geo.half
+        values.reshape(shape), outside.reshape(shape), None if mask is None else mask.reshape(shape),
+        None if unc is None else unc.reshape(shape), cx, cy,
     )
 
 
