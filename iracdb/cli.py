@@ -3,9 +3,9 @@
 Every :class:`iracdb.errors.UserError` becomes one line on stderr and its exit status; anything else is a bug
 and shows a traceback.
 
-Exit statuses: 0 success; 1 the command ran but some input was rejected (e.g. ``ingest`` could not catalogue
-every file); 2 a usage or input error (bad option, unknown AOR); 3 a database error (cannot connect, schema out of
-date).
+Exit statuses: 0 success; 1 a bug (an uncaught exception, with its traceback); 2 a usage or input error (bad
+option, unknown AOR); 3 a database error (cannot connect, schema out of date); 4 the command ran but some input was
+rejected (``ingest`` or ``demo`` could not catalogue every file; every good file was still catalogued).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
+from typer.core import TyperCommand
 
 from iracdb import __version__
 from iracdb.config import resolve_db_url
@@ -48,13 +49,50 @@ stderr = Console(stderr=True)
 if not stdout.is_terminal:
     stdout.width = 250  # piped or captured: do not fold tables to 80 columns
 
-#: Exit status when a command ran but some of its input was rejected.
-EXIT_SOME_REJECTED = 1
+#: Exit status when a command ran but some of its input was rejected (distinct from 1, an uncaught exception).
+EXIT_SOME_REJECTED = 4
+
+
+class _Command(TyperCommand):
+    """A typer command whose help shows arguments by their metavar alone: ``PATH...``, ``[DIR]``, ``AORKEY``.
+
+    (typer would print ``{paths}...`` in the usage line and ``<list[Path]>`` beside each argument.)
+    """
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar or ""]
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                pieces.append(_argument_metavar(param) if param.required else f"[{_argument_metavar(param)}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return [piece for piece in pieces if piece]
+
+    def format_options(self, ctx: typer.Context, formatter: Any) -> None:  # formatter: click's HelpFormatter
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append((_argument_metavar(param), record[1]))
+            else:
+                options.append(record)
+        for title, records in (("Arguments", arguments), ("Options", options)):
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
+def _argument_metavar(param: Any) -> str:  # a click Argument
+    return param.metavar or (param.name or "").upper()
+
 
 DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
+        metavar="URL",
         help="Database URL (sqlite:///FILE, a plain file path, or postgresql+psycopg://USER@HOST/DB). "
         "Default: $IRACDB_DB_URL, else ./iracdb.sqlite.",
         show_default=False,
@@ -69,8 +107,13 @@ class OutputFormat(StrEnum):
 
 
 FormatOption = Annotated[
-    OutputFormat, typer.Option("--format", "-f", help="table (readable), csv or json (to stdout, snake_case).")
+    OutputFormat,
+    typer.Option(
+        "--format", "-f", metavar="table|csv|json", help="table (readable), csv or json (to stdout, snake_case)."
+    ),
 ]
+#: The IRAC channel filter of the listings.
+ChannelOption = Annotated[int | None, typer.Option("--channel", metavar="N", help="IRAC channel 1-4.")]
 
 
 @contextmanager
@@ -151,9 +194,9 @@ def main(
 # --- database schema ------------------------------------------------------------------------------------------
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", cls=_Command)
 def db_upgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    revision: Annotated[str, typer.Argument(metavar="REVISION", help="Target revision (head: the newest).")] = "head",
     db: DbOption = None,
 ) -> None:
     """Migrate the database schema to the newest revision (or REVISION)."""
@@ -164,9 +207,11 @@ def db_upgrade(
         stdout.print(f"{safe_url(str(engine.url))}: schema {before or '(empty)'} -> {after}", markup=False)
 
 
-@db_app.command("downgrade", context_settings={"ignore_unknown_options": True})
+@db_app.command("downgrade", cls=_Command, context_settings={"ignore_unknown_options": True})
 def db_downgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision, e.g. -1 for one step back.")],
+    revision: Annotated[
+        str, typer.Argument(metavar="REVISION", help="Target revision, e.g. -1 for one step back, or base.")
+    ],
     db: DbOption = None,
 ) -> None:
     """Migrate the database schema down to REVISION (drops what later revisions added)."""
@@ -176,7 +221,7 @@ def db_downgrade(
         stdout.print(f"{safe_url(str(engine.url))}: schema now {after or '(empty)'}", markup=False)
 
 
-@db_app.command("current")
+@db_app.command("current", cls=_Command)
 def db_current(db: DbOption = None) -> None:
     """Print the database's schema revision and the newest this iracdb knows."""
     with _database(db, ensure=False) as engine:
@@ -186,7 +231,7 @@ def db_current(db: DbOption = None) -> None:
         stdout.print(f"{safe_url(str(engine.url))}: {current or '(empty)'} (newest {head}; {state})", markup=False)
 
 
-@db_app.command("check")
+@db_app.command("check", cls=_Command)
 def db_check(db: DbOption = None) -> None:
     """Check that the models and the migrations describe the same schema (alembic check)."""
     with _database(db) as engine:
@@ -197,17 +242,21 @@ def db_check(db: DbOption = None) -> None:
 # --- catalogue ------------------------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=_Command)
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Folders (walked recursively) and/or FITS files.")],
-    workers: Annotated[int, typer.Option("--workers", "-j", help="Processes reading headers in parallel.")] = 1,
+    paths: Annotated[
+        list[Path], typer.Argument(metavar="PATH...", help="Folders (walked recursively) and/or FITS files.")
+    ],
+    workers: Annotated[
+        int, typer.Option("--workers", "-j", metavar="N", help="Processes reading headers in parallel.")
+    ] = 1,
     db: DbOption = None,
 ) -> None:
-    """Catalogue every IRAC Level-1 file under PATHS: AORs, exposures, files and their headers.
+    """Catalogue every IRAC Level-1 file under each PATH: AORs, exposures, files and their headers.
 
     Re-ingesting is cheap and safe: unchanged files (same size and mtime) are not read, changed files are re-read,
     moved files (same checksum, new path) get their new path. Files that cannot be catalogued are listed with the
-    reason and recorded; the exit status is then 1 (0 when every file was catalogued).
+    reason and recorded; the exit status is then 4 (0 when every file was catalogued).
     """
     from iracdb.ingest import ingest as run_ingest
 
@@ -233,12 +282,14 @@ def ingest(
         raise typer.Exit(EXIT_SOME_REJECTED)
 
 
-@app.command()
+@app.command(cls=_Command)
 def aors(
-    object: Annotated[str | None, typer.Option("--object", help="OBJECT contains this (case-insensitive).")] = None,
-    channel: Annotated[int | None, typer.Option("--channel", help="IRAC channel 1-4.")] = None,
-    program: Annotated[int | None, typer.Option("--program", help="Program ID (PROGID).")] = None,
-    mission: Annotated[str | None, typer.Option("--mission", help="cryo or warm.")] = None,
+    object: Annotated[
+        str | None, typer.Option("--object", metavar="TEXT", help="OBJECT contains TEXT (case-insensitive).")
+    ] = None,
+    channel: ChannelOption = None,
+    program: Annotated[int | None, typer.Option("--program", metavar="PROGID", help="Program ID (PROGID).")] = None,
+    mission: Annotated[str | None, typer.Option("--mission", metavar="cryo|warm", help="Mission phase.")] = None,
     fmt: FormatOption = OutputFormat.table,
     db: DbOption = None,
 ) -> None:
@@ -248,10 +299,10 @@ def aors(
         _print_rows(rows, queries.AOR_LIST_COLUMNS, fmt, title="AORs")
 
 
-@app.command()
+@app.command(cls=_Command)
 def exposures(
-    aorkey: Annotated[int, typer.Argument(help="The AORKEY.")],
-    channel: Annotated[int | None, typer.Option("--channel", help="IRAC channel 1-4.")] = None,
+    aorkey: Annotated[int, typer.Argument(metavar="AORKEY", help="The AOR (its AORKEY).")],
+    channel: ChannelOption = None,
     fmt: FormatOption = OutputFormat.table,
     db: DbOption = None,
 ) -> None:
@@ -261,7 +312,7 @@ def exposures(
         _print_rows(rows, queries.EXPOSURE_LIST_COLUMNS, fmt, title=f"AOR {aorkey}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def rejected(fmt: FormatOption = OutputFormat.table, db: DbOption = None) -> None:
     """List the files ingest could not catalogue, with the reasons."""
     with _database(db) as engine:
@@ -271,16 +322,21 @@ def rejected(fmt: FormatOption = OutputFormat.table, db: DbOption = None) -> Non
 # --- synthetic data and the demo --------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(cls=_Command)
 def synth(
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write the archive into (created if missing).")],
-    seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice; same seed, same bytes.")] = 0,
+    out_dir: Annotated[
+        Path, typer.Argument(metavar="OUT_DIR", help="Folder to write the archive into (created if missing).")
+    ],
+    seed: Annotated[
+        int, typer.Option("--seed", metavar="N", help="Seed of every random choice; same seed, same bytes.")
+    ] = 0,
     inject_response: Annotated[
         bool, typer.Option("--inject-response", help="Multiply the pixel-phase x array-location response in.")
     ] = False,
     noise: Annotated[bool, typer.Option("--noise/--no-noise", help="Add noise matching the uncertainties.")] = True,
     truth: Annotated[
-        Path | None, typer.Option("--truth", help="Truth table CSV. Default: OUT_DIR_truth.csv beside OUT_DIR.")
+        Path | None,
+        typer.Option("--truth", metavar="FILE", help="Truth table CSV. Default: OUT_DIR_truth.csv beside OUT_DIR."),
     ] = None,
 ) -> None:
     """Write a synthetic IRAC archive (all channels, cryo and warm, full array and subarray) and its truth table.
@@ -300,11 +356,16 @@ def synth(
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo(
-    directory: Annotated[Path, typer.Argument(help="Where to put the demo's archive and database.")] = Path("demo"),
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Where to put the demo's archive and database.")
+    ] = Path("demo"),
 ) -> None:
-    """Run the main job on synthetic data with an embedded SQLite database, printing where everything is."""
+    """Run the main job on synthetic data with an embedded SQLite database, printing where everything is.
+
+    The exit status is 4 when some synthetic file could not be catalogued (0 otherwise).
+    """
     from iracdb.demo import run_demo
 
     with _errors_to_exit():

@@ -1,20 +1,35 @@
 """Settings: where the database is, and defaults shared by the commands."""
 
 import os
+import re
+
+from iracdb.errors import BadOption
 
 #: Environment variable that names the database when ``--db`` is not given.
 DB_URL_ENV = "IRACDB_DB_URL"
 #: The database used when neither ``--db`` nor ``IRACDB_DB_URL`` is given: a SQLite file in the current folder.
 DEFAULT_DB_PATH = "iracdb.sqlite"
 
+# A URL scheme and a colon without the "//" ("postgresql+psycopg:/alice:pw@host/db"): a mistyped URL, not a file.
+# At least two characters before the colon, so that a Windows drive ("C:/data/x.sqlite") is still a path.
+_MALFORMED_URL = re.compile(r"^[A-Za-z][\w+.-]+:")
+
 
 def resolve_db_url(cli_value: str | None) -> str:
     """The database URL to use: ``--db`` if given, else ``$IRACDB_DB_URL``, else ``sqlite:///./iracdb.sqlite``.
 
-    A bare file path (no ``://``) is taken as a SQLite database file.
+    A bare file path (no ``://``) is taken as a SQLite database file, unless it starts like a URL scheme
+    (``postgresql+psycopg:/...``): that is refused with BadOption, without repeating the value (it may hold a
+    password).
     """
     value = cli_value or os.environ.get(DB_URL_ENV) or DEFAULT_DB_PATH
     if "://" not in value:
+        if _MALFORMED_URL.match(value):
+            source = "--db" if cli_value else f"${DB_URL_ENV}"
+            raise BadOption(
+                f"{source} looks like a database URL with a malformed scheme separator; expected scheme://... "
+                "(sqlite:///FILE or postgresql+psycopg://USER@HOST/DB; for a file whose name has a colon: ./NAME)"
+            )
         return f"sqlite:///{value}"
     if value.startswith("postgresql://") or value.startswith("postgres://"):
         # Always use psycopg 3, the driver iracdb depends on.

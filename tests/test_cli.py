@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,12 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from iracdb import __version__
-from iracdb.cli import app
-from iracdb.db.engine import make_engine
+from iracdb.cli import EXIT_SOME_REJECTED, app
+from iracdb.db import migrate, queries
+from iracdb.db.engine import make_engine, safe_url
 
 runner = CliRunner()
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def run(*args: str, env: dict[str, str] | None = None):
@@ -41,8 +44,10 @@ def test_ingest_then_list(db_url: str, real_archive: Path) -> None:
     assert table.exit_code == 0 and "XO-3 ch2 peak-up" in table.output and "46466816" in table.output
 
     rows = list(csv.DictReader(io.StringIO(run("aors", "--format", "csv", "--db", db_url).stdout)))
-    assert [(r["aorkey"], r["channel"], r["n_exposures"]) for r in rows] == [("46987776", "2", "1"),
-                                                                           ("46466816", "2", "11")]
+    assert [(r["aorkey"], r["channel"], r["n_exposures"]) for r in rows] == [
+        ("46987776", "2", "1"),
+        ("46466816", "2", "11"),
+    ]
     assert {"aorkey", "channel", "object", "read_mode", "mission", "date_obs", "n_exposures", "n_files"} <= set(rows[0])
     assert rows[1]["n_files"] == "77" and rows[1]["n_images"] == "704"
 
@@ -58,10 +63,10 @@ def test_ingest_then_list(db_url: str, real_archive: Path) -> None:
     assert exposures[0]["n_planes"] == "64"
 
 
-def test_ingest_with_rejections_exits_1_and_names_them(db_url: str, real_archive: Path) -> None:
+def test_ingest_with_rejections_exits_4_and_names_them(db_url: str, real_archive: Path) -> None:
     (real_archive / "junk.fits").write_text("not fits")
     result = run("ingest", str(real_archive), "--db", db_url)
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_SOME_REJECTED == 4  # not 1, the status of an uncaught exception
     assert f"rejected: {(real_archive / 'junk.fits').resolve()}: not a FITS file" in result.stderr
     assert "80 new" in result.stdout and "1 rejected" in result.stdout
     listed = run("rejected", "-f", "csv", "--db", db_url).stdout
@@ -74,6 +79,9 @@ def test_user_errors_are_one_line_with_status_2(db_url: str, tmp_path: Path) -> 
         (("ingest", str(tmp_path / "nowhere"), "--db", db_url), "no such file or folder"),
         (("aors", "--mission", "lukewarm", "--db", db_url), "--mission must be 'cryo' or 'warm'"),
         (("aors", "--channel", "7", "--db", db_url), "--channel must be 1, 2, 3 or 4"),
+        (("exposures", "46466816", "--channel", "7", "--db", db_url), "--channel must be 1, 2, 3 or 4"),
+        (("db", "upgrade", "nosuchrev", "--db", db_url), "cannot migrate to revision 'nosuchrev'"),
+        (("db", "downgrade", "-5", "--db", db_url), "cannot migrate to revision '-5'"),
         (("ingest", str(tmp_path), "--workers", "0", "--db", db_url), "--workers must be at least 1"),
     ]:
         result = run(*args)
@@ -87,6 +95,10 @@ def test_outdated_database_is_refused_with_instructions(db_url: str, newer_migra
     result = run("aors", "--db", db_url)
     assert result.exit_code == 3
     assert "run `iracdb db upgrade`" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    # README quotes this message word for word (with an example URL and revisions)
+    message = re.escape(result.stderr.strip())
+    message = message.replace(re.escape(safe_url(db_url)), r"\S+").replace("9000_test_next", r"\w+")
+    assert re.search(message, README.read_text()), result.stderr
     assert run("db", "upgrade", "--db", db_url).exit_code == 0
     assert run("aors", "--db", db_url).exit_code == 0
 
@@ -129,3 +141,72 @@ def test_password_never_shown() -> None:
         assert result.exit_code == 3
         assert "hunter2secret" not in result.output
         assert "alice:***@" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("postgresql+psycopg://alice:hunter2secret@host:notaport/db", "not a database URL (expected sqlite:///FILE"),
+        ("postgresql://alice:hunter2secret@host:notaport/db", "not a database URL (expected sqlite:///FILE"),
+        ("postgresql+psycopg:/alice:hunter2secret@host/db", "looks like a database URL with a malformed scheme"),
+        ("postgresql+psycopg:alice:hunter2secret@host/db", "looks like a database URL with a malformed scheme"),
+    ],
+)
+@pytest.mark.parametrize("via", ["option", "env"])
+def test_malformed_url_is_a_usage_error_that_never_shows_it(url: str, words: str, via: str) -> None:
+    for command in (("aors",), ("db", "current"), ("ingest", ".")):
+        args, env = ((*command, "--db", url), None) if via == "option" else (command, {"IRACDB_DB_URL": url})
+        result = run(*args, env=env)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith("iracdb: error: ") and words in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "hunter2secret" not in result.output and "alice" not in result.output
+
+
+def test_help_shows_readable_metavars() -> None:
+    usage = {
+        ("ingest",): "Usage: iracdb ingest [OPTIONS] PATH...",
+        ("aors",): "Usage: iracdb aors [OPTIONS]",
+        ("exposures",): "Usage: iracdb exposures [OPTIONS] AORKEY",
+        ("db", "upgrade"): "Usage: iracdb db upgrade [OPTIONS] [REVISION]",
+        ("db", "downgrade"): "Usage: iracdb db downgrade [OPTIONS] REVISION",
+        ("synth",): "Usage: iracdb synth [OPTIONS] OUT_DIR",
+        ("demo",): "Usage: iracdb demo [OPTIONS] [DIR]",
+    }
+    for command, first_line in usage.items():
+        text = run(*command, "--help").stdout
+        assert text.splitlines()[0] == first_line, text
+        for typer_default in ("{", "<list", "<str>", "<int>", "<path>", "<Path>", "<table|csv|json>"):
+            assert typer_default not in text, (command, typer_default, text)
+    ingest_help = run("ingest", "--help").stdout
+    assert "  PATH...  Folders" in ingest_help
+    assert "-j, --workers N" in ingest_help and "--db URL" in ingest_help and "exit status is then 4" in ingest_help
+    aors_help = run("aors", "--help").stdout
+    for shown in ("--object TEXT", "--channel N", "--program PROGID", "--mission cryo|warm", "-f, --format table|csv"):
+        assert shown in aors_help
+
+
+def test_downgrade_to_empty_then_any_command_creates_the_schema(db_url: str) -> None:
+    assert run("db", "downgrade", "base", "--db", db_url).exit_code == 0
+    engine = make_engine(db_url)
+    assert migrate.current_revision(engine) is None  # Alembic leaves an empty alembic_version table behind
+    engine.dispose()
+    result = run("aors", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert "up to date" in run("db", "current", "--db", db_url).stdout
+
+
+def test_demo_with_rejections_exits_4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import iracdb.demo
+    from iracdb.ingest import IngestSummary
+
+    def fake_run_demo(directory: Path) -> iracdb.demo.DemoResult:
+        summary = IngestSummary(ingest_id=1, n_seen=2, n_new=1, rejected=[(str(directory / "bad.fits"), "truncated")])
+        aor = dict.fromkeys(queries.AOR_LIST_COLUMNS, 0)
+        url = f"sqlite:///{directory / 'iracdb.sqlite'}"
+        return iracdb.demo.DemoResult(directory, directory, directory / "truth.csv", url, 2, summary, [aor])
+
+    monkeypatch.setattr(iracdb.demo, "run_demo", fake_run_demo)
+    result = run("demo", str(tmp_path))
+    assert result.exit_code == EXIT_SOME_REJECTED == 4, result.output
+    assert "1 rejected" in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -11,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from iracdb.config import resolve_db_url
 from iracdb.db import migrate
 from iracdb.db.engine import make_engine, safe_url
-from iracdb.db.models import Aor, Base, Exposure
+from iracdb.db.models import Aor, Base, Exposure, File, IngestEvent, RejectedFile
 from iracdb.errors import BadOption, DatabaseError, SchemaOutOfDate
 
 TABLES = {"aors", "exposures", "files", "rejected_files", "ingest_events"}
@@ -124,6 +125,109 @@ def test_foreign_keys_are_enforced(engine) -> None:
         conn.execute(insert(Exposure), [_exposure(999)])
 
 
+def _file(exposure_id: int, kind: str = "bcd") -> dict:
+    return {
+        "exposure_id": exposure_id,
+        "path": f"/archive/{exposure_id}_{kind}.fits",
+        "kind": kind,
+        "size_bytes": 1,
+        "mtime_ns": 1,
+        "sha256": "0" * 64,
+        "header_text": "",
+        "n_header_cards": 0,
+        "ingested_at": datetime.now(UTC),
+    }
+
+
+@pytest.mark.parametrize(
+    ("table", "values"),
+    [
+        (Exposure, {"channel": 7}),
+        (Exposure, {"channel": 0}),
+        (Exposure, {"mission": "lukewarm"}),
+        (Aor, {"mission": "lukewarm"}),
+        (File, {"kind": "bcdx"}),
+        (File, {"kind": "BCD"}),
+    ],
+)
+def test_check_constraints_refuse_values_outside_their_sets(engine, table, values: dict) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(Aor), [_aor(1)])
+        exposure_id = conn.execute(insert(Exposure).returning(Exposure.id), [_exposure(1)]).scalar_one()
+    row = {Aor: _aor(2), Exposure: _exposure(1, expid=1), File: _file(exposure_id)}[table] | values
+    with pytest.raises(IntegrityError, match=r"(?i)check"), engine.begin() as conn:
+        conn.execute(insert(table), [row])
+    with engine.begin() as conn:  # the same rows with allowed values go in
+        good = {Aor: {"mission": "cryo"}, Exposure: {"channel": 4, "mission": "cryo"}, File: {"kind": "msk2d"}}[table]
+        conn.execute(insert(table), [row | good])
+
+
+def test_header_strings_and_paths_have_no_length_limit(engine) -> None:
+    long = "X" * 5000  # longer than any VARCHAR(n) guess; PostgreSQL would refuse it in a VARCHAR(200)
+    with engine.begin() as conn:
+        conn.execute(insert(Aor), [_aor(1) | {"object": long, "aor_label": long, "aot_type": long, "read_mode": long}])
+        header = dict.fromkeys(("creator", "object", "fovname", "read_mode", "hdr_frame", "dither_scale"), long)
+        exposure = _exposure(1) | header | {"bunit": long, "date_obs": long}
+        exposure_id = conn.execute(insert(Exposure).returning(Exposure.id), [exposure]).scalar_one()
+        conn.execute(insert(File), [_file(exposure_id) | {"path": "/" + "p" * 2000}])
+        conn.execute(
+            insert(RejectedFile),
+            [
+                {
+                    "path": "/" + "r" * 2000,
+                    "reason": long,
+                    "size_bytes": 0,
+                    "mtime_ns": 0,
+                    "rejected_at": datetime.now(UTC),
+                }
+            ],
+        )
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT length(object) FROM aors")).scalar_one() == 5000
+
+
+def test_indexes_serve_the_foreign_keys_without_redundancy(engine) -> None:
+    inspector = inspect(engine)
+    files = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("files")}
+    rejected = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("rejected_files")}
+    assert files.get("ix_files_ingest_id") == ["ingest_id"]
+    assert rejected.get("ix_rejected_files_ingest_id") == ["ingest_id"]
+    assert "ix_files_exposure_id" not in files  # the unique (exposure_id, kind) constraint's index covers it
+    unique = {tuple(uq["column_names"]) for uq in inspector.get_unique_constraints("files")}
+    assert ("exposure_id", "kind") in unique
+
+
+def test_deleting_an_ingest_event_keeps_its_files(engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(Aor), [_aor(1)])
+        exposure_id = conn.execute(insert(Exposure).returning(Exposure.id), [_exposure(1)]).scalar_one()
+        event = {"started_at": datetime.now(UTC), "roots": "[]", "software_version": "test"}
+        ingest_id = conn.execute(insert(IngestEvent).returning(IngestEvent.id), [event]).scalar_one()
+        conn.execute(insert(File), [_file(exposure_id) | {"ingest_id": ingest_id}])
+        conn.execute(text("DELETE FROM ingest_events"))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT ingest_id FROM files")).all() == [(None,)]
+
+
+def test_downgraded_to_empty_is_empty_again(engine) -> None:
+    migrate.downgrade(engine, "base")
+    assert "alembic_version" in inspect(engine).get_table_names()  # what Alembic leaves behind
+    migrate.ensure_schema(engine)  # not "not an iracdb database": the schema is created again
+    assert migrate.current_revision(engine) == migrate.head_revision(engine)
+    migrate.check(engine)
+
+
+@pytest.mark.parametrize(
+    ("direction", "revision"),
+    [("upgrade", "nosuchrev"), ("upgrade", "+3"), ("downgrade", "nosuchrev"), ("downgrade", "-5")],
+)
+def test_unknown_revision_is_a_bad_option(engine, direction: str, revision: str) -> None:
+    before = migrate.current_revision(engine)
+    with pytest.raises(BadOption, match=f"cannot migrate to revision '{re.escape(revision)}'"):
+        getattr(migrate, direction)(engine, revision)
+    assert migrate.current_revision(engine) == before
+
+
 def test_metadata_has_only_the_migrated_tables() -> None:
     assert set(Base.metadata.tables) == TABLES
 
@@ -134,6 +238,24 @@ def test_db_url_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IRACDB_DB_URL", "postgresql://u@h/d")
     assert resolve_db_url(None) == "postgresql+psycopg://u@h/d"
     assert resolve_db_url("/tmp/x.sqlite") == "sqlite:////tmp/x.sqlite"
+    assert resolve_db_url("C:/data/x.sqlite") == "sqlite:///C:/data/x.sqlite"  # a Windows drive, not a scheme
+
+
+@pytest.mark.parametrize("value", ["postgresql+psycopg:/alice:s3cret@host/db", "sqlite:/x.sqlite", "postgres:s3cret@h"])
+def test_mistyped_url_is_not_taken_as_a_file(value: str) -> None:
+    with pytest.raises(BadOption, match="malformed scheme separator; expected scheme://") as info:
+        resolve_db_url(value)
+    assert "s3cret" not in str(info.value) and value not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql+psycopg://alice:s3cret@host:notaport/db", "postgresql+psycopg//alice:s3cret@host/db"]
+)
+def test_unparseable_url_is_never_repeated(url: str) -> None:
+    with pytest.raises(BadOption, match="not a database URL") as info:
+        make_engine(url)
+    assert "s3cret" not in str(info.value) and info.value.__cause__ is None and info.value.__suppress_context__
+    assert "s3cret" not in safe_url(url)
 
 
 def test_passwords_are_hidden() -> None:

@@ -14,11 +14,15 @@ from iracdb.errors import BadOption
 SQLITE_BUSY_TIMEOUT_S = 60
 
 
+#: What a database URL looks like, for messages about one that is not (which never repeat it: it may hold a password).
+EXPECTED_URL = "expected sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"
+
+
 def safe_url(url: str) -> str:
-    """The URL as it may be shown to people: any password replaced by ``***``."""
+    """The URL as it may be shown to people: any password replaced by ``***``; an unparseable one not at all."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
         return "<unparseable database URL>"
 
 
@@ -30,8 +34,9 @@ def make_engine(url: str) -> Engine:
     """
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise BadOption(f"not a database URL: {url!r} (expected sqlite:///FILE or postgresql+psycopg://...)") from exc
+    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
+        # Never echo the value (nor the exception, which may quote it): it may hold a password.
+        raise BadOption(f"not a database URL ({EXPECTED_URL})") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})

@@ -4,6 +4,11 @@ Only Alembic creates or changes the schema (``migrations/``); these models descr
 verifies that models and migrations agree. Physical quantities carry their unit in the column name
 (``_s`` seconds, ``_deg`` degrees, ``_arcsec``, ``_mjy_sr`` MJy/sr, ``mjd`` days); times of observation are MJD (UTC)
 as in the headers.
+
+Strings copied from FITS headers, and paths, are ``Text``: PostgreSQL enforces ``VARCHAR(n)`` lengths (SQLite does
+not), and no real file may be refused because a keyword is longer than we guessed. ``String(n)`` is kept only for
+values iracdb itself chooses (kind, mission, checksums). CHECK constraints hold the closed sets (channel, kind,
+mission) on both backends.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -23,6 +29,13 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from iracdb.fitsio import KINDS
+
+#: The IRAC channels (CHNLNUM).
+CHANNELS = (1, 2, 3, 4)
+#: The mission phases (see iracdb.mission): cryogenic until MJD 54968, warm after.
+MISSIONS = ("cryo", "warm")
 
 # Stable constraint names on both backends (and for Alembic batch mode on SQLite).
 NAMING_CONVENTION = {
@@ -38,22 +51,29 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def _one_of(column: str, values: tuple[int, ...] | tuple[str, ...]) -> CheckConstraint:
+    """CHECK that ``column`` is one of ``values`` (named ``ck_<table>_<column>`` by the naming convention)."""
+    listed = ", ".join(repr(value) for value in values)  # ints as 1, strings as 'bcd': valid SQL on both backends
+    return CheckConstraint(f"{column} IN ({listed})", name=column)
+
+
 class Aor(Base):
     """One Astronomical Observation Request (AORKEY), with what is common to its exposures."""
 
     __tablename__ = "aors"
+    __table_args__ = (_one_of("mission", MISSIONS),)
 
     aorkey: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    object: Mapped[str | None] = mapped_column(String(200))
-    aor_label: Mapped[str | None] = mapped_column(String(200))
+    object: Mapped[str | None] = mapped_column(Text)
+    aor_label: Mapped[str | None] = mapped_column(Text)
     program_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    aot_type: Mapped[str | None] = mapped_column(String(40))
-    read_mode: Mapped[str | None] = mapped_column(String(8), doc="READMODE: 'FULL' or 'SUB'")
+    aot_type: Mapped[str | None] = mapped_column(Text)
+    read_mode: Mapped[str | None] = mapped_column(Text, doc="READMODE: 'FULL' or 'SUB'")
     mission: Mapped[str | None] = mapped_column(String(8), doc="'cryo' (MJD_OBS <= 54968) or 'warm'")
     first_mjd: Mapped[float | None] = mapped_column(Float, doc="earliest MJD_OBS of its exposures [days, UTC]")
     last_mjd: Mapped[float | None] = mapped_column(Float, doc="latest MJD_OBS of its exposures [days, UTC]")
-    first_date_obs: Mapped[str | None] = mapped_column(String(32), doc="DATE_OBS of the first exposure (UTC)")
-    last_date_obs: Mapped[str | None] = mapped_column(String(32), doc="DATE_OBS of the last exposure (UTC)")
+    first_date_obs: Mapped[str | None] = mapped_column(Text, doc="DATE_OBS of the first exposure (UTC)")
+    last_date_obs: Mapped[str | None] = mapped_column(Text, doc="DATE_OBS of the last exposure (UTC)")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     exposures: Mapped[list[Exposure]] = relationship(back_populates="aor")
@@ -63,7 +83,11 @@ class Exposure(Base):
     """One exposure (DCE) of one channel; a subarray exposure is a cube of ``n_planes`` planes."""
 
     __tablename__ = "exposures"
-    __table_args__ = (UniqueConstraint("aorkey", "channel", "expid", "dcenum"),)
+    __table_args__ = (
+        UniqueConstraint("aorkey", "channel", "expid", "dcenum"),
+        _one_of("channel", CHANNELS),
+        _one_of("mission", MISSIONS),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     aorkey: Mapped[int] = mapped_column(ForeignKey("aors.aorkey", ondelete="CASCADE"))
@@ -73,18 +97,18 @@ class Exposure(Base):
     dceid: Mapped[int | None] = mapped_column(BigInteger)
     dpid: Mapped[int | None] = mapped_column(BigInteger, index=True, doc="DPID of the BCD: links sub2d products")
     sos_ver: Mapped[int | None] = mapped_column(Integer)
-    creator: Mapped[str | None] = mapped_column(String(40), doc="CREATOR: pipeline version, e.g. S19.2.0")
-    object: Mapped[str | None] = mapped_column(String(200))
-    fovname: Mapped[str | None] = mapped_column(String(80))
-    read_mode: Mapped[str | None] = mapped_column(String(8), doc="READMODE: 'FULL' or 'SUB'")
+    creator: Mapped[str | None] = mapped_column(Text, doc="CREATOR: pipeline version, e.g. S19.2.0")
+    object: Mapped[str | None] = mapped_column(Text)
+    fovname: Mapped[str | None] = mapped_column(Text)
+    read_mode: Mapped[str | None] = mapped_column(Text, doc="READMODE: 'FULL' or 'SUB'")
     areadmod: Mapped[int | None] = mapped_column(Integer, doc="AREADMOD: 0 full array, 1 subarray")
     hdr_mode: Mapped[bool | None] = mapped_column(Boolean, doc="HDRMODE: high-dynamic-range mode")
-    hdr_frame: Mapped[str | None] = mapped_column(String(16), doc="HDRFRAME: 'short' or 'long' HDR frame")
+    hdr_frame: Mapped[str | None] = mapped_column(Text, doc="HDRFRAME: 'short' or 'long' HDR frame")
     cycle_num: Mapped[int | None] = mapped_column(Integer, doc="CYCLENUM (absent when not dithered)")
     dither_pos: Mapped[int | None] = mapped_column(Integer, doc="DITHPOS (absent when not dithered)")
-    dither_scale: Mapped[str | None] = mapped_column(String(16), doc="DITHSCAL (absent when not dithered)")
+    dither_scale: Mapped[str | None] = mapped_column(Text, doc="DITHSCAL (absent when not dithered)")
     mission: Mapped[str] = mapped_column(String(8), doc="'cryo' (MJD_OBS <= 54968) or 'warm'")
-    date_obs: Mapped[str | None] = mapped_column(String(32), doc="DATE_OBS at DCE start (UTC, ISO 8601)")
+    date_obs: Mapped[str | None] = mapped_column(Text, doc="DATE_OBS at DCE start (UTC, ISO 8601)")
     mjd_obs: Mapped[float] = mapped_column(Float, doc="MJD_OBS at DCE start [days, UTC]")
     bmjd_obs: Mapped[float | None] = mapped_column(Float, doc="BMJD_OBS, barycentric MJD at DCE start [days]")
     hmjd_obs: Mapped[float | None] = mapped_column(Float, doc="HMJD_OBS, heliocentric MJD at DCE start [days]")
@@ -94,7 +118,7 @@ class Exposure(Base):
     exposure_time_s: Mapped[float | None] = mapped_column(Float, doc="EXPTIME, effective integration [s]")
     sample_time_s: Mapped[float | None] = mapped_column(Float, doc="SAMPTIME [s]")
     fowler_number: Mapped[int | None] = mapped_column(Integer, doc="AFOWLNUM")
-    bunit: Mapped[str | None] = mapped_column(String(16))
+    bunit: Mapped[str | None] = mapped_column(Text)
     fluxconv: Mapped[float | None] = mapped_column(Float, doc="FLUXCONV [(MJy/sr)/(DN/s)]")
     gain_e_per_dn: Mapped[float | None] = mapped_column(Float, doc="GAIN [e/DN]")
     read_noise_e: Mapped[float | None] = mapped_column(Float, doc="RONOISE [electrons]")
@@ -128,23 +152,21 @@ class File(Base):
     """One catalogued FITS file, linked to its exposure, with its whole primary header."""
 
     __tablename__ = "files"
-    __table_args__ = (UniqueConstraint("exposure_id", "kind"),)
+    # The unique (exposure_id, kind) index also serves lookups by exposure_id alone: no separate index.
+    __table_args__ = (UniqueConstraint("exposure_id", "kind"), _one_of("kind", KINDS))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    exposure_id: Mapped[int] = mapped_column(ForeignKey("exposures.id", ondelete="CASCADE"), index=True)
-    path: Mapped[str] = mapped_column(String(1024), unique=True, doc="absolute path")
-    kind: Mapped[str] = mapped_column(
-        String(8), doc="bcd, cbcd, bunc, cbunc, bimsk, sub2d, unc2d, cov2d or msk2d"
-    )
+    exposure_id: Mapped[int] = mapped_column(ForeignKey("exposures.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text, unique=True, doc="absolute path")
+    kind: Mapped[str] = mapped_column(String(8), doc="bcd, cbcd, bunc, cbunc, bimsk, sub2d, unc2d, cov2d or msk2d")
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger, doc="modification time [ns since the Unix epoch]")
     sha256: Mapped[str] = mapped_column(String(64), index=True)
-    header_text: Mapped[str] = mapped_column(
-        Text, doc="the primary header, one card per line, trailing blanks removed"
-    )
+    header_text: Mapped[str] = mapped_column(Text, doc="the primary header, one card per line, trailing blanks removed")
     n_header_cards: Mapped[int] = mapped_column(Integer)
     ingested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    ingest_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_events.id", ondelete="SET NULL"))
+    # Indexed: deleting an ingest event sets this to NULL, which must not scan the whole table.
+    ingest_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_events.id", ondelete="SET NULL"), index=True)
 
     exposure: Mapped[Exposure] = relationship(back_populates="files")
 
@@ -155,12 +177,12 @@ class RejectedFile(Base):
     __tablename__ = "rejected_files"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(String(1024), unique=True, doc="absolute path")
+    path: Mapped[str] = mapped_column(Text, unique=True, doc="absolute path")
     reason: Mapped[str] = mapped_column(Text)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger, doc="modification time [ns since the Unix epoch]")
     rejected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    ingest_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_events.id", ondelete="SET NULL"))
+    ingest_id: Mapped[int | None] = mapped_column(ForeignKey("ingest_events.id", ondelete="SET NULL"), index=True)
 
 
 class IngestEvent(Base):
@@ -181,4 +203,3 @@ class IngestEvent(Base):
     software_version: Mapped[str] = mapped_column(String(40))
     host: Mapped[str | None] = mapped_column(String(255))
     workers: Mapped[int] = mapped_column(Integer, default=1)
-

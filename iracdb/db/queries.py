@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Engine, distinct, func, select
 
-from iracdb.db.models import Aor, Exposure, File, RejectedFile
+from iracdb.db.models import CHANNELS, MISSIONS, Aor, Exposure, File, RejectedFile
 from iracdb.errors import BadOption, NoSuchAor
 from iracdb.fitsio import KINDS
 
@@ -58,10 +58,9 @@ def list_aors(
     ``object`` matches a case-insensitive substring of OBJECT; ``mission`` is 'cryo' or 'warm'.
     ``date_obs`` is the DATE_OBS (UTC) of the channel's first exposure; ``n_images`` counts subarray planes.
     """
-    if mission is not None and mission not in ("cryo", "warm"):
+    if mission is not None and mission not in MISSIONS:
         raise BadOption(f"--mission must be 'cryo' or 'warm', not {mission!r}")
-    if channel is not None and channel not in (1, 2, 3, 4):
-        raise BadOption(f"--channel must be 1, 2, 3 or 4, not {channel}")
+    _check_channel(channel)
     statement = (
         select(
             Aor.aorkey,
@@ -89,9 +88,8 @@ def list_aors(
         statement = statement.where(Aor.program_id == program)
     if mission is not None:
         statement = statement.where(Aor.mission == mission)
-    images = (
-        select(Exposure.aorkey, Exposure.channel, func.sum(Exposure.n_planes).label("n_images"))
-        .group_by(Exposure.aorkey, Exposure.channel)
+    images = select(Exposure.aorkey, Exposure.channel, func.sum(Exposure.n_planes).label("n_images")).group_by(
+        Exposure.aorkey, Exposure.channel
     )
     with engine.connect() as conn:
         counts = {(r.aorkey, r.channel): int(r.n_images) for r in conn.execute(images)}
@@ -103,13 +101,17 @@ def list_aors(
 
 def list_exposures(engine: Engine, aorkey: int, *, channel: int | None = None) -> list[dict[str, Any]]:
     """One row per exposure of ``aorkey`` (ordered by channel, EXPID, DCENUM), with the kinds of its files."""
-    statement = select(Exposure.__table__).where(Exposure.aorkey == aorkey).order_by(
-        Exposure.channel, Exposure.expid, Exposure.dcenum
+    _check_channel(channel)
+    statement = (
+        select(Exposure.__table__)
+        .where(Exposure.aorkey == aorkey)
+        .order_by(Exposure.channel, Exposure.expid, Exposure.dcenum)
     )
     if channel is not None:
         statement = statement.where(Exposure.channel == channel)
     kinds_statement = (
-        select(File.exposure_id, File.kind).join(Exposure, File.exposure_id == Exposure.id)
+        select(File.exposure_id, File.kind)
+        .join(Exposure, File.exposure_id == Exposure.id)
         .where(Exposure.aorkey == aorkey)
     )
     with engine.connect() as conn:
@@ -134,6 +136,11 @@ def list_rejected(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(select(RejectedFile.path, RejectedFile.reason).order_by(RejectedFile.path))
         return [dict(row._mapping) for row in rows]
+
+
+def _check_channel(channel: int | None) -> None:
+    if channel is not None and channel not in CHANNELS:
+        raise BadOption(f"--channel must be 1, 2, 3 or 4, not {channel}")
 
 
 def _kind_order(kind: str) -> int:

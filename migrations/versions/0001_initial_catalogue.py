@@ -21,17 +21,18 @@ def upgrade() -> None:
     op.create_table(
         "aors",
         sa.Column("aorkey", sa.BigInteger(), autoincrement=False, nullable=False),
-        sa.Column("object", sa.String(length=200), nullable=True),
-        sa.Column("aor_label", sa.String(length=200), nullable=True),
+        sa.Column("object", sa.Text(), nullable=True),
+        sa.Column("aor_label", sa.Text(), nullable=True),
         sa.Column("program_id", sa.Integer(), nullable=True),
-        sa.Column("aot_type", sa.String(length=40), nullable=True),
-        sa.Column("read_mode", sa.String(length=8), nullable=True),
+        sa.Column("aot_type", sa.Text(), nullable=True),
+        sa.Column("read_mode", sa.Text(), nullable=True),
         sa.Column("mission", sa.String(length=8), nullable=True),
         sa.Column("first_mjd", sa.Float(), nullable=True),
         sa.Column("last_mjd", sa.Float(), nullable=True),
-        sa.Column("first_date_obs", sa.String(length=32), nullable=True),
-        sa.Column("last_date_obs", sa.String(length=32), nullable=True),
+        sa.Column("first_date_obs", sa.Text(), nullable=True),
+        sa.Column("last_date_obs", sa.Text(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("mission IN ('cryo', 'warm')", name=op.f("ck_aors_mission")),
         sa.PrimaryKeyConstraint("aorkey", name=op.f("pk_aors")),
     )
     with op.batch_alter_table("aors", schema=None) as batch_op:
@@ -64,18 +65,18 @@ def upgrade() -> None:
         sa.Column("dceid", sa.BigInteger(), nullable=True),
         sa.Column("dpid", sa.BigInteger(), nullable=True),
         sa.Column("sos_ver", sa.Integer(), nullable=True),
-        sa.Column("creator", sa.String(length=40), nullable=True),
-        sa.Column("object", sa.String(length=200), nullable=True),
-        sa.Column("fovname", sa.String(length=80), nullable=True),
-        sa.Column("read_mode", sa.String(length=8), nullable=True),
+        sa.Column("creator", sa.Text(), nullable=True),
+        sa.Column("object", sa.Text(), nullable=True),
+        sa.Column("fovname", sa.Text(), nullable=True),
+        sa.Column("read_mode", sa.Text(), nullable=True),
         sa.Column("areadmod", sa.Integer(), nullable=True),
         sa.Column("hdr_mode", sa.Boolean(), nullable=True),
-        sa.Column("hdr_frame", sa.String(length=16), nullable=True),
+        sa.Column("hdr_frame", sa.Text(), nullable=True),
         sa.Column("cycle_num", sa.Integer(), nullable=True),
         sa.Column("dither_pos", sa.Integer(), nullable=True),
-        sa.Column("dither_scale", sa.String(length=16), nullable=True),
+        sa.Column("dither_scale", sa.Text(), nullable=True),
         sa.Column("mission", sa.String(length=8), nullable=False),
-        sa.Column("date_obs", sa.String(length=32), nullable=True),
+        sa.Column("date_obs", sa.Text(), nullable=True),
         sa.Column("mjd_obs", sa.Float(), nullable=False),
         sa.Column("bmjd_obs", sa.Float(), nullable=True),
         sa.Column("hmjd_obs", sa.Float(), nullable=True),
@@ -85,7 +86,7 @@ def upgrade() -> None:
         sa.Column("exposure_time_s", sa.Float(), nullable=True),
         sa.Column("sample_time_s", sa.Float(), nullable=True),
         sa.Column("fowler_number", sa.Integer(), nullable=True),
-        sa.Column("bunit", sa.String(length=16), nullable=True),
+        sa.Column("bunit", sa.Text(), nullable=True),
         sa.Column("fluxconv", sa.Float(), nullable=True),
         sa.Column("gain_e_per_dn", sa.Float(), nullable=True),
         sa.Column("read_noise_e", sa.Float(), nullable=True),
@@ -110,9 +111,9 @@ def upgrade() -> None:
         sa.Column("naxis2", sa.Integer(), nullable=True),
         sa.Column("n_planes", sa.Integer(), nullable=False),
         sa.Column("header_source_kind", sa.String(length=8), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["aorkey"], ["aors.aorkey"], name=op.f("fk_exposures_aorkey_aors"), ondelete="CASCADE"
-        ),
+        sa.CheckConstraint("mission IN ('cryo', 'warm')", name=op.f("ck_exposures_mission")),
+        sa.CheckConstraint("channel IN (1, 2, 3, 4)", name=op.f("ck_exposures_channel")),
+        sa.ForeignKeyConstraint(["aorkey"], ["aors.aorkey"], name=op.f("fk_exposures_aorkey_aors"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_exposures")),
         sa.UniqueConstraint(
             "aorkey", "channel", "expid", "dcenum", name=op.f("uq_exposures_aorkey_channel_expid_dcenum")
@@ -124,7 +125,7 @@ def upgrade() -> None:
     op.create_table(
         "rejected_files",
         sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("path", sa.String(length=1024), nullable=False),
+        sa.Column("path", sa.Text(), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("mtime_ns", sa.BigInteger(), nullable=False),
@@ -139,11 +140,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rejected_files")),
         sa.UniqueConstraint("path", name=op.f("uq_rejected_files_path")),
     )
+    with op.batch_alter_table("rejected_files", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_rejected_files_ingest_id"), ["ingest_id"], unique=False)
+
     op.create_table(
         "files",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("exposure_id", sa.Integer(), nullable=False),
-        sa.Column("path", sa.String(length=1024), nullable=False),
+        sa.Column("path", sa.Text(), nullable=False),
         sa.Column("kind", sa.String(length=8), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("mtime_ns", sa.BigInteger(), nullable=False),
@@ -152,21 +156,22 @@ def upgrade() -> None:
         sa.Column("n_header_cards", sa.Integer(), nullable=False),
         sa.Column("ingested_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ingest_id", sa.Integer(), nullable=True),
+        sa.CheckConstraint(
+            "kind IN ('bcd', 'cbcd', 'bunc', 'cbunc', 'bimsk', 'sub2d', 'unc2d', 'cov2d', 'msk2d')",
+            name=op.f("ck_files_kind"),
+        ),
         sa.ForeignKeyConstraint(
             ["exposure_id"], ["exposures.id"], name=op.f("fk_files_exposure_id_exposures"), ondelete="CASCADE"
         ),
         sa.ForeignKeyConstraint(
-            ["ingest_id"],
-            ["ingest_events.id"],
-            name=op.f("fk_files_ingest_id_ingest_events"),
-            ondelete="SET NULL",
+            ["ingest_id"], ["ingest_events.id"], name=op.f("fk_files_ingest_id_ingest_events"), ondelete="SET NULL"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_files")),
         sa.UniqueConstraint("exposure_id", "kind", name=op.f("uq_files_exposure_id_kind")),
         sa.UniqueConstraint("path", name=op.f("uq_files_path")),
     )
     with op.batch_alter_table("files", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_files_exposure_id"), ["exposure_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_files_ingest_id"), ["ingest_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_files_sha256"), ["sha256"], unique=False)
 
     # ### end Alembic commands ###
@@ -176,9 +181,12 @@ def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
     with op.batch_alter_table("files", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_files_sha256"))
-        batch_op.drop_index(batch_op.f("ix_files_exposure_id"))
+        batch_op.drop_index(batch_op.f("ix_files_ingest_id"))
 
     op.drop_table("files")
+    with op.batch_alter_table("rejected_files", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_rejected_files_ingest_id"))
+
     op.drop_table("rejected_files")
     with op.batch_alter_table("exposures", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_exposures_dpid"))
