@@ -93,7 +93,7 @@ AOR_COLUMNS: dict[str, tuple[str, type]] = {
 #: Every keyword ingest looks at (structure, identity, kind detection and the catalogued columns).
 INGEST_KEYWORDS = frozenset(
     {"BITPIX", "NAXIS", *(f"NAXIS{n}" for n in range(1, 10)), "INSTRUME", "CHNLNUM", "AORKEY", "EXPID", "DCENUM",
-     "DPID", "READMODE", "AREADMOD", "PROCBITS", "OLRCUTOF", "CTYPE1", "SATSRCFX", "CLPLDNFX"}
+     "DPID", "READMODE", "AREADMOD", "PROCBITS", "OLRCUTOF", "CTYPE1", "SATSRCFX", "CLPLDNFX", "PULLSFAC"}
     | set(EXPOSURE_COLUMNS)
     | set(AOR_COLUMNS)
     | set(IDENTITY_KEYWORDS)
@@ -107,23 +107,38 @@ class FitsReadError(Exception):
 
 @dataclass(frozen=True)
 class HeaderCards:
-    """A primary header: the raw cards and the values of its keyword cards (first occurrence wins)."""
+    """A primary header: its cards, and where each keyword's first card is."""
 
     cards: list[str]
-    raw_values: dict[str, str]
+    #: keyword -> index in ``cards`` of its first ``KEYWORD = value`` card
+    index: dict[str, int]
     header_bytes: int
 
     def text(self) -> str:
         """The header as text, one card per line, trailing blanks removed (pad to 80 to restore the cards)."""
         return "\n".join(map(str.rstrip, self.cards))
 
+    def __contains__(self, keyword: str) -> bool:
+        return keyword in self.index
+
     def get(self, keyword: str, kind: type = str) -> Any:
-        """The value of ``keyword`` as ``kind`` (str, int, float or bool), or None when absent or blank."""
-        raw = self.raw_values.get(keyword)
-        if raw is None:
+        """The value of ``keyword`` as ``kind`` (str, int, float or bool), or None when absent or blank.
+
+        A long string continued over ``CONTINUE`` cards (the FITS long-string convention) is joined.
+        """
+        position = self.index.get(keyword)
+        if position is None:
             return None
+        raw = self.cards[position][10:]
         try:
-            return parse_value(raw, kind)
+            value = parse_value(raw, kind)
+            if kind is str and value is not None:
+                following = self.cards[position + 1 :]
+                for card in following:
+                    if not (value.endswith("&") and card.startswith("CONTINUE")):
+                        break
+                    value = value[:-1] + (parse_value(card[8:], str) or "")
+            return value
         except ValueError as exc:
             raise FitsReadError(f"keyword {keyword} has an unreadable value {raw.strip()!r}") from exc
 
@@ -211,33 +226,45 @@ def _parse_string(text: str) -> tuple[str, str]:
 
 
 _END_CARD = b"END" + b" " * 77
+_NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]")
 
 
 def split_header(data: bytes, keywords: frozenset[str] | None = None) -> HeaderCards:
     """Split the primary header at the start of ``data`` into cards; raise FitsReadError if it is not FITS.
 
-    With ``keywords``, only those keywords' values are looked up (every card is still kept); ingest needs ~70 of
-    a BCD's ~670 cards, and skipping the rest halves the parsing time.
+    With ``keywords``, only those keywords are indexed (every card is still kept); ingest needs ~70 of a BCD's
+    ~670 cards, and skipping the rest halves the parsing time.
     """
     if not data.startswith(b"SIMPLE  ="):
         raise FitsReadError("not a FITS file (it does not start with a SIMPLE card)")
+    position = find_end_card(data)
+    if position == -1:
+        raise FitsReadError(f"truncated FITS header: it stops after {len(data)} bytes without an END card")
+    bad = _NOT_PRINTABLE.search(data, 0, position)
+    if bad is not None:
+        raise FitsReadError(
+            f"not valid FITS: header card {bad.start() // CARD_BYTES + 1} holds the byte 0x{data[bad.start()]:02x} "
+            "(header cards must be printable ASCII)"
+        )
+    header_bytes = (position // BLOCK_BYTES + 1) * BLOCK_BYTES
+    text = data[:position].decode("ascii")
+    cards = [text[start : start + CARD_BYTES] for start in range(0, position, CARD_BYTES)]
+    # Reversed so that the first occurrence of a repeated keyword wins, as in astropy.
+    numbered = range(len(cards) - 1, -1, -1)
+    if keywords is None:
+        index = {cards[i][:8].rstrip(): i for i in numbered if cards[i][8:10] == "= "}
+    else:
+        padded = _padded(keywords)
+        index = {cards[i][:8].rstrip(): i for i in numbered if cards[i][:8] in padded and cards[i][8:10] == "= "}
+    return HeaderCards(cards=cards, index=index, header_bytes=header_bytes)
+
+
+def find_end_card(data: bytes) -> int:
+    """Offset of the END card in ``data`` (on a card boundary), or -1 when there is none yet."""
     position = data.find(_END_CARD)
     while position != -1 and position % CARD_BYTES:
         position = data.find(_END_CARD, position + 1)  # an END inside a card's text: not the END card
-    if position == -1:
-        raise FitsReadError(f"truncated FITS header: it stops after {len(data)} bytes without an END card")
-    header_bytes = (position // BLOCK_BYTES + 1) * BLOCK_BYTES
-    text = data[:position].decode("ascii", errors="replace")
-    cards = [text[start : start + CARD_BYTES] for start in range(0, position, CARD_BYTES)]
-    # Reversed so that the first occurrence of a repeated keyword wins, as in astropy.
-    if keywords is None:
-        raw_values = {card[:8].rstrip(): card[10:] for card in reversed(cards) if card[8:10] == "= "}
-    else:
-        padded = _padded(keywords)
-        raw_values = {
-            card[:8].rstrip(): card[10:] for card in reversed(cards) if card[:8] in padded and card[8:10] == "= "
-        }
-    return HeaderCards(cards=cards, raw_values=raw_values, header_bytes=header_bytes)
+    return position
 
 
 @functools.cache
@@ -268,8 +295,9 @@ def product_kind(path: str, header: HeaderCards) -> str:
     The header decides what it can: integer pixels are a mask (a cube, or with PROCBITS: ``bimsk``; a median-collapsed
     subarray product: ``cov2d`` with its outlier cut-off, else ``msk2d``), a 2-D float image from a subarray AOR is
     ``sub2d`` (with a WCS) or ``unc2d``. An image and its uncertainty share every identifying keyword, so between
-    bcd/bunc and cbcd/cbunc the archive's product suffix (``_bcd.fits`` ...) decides; without one, an image with the
-    artifact-correction keywords is ``cbcd``, else ``bcd``.
+    bcd/bunc and cbcd/cbunc the archive's product suffix (``_bcd.fits`` ...) decides; without one, an image without
+    FLUXCONV and READMODE is ``bunc``, one with PULLSFAC ``cbunc``, one with the artifact-correction keywords
+    ``cbcd``, else ``bcd``.
     """
     match = _SUFFIX.search(os.path.basename(path))
     suffix = match.group(1).lower() if match else None
@@ -277,45 +305,84 @@ def product_kind(path: str, header: HeaderCards) -> str:
     naxis = header.get("NAXIS", int) or 0
     subarray_2d = naxis == 2 and (header.get("READMODE") or "").upper() == "SUB"
     if bitpix is not None and bitpix > 0:
-        if naxis == 3 or "PROCBITS" in header.raw_values:
+        if naxis == 3 or "PROCBITS" in header:
             return "bimsk"
         if suffix in ("cov2d", "msk2d"):
             return suffix
-        return "cov2d" if "OLRCUTOF" in header.raw_values else "msk2d"
-    if subarray_2d and "AREADMOD" not in header.raw_values:
-        return suffix if suffix in ("sub2d", "unc2d") else ("sub2d" if "CTYPE1" in header.raw_values else "unc2d")
+        return "cov2d" if "OLRCUTOF" in header else "msk2d"
+    if subarray_2d and "AREADMOD" not in header:
+        return suffix if suffix in ("sub2d", "unc2d") else ("sub2d" if "CTYPE1" in header else "unc2d")
     if subarray_2d and suffix == "sub2d":
         return "sub2d"
     if suffix in ("bcd", "cbcd", "bunc", "cbunc"):
         return suffix
     if subarray_2d:
         return "sub2d"
-    corrected = "SATSRCFX" in header.raw_values or "CLPLDNFX" in header.raw_values
+    corrected = "SATSRCFX" in header or "CLPLDNFX" in header
+    # Without the suffix: an uncertainty image carries no calibration keywords (a raw-style header: the real
+    # subarray _bunc), or the pulldown noise scaling of a _cbunc.
+    if "FLUXCONV" not in header and "READMODE" not in header:
+        return "bunc"
+    if "PULLSFAC" in header:
+        return "cbunc"
     return "cbcd" if corrected else "bcd"
 
 
-def read_irac_file(path: str) -> FileRecord | Rejection:
-    """Read one file: checksum it, parse its primary header, and decide whether it is an IRAC Level-1 file.
+#: Bytes read at a time: a whole Level-1 file (at most ~400 kB) in one read, memory bounded for anything larger.
+READ_CHUNK_BYTES = 1 << 20
 
-    Never raises for a bad file: returns a :class:`Rejection` with the reason instead.
+
+#: Integer columns stored as 64-bit; every other integer column is 32-bit (as on PostgreSQL).
+_BIGINT_COLUMNS = frozenset({"dceid", "dpid"})
+_INT_LIMITS = {False: 2**31, True: 2**63}
+
+
+def _check_integer_ranges(exposure: dict[str, Any], header: HeaderCards) -> None:
+    """Reject integers the database columns cannot hold (SQLite would take them, PostgreSQL would not)."""
+    values = {**exposure, "aorkey": header.get("AORKEY", int), "expid": header.get("EXPID", int),
+              "dcenum": header.get("DCENUM", int), "channel": header.get("CHNLNUM", int)}
+    for column, value in values.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            limit = _INT_LIMITS[column in _BIGINT_COLUMNS or column == "aorkey"]
+            if not -limit <= value < limit:
+                raise FitsReadError(f"{column} = {value} is out of range for an IRAC header value")
+
+
+def read_irac_file(path: str) -> FileRecord | Rejection:
+    """Read one file: parse its primary header, decide whether it is an IRAC Level-1 file, and checksum it.
+
+    The file is read in chunks (memory stays bounded whatever its size); a file that does not start like FITS is
+    rejected after its first chunk, unhashed. Never raises for a bad file: returns a :class:`Rejection`.
     """
     try:
         with open(path, "rb") as handle:
             stat = os.fstat(handle.fileno())
-            data = handle.read()
+            head = handle.read(READ_CHUNK_BYTES)
+            if not head.startswith(b"SIMPLE  ="):
+                raise FitsReadError("not a FITS file (it does not start with a SIMPLE card)")
+            while find_end_card(head) == -1:
+                more = handle.read(READ_CHUNK_BYTES)
+                if not more:
+                    break  # split_header says how it is truncated
+                head += more
+            digest = hashlib.sha256(head)
+            size = len(head)
+            for chunk in iter(lambda: handle.read(READ_CHUNK_BYTES), b""):
+                digest.update(chunk)
+                size += len(chunk)
+        return _record_from_header(path, head, size, stat.st_mtime_ns, digest.hexdigest())
     except OSError as exc:
         return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
-    try:
-        return _record_from_bytes(path, data, stat.st_size, stat.st_mtime_ns)
     except FitsReadError as exc:
         return Rejection(path, stat.st_size, stat.st_mtime_ns, str(exc))
 
 
-def _record_from_bytes(path: str, data: bytes, size: int, mtime_ns: int) -> FileRecord:
-    header = split_header(data, INGEST_KEYWORDS)
+def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256: str) -> FileRecord:
+    """``head``: the file's first bytes, the whole primary header included; ``size``: the file's bytes."""
+    header = split_header(head, INGEST_KEYWORDS)
     expected = header.header_bytes + data_bytes(header)
-    if len(data) < expected:
-        raise FitsReadError(f"truncated FITS file: {len(data)} bytes, the header promises at least {expected}")
+    if size < expected:
+        raise FitsReadError(f"truncated FITS file: {size} bytes, the header promises at least {expected}")
     instrument = header.get("INSTRUME")
     if instrument is None or instrument.strip().upper() != "IRAC":
         shown = "no INSTRUME keyword" if instrument is None else f"INSTRUME = {instrument!r}"
@@ -334,6 +401,7 @@ def _record_from_bytes(path: str, data: bytes, size: int, mtime_ns: int) -> File
         raise FitsReadError(f"IRAC {kind} file has neither DCENUM nor DPID: cannot link it to its exposure")
 
     exposure = {column: header.get(key, kind_) for key, (column, kind_) in EXPOSURE_COLUMNS.items()}
+    _check_integer_ranges(exposure, header)
     channel = header.get("CHNLNUM", int)
     if channel not in (1, 2, 3, 4):
         raise FitsReadError(f"CHNLNUM = {channel} is not an IRAC channel (1-4)")
@@ -350,7 +418,7 @@ def _record_from_bytes(path: str, data: bytes, size: int, mtime_ns: int) -> File
         path=path,
         size_bytes=size,
         mtime_ns=mtime_ns,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256,
         kind=kind,
         aorkey=header.get("AORKEY", int),
         channel=channel,

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from iracdb import __version__
 from iracdb.db.models import Aor, Exposure, File, IngestEvent, RejectedFile
@@ -59,31 +60,53 @@ class IngestSummary:
         return len(self.rejected)
 
 
-def walk(roots: Iterable[str]) -> Iterator[tuple[str, int, int]]:
-    """Every regular file under ``roots`` (recursively; symlinked folders are not followed), as
-    ``(absolute path, size in bytes, mtime in ns)``. A root may itself be a file."""
+def walk(roots: Iterable[str]) -> Iterator[tuple[str, int, int, str | None]]:
+    """Every regular file under ``roots`` (recursively) as ``(path, size in bytes, mtime in ns, problem)``.
+
+    ``problem`` is None, or why the entry cannot be catalogued (a folder that cannot be listed, a file name that is
+    not valid UTF-8). A root may itself be a file. Symbolic links to files are resolved to their target's path, so
+    a link and its target are one file; symbolic links to folders are not followed (no cycles). A file that vanishes
+    during the walk is skipped.
+    """
     seen: set[str] = set()
+
+    def visit(path: str) -> Iterator[tuple[str, int, int, str | None]]:
+        path = os.path.realpath(path)
+        if path in seen:
+            return
+        seen.add(path)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return  # renamed or deleted since it was listed
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = path.encode("utf-8", "backslashreplace").decode("utf-8")
+            yield shown, stat.st_size, stat.st_mtime_ns, "the file name is not valid UTF-8: rename it"
+            return
+        yield path, stat.st_size, stat.st_mtime_ns, None
+
     for root in roots:
-        if os.path.isfile(root):
-            stat = os.stat(root)
-            if root not in seen:
-                seen.add(root)
-                yield root, stat.st_size, stat.st_mtime_ns
+        if not os.path.isdir(root):
+            yield from visit(root)
             continue
         stack = [root]
         while stack:
             folder = stack.pop()
             try:
-                entries = list(os.scandir(folder))
-            except OSError:
-                continue  # an unreadable folder: its files cannot be catalogued, and there is no path to record
-            for entry in sorted(entries, key=lambda e: e.name):
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif entry.is_file() and entry.path not in seen:
-                    seen.add(entry.path)
-                    stat = entry.stat()
-                    yield entry.path, stat.st_size, stat.st_mtime_ns
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError as exc:
+                yield folder, 0, 0, f"folder cannot be read: {exc.strerror or exc}"
+                continue
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif entry.is_file():
+                        yield from visit(entry.path)
+                except OSError:
+                    continue  # vanished between listing and looking
 
 
 def ingest(
@@ -126,17 +149,19 @@ def ingest(
     known = _catalogued_files(engine, resolved)
     own_files = _database_files(engine)
     to_read: list[str] = []
-    for path, size, mtime_ns in walk(resolved):
+    batch: list[FileRecord | Rejection] = []
+    for path, size, mtime_ns, problem in walk(resolved):
         if path in own_files:
             continue  # the SQLite catalogue itself, when it lives inside the tree
         summary.n_seen += 1
-        if known.get(path) == (size, mtime_ns):
+        if problem is not None:
+            batch.append(Rejection(path, size, mtime_ns, problem))
+        elif known.get(path) == (size, mtime_ns):
             summary.n_unchanged += 1
         else:
             to_read.append(path)
 
     deferred: list[FileRecord] = []  # linking kinds wait until every exposure of this ingest exists
-    batch: list[FileRecord | Rejection] = []
     for done, result in enumerate(_read_all(to_read, workers), start=1):
         if isinstance(result, FileRecord) and result.kind not in CREATING_KINDS:
             deferred.append(result)
@@ -243,97 +268,100 @@ def _lock(conn: Connection) -> None:
 def _write_batch(
     engine: Engine, batch: list[FileRecord | Rejection], event_id: int, summary: IngestSummary
 ) -> None:
+    """Write one batch in one transaction. Should the database refuse it (a value PostgreSQL cannot store, say),
+    write its files one at a time, so that only the file at fault is rejected and every other one is committed."""
     if not batch:
         return
+    try:
+        _write_transaction(engine, batch, event_id, summary)
+    except DBAPIError:
+        if len(batch) == 1:
+            raise
+        for item in batch:
+            try:
+                _write_transaction(engine, [item], event_id, summary)
+            except DBAPIError as exc:
+                reason = str(exc.orig or exc).strip().splitlines()[0]
+                refused = Rejection(item.path, item.size_bytes, item.mtime_ns, f"the database refused it: {reason}")
+                _write_transaction(engine, [refused], event_id, summary)
+
+
+def _write_transaction(
+    engine: Engine, batch: list[FileRecord | Rejection], event_id: int, summary: IngestSummary
+) -> None:
     rejections = [item for item in batch if isinstance(item, Rejection)]
     records = [item for item in batch if isinstance(item, FileRecord)]
+    counts = IngestSummary(ingest_id=event_id)  # added to ``summary`` only once the transaction commits
     now = _now()
     with engine.begin() as conn:
         _lock(conn)
+        touched_aorkeys = {record.aorkey for record in records}
         if records:
-            _upsert_aors(conn, records, now)
-            exposure_ids = _upsert_exposures(conn, records, rejections)
-            _upsert_files(conn, records, exposure_ids, rejections, event_id, now, summary)
-            _refresh_aor_extents(conn, {record.aorkey for record in records}, now)
-        _record_rejections(conn, rejections, event_id, now)
+            _ensure_aors(conn, touched_aorkeys, now)
+            exposure_ids = _ensure_exposures(conn, records, rejections)
+            accepted, left = _upsert_files(conn, records, exposure_ids, rejections, event_id, now, counts)
+            _apply_headers(conn, accepted, exposure_ids)
+            touched_aorkeys |= _remove_orphans(conn, left)
+        touched_aorkeys |= _record_rejections(conn, rejections, event_id, now)
+        _refresh_aor_extents(conn, touched_aorkeys, now)
+    summary.n_new += counts.n_new
+    summary.n_updated += counts.n_updated
+    summary.n_moved += counts.n_moved
+    summary.n_unchanged += counts.n_unchanged
     summary.rejected.extend((item.path, item.reason) for item in rejections)
 
 
-def _upsert_aors(conn: Connection, records: list[FileRecord], now: datetime) -> None:
-    best: dict[int, FileRecord] = {}
-    for record in records:
-        current = best.get(record.aorkey)
-        if current is None or _RANK[record.kind] < _RANK[current.kind]:
-            best[record.aorkey] = record
-    table = Aor.__table__
-    for aorkey in sorted(best):
-        values = {"aorkey": aorkey, "updated_at": now, **best[aorkey].aor}
-        statement = _insert(conn, table).values(values)
-        # Keep what an earlier, better file told us where this one is silent.
-        statement = statement.on_conflict_do_update(
-            index_elements=[table.c.aorkey],
-            set_={
-                column: func.coalesce(statement.excluded[column], table.c[column])
-                for column in values
-                if column != "aorkey"
-            },
-        )
-        conn.execute(statement)
+def _ensure_aors(conn: Connection, aorkeys: set[int], now: datetime) -> None:
+    rows = [{"aorkey": aorkey, "updated_at": now} for aorkey in sorted(aorkeys)]
+    conn.execute(_insert(conn, Aor.__table__).on_conflict_do_nothing(), rows)
 
 
-def _exposure_map(conn: Connection, aorkeys: set[int]) -> tuple[dict[tuple[int, int, int, int], Any], list[Any]]:
-    rows = list(
-        conn.execute(
-            select(
-                Exposure.id,
-                Exposure.aorkey,
-                Exposure.channel,
-                Exposure.expid,
-                Exposure.dcenum,
-                Exposure.dpid,
-                Exposure.header_source_kind,
-            ).where(Exposure.aorkey.in_(sorted(aorkeys)))
-        )
+def _exposure_map(conn: Connection, aorkeys: set[int]) -> dict[tuple[int, int, int, int], Any]:
+    rows = conn.execute(
+        select(
+            Exposure.id,
+            Exposure.aorkey,
+            Exposure.channel,
+            Exposure.expid,
+            Exposure.dcenum,
+            Exposure.dpid,
+            Exposure.header_source_kind,
+        ).where(Exposure.aorkey.in_(sorted(aorkeys)))
     )
-    return {(r.aorkey, r.channel, r.expid, r.dcenum): r for r in rows}, rows
+    return {(r.aorkey, r.channel, r.expid, r.dcenum): r for r in rows}
 
 
-def _upsert_exposures(
-    conn: Connection, records: list[FileRecord], rejections: list[Rejection]
-) -> dict[str, int]:
-    """Create or improve the exposure rows of ``records``; return path -> exposure id (unlinkable files are
-    moved to ``rejections`` and removed from ``records``)."""
+def _identity(record: FileRecord) -> tuple[int, int, int, int]:
+    assert record.dcenum is not None
+    return (record.aorkey, record.channel, record.expid, record.dcenum)
+
+
+def _ensure_exposures(conn: Connection, records: list[FileRecord], rejections: list[Rejection]) -> dict[str, int]:
+    """Create missing exposure rows; return path -> exposure id. Unlinkable files are moved to ``rejections``.
+
+    A new exposure starts from its best file's header columns; :func:`_apply_headers` later updates them from the
+    files actually catalogued (a rejected duplicate never changes an exposure).
+    """
     aorkeys = {record.aorkey for record in records}
-    existing, _ = _exposure_map(conn, aorkeys)
+    existing = _exposure_map(conn, aorkeys)
     best: dict[tuple[int, int, int, int], FileRecord] = {}
     for record in records:
         if record.kind in CREATING_KINDS and record.dcenum is not None:
-            identity = (record.aorkey, record.channel, record.expid, record.dcenum)
-            current = best.get(identity)
-            if current is None or _RANK[record.kind] < _RANK[current.kind]:
+            identity = _identity(record)
+            if identity not in existing and (
+                identity not in best or _RANK[record.kind] < _RANK[best[identity].kind]
+            ):
                 best[identity] = record
-    table = Exposure.__table__
-    new_rows = []
-    for identity in sorted(best):
-        record = best[identity]
-        values = {**record.exposure, "aorkey": identity[0], "channel": identity[1], "expid": identity[2],
-                  "dcenum": identity[3]}
-        row = existing.get(identity)
-        if row is None:
-            new_rows.append(values)
-        elif _RANK[record.kind] <= _RANK[row.header_source_kind]:
-            conn.execute(update(Exposure).where(Exposure.id == row.id).values(values))
-    if new_rows:
-        conn.execute(_insert(conn, table).on_conflict_do_nothing(), new_rows)
-        existing, _ = _exposure_map(conn, aorkeys)
+    if best:
+        rows = [_exposure_values(best[identity]) for identity in sorted(best)]
+        conn.execute(_insert(conn, Exposure.__table__).on_conflict_do_nothing(), rows)
+        existing = _exposure_map(conn, aorkeys)
 
     by_dpid = {(r.aorkey, r.channel, r.expid, r.dpid): r for r in existing.values() if r.dpid is not None}
     ids: dict[str, int] = {}
     kept = []
     for record in records:
-        row = None
-        if record.dcenum is not None:
-            row = existing.get((record.aorkey, record.channel, record.expid, record.dcenum))
+        row = existing.get(_identity(record)) if record.dcenum is not None else None
         if row is None and record.dpid is not None:
             row = by_dpid.get((record.aorkey, record.channel, record.expid, record.dpid))
         if row is None and record.kind not in CREATING_KINDS:
@@ -356,6 +384,41 @@ def _upsert_exposures(
     return ids
 
 
+def _exposure_values(record: FileRecord) -> dict[str, Any]:
+    aorkey, channel, expid, dcenum = _identity(record)
+    return {**record.exposure, "aorkey": aorkey, "channel": channel, "expid": expid, "dcenum": dcenum}
+
+
+def _apply_headers(conn: Connection, accepted: list[FileRecord], exposure_ids: dict[str, int]) -> None:
+    """Exposure and AOR columns from the best catalogued file of each (bcd > cbcd > bunc > cbunc > bimsk)."""
+    best_for_exposure: dict[int, FileRecord] = {}
+    best_for_aor: dict[int, FileRecord] = {}
+    for record in accepted:
+        if record.kind not in CREATING_KINDS or record.dcenum is None:
+            continue
+        exposure_id = exposure_ids[record.path]
+        current = best_for_exposure.get(exposure_id)
+        if current is None or _RANK[record.kind] < _RANK[current.kind]:
+            best_for_exposure[exposure_id] = record
+        current = best_for_aor.get(record.aorkey)
+        if current is None or _RANK[record.kind] < _RANK[current.kind]:
+            best_for_aor[record.aorkey] = record
+    if not best_for_exposure:
+        return
+    in_batch = Exposure.id.in_(sorted(best_for_exposure))
+    rows = conn.execute(select(Exposure.id, Exposure.header_source_kind).where(in_batch))
+    sources = {row.id: row.header_source_kind for row in rows}
+    for exposure_id in sorted(best_for_exposure):
+        record = best_for_exposure[exposure_id]
+        if _RANK[record.kind] <= _RANK[sources[exposure_id]]:
+            conn.execute(update(Exposure).where(Exposure.id == exposure_id).values(_exposure_values(record)))
+    table = Aor.__table__
+    for aorkey in sorted(best_for_aor):
+        # Keep what an earlier, better file told us where this one is silent.
+        values = {column: func.coalesce(value, table.c[column]) for column, value in best_for_aor[aorkey].aor.items()}
+        conn.execute(update(Aor).where(Aor.aorkey == aorkey).values(values))
+
+
 def _upsert_files(
     conn: Connection,
     records: list[FileRecord],
@@ -363,13 +426,16 @@ def _upsert_files(
     rejections: list[Rejection],
     event_id: int,
     now: datetime,
-    summary: IngestSummary,
-) -> None:
+    counts: IngestSummary,
+) -> tuple[list[FileRecord], set[int]]:
+    """Catalogue the files; return the records that got a row, and the exposures that rows were taken from."""
     columns = (File.id, File.path, File.sha256, File.exposure_id, File.kind)
     paths = [record.path for record in records]
     by_path = {row.path: _Slot(*row) for row in conn.execute(select(*columns).where(File.path.in_(paths)))}
     in_exposures = File.exposure_id.in_(sorted(set(exposure_ids.values())))
     slots = {(row.exposure_id, row.kind): _Slot(*row) for row in conn.execute(select(*columns).where(in_exposures))}
+    accepted: list[FileRecord] = []
+    left: set[int] = set()  # exposures a file row moved away from: they may be left without files
     new_rows = []
     for record in records:
         exposure_id = exposure_ids[record.path]
@@ -391,21 +457,16 @@ def _upsert_files(
             # A catalogued file whose size or mtime changed: re-read, row updated (touched only: unchanged).
             conn.execute(update(File).where(File.id == same_path.id).values(values))
             if same_path.sha256 == record.sha256:
-                summary.n_unchanged += 1
+                counts.n_unchanged += 1
             else:
-                summary.n_updated += 1
-            slots[(exposure_id, record.kind)] = same_path
+                counts.n_updated += 1
+            if same_path.exposure_id != exposure_id:  # it now belongs to another exposure
+                left.add(same_path.exposure_id)
+                slots.pop((same_path.exposure_id, same_path.kind), None)
+            slots[(exposure_id, record.kind)] = replace(same_path, exposure_id=exposure_id, kind=record.kind)
+            accepted.append(record)
             continue
-        if slot is not None and slot.path != record.path:
-            if not os.path.exists(slot.path):
-                # The catalogued file is gone: this one is it, moved (same content) or replaced.
-                conn.execute(update(File).where(File.id == slot.id).values(values))
-                if slot.sha256 == record.sha256:
-                    summary.n_moved += 1
-                else:
-                    summary.n_updated += 1
-                slots[(exposure_id, record.kind)] = replace(slot, path=record.path, sha256=record.sha256)
-                continue
+        if slot is not None and slot.path != record.path and os.path.exists(slot.path):
             what = "an identical copy of" if slot.sha256 == record.sha256 else "a different file for the same"
             rejections.append(
                 Rejection(
@@ -418,16 +479,30 @@ def _upsert_files(
             )
             continue
         if same_path is not None:
-            # This path's content now belongs to a slot another file holds: the stale row goes.
+            # This path held another file before (e.g. `mv b a` over a catalogued a): that row describes
+            # nothing on disk any more.
             conn.execute(delete(File).where(File.id == same_path.id))
+            left.add(same_path.exposure_id)
+            slots.pop((same_path.exposure_id, same_path.kind), None)
+        if slot is not None and slot.path != record.path:
+            # The catalogued file of this slot is gone: this one is it, moved (same content) or replaced.
+            conn.execute(update(File).where(File.id == slot.id).values(values))
+            if slot.sha256 == record.sha256:
+                counts.n_moved += 1
+            else:
+                counts.n_updated += 1
+            slots[(exposure_id, record.kind)] = replace(slot, path=record.path, sha256=record.sha256)
+            accepted.append(record)
+            continue
         new_rows.append(values)
         slots[(exposure_id, record.kind)] = _Slot(None, record.path, record.sha256, exposure_id, record.kind)
+        accepted.append(record)
     if new_rows:
         conn.execute(File.__table__.insert(), new_rows)
-        summary.n_new += len(new_rows)
-    catalogued = [record.path for record in records]
-    if catalogued:
-        conn.execute(delete(RejectedFile).where(RejectedFile.path.in_(catalogued)))
+        counts.n_new += len(new_rows)
+    if accepted:
+        conn.execute(delete(RejectedFile).where(RejectedFile.path.in_([record.path for record in accepted])))
+    return accepted, left
 
 
 @dataclass(frozen=True)
@@ -439,8 +514,23 @@ class _Slot:
     kind: str
 
 
+def _remove_orphans(conn: Connection, exposure_ids: set[int]) -> set[int]:
+    """Delete those of ``exposure_ids`` left without any file, and AORs left without exposures; return the AORKEYs
+    concerned (their extents need refreshing)."""
+    if not exposure_ids:
+        return set()
+    aorkeys = set(conn.execute(select(Exposure.aorkey).where(Exposure.id.in_(sorted(exposure_ids)))).scalars())
+    has_files = select(File.id).where(File.exposure_id == Exposure.id).exists()
+    conn.execute(delete(Exposure).where(Exposure.id.in_(sorted(exposure_ids)), ~has_files))
+    has_exposures = select(Exposure.id).where(Exposure.aorkey == Aor.aorkey).exists()
+    conn.execute(delete(Aor).where(Aor.aorkey.in_(sorted(aorkeys)), ~has_exposures))
+    return aorkeys
+
+
 def _refresh_aor_extents(conn: Connection, aorkeys: set[int], now: datetime) -> None:
     """First/last observation and mission of each AOR, from its exposures."""
+    if not aorkeys:
+        return
 
     def first(column: Any, descending: bool = False) -> Any:
         order = Exposure.mjd_obs.desc() if descending else Exposure.mjd_obs
@@ -462,12 +552,16 @@ def _refresh_aor_extents(conn: Connection, aorkeys: set[int], now: datetime) -> 
     )
 
 
-def _record_rejections(conn: Connection, rejections: list[Rejection], event_id: int, now: datetime) -> None:
+def _record_rejections(conn: Connection, rejections: list[Rejection], event_id: int, now: datetime) -> set[int]:
+    """Record the rejections; return the AORKEYs whose exposures lost a file (a catalogued file turned bad)."""
     if not rejections:
-        return
+        return set()
     paths = [item.path for item in rejections]
-    # A catalogued file that has turned bad no longer describes what is on disk.
+    # A catalogued file that has turned bad no longer describes what is on disk: its row goes, and so does an
+    # exposure (and an AOR) left with no file at all.
+    stale = set(conn.execute(select(File.exposure_id).where(File.path.in_(paths))).scalars())
     conn.execute(delete(File).where(File.path.in_(paths)))
+    touched = _remove_orphans(conn, stale)
     rows = {
         item.path: {
             "path": item.path,
@@ -487,6 +581,7 @@ def _record_rejections(conn: Connection, rejections: list[Rejection], event_id: 
                                                                  "ingest_id")},
     )
     conn.execute(statement, [rows[path] for path in sorted(rows)])
+    return touched
 
 
 __all__ = ["IngestSummary", "ingest", "walk"]

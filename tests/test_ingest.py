@@ -210,15 +210,133 @@ def test_unreadable_file_is_a_rejection(tmp_path: Path) -> None:
 
 
 def test_companion_without_its_exposure_is_rejected(engine: Engine, real_archive: Path) -> None:
+    name = "SPITZER_I2_46466816_0003_0000_2_unc2d.fits"
     lone = real_archive / "lone"
     lone.mkdir()
-    shutil.copy(real_archive / "r46466816/ch2/bcd/SPITZER_I2_46466816_0003_0000_2_unc2d.fits", lone)
+    shutil.move(real_archive / "r46466816/ch2/bcd" / name, lone / name)
     summary = ingest(engine, [str(lone)])
     [(_, reason)] = summary.rejected
     assert "no catalogued exposure" in reason
-    # Once the exposure is catalogued, the same unchanged file is accepted.
-    summary = ingest(engine, [str(real_archive / "r46466816"), str(lone)])
-    assert summary.n_rejected == 1  # the second copy of the same unc2d (the tree's own) is a duplicate
+    # Once its exposure is catalogued, the same unchanged file is read again and accepted.
+    summary = ingest(engine, [str(real_archive)])
+    assert (summary.n_rejected, summary.n_new) == (0, 80)
+    assert _scalar(engine, "SELECT count(*) FROM rejected_files") == 0
+    assert _scalar(engine, "SELECT kind FROM files WHERE path = :p", p=str((lone / name).resolve())) == "unc2d"
+
+
+def test_moving_a_file_onto_a_catalogued_path(engine: Engine, real_archive: Path) -> None:
+    """`mv exp1_bcd exp0_bcd`: exposure 1's BCD now lives at exposure 0's old path."""
+    folder = real_archive / "r46466816/ch2/bcd"
+    ingest(engine, [str(real_archive)])
+    target = folder / "SPITZER_I2_46466816_0000_0000_2_bcd.fits"
+    shutil.move(folder / "SPITZER_I2_46466816_0001_0000_2_bcd.fits", target)
+    for _ in range(2):  # and the catalogue stays consistent afterwards
+        summary = ingest(engine, [str(real_archive)])
+        assert summary.n_rejected == 0
+    rows = _rows(
+        engine,
+        "SELECT e.expid, f.path FROM files f JOIN exposures e ON e.id = f.exposure_id "
+        "WHERE f.kind = 'bcd' AND e.aorkey = 46466816 AND e.expid IN (0, 1) ORDER BY e.expid",
+    )
+    assert rows == [{"expid": 1, "path": str(target.resolve())}]
+    assert _scalar(engine, "SELECT count(*) FROM files") == 79
+
+
+def test_rejected_duplicate_never_changes_the_exposure(engine: Engine, real_archive: Path) -> None:
+    ingest(engine, [str(real_archive)])
+    before = _rows(engine, "SELECT * FROM exposures WHERE aorkey = 46987776")
+    with fits.open(real_archive / FULL_BCD) as hdul:
+        hdul[0].header["EXPTIME"] = 50.0
+        hdul[0].header["CREATOR"] = "S18.25.0"
+        hdul.writeto(real_archive / "reprocessed_bcd.fits")
+    summary = ingest(engine, [str(real_archive)])
+    [(_, reason)] = summary.rejected
+    assert "a different file for the same bcd" in reason
+    assert _rows(engine, "SELECT * FROM exposures WHERE aorkey = 46987776") == before
+
+
+def test_catalogued_files_turning_bad_leave_no_orphans(engine: Engine, real_archive: Path) -> None:
+    ingest(engine, [str(real_archive)])
+    for path in (real_archive / "r46987776").rglob("*.fits"):
+        path.write_bytes(path.read_bytes()[:5000])
+    summary = ingest(engine, [str(real_archive)])
+    assert summary.n_rejected == 3
+    assert _scalar(engine, "SELECT count(*) FROM aors WHERE aorkey = 46987776") == 0
+    assert _scalar(engine, "SELECT count(*) FROM exposures WHERE aorkey = 46987776") == 0
+    assert _scalar(engine, "SELECT count(*) FROM files") == 77
+
+
+def test_file_changing_identity_moves_its_exposure(engine: Engine, real_archive: Path) -> None:
+    ingest(engine, [str(real_archive)])
+    for path in (real_archive / "r46466816").rglob("*_0010_0000_2_*.fits"):
+        with fits.open(path, mode="update") as hdul:
+            hdul[0].header["AORKEY"] = 1
+    summary = ingest(engine, [str(real_archive)])
+    assert (summary.n_updated, summary.n_rejected) == (7, 0)
+    assert _scalar(engine, "SELECT count(*) FROM exposures WHERE aorkey = 46466816") == 10
+    assert _scalar(engine, "SELECT count(*) FROM exposures WHERE aorkey = 1") == 1
+    [aor] = _rows(engine, "SELECT last_mjd FROM aors WHERE aorkey = 46466816")
+    assert aor["last_mjd"] == pytest.approx(56270.4866125, abs=1e-9)  # EXPID 9 is now the last
+    assert _scalar(engine, "SELECT count(*) FROM files") == 80
+
+
+def test_symlink_and_its_target_are_one_file(engine: Engine, real_archive: Path) -> None:
+    (real_archive / "a_link_bcd.fits").symlink_to(real_archive / FULL_BCD)
+    for _ in range(2):
+        summary = ingest(engine, [str(real_archive)])
+        assert summary.n_rejected == 0 and summary.n_seen == 80
+    assert _scalar(engine, "SELECT path FROM files WHERE kind = 'bcd' AND size_bytes = :s",
+                   s=os.path.getsize(real_archive / FULL_BCD)) == str((real_archive / FULL_BCD).resolve())
+
+
+def test_values_the_database_cannot_hold_are_rejections(engine: Engine, real_archive: Path) -> None:
+    header = fits.getheader(real_archive / FULL_BCD)
+    odd = real_archive / "odd"
+    odd.mkdir()
+    for name, changes in [
+        ("huge_expid_bcd.fits", {"EXPID": 3_000_000_000}),
+        ("huge_dceid_bcd.fits", {"EXPID": 7, "DCEID": 99_999_999_999_999_999_999}),
+        ("long_bunit_bcd.fits", {"EXPID": 8, "BUNIT": "MJy/sr " * 9, "CREATOR": "x" * 60}),
+    ]:
+        changed = header.copy()
+        changed.update(changes)
+        fits.PrimaryHDU(np.zeros((256, 256), np.float32), header=changed).writeto(odd / name)
+    data = bytearray((real_archive / FULL_BCD).read_bytes())
+    comment = data.index(b"COMMENT")
+    data[comment + 20] = 0  # a NUL byte inside a COMMENT card
+    (odd / "nul_bcd.fits").write_bytes(bytes(data))
+    with open(os.path.join(os.fsencode(odd), b"caf\xe9_bcd.fits"), "wb") as handle:  # a Latin-1 file name
+        handle.write((real_archive / FULL_BCD).read_bytes())
+    summary = ingest(engine, [str(real_archive)])
+    reasons = {Path(path).name: reason for path, reason in summary.rejected}
+    assert "expid = 3000000000 is out of range" in reasons["huge_expid_bcd.fits"]
+    assert "out of range" in reasons["huge_dceid_bcd.fits"]
+    assert "printable ASCII" in reasons["nul_bcd.fits"]
+    assert "not valid UTF-8" in reasons["caf\\udce9_bcd.fits"]
+    bunit = _scalar(engine, "SELECT bunit FROM exposures WHERE aorkey = 46987776 AND expid = 8")
+    assert bunit == ("MJy/sr " * 9).strip()
+    assert summary.n_new == 81 and _scalar(engine, "SELECT count(*) FROM files") == 81
+
+
+def test_a_row_the_database_refuses_loses_only_that_file(engine: Engine, real_archive: Path) -> None:
+    """The last line of defence: whatever the database refuses is rejected alone, the rest of the batch commits."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(text(
+                "CREATE TRIGGER refuse BEFORE INSERT ON files WHEN NEW.path LIKE '%0004_0000_2_bunc%' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
+            ))
+        else:
+            conn.execute(text(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.path LIKE '%0004_0000_2_bunc%' THEN RAISE EXCEPTION 'refused by the test trigger'; END IF; "
+                "RETURN NEW; END $$"
+            ))
+            conn.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON files FOR EACH ROW EXECUTE FUNCTION refuse()"))
+    summary = ingest(engine, [str(real_archive)])
+    [(path, reason)] = summary.rejected
+    assert path.endswith("_0004_0000_2_bunc.fits") and "refused by the test trigger" in reason
+    assert summary.n_new == 79 and _scalar(engine, "SELECT count(*) FROM files") == 79
     assert _scalar(engine, "SELECT count(*) FROM rejected_files") == 1
 
 
