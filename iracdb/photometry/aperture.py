@@ -32,14 +32,15 @@ def _quadrant_area(X: NDArray[np.float64], Y: NDArray[np.float64], r: float) -> 
 
 
 def _corner_areas(xe: NDArray[np.float64], ye: NDArray[np.float64], r: float) -> NDArray[np.float64]:
-    """:func:`_quadrant_area` at every corner ``(xe[k, j], ye[k, i])``, shape ``(n, len(ye), len(xe))``.
+    """:func:`_quadrant_area` at every corner ``(xe[j, k], ye[i, k])``, shape ``(len(ye), len(xe), n)``.
 
     The same arithmetic, operation for operation (so the same bits), but everything that depends on one
-    coordinate only (clipping, ``sqrt(r² - t²)``, the primitives) is computed on the ``(n, m)`` edge vectors, x and
-    y edges together, and only the final combination on the 2-D grid: a fraction of the numpy calls.
+    coordinate only (clipping, ``sqrt(r² - t²)``, the primitives) is computed on the edge vectors, x and y edges
+    together, and only the final combination on the 2-D grid: a fraction of the numpy calls. The plane index is
+    last, so that the grid operations run along contiguous planes (twice as fast as broadcasting short rows).
     """
-    nx = xe.shape[1]
-    e = np.concatenate([xe, ye], axis=1)
+    nx = xe.shape[0]
+    e = np.concatenate([xe, ye], axis=0)
     sgn = np.sign(e)
     t = np.minimum(np.abs(e), r)
     r2 = r * r
@@ -47,10 +48,10 @@ def _corner_areas(xe: NDArray[np.float64], ye: NDArray[np.float64], r: float) ->
     root = np.sqrt(np.maximum(r2 - t2, 0.0))  # sqrt(r² - t²): the crossing xc for y edges, and part of P(x)
     p_t = 0.5 * (t * root + r2 * np.arcsin(np.minimum(t / r, 1.0)))  # primitive P(t), used for x edges
     p_root = 0.5 * (root * np.sqrt(np.maximum(r2 - root * root, 0.0)) + r2 * np.arcsin(np.minimum(root / r, 1.0)))
-    X, Y = t[:, None, :nx], t[:, nx:, None]
-    outside = (root * t)[:, nx:, None] + p_t[:, None, :nx] - p_root[:, nx:, None]  # xc*Y + P(X) - P(xc)
-    area = np.where(t2[:, None, :nx] + t2[:, nx:, None] <= r2, X * Y, outside)
-    return (sgn[:, None, :nx] * sgn[:, nx:, None]) * area
+    X, Y = t[None, :nx], t[nx:, None]
+    outside = (root * t)[nx:, None] + p_t[None, :nx] - p_root[nx:, None]  # xc*Y + P(X) - P(xc)
+    area = np.where(t2[None, :nx] + t2[nx:, None] <= r2, X * Y, outside)
+    return (sgn[None, :nx] * sgn[nx:, None]) * area
 
 
 #: Pixel edges ``arange(m + 1) - 0.5`` per grid size (index grids depend on the size only).
@@ -86,11 +87,12 @@ def circle_overlap(
     ny, nx = shape
     if radius <= 0:
         return np.zeros((len(cx), ny, nx))
-    xe = _edges(nx) - np.asarray(cx, dtype=np.float64)[:, None]
-    ye = _edges(ny) - np.asarray(cy, dtype=np.float64)[:, None]
+    xe = _edges(nx)[:, None] - np.asarray(cx, dtype=np.float64)
+    ye = _edges(ny)[:, None] - np.asarray(cy, dtype=np.float64)
     a = _corner_areas(xe, ye, radius)
-    w = a[:, 1:, 1:] - a[:, :-1, 1:] - a[:, 1:, :-1] + a[:, :-1, :-1]
-    return np.minimum(np.maximum(w, 0.0), 1.0)  # np.clip(w, 0, 1), without its Python-level overhead
+    w = a[1:, 1:] - a[:-1, 1:] - a[1:, :-1] + a[:-1, :-1]
+    w = np.minimum(np.maximum(w, 0.0), 1.0)  # np.clip(w, 0, 1), without its Python-level overhead
+    return np.ascontiguousarray(np.moveaxis(w, 2, 0))  # planes first, C order: what callers sum over
 
 
 @dataclass(frozen=True)
