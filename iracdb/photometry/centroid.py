@@ -122,8 +122,7 @@ def moment_in_windows(
     """
     n, s, _ = v.shape
     half = (s - 1) // 2
-    x = np.array(x, dtype=np.float64)
-    y = np.array(y, dtype=np.float64)
+    pos = np.array([x, y], dtype=np.float64)  # (2, n): x and y go through every step together
     v_flat = np.ascontiguousarray(v).reshape(-1)
     last_step = np.full(n, np.inf)
     ok = np.array(active, dtype=bool)
@@ -134,46 +133,38 @@ def moment_in_windows(
     local = offsets.astype(np.float64)
     patch = (offsets[:, None] * s + offsets).ravel()  # flat offsets of the (p, p) patch about its centre pixel
     plane_start = np.arange(n) * (s * s)
-    cols = np.zeros((n, p))  # column and row sums, flux and local moment of each plane's last pass
-    rows = np.zeros((n, p))
+    profiles = np.zeros((2, n, p))  # column and row sums, flux and local moments of each plane's last pass
     totals = np.zeros(n)
-    mx_last = np.zeros(n)
-    my_last = np.zeros(n)
+    moments = np.zeros((2, n))
     idx = np.flatnonzero(ok)
     for _ in range(maxiter):
         if idx.size == 0:
             break
         sel = slice(None) if idx.size == n else idx  # all planes: views instead of copies
-        xi, yi = x[sel], y[sel]
-        cx = np.minimum(np.maximum(np.floor(xi + 0.5), sub), s - 1 - sub).astype(np.int64)
-        cy = np.minimum(np.maximum(np.floor(yi + 0.5), sub), s - 1 - sub).astype(np.int64)
-        part = v_flat[(plane_start[sel] + cy * s + cx)[:, None] + patch].reshape(-1, p, p)
-        w = circle_overlap(xi - cx + sub, yi - cy + sub, radius, (p, p))
-        wv = part * w
+        pi = pos[:, sel]
+        c = np.minimum(np.maximum(np.floor(pi + 0.5), sub), s - 1 - sub).astype(np.int64)
+        part = v_flat[(plane_start[sel] + c[1] * s + c[0])[:, None] + patch].reshape(-1, p, p)
+        q = pi - c + sub
+        wv = part * circle_overlap(q[0], q[1], radius, (p, p))
         total = wv.sum(axis=(1, 2))
-        col = wv.sum(axis=1)
-        row = wv.sum(axis=2)
-        mx = (col * local).sum(axis=1) / total
-        my = (row * local).sum(axis=1) / total
-        cols[sel], rows[sel], totals[sel], mx_last[sel], my_last[sel] = col, row, total, mx, my
-        mx = mx + cx
-        my = my + cy
-        good = (total > 0) & np.isfinite(mx) & np.isfinite(my)
-        good &= (np.abs(mx - half) <= limit) & (np.abs(my - half) <= limit)
-        mx = np.where(good, mx, np.nan)
-        my = np.where(good, my, np.nan)
-        step = np.hypot(mx - xi, my - yi)
+        prof = np.empty((2, len(total), p))
+        np.sum(wv, axis=1, out=prof[0])  # column sums: the x profile
+        np.sum(wv, axis=2, out=prof[1])  # row sums: the y profile
+        mom = (prof * local).sum(axis=2) / total
+        profiles[:, sel], totals[sel], moments[:, sel] = prof, total, mom
+        new = mom + c
+        good = (total > 0) & np.all(np.isfinite(new) & (np.abs(new - half) <= limit), axis=0)
+        new = np.where(good, new, np.nan)
+        step = np.hypot(*(new - pi))
         last_step[sel] = step
-        x[sel], y[sel] = mx, my
+        pos[:, sel] = new
         ok[sel] = good  # the planes iterated were all ok so far
         idx = idx[good & ~(step < tol)]
     ok &= last_step < 1e-3
-    sxx = (cols * (local - mx_last[:, None]) ** 2).sum(axis=1) / totals
-    syy = (rows * (local - my_last[:, None]) ** 2).sum(axis=1) / totals
-    fx = FWHM_PER_SIGMA * np.sqrt(np.where(sxx - 1 / 12 > 0, sxx - 1 / 12, np.nan))
-    fy = FWHM_PER_SIGMA * np.sqrt(np.where(syy - 1 / 12 > 0, syy - 1 / 12, np.nan))
+    var = (profiles * (local - moments[:, :, None]) ** 2).sum(axis=2) / totals  # second moments, x and y
+    fwhm = FWHM_PER_SIGMA * np.sqrt(np.where(var - 1 / 12 > 0, var - 1 / 12, np.nan))
     nan = np.where(ok, 1.0, np.nan)
-    return x * nan, y * nan, fx * nan, fy * nan, ok
+    return pos[0] * nan, pos[1] * nan, fwhm[0] * nan, fwhm[1] * nan, ok
 
 
 def _pixel_gauss(e: NDArray[np.float64], c: NDArray[np.float64], s: NDArray[np.float64]):
