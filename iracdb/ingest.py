@@ -71,7 +71,6 @@ def walk(roots: Iterable[str]) -> Iterator[tuple[str, int, int, str | None]]:
     seen: set[str] = set()
 
     def visit(path: str) -> Iterator[tuple[str, int, int, str | None]]:
-        path = os.path.realpath(path)
         if path in seen:
             return
         seen.add(path)
@@ -89,7 +88,7 @@ def walk(roots: Iterable[str]) -> Iterator[tuple[str, int, int, str | None]]:
 
     for root in roots:
         if not os.path.isdir(root):
-            yield from visit(root)
+            yield from visit(os.path.realpath(root))
             continue
         stack = [root]
         while stack:
@@ -104,7 +103,8 @@ def walk(roots: Iterable[str]) -> Iterator[tuple[str, int, int, str | None]]:
                     if entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
                     elif entry.is_file():
-                        yield from visit(entry.path)
+                        # Roots are resolved and folder links not followed, so only a file link needs resolving.
+                        yield from visit(os.path.realpath(entry.path) if entry.is_symlink() else entry.path)
                 except OSError:
                     continue  # vanished between listing and looking
 
