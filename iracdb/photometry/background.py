@@ -80,10 +80,11 @@ def clipped_median(
     srt = np.sort(values, axis=1)  # NaN sort last
     finite = np.isfinite(srt)
     count = finite.sum(axis=1)
-    # A -inf sorts first but is not counted, which shifts the kept runs (kept as it was); without one, the columns
-    # past the largest count hold only NaN or +inf, which no pass reads (kept runs end at ``count``; an infinite
-    # bound still keeps ``count`` values): they are dropped.
-    sorted_finite = not np.any(srt[:, 0] == -np.inf)
+    # A -inf sorts first but is not counted, which shifts the kept runs (kept as it was), and a negative sigma
+    # makes empty or inverted runs (kept as it was too); otherwise, the columns past the largest count hold only
+    # NaN or +inf, which no pass reads (kept runs end at ``count``; an infinite bound still keeps ``count``
+    # values): they are dropped, and the values below a bound are a prefix of the (sorted) row.
+    sorted_finite = sigma >= 0 and not np.any(srt[:, 0] == -np.inf)
     if sorted_finite:
         k = max(int(count.max(initial=0)), 1)
         srt, finite = srt[:, :k], finite[:, :k]
@@ -102,7 +103,7 @@ def clipped_median(
     srt_f = np.where(finite, srt, np.inf)
     srt_ff = srt_f.ravel()
 
-    if n <= SCALAR_ROWS and sorted_finite:  # bisection needs srt_f sorted: no -inf
+    if n <= SCALAR_ROWS and sorted_finite:  # bisection needs srt_f sorted
         return _clip_scalar(srt_ff.tolist(), c1.tolist(), c2.tolist(), count.tolist(), n, k, sigma, maxiters)
 
     lo = np.zeros(n, dtype=np.int64)
@@ -116,7 +117,7 @@ def clipped_median(
         med = 0.5 * (srt_ff[base + a] + srt_ff[base + b])
         mean = (c1[base1 + hi] - c1[base1 + lo]) / safe
         var = np.maximum((c2[base1 + hi] - c2[base1 + lo]) / safe - mean * mean, 0.0)
-        empty = m == 0
+        empty = m <= 0  # (negative with a negative sigma)
         return np.where(empty, np.nan, med), np.where(empty, np.nan, np.sqrt(var)), m
 
     med, std, m = stats(lo, hi)
