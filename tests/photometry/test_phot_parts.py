@@ -66,6 +66,62 @@ def test_clipped_median_few_rows_equal_batch_and_astropy():
     assert med[0] == pytest.approx(ref[1], rel=1e-12) and std[0] == pytest.approx(ref[2], rel=1e-9)
 
 
+def _clipped_median_reference(values, sigma, maxiters):
+    """The plain form of the algorithm (every row, every pass, all columns): what the fast paths must equal."""
+    n, k = values.shape
+    srt = np.sort(values, axis=1)
+    count = np.sum(np.isfinite(srt), axis=1)
+    rows = np.arange(n)
+    ref = np.where(count > 0, srt[rows, np.maximum((count - 1) // 2, 0)], 0.0)
+    d = np.where(np.isfinite(srt), srt - ref[:, None], 0.0)
+    c1 = np.concatenate([np.zeros((n, 1)), np.cumsum(d, axis=1)], axis=1)
+    c2 = np.concatenate([np.zeros((n, 1)), np.cumsum(d * d, axis=1)], axis=1)
+    srt_f = np.where(np.isfinite(srt), srt, np.inf)
+    lo, hi = np.zeros(n, dtype=np.int64), count.astype(np.int64)
+
+    def stats(lo, hi):
+        m = hi - lo
+        safe = np.maximum(m, 1)
+        a, b = np.minimum(lo + (safe - 1) // 2, k - 1), np.minimum(lo + safe // 2, k - 1)
+        mean = (c1[rows, hi] - c1[rows, lo]) / safe
+        var = np.maximum((c2[rows, hi] - c2[rows, lo]) / safe - mean * mean, 0.0)
+        med = 0.5 * (srt_f[rows, a] + srt_f[rows, b])
+        return np.where(m > 0, med, np.nan), np.where(m > 0, np.sqrt(var), np.nan), m
+
+    med, std, m = stats(lo, hi)
+    for _ in range(maxiters):
+        new_lo = np.sum(srt_f < (med - sigma * std)[:, None], axis=1)
+        new_hi = np.sum(srt_f <= (med + sigma * std)[:, None], axis=1)
+        new_lo = np.where(m > 0, new_lo, lo)
+        new_hi = np.where(m > 0, np.minimum(new_hi, count), hi)
+        if np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
+            break
+        lo, hi = new_lo, new_hi
+        med, std, m = stats(lo, hi)
+    return med, std, m
+
+
+@pytest.mark.parametrize("sigma", [3.0, 1.0, 0.0, -1.0])
+def test_clipped_median_paths_equal_reference(sigma):
+    """Scalar rows, dropped NaN columns, prefix counting: bit for bit the plain algorithm, +-inf included."""
+    rng = np.random.default_rng(11)
+    with np.errstate(all="ignore"):
+        for trial in range(300):
+            n, k = rng.integers(1, 10), rng.integers(1, 40)
+            v = rng.normal(5, 1, (n, k))
+            v[:, : k // 5] += rng.uniform(3, 30, (n, k // 5)) * (trial % 2)
+            v[rng.random(v.shape) < rng.uniform(0, 0.8)] = np.nan
+            if trial % 7 == 0:
+                v[0, 0] = np.inf
+            if trial % 5 == 0:
+                v[-1, -1] = -np.inf
+            if trial % 11 == 0:
+                v[0] = 2.0
+            ref = _clipped_median_reference(v, sigma, 5)
+            for got, want in zip(clipped_median(v, sigma, 5), ref, strict=True):
+                np.testing.assert_array_equal(got, want)
+
+
 def test_clipped_median_edge_cases():
     med, std, count = clipped_median(np.array([[np.nan, np.nan], [2.0, np.nan]]))
     assert np.isnan(med[0]) and count[0] == 0
