@@ -288,3 +288,34 @@ def test_rows_are_plain_python():
     r = measure(render_star((32, 32), 15.1, 15.2, 100.0), 15, 15, WARM_SUB)
     rows = r.rows()
     assert len(rows) == 1 and isinstance(rows[0]["flags"], int) and isinstance(rows[0]["flux_mjy"], float)
+
+
+def test_background_is_the_annulus_at_the_centre_used():
+    """The background is that of the annulus around the aperture centre actually used, bit for bit.
+
+    measure() reuses the background of the expected position for planes whose nearest pixel and annulus pixels
+    are unchanged (failed or unused centroids, tiny moves) and recomputes it for the others: both kinds here.
+    """
+    from iracdb.photometry.aperture import Stack
+    from iracdb.photometry.background import annulus_background
+
+    rng = np.random.default_rng(12)
+    n = 12
+    x, y = _positions(n, 15.0, 13)
+    cube = render_star((32, 32), x, y, 800.0) + rng.normal(1.0, 0.2, (n, 32, 32))
+    cube[rng.random(cube.shape) < 0.02] = np.nan
+    cube[3] = 1.0  # flat: the centroid fails, the aperture stays at the expected position
+    xe, ye = np.round(x), np.round(y)
+    xe[4], ye[4] = x[4] + 1e-6, y[4] - 1e-6  # the centroid barely moves: same annulus pixels
+    xe[5] += 3.0  # the star is 3 px away: centroid shifted, aperture at the expected position
+    mask = np.zeros(cube.shape, dtype=np.int16)
+    mask[rng.random(cube.shape) < 0.01] = 512
+    p = PhotometryParams(corrections="none", aperture_correction="none")
+    r = measure(cube, xe, ye, WARM_SUB, p, mask=mask)
+    assert r.flags[3] & Flag.CENTROID_FAILED and r.flags[5] & Flag.CENTROID_SHIFTED
+    assert np.sum(r.x != xe) >= n - 3  # most centroids moved
+    ref = annulus_background(Stack(cube, mask, p.mask_bits), r.x, r.y, p.annulus_in_px, p.annulus_out_px)
+    np.testing.assert_array_equal(r.background_mjy_sr, ref.level)
+    np.testing.assert_array_equal(r.background_std_mjy_sr, ref.std)
+    np.testing.assert_array_equal(r.background_npix, ref.npix)
+    np.testing.assert_array_equal(r.background_err_mjy_sr, ref.error)
