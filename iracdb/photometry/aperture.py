@@ -46,10 +46,14 @@ def _corner_areas(xe: NDArray[np.float64], ye: NDArray[np.float64], r: float) ->
     r2 = r * r
     t2 = t * t
     root = np.sqrt(np.maximum(r2 - t2, 0.0))  # sqrt(r² - t²): the crossing xc for y edges, and part of P(x)
-    p_t = 0.5 * (t * root + r2 * np.arcsin(np.minimum(t / r, 1.0)))  # primitive P(t), used for x edges
-    p_root = 0.5 * (root * np.sqrt(np.maximum(r2 - root * root, 0.0)) + r2 * np.arcsin(np.minimum(root / r, 1.0)))
+    # The primitive P(u) = (u sqrt(r² - u²) + r² asin(u / r)) / 2 at u = X (x edges) and u = xc (y edges), in
+    # one pass over both.
+    xc = root[nx:]
+    u = np.concatenate([t[:nx], xc])
+    s = np.concatenate([root[:nx], np.sqrt(np.maximum(r2 - xc * xc, 0.0))])
+    prim = 0.5 * (u * s + r2 * np.arcsin(np.minimum(u / r, 1.0)))
     X, Y = t[None, :nx], t[nx:, None]
-    outside = (root * t)[nx:, None] + p_t[None, :nx] - p_root[nx:, None]  # xc*Y + P(X) - P(xc)
+    outside = (xc * Y[:, 0])[:, None] + prim[None, :nx] - prim[nx:, None]  # xc*Y + P(X) - P(xc)
     area = np.where(t2[None, :nx] + t2[nx:, None] <= r2, X * Y, outside)
     return (sgn[None, :nx] * sgn[nx:, None]) * area
 
@@ -92,7 +96,7 @@ def circle_overlap(
     a = _corner_areas(xe, ye, radius)
     w = a[1:, 1:] - a[:-1, 1:] - a[1:, :-1] + a[:-1, :-1]
     w = np.minimum(np.maximum(w, 0.0), 1.0)  # np.clip(w, 0, 1), without its Python-level overhead
-    return np.ascontiguousarray(np.moveaxis(w, 2, 0))  # planes first, C order: what callers sum over
+    return np.ascontiguousarray(w.transpose(2, 0, 1))  # planes first, C order: what callers sum over
 
 
 @dataclass(frozen=True)

@@ -148,12 +148,12 @@ def moment_in_windows(
         wv = part * circle_overlap(q[0], q[1], radius, (p, p))
         total = wv.sum(axis=(1, 2))
         prof = np.empty((2, len(total), p))
-        np.sum(wv, axis=1, out=prof[0])  # column sums: the x profile
-        np.sum(wv, axis=2, out=prof[1])  # row sums: the y profile
+        wv.sum(axis=1, out=prof[0])  # column sums: the x profile
+        wv.sum(axis=2, out=prof[1])  # row sums: the y profile
         mom = (prof * local).sum(axis=2) / total
         profiles[:, sel], totals[sel], moments[:, sel] = prof, total, mom
         new = mom + c
-        good = (total > 0) & np.all(np.isfinite(new) & (np.abs(new - half) <= limit), axis=0)
+        good = (total > 0) & (np.isfinite(new) & (np.abs(new - half) <= limit)).all(axis=0)
         new = np.where(good, new, np.nan)
         step = np.hypot(*(new - pi))
         last_step[sel] = step
