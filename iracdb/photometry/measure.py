@@ -30,6 +30,9 @@ from iracdb.photometry.corrections import (
     map_correction_factor,
 )
 
+#: Flag bits as plain ints (numpy arithmetic with the enum members is slow).
+_BIT = {name: int(member) for name, member in Flag.__members__.items()}
+
 CorrectionChoice = Literal["numpy", "idl", "maps", "reach", "hora", "none"]
 
 
@@ -540,11 +543,9 @@ def _measure(
         params.max_shift_px,
     )
 
-    flags = np.zeros(n, dtype=np.int64)
     finite = np.isfinite(xe) & np.isfinite(ye)
     in_fov = finite & (xe >= -0.5) & (xe < nx - 0.5) & (ye >= -0.5) & (ye < ny - 0.5)
-    flags[~finite] |= Flag.COORD_CONVERSION_FAILED
-    flags[finite & ~in_fov] |= Flag.NOT_IN_FOV
+    flags = (~finite * _BIT["COORD_CONVERSION_FAILED"]) | ((finite & ~in_fov) * _BIT["NOT_IN_FOV"])
     xe[~in_fov] = np.nan
     ye[~in_fov] = np.nan
     sh = _cut(clean, xe, ye, geo)  # every pixel the measurement reads, once
@@ -571,8 +572,7 @@ def _measure(
     shift = np.hypot(cen.x - xe, cen.y - ye)
     shifted = cen.ok & (shift > params.max_shift_px)
     use = cen.ok & ~shifted
-    flags[in_fov & ~cen.ok] |= Flag.CENTROID_FAILED
-    flags[in_fov & shifted] |= Flag.CENTROID_SHIFTED
+    flags |= ((in_fov & ~cen.ok) * _BIT["CENTROID_FAILED"]) | ((in_fov & shifted) * _BIT["CENTROID_SHIFTED"])
     xc = np.where(use, cen.x, xe)
     yc = np.where(use, cen.y, ye)
 
@@ -604,7 +604,8 @@ def _measure(
     ap = aperture_in_windows(ap_win, ap_unc, xc - ap_win.x0, yc - ap_win.y0, params.radius_px)
 
     # Per-pixel variance of the aperture sum when there is no uncertainty companion.
-    w2 = np.where(np.isfinite(ap.window.values), ap.weights**2, 0.0)
+    if unc is None:
+        w2 = np.where(np.isfinite(ap.window.values), ap.weights**2, 0.0)
     if unc is not None:
         error_model = "uncertainty"
         raw_var = ap.variance
@@ -621,33 +622,34 @@ def _measure(
     net = ap.sum - ap.area * bkg.level
     net_var = raw_var + (ap.area * bkg.error) ** 2
 
-    flags[in_fov & (ap.n_bad > 0)] |= Flag.MASKED_IN_APERTURE
+    # Flag bits of the planes in the field (bool x int: the bit or 0).
+    bits = (ap.n_bad > 0) * _BIT["MASKED_IN_APERTURE"]
     if msk is not None:
         sat = (ap_mask & SATURATION_BITS) != 0
-        hit = np.any(sat & (ap.weights > 0) & ~ap.window.outside, axis=(1, 2))
-        flags[in_fov & hit] |= Flag.SATURATED
+        hit = (sat & (ap.weights > 0) & ~ap.window.outside).any(axis=(1, 2))
+        bits |= hit * _BIT["SATURATED"]
     r, ro = params.radius_px, r_out
     off = (xc - r < -0.5) | (xc + r > nx - 0.5) | (yc - r < -0.5) | (yc + r > ny - 0.5)
-    flags[in_fov & off] |= Flag.APERTURE_OFF_EDGE
+    bits |= off * _BIT["APERTURE_OFF_EDGE"]
     off = (xc - ro < -0.5) | (xc + ro > nx - 0.5) | (yc - ro < -0.5) | (yc + ro > ny - 0.5)
-    flags[in_fov & off] |= Flag.ANNULUS_OFF_EDGE
+    bits |= off * _BIT["ANNULUS_OFF_EDGE"]
     few = bkg.npix < params.min_background_fraction * np.pi * (r_out**2 - r_in**2)
-    flags[in_fov & few] |= Flag.FEW_BACKGROUND_PIXELS
+    bits |= few * _BIT["FEW_BACKGROUND_PIXELS"]
 
     factor = _correction(xc, yc, info, params, maps)
     uncorrectable = params.corrections in ("numpy", "idl") and not is_correctable(info.channel, info.mission)
     if params.corrections == "none" or uncorrectable:
-        flags |= np.where(in_fov, int(Flag.NO_PHOTOMETRIC_CORRECTION), 0)
+        bits |= _BIT["NO_PHOTOMETRIC_CORRECTION"]
     if apc is None:
-        flags |= np.where(in_fov, int(Flag.NO_APERTURE_CORRECTION), 0)
+        bits |= _BIT["NO_APERTURE_CORRECTION"]
     apc_value = 1.0 if apc is None else apc
 
     to_mjy = units.mjy_per_mjy_sr_px(pixel_sr) * apc_value / factor
     flux = net * to_mjy
     flux_err = np.sqrt(net_var) * to_mjy
-    values = (ap.sum, net, bkg.level, flux, flux_err)
-    non_finite = np.any([~np.isfinite(v) for v in values], axis=0)
-    flags[in_fov & non_finite] |= Flag.NON_FINITE
+    finite_values = np.isfinite(np.stack([ap.sum, net, bkg.level, flux, flux_err])).all(axis=0)
+    bits |= ~finite_values * _BIT["NON_FINITE"]
+    flags |= bits * in_fov
 
     ox, oy = info.full_array_offset
     return Photometry(
@@ -689,8 +691,13 @@ def _correction(
     maps: CorrectionMaps | None,
 ) -> NDArray[np.float64]:
     """Correction divisor per plane for the chosen correction (NaN where the position is NaN)."""
-    nan = np.where(np.isfinite(x) & np.isfinite(y), 1.0, np.nan)
     choice = params.corrections
+    if choice in ("numpy", "reach", "hora"):
+        return correction_factor(
+            x, y, info.channel, mission=info.mission, subarray=info.subarray,
+            pp_only=params.pp_only, al_only=params.al_only, model="ingalls" if choice == "numpy" else choice,
+        )
+    nan = np.where(np.isfinite(x) & np.isfinite(y), 1.0, np.nan)
     if choice == "none":
         return nan
     if choice == "maps":
@@ -705,7 +712,4 @@ def _correction(
             )
             out[ok] = 1.0 / corrected
         return out
-    return correction_factor(
-        x, y, info.channel, mission=info.mission, subarray=info.subarray,
-        pp_only=params.pp_only, al_only=params.al_only, model="ingalls" if choice == "numpy" else choice,
-    )
+    raise BadOption(f"unknown corrections choice {choice!r}")  # PhotometryParams rejects it first
