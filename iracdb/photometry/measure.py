@@ -483,7 +483,7 @@ def _offsets(sh: _Shared, x: NDArray[np.float64], y: NDArray[np.float64], geo: _
     ox = np.where(finite, cx - sh.cx, 0)
     oy = np.where(finite, cy - sh.cy, 0)
     if np.abs(ox).max(initial=0) > geo.shift or np.abs(oy).max(initial=0) > geo.shift:
-        raise AssertionError("a centre left the shared window")  # cannot happen: see _geometry
+        raise RuntimeError("a centre left the shared window")  # cannot happen: see _geometry
     return xs, ys, cx, cy, ox, oy
 
 
@@ -516,10 +516,6 @@ def _merge(old: Background, new: Background, idx: NDArray[np.int64]) -> Backgrou
         a[idx] = b
         parts.append(a)
     return Background(*parts)
-
-
-def _select(b: Background, idx: NDArray[np.int64]) -> Background:
-    return Background(b.level[idx], b.error[idx], b.std[idx], b.npix[idx], b.nominal_npix[idx])
 
 
 def _measure(
@@ -595,9 +591,10 @@ def _measure(
     index = start[:, None] + geo.ap_flat
     sa = 2 * geo.ap_half + 1
     ap_shape = (n, sa, sa)
+    empty = np.empty((n, 0), np.int64)  # image rows and columns are not needed: the companions come cut too
     ap_win = Windows(
         sh.values.reshape(-1)[index].reshape(ap_shape), sh.outside.reshape(-1)[index].reshape(ap_shape),
-        cxa - geo.ap_half, cya - geo.ap_half, np.empty((n, 0), np.int64), np.empty((n, 0), np.int64), np.arange(n),
+        cxa - geo.ap_half, cya - geo.ap_half, empty, empty, np.arange(n),
     )
     ap_mask = None if sh.mask is None else sh.mask.reshape(-1)[index].reshape(ap_shape)
     ap_unc = None if sh.unc is None else sh.unc.reshape(-1)[index].reshape(ap_shape)
