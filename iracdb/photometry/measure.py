@@ -489,9 +489,10 @@ def _offsets(sh: _Shared, x: NDArray[np.float64], y: NDArray[np.float64], geo: _
 
 def _annulus(
     sh: _Shared, x: NDArray[np.float64], y: NDArray[np.float64], geo: _Geometry, r_in: float, r_out: float
-) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64]]:
+) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64], tuple[NDArray[np.int64], ...]]:
     """Annulus values (NaN where not used), ring membership and nominal count around ``(x, y)``: what
-    :func:`~iracdb.photometry.background.annulus_pixels` gives, from the shared windows."""
+    :func:`~iracdb.photometry.background.annulus_pixels` gives, from the shared windows; and the nearest pixel
+    and its offset from the window centre (``cx, cy, ox, oy`` of :func:`_offsets`)."""
     xs, ys, cx, cy, ox, oy = _offsets(sh, x, y, geo)
     n, size2 = sh.values.shape
     start = np.arange(n) * size2 + (geo.half + oy) * geo.size + (geo.half + ox)
@@ -502,7 +503,7 @@ def _annulus(
     py = (cy[:, None] + geo.ann_dy) - ys[:, None]
     d2 = px * px + py * py
     ring = (d2 >= r_in * r_in) & (d2 < r_out * r_out)
-    return np.where(ring, values, np.nan), ring, np.sum(ring & ~outside, axis=1)
+    return np.where(ring, values, np.nan), ring, np.sum(ring & ~outside, axis=1), (cx, cy, ox, oy)
 
 
 def _merge(old: Background, new: Background, idx: NDArray[np.int64]) -> Background:
@@ -548,7 +549,7 @@ def _measure(
 
     # Centroid on the image minus the background around the expected position.
     r_in, r_out = params.annulus_in_px, params.annulus_out_px
-    vals0, ring0, nominal0 = _annulus(sh, xe, ye, geo, r_in, r_out)
+    vals0, ring0, nominal0, _ = _annulus(sh, xe, ye, geo, r_in, r_out)
     bkg0 = background_of(vals0, nominal0, params.background, params.clip_sigma)
     # The centroid may wander a little beyond max_shift_px, so that a shift is measured before it is flagged
     # (moment_centroid with reach = max_shift_px + 1.5, on the part of the shared window it would have cut).
@@ -575,9 +576,8 @@ def _measure(
     # The background around the centre used. Where it has the same nearest pixel and the same annulus pixels
     # as the expected position (the centroid failed or was not used, or barely moved), the first background is
     # that plane's answer exactly (same values, same order): it is only recomputed for the other planes.
-    vals, ring, nominal = _annulus(sh, xc, yc, geo, r_in, r_out)
-    redo = np.flatnonzero(~np.all(ring == ring0, axis=1) | (np.floor(xc + 0.5) != np.floor(xe + 0.5))
-                          | (np.floor(yc + 0.5) != np.floor(ye + 0.5)))
+    vals, ring, nominal, (cxa, cya, ox, oy) = _annulus(sh, xc, yc, geo, r_in, r_out)
+    redo = np.flatnonzero((ox != 0) | (oy != 0) | (ring != ring0).any(axis=1))
     if redo.size == n:
         bkg = background_of(vals, nominal, params.background, params.clip_sigma)
     elif redo.size == 0:
@@ -586,7 +586,6 @@ def _measure(
         bkg = _merge(bkg0, background_of(vals[redo], nominal[redo], params.background, params.clip_sigma), redo)
 
     # The aperture, from the shared window around the centre used (as aperture_sum).
-    _, _, cxa, cya, ox, oy = _offsets(sh, xc, yc, geo)
     start = np.arange(n) * geo.size**2 + (h + oy) * geo.size + (h + ox)
     index = start[:, None] + geo.ap_flat
     sa = 2 * geo.ap_half + 1
