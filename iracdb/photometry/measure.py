@@ -454,22 +454,39 @@ def _cut(clean: Stack, x: NDArray[np.float64], y: NDArray[np.float64], geo: _Geo
         np.minimum(np.maximum(cols, 0), nx - 1)[:, None, :],
     )
     flat = flat_index(clean.shape, index)
-    values = pick(clean.data, index, flat).astype(np.float64)
-    bad = outside.copy()
-    mask = unc = None
-    if clean.mask is not None:
-        mask = pick(clean.mask, index, flat)
-        if clean.mask_bits:
+    mask = None if clean.mask is None else pick(clean.mask, index, flat)
+    unc = None if clean.uncertainty is None else pick(clean.uncertainty, index, flat)
+    if 4 * outside.size >= clean.data.size:
+        # The windows cover much of the stack (a subarray cube): the bad-pixel rule in one sequential pass over
+        # whole images is faster than on scattered window pixels; the same pixels come out NaN.
+        values = pick(_cleaned(clean), index, flat)
+        values[outside] = np.nan
+    else:
+        values = pick(clean.data, index, flat).astype(np.float64)
+        bad = outside.copy()
+        if mask is not None and clean.mask_bits:
             bad |= (mask & clean.mask_bits) != 0
-    if clean.uncertainty is not None:
-        unc = pick(clean.uncertainty, index, flat)
-        bad |= ~np.isfinite(unc)
-    values[bad] = np.nan
+        if unc is not None:
+            bad |= ~np.isfinite(unc)
+        values[bad] = np.nan
     shape = (n, geo.size * geo.size)
     return _Shared(
         values.reshape(shape), outside.reshape(shape), None if mask is None else mask.reshape(shape),
         None if unc is None else unc.reshape(shape), cx, cy,
     )
+
+
+def _cleaned(clean: Stack) -> NDArray[np.float64]:
+    """The whole stack as float64 with NaN at its bad pixels (see :class:`Stack`)."""
+    values = clean.data.astype(np.float64)
+    bad = None
+    if clean.mask is not None and clean.mask_bits:
+        bad = (clean.mask & clean.mask_bits) != 0
+    if clean.uncertainty is not None:
+        bad = ~np.isfinite(clean.uncertainty) if bad is None else bad | ~np.isfinite(clean.uncertainty)
+    if bad is not None:
+        values[bad] = np.nan
+    return values
 
 
 def _offsets(sh: _Shared, x: NDArray[np.float64], y: NDArray[np.float64], geo: _Geometry):
