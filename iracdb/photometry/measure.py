@@ -2,6 +2,10 @@
 
 :func:`measure` takes a ``(n, ny, nx)`` stack (a subarray cube, or one full-array frame as ``n = 1``) and returns
 one result per plane, vectorised over the planes. Failed planes are kept, with NaN values and flag bits.
+
+Every pixel the measurement reads is cut once per plane, in one window around the expected position (see
+:class:`_Geometry`); the steps then index into it. The numbers are those of the step functions of the submodules
+(``annulus_background``, ``moment_centroid``, ``aperture_sum``) called on the whole stack, bit for bit.
 """
 
 from __future__ import annotations
