@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -298,9 +298,9 @@ def _write_transaction(
         touched_aorkeys = {record.aorkey for record in records}
         if records:
             _ensure_aors(conn, touched_aorkeys, now)
-            exposure_ids = _ensure_exposures(conn, records, rejections)
+            exposure_ids, created_from = _ensure_exposures(conn, records, rejections)
             accepted, left = _upsert_files(conn, records, exposure_ids, rejections, event_id, now, counts)
-            _apply_headers(conn, accepted, exposure_ids)
+            _apply_headers(conn, accepted, exposure_ids, created_from)
             touched_aorkeys |= _remove_orphans(conn, left)
         touched_aorkeys |= _record_rejections(conn, rejections, event_id, now)
         _refresh_aor_extents(conn, touched_aorkeys, now)
@@ -336,8 +336,11 @@ def _identity(record: FileRecord) -> tuple[int, int, int, int]:
     return (record.aorkey, record.channel, record.expid, record.dcenum)
 
 
-def _ensure_exposures(conn: Connection, records: list[FileRecord], rejections: list[Rejection]) -> dict[str, int]:
-    """Create missing exposure rows; return path -> exposure id. Unlinkable files are moved to ``rejections``.
+def _ensure_exposures(
+    conn: Connection, records: list[FileRecord], rejections: list[Rejection]
+) -> tuple[dict[str, int], set[str]]:
+    """Create missing exposure rows; return path -> exposure id, and the paths of the files new exposure rows were
+    made from. Unlinkable files are moved to ``rejections``.
 
     A new exposure starts from its best file's header columns; :func:`_apply_headers` later updates them from the
     files actually catalogued (a rejected duplicate never changes an exposure).
@@ -381,7 +384,7 @@ def _ensure_exposures(conn: Connection, records: list[FileRecord], rejections: l
         ids[record.path] = row.id
         kept.append(record)
     records[:] = kept
-    return ids
+    return ids, {record.path for record in best.values()}
 
 
 def _exposure_values(record: FileRecord) -> dict[str, Any]:
@@ -389,7 +392,9 @@ def _exposure_values(record: FileRecord) -> dict[str, Any]:
     return {**record.exposure, "aorkey": aorkey, "channel": channel, "expid": expid, "dcenum": dcenum}
 
 
-def _apply_headers(conn: Connection, accepted: list[FileRecord], exposure_ids: dict[str, int]) -> None:
+def _apply_headers(
+    conn: Connection, accepted: list[FileRecord], exposure_ids: dict[str, int], created_from: set[str]
+) -> None:
     """Exposure and AOR columns from the best catalogued file of each (bcd > cbcd > bunc > cbunc > bimsk)."""
     best_for_exposure: dict[int, FileRecord] = {}
     best_for_aor: dict[int, FileRecord] = {}
@@ -403,20 +408,24 @@ def _apply_headers(conn: Connection, accepted: list[FileRecord], exposure_ids: d
         current = best_for_aor.get(record.aorkey)
         if current is None or _RANK[record.kind] < _RANK[current.kind]:
             best_for_aor[record.aorkey] = record
-    if not best_for_exposure:
-        return
-    in_batch = Exposure.id.in_(sorted(best_for_exposure))
-    rows = conn.execute(select(Exposure.id, Exposure.header_source_kind).where(in_batch))
-    sources = {row.id: row.header_source_kind for row in rows}
-    for exposure_id in sorted(best_for_exposure):
-        record = best_for_exposure[exposure_id]
-        if _RANK[record.kind] <= _RANK[sources[exposure_id]]:
-            conn.execute(update(Exposure).where(Exposure.id == exposure_id).values(_exposure_values(record)))
+    # Rows just created from the very file that is best need nothing more.
+    to_update = {key: record for key, record in best_for_exposure.items() if record.path not in created_from}
+    if to_update:
+        table = Exposure.__table__
+        rows = conn.execute(select(table.c.id, table.c.header_source_kind).where(table.c.id.in_(sorted(to_update))))
+        sources = {row.id: row.header_source_kind for row in rows}
+        updates = [
+            {**_exposure_values(record), "row_id": exposure_id}
+            for exposure_id, record in sorted(to_update.items())
+            if _RANK[record.kind] <= _RANK[sources[exposure_id]]
+        ]
+        if updates:
+            conn.execute(table.update().where(table.c.id == bindparam("row_id")), updates)
     table = Aor.__table__
     for aorkey in sorted(best_for_aor):
         # Keep what an earlier, better file told us where this one is silent.
         values = {column: func.coalesce(value, table.c[column]) for column, value in best_for_aor[aorkey].aor.items()}
-        conn.execute(update(Aor).where(Aor.aorkey == aorkey).values(values))
+        conn.execute(table.update().where(table.c.aorkey == aorkey).values(values))
 
 
 def _upsert_files(
