@@ -339,10 +339,8 @@ _BIGINT_COLUMNS = frozenset({"dceid", "dpid"})
 _INT_LIMITS = {False: 2**31, True: 2**63}
 
 
-def _check_integer_ranges(exposure: dict[str, Any], header: HeaderCards) -> None:
+def _check_integer_ranges(values: dict[str, Any]) -> None:
     """Reject integers the database columns cannot hold (SQLite would take them, PostgreSQL would not)."""
-    values = {**exposure, "aorkey": header.get("AORKEY", int), "expid": header.get("EXPID", int),
-              "dcenum": header.get("DCENUM", int), "channel": header.get("CHNLNUM", int)}
     for column, value in values.items():
         if isinstance(value, int) and not isinstance(value, bool):
             limit = _INT_LIMITS[column in _BIGINT_COLUMNS or column == "aorkey"]
@@ -393,6 +391,9 @@ def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256
     if missing:
         raise FitsReadError(f"IRAC file lacks required keyword(s) {', '.join(missing)}: not a Level-1 product")
     kind = product_kind(path, header)
+    aorkey = header.get("AORKEY", int)
+    channel = header.get("CHNLNUM", int)
+    expid = header.get("EXPID", int)
     dcenum = header.get("DCENUM", int)
     dpid = header.get("DPID", int)
     if kind not in ("sub2d", "unc2d", "cov2d", "msk2d"):
@@ -403,8 +404,7 @@ def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256
         raise FitsReadError(f"IRAC {kind} file has neither DCENUM nor DPID: cannot link it to its exposure")
 
     exposure = {column: header.get(key, kind_) for key, (column, kind_) in EXPOSURE_COLUMNS.items()}
-    _check_integer_ranges(exposure, header)
-    channel = header.get("CHNLNUM", int)
+    _check_integer_ranges({**exposure, "aorkey": aorkey, "expid": expid, "dcenum": dcenum, "channel": channel})
     if channel not in (1, 2, 3, 4):
         raise FitsReadError(f"CHNLNUM = {channel} is not an IRAC channel (1-4)")
     naxis = header.get("NAXIS", int) or 0
@@ -422,9 +422,9 @@ def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256
         mtime_ns=mtime_ns,
         sha256=sha256,
         kind=kind,
-        aorkey=header.get("AORKEY", int),
+        aorkey=aorkey,
         channel=channel,
-        expid=header.get("EXPID", int),
+        expid=expid,
         dcenum=dcenum,
         dpid=dpid,
         header_text=header.text(),

@@ -174,7 +174,7 @@ def ingest(
             progress(done, len(to_read))
     _write_batch(engine, batch, event_id, summary)
     for start in range(0, len(deferred), BATCH_FILES):
-        _write_batch(engine, list(deferred[start : start + BATCH_FILES]), event_id, summary)
+        _write_batch(engine, deferred[start : start + BATCH_FILES], event_id, summary)
     _finish_event(engine, summary)
     return summary
 
