@@ -35,3 +35,17 @@ class NoSuchAor(LookupError, UserError):
 
 class NotIracFile(ValueError, UserError):
     """A file that is not an IRAC Level-1 FITS file (or cannot be read as one)."""
+
+
+class NoSuchRun(LookupError, UserError):
+    """A run name that the database does not hold."""
+
+
+class RunConflict(UserError):
+    """A run name already used with other parameters, or a run that cannot be continued as asked."""
+
+
+class RunInterrupted(UserError):
+    """The run was stopped by the user (Ctrl-C); what was committed stays and ``--resume`` finishes it."""
+
+    exit_code = 130

@@ -15,7 +15,10 @@ from iracdb.db.engine import make_engine, safe_url
 from iracdb.db.models import Aor, Base, Exposure, File, IngestEvent, RejectedFile
 from iracdb.errors import BadOption, DatabaseError, SchemaOutOfDate
 
-TABLES = {"aors", "exposures", "files", "rejected_files", "ingest_events"}
+TABLES = {
+    "aors", "exposures", "files", "rejected_files", "ingest_events",
+    "runs", "run_targets", "run_units", "run_inputs", "measurements", "aor_summaries",
+}
 
 
 def test_upgrade_from_empty_creates_every_table(empty_db_url: str) -> None:

@@ -203,3 +203,188 @@ class IngestEvent(Base):
     software_version: Mapped[str] = mapped_column(String(40))
     host: Mapped[str | None] = mapped_column(String(255))
     workers: Mapped[int] = mapped_column(Integer, default=1)
+
+
+# --- Reduction runs (``iracdb reduce``) -------------------------------------------------------------------------
+#: The states of a run: ``running`` while (or if killed while) a process reduces it, ``complete`` when every AOR is
+#: written, ``interrupted`` after Ctrl-C, ``failed`` after an unexpected error (the message says which).
+RUN_STATUSES = ("running", "complete", "interrupted", "failed")
+#: A run's work units: ``pending`` until its rows and summaries are committed, in one transaction, as ``complete``.
+UNIT_STATUSES = ("pending", "complete")
+
+#: Row ids of the big tables: BIGINT on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY is the rowid.
+_BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Run(Base):
+    """A named reduction: its parameters (as given and as resolved), provenance and state. Immutable once created,
+    except for its state, counts and end time."""
+
+    __tablename__ = "runs"
+    __table_args__ = (_one_of("status", RUN_STATUSES),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    status: Mapped[str] = mapped_column(String(12))
+    params_json: Mapped[str] = mapped_column(Text, doc="the parameters as given (canonical JSON)")
+    params_hash: Mapped[str] = mapped_column(String(64), doc="SHA-256 of params_json: same hash, same parameters")
+    resolved_json: Mapped[str] = mapped_column(
+        Text, doc="the parameters as resolved: corrections and aperture correction per mission and channel, targets"
+    )
+    software_version: Mapped[str] = mapped_column(String(40), doc="iracdb version")
+    git_revision: Mapped[str | None] = mapped_column(String(64), doc="git commit of the iracdb source, if any")
+    versions_json: Mapped[str] = mapped_column(Text, doc="python, numpy, astropy, photutils, sqlalchemy, ... versions")
+    host: Mapped[str | None] = mapped_column(Text)
+    user_name: Mapped[str | None] = mapped_column(Text)
+    pid: Mapped[int | None] = mapped_column(
+        Integer, doc="process that last ran it (tells a live run from a killed one)"
+    )
+    command_line: Mapped[str | None] = mapped_column(Text, doc="the command that created it (passwords masked)")
+    execution: Mapped[str | None] = mapped_column(Text, doc="how it last ran: serial, processes:N, dask:ADDRESS")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), doc="start of the last (resumed) execution")
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    n_units: Mapped[int] = mapped_column(Integer, doc="AOR x channel units planned")
+    n_units_done: Mapped[int] = mapped_column(Integer)
+    n_images: Mapped[int] = mapped_column(Integer, doc="image rows written (planes x targets)")
+    n_flagged: Mapped[int] = mapped_column(Integer, doc="image rows with a bit that keeps them out of the summary")
+    n_outliers: Mapped[int] = mapped_column(Integer, doc="image rows rejected by the outlier rule")
+    message: Mapped[str | None] = mapped_column(Text, doc="why it failed or was interrupted; notes")
+
+
+class RunTarget(Base):
+    """A target of a run: fixed sky coordinates (for every AOR, or for one AOR or object), or ``auto``."""
+
+    __tablename__ = "run_targets"
+    __table_args__ = (UniqueConstraint("run_id", "target_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    target_index: Mapped[int] = mapped_column(Integer, doc="0, 1, ... in the order given")
+    name: Mapped[str] = mapped_column(Text)
+    ra_deg: Mapped[float | None] = mapped_column(Float, doc="ICRS right ascension [deg]; NULL for auto")
+    dec_deg: Mapped[float | None] = mapped_column(Float, doc="ICRS declination [deg]; NULL for auto")
+    aorkey: Mapped[int | None] = mapped_column(BigInteger, doc="only this AOR (from a targets file)")
+    object: Mapped[str | None] = mapped_column(Text, doc="only AORs whose OBJECT matches (from a targets file)")
+
+
+class RunUnit(Base):
+    """One work unit of a run, an AOR's images of one channel: pending, or complete with its rows committed."""
+
+    __tablename__ = "run_units"
+    __table_args__ = (UniqueConstraint("run_id", "aorkey", "channel"), _one_of("status", UNIT_STATUSES))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    aorkey: Mapped[int] = mapped_column(BigInteger)
+    channel: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(12))
+    n_exposures: Mapped[int] = mapped_column(Integer)
+    n_images: Mapped[int | None] = mapped_column(Integer, doc="image rows written")
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RunInput(Base):
+    """A file that went into a run, as it was when read (path, size, SHA-256 from the catalogue)."""
+
+    __tablename__ = "run_inputs"
+    __table_args__ = (UniqueConstraint("run_id", "path"), _one_of("kind", KINDS))
+
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    exposure_id: Mapped[int | None] = mapped_column(ForeignKey("exposures.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class Measurement(Base):
+    """One measured image of a run: a full-array frame or a subarray plane (or a cube's median), for one target.
+
+    Positions are 0-based pixels with the centre of the bottom-left pixel at (0, 0); ``x_px``/``y_px`` are in the
+    image itself (subarray pixels for subarray data), ``x_full_px``/``y_full_px`` on the full array. Sums are
+    MJy/sr summed over the aperture's pixels. NULL marks a value that could not be measured; ``flags`` says why.
+    """
+
+    __tablename__ = "measurements"
+    __table_args__ = (UniqueConstraint("run_id", "aorkey", "channel", "expid", "dcenum", "plane", "target_index"),)
+
+    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    aorkey: Mapped[int] = mapped_column(BigInteger)
+    channel: Mapped[int] = mapped_column(Integer)
+    expid: Mapped[int] = mapped_column(Integer)
+    dcenum: Mapped[int] = mapped_column(Integer)
+    plane: Mapped[int] = mapped_column(Integer, doc="subarray plane 0..63; 0 for a full-array frame or a median")
+    n_combined: Mapped[int] = mapped_column(Integer, doc="planes combined into the image (64 for a cube median)")
+    target_index: Mapped[int] = mapped_column(Integer)
+    exposure_id: Mapped[int | None] = mapped_column(ForeignKey("exposures.id", ondelete="SET NULL"), index=True)
+    input_id: Mapped[int | None] = mapped_column(
+        ForeignKey("run_inputs.id", ondelete="CASCADE"), index=True, doc="the science file measured"
+    )
+    mjd: Mapped[float | None] = mapped_column(Float, doc="middle of the image [MJD, UTC]")
+    bmjd: Mapped[float | None] = mapped_column(Float, doc="middle of the image [barycentric MJD]")
+    x_expected_px: Mapped[float | None] = mapped_column(Float, doc="where the target was expected [px]")
+    y_expected_px: Mapped[float | None] = mapped_column(Float)
+    x_centroid_px: Mapped[float | None] = mapped_column(Float, doc="measured centroid [px]")
+    y_centroid_px: Mapped[float | None] = mapped_column(Float)
+    x_px: Mapped[float | None] = mapped_column(Float, doc="aperture centre used [image px]")
+    y_px: Mapped[float | None] = mapped_column(Float)
+    x_full_px: Mapped[float | None] = mapped_column(Float, doc="aperture centre used [full-array px]")
+    y_full_px: Mapped[float | None] = mapped_column(Float)
+    shift_px: Mapped[float | None] = mapped_column(Float, doc="centroid - expected position [px]")
+    fwhm_x_px: Mapped[float | None] = mapped_column(Float)
+    fwhm_y_px: Mapped[float | None] = mapped_column(Float)
+    background_mjy_sr: Mapped[float | None] = mapped_column(Float, doc="background per pixel [MJy/sr]")
+    background_err_mjy_sr: Mapped[float | None] = mapped_column(Float)
+    background_std_mjy_sr: Mapped[float | None] = mapped_column(Float, doc="scatter of the annulus pixels [MJy/sr]")
+    background_npix: Mapped[int | None] = mapped_column(Integer)
+    aperture_area_px: Mapped[float | None] = mapped_column(Float, doc="usable aperture area [px^2]")
+    raw_sum_mjy_sr: Mapped[float | None] = mapped_column(Float, doc="aperture sum [MJy/sr x px]")
+    raw_sum_err_mjy_sr: Mapped[float | None] = mapped_column(Float)
+    net_sum_mjy_sr: Mapped[float | None] = mapped_column(Float, doc="aperture sum - background [MJy/sr x px]")
+    net_sum_err_mjy_sr: Mapped[float | None] = mapped_column(Float)
+    correction_factor: Mapped[float | None] = mapped_column(Float, doc="pixel-phase x array-location divisor")
+    aperture_correction: Mapped[float | None] = mapped_column(Float, doc="multiplicative aperture correction")
+    flux_mjy: Mapped[float | None] = mapped_column(Float, doc="corrected flux density [mJy]")
+    flux_err_mjy: Mapped[float | None] = mapped_column(Float, doc="1-sigma photometric error [mJy]")
+    flags: Mapped[int] = mapped_column(Integer, doc="iracdb.flags.Flag bits")
+
+
+class AorSummary(Base):
+    """The per-AOR result of a run: one row per (AOR, channel, target), from the images that were used."""
+
+    __tablename__ = "aor_summaries"
+    __table_args__ = (UniqueConstraint("run_id", "aorkey", "channel", "target_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    aorkey: Mapped[int] = mapped_column(BigInteger)
+    channel: Mapped[int] = mapped_column(Integer)
+    target_index: Mapped[int] = mapped_column(Integer)
+    object: Mapped[str | None] = mapped_column(Text, doc="OBJECT of the AOR's first exposure")
+    n_total: Mapped[int] = mapped_column(Integer, doc="images measured")
+    n_flagged: Mapped[int] = mapped_column(Integer, doc="images whose flags keep them out")
+    n_rejected: Mapped[int] = mapped_column(Integer, doc="images rejected by the outlier rule")
+    n_used: Mapped[int] = mapped_column(Integer, doc="images in the statistics")
+    reject_rule: Mapped[str] = mapped_column(Text, doc="none, minmax or sigma:N")
+    mean_flux_mjy: Mapped[float | None] = mapped_column(Float, doc="mean flux of the used images [mJy]")
+    median_flux_mjy: Mapped[float | None] = mapped_column(Float)
+    std_flux_mjy: Mapped[float | None] = mapped_column(Float, doc="sample standard deviation [mJy]")
+    flux_err_mjy: Mapped[float | None] = mapped_column(Float, doc="error of the mean, std / sqrt(n_used) [mJy]")
+    mean_image_err_mjy: Mapped[float | None] = mapped_column(Float, doc="mean per-image photometric error [mJy]")
+    spread_pct: Mapped[float | None] = mapped_column(Float, doc="100 x std / mean [%]")
+    mean_mjd: Mapped[float | None] = mapped_column(Float, doc="mean time of the used images [MJD, UTC]")
+    mean_bmjd: Mapped[float | None] = mapped_column(Float, doc="[barycentric MJD]")
+    first_mjd: Mapped[float | None] = mapped_column(Float)
+    first_date_obs: Mapped[str | None] = mapped_column(Text, doc="DATE_OBS of the first exposure (UTC)")
+    mission: Mapped[str | None] = mapped_column(String(8))
+    read_mode: Mapped[str | None] = mapped_column(Text)
+    frame_time_s: Mapped[float | None] = mapped_column(Float, doc="FRAMTIME [s]")
+    exposure_time_s: Mapped[float | None] = mapped_column(Float, doc="EXPTIME [s]")
+    dither_scale: Mapped[str | None] = mapped_column(Text, doc="DITHSCAL (NULL when not dithered)")
+    dither_positions: Mapped[int | None] = mapped_column(Integer, doc="distinct DITHPOS values")
+    cycles: Mapped[int | None] = mapped_column(Integer, doc="largest CYCLENUM")
+    correction: Mapped[str] = mapped_column(Text, doc="photometric correction applied, e.g. numpy:warm")
+    aperture_correction: Mapped[float | None] = mapped_column(Float, doc="aperture correction applied (NULL: none)")
