@@ -448,3 +448,16 @@ def test_with_outlier_flags():
     assert flags[0] == 0  # input untouched
     with pytest.raises(ValueError, match="length"):
         with_outlier_flags(flags, [True])
+
+
+def test_summary_is_pure_numpy():
+    """summary.py must not import SQLAlchemy, typer or pandas (house style: pure functions on arrays)."""
+    import ast
+    from pathlib import Path
+
+    import iracdb.summary
+
+    tree = ast.parse(Path(iracdb.summary.__file__).read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not {name.split(".")[0] for name in names} & {"sqlalchemy", "typer", "pandas"}
