@@ -319,6 +319,154 @@ def rejected(fmt: FormatOption = OutputFormat.table, db: DbOption = None) -> Non
         _print_rows(queries.list_rejected(engine), ("path", "reason"), fmt, title="Rejected files")
 
 
+# --- reduction ------------------------------------------------------------------------------------------------
+
+
+class FileType(StrEnum):
+    bcd = "bcd"
+    cbcd = "cbcd"
+
+
+class CentroidChoice(StrEnum):
+    moment = "moment"
+    gauss = "gauss"
+
+
+class BackgroundChoice(StrEnum):
+    median = "median"
+    mean = "mean"
+
+
+class CorrectionsChoice(StrEnum):
+    auto = "auto"
+    warm = "warm"
+    cryo = "cryo"
+    none = "none"
+
+
+class SubarrayChoice(StrEnum):
+    planes = "planes"
+    median = "median"
+
+
+@app.command(cls=_Command)
+def reduce(
+    run_name: Annotated[str, typer.Option("--run-name", "-n", metavar="NAME", help="The run's unique name.")],
+    aor: Annotated[
+        list[int] | None, typer.Option("--aor", metavar="AORKEY", help="Only this AOR (repeatable). Default: all.")
+    ] = None,
+    object: Annotated[
+        str | None, typer.Option("--object", metavar="TEXT", help="Only AORs whose OBJECT contains TEXT.")
+    ] = None,
+    channel: ChannelOption = None,
+    file_type: Annotated[
+        FileType, typer.Option("--file-type", metavar="bcd|cbcd", help="Which images to measure.")
+    ] = FileType.bcd,
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", metavar="'RA DEC'", help="Target position, degrees or sexagesimal (repeatable)."),
+    ] = None,
+    targets_file: Annotated[
+        Path | None,
+        typer.Option("--targets-file", metavar="CSV", help="Targets: columns ra, dec and optionally aorkey, object, "
+                     "name (one row per target; a row with aorkey or object applies to those AORs only)."),
+    ] = None,
+    auto: Annotated[
+        bool, typer.Option("--auto", help="Measure the brightest source near each frame's commanded pointing.")
+    ] = False,
+    radius: Annotated[float, typer.Option("--radius", metavar="PX", help="Aperture radius, pixels.")] = 3.0,
+    annulus: Annotated[
+        tuple[float, float], typer.Option("--annulus", metavar="IN OUT", help="Background annulus radii, pixels.")
+    ] = (3.0, 7.0),
+    centroid: Annotated[
+        CentroidChoice, typer.Option("--centroid", metavar="moment|gauss", help="Centroid method.")
+    ] = CentroidChoice.moment,
+    background: Annotated[
+        BackgroundChoice,
+        typer.Option("--background", metavar="median|mean", help="Annulus background: clipped median or mean."),
+    ] = BackgroundChoice.median,
+    corrections: Annotated[
+        CorrectionsChoice,
+        typer.Option("--corrections", metavar="auto|warm|cryo|none",
+                     help="Pixel-phase x array-location correction: each AOR's mission (auto), warm or cryo "
+                     "coefficients, or none."),
+    ] = CorrectionsChoice.auto,
+    aperture_correction: Annotated[
+        str,
+        typer.Option("--aperture-correction", metavar="auto|VALUE|none",
+                     help="auto: the published value for the aperture (none, recorded, if there is none)."),
+    ] = "auto",
+    reject: Annotated[
+        str, typer.Option("--reject", metavar="none|minmax|sigma:N", help="Per-AOR outlier rule.")
+    ] = "sigma:3",
+    subarray: Annotated[
+        SubarrayChoice,
+        typer.Option("--subarray", metavar="planes|median", help="Every plane of a cube, or the cube's median."),
+    ] = SubarrayChoice.planes,
+    workers: Annotated[int, typer.Option("--workers", "-j", metavar="N", help="Local worker processes.")] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", metavar="ADDRESS",
+                     help="Dask distributed scheduler: tcp://HOST:8786, or local:N for a local cluster."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish an interrupted, failed or killed run of this name.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Measure every image (every subarray plane) of the chosen AORs under a named run, and summarise each AOR.
+
+    The run records its parameters, software versions and input files; its name cannot be reused with other
+    parameters. Each AOR is committed whole: after Ctrl-C or a crash, the same command with --resume finishes the
+    run. Exit status: 0 done (also when the run was already complete), 2 bad option, 3 database, 130 interrupted.
+    """
+    from iracdb import reduce as reduction
+
+    with _database(db) as engine:
+        targets = [reduction.Target(name=_target_name(t), ra_deg=ra, dec_deg=dec)
+                   for t in target or [] for ra, dec in [reduction.parse_sky_position(t)]]
+        if targets_file is not None:
+            targets += reduction.read_targets_file(targets_file)
+        if auto:
+            targets.append(reduction.Target(name="auto"))
+        options = reduction.ReduceOptions(
+            aorkeys=tuple(aor or ()), object=object, channel=channel, file_type=file_type.value,
+            targets=tuple(targets), radius_px=radius, annulus_in_px=annulus[0], annulus_out_px=annulus[1],
+            centroid=centroid.value, background=background.value, corrections=corrections.value,
+            aperture_correction=aperture_correction, reject=reject, subarray=subarray.value,
+        )
+        execution = reduction.Execution(
+            workers=workers, scheduler=scheduler, resume=resume,
+            command_line=reduction.mask_command_line(["iracdb", *sys.argv[1:]]),
+        )
+        columns = (TextColumn("reducing AORs"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=stderr, disable=not stderr.is_terminal, transient=True) as bar:
+            task = bar.add_task("reduce", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            report = reduction.reduce(engine, run_name, options, execution, progress=progress)
+        for note in report.notes:
+            stderr.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+        for path, reason in report.unreadable:
+            stderr.print(f"unreadable: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
+        if report.already_complete:
+            stdout.print(f"run {report.name!r} is already complete (same parameters); nothing to do", markup=False)
+        rows = reduction.summary_rows(engine, report.name)
+        _print_rows(rows, reduction.SUMMARY_COLUMNS, OutputFormat.table, title=f"run {report.name}: per-AOR summary")
+        stdout.print(
+            f"run {report.name!r}: {report.status}; {report.n_units_done} of {report.n_units} AOR units "
+            f"({report.n_units_this_time} this time), {report.n_images} image rows, {report.n_flagged} flagged, "
+            f"{report.n_outliers} outliers",
+            markup=False, highlight=False,
+        )
+
+
+def _target_name(text: str) -> str:
+    return " ".join(text.replace(",", " ").split())
+
+
 # --- synthetic data and the demo --------------------------------------------------------------------------------
 
 

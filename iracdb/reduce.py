@@ -1,0 +1,1400 @@
+"""``iracdb reduce``: measure every image of the chosen AORs under a named run, record it, summarise each AOR.
+
+A run is planned once: its parameters (as given and as resolved), provenance, targets and work units (one per AOR
+and channel) are written before any image is measured. Work units are measured by workers that only compute
+(:func:`measure_chunk`: FITS files in, columns of numbers out), in this process, in a local process pool or on a
+Dask distributed cluster; this process alone writes. Each unit's rows, its summaries and its ``complete`` mark are
+committed in one transaction, so a run killed at any moment holds only complete AORs, and ``--resume`` finishes
+the pending ones with the recorded parameters, giving the same rows as an uninterrupted run.
+
+Times of images are the middle of the image: ``MJD_OBS + (plane + 0.5) * FRAMTIME / 86400`` (``plane = 0`` for a
+full-array frame; a subarray plane's offset within its cube), the same for ``BMJD_OBS``; a cube's median image
+gets the middle of the cube.
+"""
+
+from __future__ import annotations
+
+import csv
+import getpass
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+
+from iracdb import __version__, summary
+from iracdb.db.engine import is_sqlite, safe_url
+from iracdb.db.models import AorSummary, Exposure, File, Run, RunInput, RunTarget, RunUnit
+from iracdb.errors import BadOption, NoSuchRun, RunConflict, RunInterrupted, UserError
+from iracdb.fitsio import UNCERTAINTY_KIND
+from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
+from iracdb.frames import FrameReadError, ImageFile, read_image, wcs_keywords
+from iracdb.photometry import apcorr
+from iracdb.photometry.measure import ImageInfo, Photometry, PhotometryParams, measure
+from iracdb.photometry.tansip import TanSip
+from iracdb.photometry.targets import brightest_near
+
+#: A work unit's images are measured in chunks of at most this many pixels (about 2048 subarray planes or 32
+#: full-array frames, ~25 MB of image, uncertainty and mask), so memory stays bounded whatever an AOR holds.
+CHUNK_PIXELS = 1 << 21
+#: Chunks in flight per worker: enough to keep workers busy, few enough to bound the driver's memory.
+CHUNKS_IN_FLIGHT_PER_WORKER = 2
+#: Search radius of ``--auto`` around the commanded pointing, pixels.
+AUTO_SEARCH_RADIUS_PX = 5.0
+SECONDS_PER_DAY = 86400.0
+
+FileType = Literal["bcd", "cbcd"]
+SubarrayMode = Literal["planes", "median"]
+
+# --------------------------------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to measure: fixed ICRS coordinates, or ``auto`` (the brightest source near the commanded pointing).
+
+    Attributes
+    ----------
+    name : str
+        Shown in summaries and exports.
+    ra_deg, dec_deg : float or None
+        ICRS position, degrees; both None for ``auto``.
+    aorkey : int or None
+        Only for this AOR (a targets-file row keyed by AORKEY).
+    object : str or None
+        Only for AORs whose OBJECT contains this text (case and spaces ignored).
+    """
+
+    name: str
+    ra_deg: float | None = None
+    dec_deg: float | None = None
+    aorkey: int | None = None
+    object: str | None = None
+
+    @property
+    def auto(self) -> bool:
+        return self.ra_deg is None
+
+    def applies_to(self, aorkey: int, object_: str | None) -> bool:
+        """Whether this target is measured in the AOR ``aorkey`` whose OBJECT is ``object_``."""
+        if self.aorkey is not None and self.aorkey != aorkey:
+            return False
+        return self.object is None or object_matches(object_, self.object)
+
+
+def object_matches(object_: str | None, wanted: str) -> bool:
+    """OBJECT ``object_`` contains ``wanted``, ignoring case and spaces (``HD165459`` matches ``HD 165459 ch1``)."""
+    return object_ is not None and _squash(wanted) in _squash(object_)
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text).lower()
+
+
+def parse_sky_position(text: str) -> tuple[float, float]:
+    """ICRS ``(ra_deg, dec_deg)`` from ``"RA DEC"``: degrees (``"65.4695 57.8172"``) or sexagesimal
+    (``"04:21:52.7 +57:49:01.9"``, ``"4h21m52.7s +57d49m01.9s"``; hours for RA).
+
+    Raises
+    ------
+    iracdb.errors.BadOption
+        Not two coordinates, or out of range.
+    """
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    parts = text.replace(",", " ").split()
+    if len(parts) != 2:
+        raise BadOption(f"a sky position is 'RA DEC' (degrees or sexagesimal), not {text!r}")
+    try:
+        if all(_is_number(p) for p in parts):
+            ra, dec = float(parts[0]), float(parts[1])
+            if not (0 <= ra < 360 and -90 <= dec <= 90):
+                raise ValueError("RA must be in [0, 360) and Dec in [-90, 90] degrees")
+            return ra, dec
+        coord = SkyCoord(parts[0], parts[1], unit=(u.hourangle, u.deg), frame="icrs")
+    except ValueError as exc:
+        raise BadOption(f"cannot read the sky position {text!r}: {exc}") from exc
+    return float(coord.ra.deg), float(coord.dec.deg)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def read_targets_file(path: str | os.PathLike[str]) -> list[Target]:
+    """Targets from a CSV file with a header row: ``ra``, ``dec`` (degrees or sexagesimal) and, optionally,
+    ``aorkey`` or ``object`` (the row applies to that AOR, or to AORs whose OBJECT contains it) and ``name``.
+
+    Raises
+    ------
+    iracdb.errors.BadOption
+        The file cannot be read, lacks ``ra``/``dec``, or a row is invalid (the message gives the line).
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            columns = {c.strip().lower(): c for c in reader.fieldnames or []}
+            if "ra" not in columns or "dec" not in columns:
+                raise BadOption(f"{path}: a targets file needs 'ra' and 'dec' columns, found {list(columns)}")
+            targets = []
+            for line, row in enumerate(reader, start=2):
+                value = {key: (row.get(original) or "").strip() for key, original in columns.items()}
+                try:
+                    ra, dec = parse_sky_position(f"{value['ra']} {value['dec']}")
+                    aorkey = int(value["aorkey"]) if value.get("aorkey") else None
+                except (BadOption, ValueError) as exc:
+                    raise BadOption(f"{path}, line {line}: {exc}") from exc
+                obj = value.get("object") or None
+                name = value.get("name") or obj or (f"AOR {aorkey}" if aorkey else f"{ra:.5f} {dec:+.5f}")
+                targets.append(Target(name=name, ra_deg=ra, dec_deg=dec, aorkey=aorkey, object=obj))
+    except OSError as exc:
+        raise BadOption(f"cannot read the targets file {path}: {exc.strerror or exc}") from exc
+    if not targets:
+        raise BadOption(f"{path}: the targets file has no rows")
+    return targets
+
+
+@dataclass(frozen=True)
+class ReduceOptions:
+    """Everything that defines a run's numbers (hashed; a name reused with other options is refused).
+
+    Attributes
+    ----------
+    aorkeys : tuple of int
+        Only these AORs (empty: every catalogued AOR).
+    object : str or None
+        Only AORs whose OBJECT contains this text (case and spaces ignored).
+    channel : int or None
+        Only this IRAC channel.
+    file_type : {"bcd", "cbcd"}
+        Which images to measure (with their ``_bunc``/``_cbunc`` and ``_bimsk`` companions).
+    targets : tuple of Target
+        Where to measure; several allowed (each gets its own rows). ``auto`` targets have no coordinates.
+    radius_px, annulus_in_px, annulus_out_px : float
+        Aperture radius and background annulus, pixels.
+    centroid : {"moment", "gauss"}
+    background : {"median", "mean"}
+    corrections : {"auto", "warm", "cryo", "none"}
+        Pixel-phase x array-location correction: the coefficients of each AOR's mission (``auto``), always the
+        warm or cryo set, or none. Subarray offsets are applied automatically.
+    aperture_correction : str
+        ``auto`` (the published value for the mission, channel and aperture, or none recorded as such when there
+        is none), ``none``, or a number.
+    reject : str
+        Per-AOR outlier rule: ``none``, ``minmax`` or ``sigma:N``.
+    subarray : {"planes", "median"}
+        Measure every plane of a subarray cube, or the cube's median image.
+    max_shift_px : float
+        A centroid further than this from the expected position is not used (flagged).
+    """
+
+    aorkeys: tuple[int, ...] = ()
+    object: str | None = None
+    channel: int | None = None
+    file_type: FileType = "bcd"
+    targets: tuple[Target, ...] = ()
+    radius_px: float = 3.0
+    annulus_in_px: float = 3.0
+    annulus_out_px: float = 7.0
+    centroid: Literal["moment", "gauss"] = "moment"
+    background: Literal["median", "mean"] = "median"
+    corrections: Literal["auto", "warm", "cryo", "none"] = "auto"
+    aperture_correction: str = "auto"
+    reject: str = "sigma:3"
+    subarray: SubarrayMode = "planes"
+    max_shift_px: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise BadOption("say where to measure: --target 'RA DEC', --targets-file FILE or --auto")
+        if self.file_type not in ("bcd", "cbcd"):
+            raise BadOption(f"--file-type must be bcd or cbcd, not {self.file_type!r}")
+        if self.channel is not None and self.channel not in (1, 2, 3, 4):
+            raise BadOption(f"--channel must be 1, 2, 3 or 4, not {self.channel}")
+        if self.corrections not in ("auto", "warm", "cryo", "none"):
+            raise BadOption(f"--corrections must be auto, warm, cryo or none, not {self.corrections!r}")
+        if self.subarray not in ("planes", "median"):
+            raise BadOption(f"--subarray must be planes or median, not {self.subarray!r}")
+        summary.RejectRule.parse(self.reject)
+        self.aperture_choice()
+        self.photometry_params(1.0)  # validates radii, methods, shift
+
+    def aperture_choice(self) -> float | Literal["auto", "none"]:
+        """``auto``, ``none`` or the given number (validated)."""
+        text = str(self.aperture_correction).strip().lower()
+        if text in ("auto", "none"):
+            return text  # type: ignore[return-value]
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise BadOption(f"--aperture-correction must be auto, none or a positive number, not {text!r}")
+        return value
+
+    def photometry_params(self, aperture_correction: float | None) -> PhotometryParams:
+        """The photometry core's parameters, with the aperture correction resolved for one mission and channel."""
+        return PhotometryParams(
+            radius_px=self.radius_px, annulus_in_px=self.annulus_in_px, annulus_out_px=self.annulus_out_px,
+            centroid=self.centroid, background=self.background, max_shift_px=self.max_shift_px,
+            corrections="none" if self.corrections == "none" else "numpy",
+            aperture_correction="none" if aperture_correction is None else aperture_correction,
+        )
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys, no spaces): what the parameter hash is computed from."""
+        data = asdict(self)
+        data["targets"] = [asdict(t) for t in self.targets]
+        data["aorkeys"] = sorted(self.aorkeys)
+        data["reject"] = str(summary.RejectRule.parse(self.reject))
+        data["aperture_correction"] = str(self.aperture_choice())
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ReduceOptions:
+        data = json.loads(text)
+        data["targets"] = tuple(Target(**t) for t in data["targets"])
+        data["aorkeys"] = tuple(data["aorkeys"])
+        return cls(**data)
+
+    def params_hash(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a run is executed (not part of its identity: any choice gives the same rows).
+
+    Attributes
+    ----------
+    workers : int
+        Local worker processes (1: measure in this process).
+    scheduler : str or None
+        A Dask distributed scheduler: ``tcp://HOST:PORT``, or ``local:N`` for a local cluster of N processes.
+    resume : bool
+        Finish an interrupted, failed or killed run of the same name and parameters.
+    command_line : str or None
+        Recorded with the run (passwords in URLs masked).
+    """
+
+    workers: int = 1
+    scheduler: str | None = None
+    resume: bool = False
+    command_line: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise BadOption(f"--workers must be at least 1, not {self.workers}")
+        if self.scheduler is not None and not re.fullmatch(r"local:\d+|(tcp|tls|inproc|ucx)://\S+", self.scheduler):
+            raise BadOption(f"--scheduler must be tcp://HOST:PORT or local:N, not {self.scheduler!r}")
+
+    def describe(self) -> str:
+        if self.scheduler is not None:
+            return f"dask:{self.scheduler}"
+        return "serial" if self.workers == 1 else f"processes:{self.workers}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Work: what a worker receives and returns (plain, picklable data; no database)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A catalogued file as ingest saw it (a file whose size or mtime changed since is not measured)."""
+
+    path: str
+    size_bytes: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class ExposureWork:
+    """One exposure to measure: its science file, companions and times."""
+
+    exposure_id: int
+    expid: int
+    dcenum: int
+    n_planes: int
+    mjd_obs: float
+    bmjd_obs: float | None
+    frame_time_s: float | None
+    science: FileRef
+    uncertainty: FileRef | None
+    mask: FileRef | None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive exposures of one work unit (an AOR's images of one channel), with everything needed to measure
+    them: the resolved photometry parameters and the targets (index, target) that apply."""
+
+    unit_id: int
+    index: int  # position of the chunk within its unit
+    n_chunks: int
+    channel: int
+    correction_mission: str  # the coefficient set: the data's mission, or the one forced by --corrections
+    params: PhotometryParams
+    subarray_mode: SubarrayMode
+    targets: tuple[tuple[int, Target], ...]
+    exposures: tuple[ExposureWork, ...]
+
+
+#: The per-image columns a worker returns (numpy arrays of equal length), in the order of the measurements table.
+ROW_COLUMNS = (
+    "expid", "dcenum", "plane", "n_combined", "target_index", "exposure_id", "mjd", "bmjd",
+    "x_expected_px", "y_expected_px", "x_centroid_px", "y_centroid_px", "x_px", "y_px", "x_full_px", "y_full_px",
+    "shift_px", "fwhm_x_px", "fwhm_y_px", "background_mjy_sr", "background_err_mjy_sr", "background_std_mjy_sr",
+    "background_npix", "aperture_area_px", "raw_sum_mjy_sr", "raw_sum_err_mjy_sr", "net_sum_mjy_sr",
+    "net_sum_err_mjy_sr", "correction_factor", "aperture_correction", "flux_mjy", "flux_err_mjy", "flags",
+)
+_INT_COLUMNS = frozenset({"expid", "dcenum", "plane", "n_combined", "target_index", "exposure_id", "flags"})
+#: Photometry field -> measurements column.
+_FROM_PHOTOMETRY = {
+    "x_expected": "x_expected_px", "y_expected": "y_expected_px", "x_centroid": "x_centroid_px",
+    "y_centroid": "y_centroid_px", "x": "x_px", "y": "y_px", "x_full": "x_full_px", "y_full": "y_full_px",
+    "shift_px": "shift_px", "fwhm_x_px": "fwhm_x_px", "fwhm_y_px": "fwhm_y_px",
+    "background_mjy_sr": "background_mjy_sr", "background_err_mjy_sr": "background_err_mjy_sr",
+    "background_std_mjy_sr": "background_std_mjy_sr", "background_npix": "background_npix",
+    "aperture_area_px": "aperture_area_px", "raw_sum_mjy_sr": "raw_sum_mjy_sr",
+    "raw_sum_err_mjy_sr": "raw_sum_err_mjy_sr", "net_sum_mjy_sr": "net_sum_mjy_sr",
+    "net_sum_err_mjy_sr": "net_sum_err_mjy_sr", "correction_factor": "correction_factor",
+    "aperture_correction": "aperture_correction", "flux_mjy": "flux_mjy", "flux_err_mjy": "flux_err_mjy",
+    "flags": "flags",
+}
+
+
+@dataclass
+class ChunkResult:
+    """What a worker returns: the chunk's rows as columns, and the files it could not read (path, reason)."""
+
+    unit_id: int
+    index: int
+    columns: dict[str, np.ndarray]
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Loaded:
+    """The readable images of one exposure."""
+
+    work: ExposureWork
+    science: ImageFile
+    uncertainty: ImageFile | None
+    mask: ImageFile | None
+
+
+def measure_chunk(chunk: Chunk) -> ChunkResult:
+    """Measure every image of a chunk for every target: the worker's whole job (reads files, no database).
+
+    Rows come out ordered by exposure, then target, then plane. An exposure whose files cannot be read (missing,
+    corrupt, changed since ingest) still gets its rows, with NULL values and ``FILE_UNREADABLE``.
+    """
+    loaded: list[_Loaded] = []
+    unreadable: list[tuple[str, str]] = []
+    parts: list[dict[str, np.ndarray]] = []
+    by_exposure: dict[int, list[dict[str, np.ndarray]]] = {}
+    for work in chunk.exposures:
+        try:
+            loaded.append(_load(work))
+        except _Unreadable as exc:
+            unreadable.append((exc.path, exc.reason))
+            by_exposure[work.exposure_id] = [_unreadable_rows(chunk, work)]
+    # Images that share their photometric facts are measured in one call (one stack per group).
+    groups: dict[ImageInfo, list[_Loaded]] = {}
+    for item in loaded:
+        groups.setdefault(_image_info(item.science, chunk), []).append(item)
+    for info, items in groups.items():
+        for exposure_id, columns in _measure_group(chunk, info, items):
+            by_exposure.setdefault(exposure_id, []).append(columns)
+    for work in chunk.exposures:
+        parts.extend(by_exposure[work.exposure_id])
+    columns = {name: np.concatenate([p[name] for p in parts]) for name in ROW_COLUMNS}
+    return ChunkResult(chunk.unit_id, chunk.index, columns, unreadable)
+
+
+class _Unreadable(Exception):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def _read(ref: FileRef) -> ImageFile:
+    try:
+        return read_image(ref.path, size_bytes=ref.size_bytes, mtime_ns=ref.mtime_ns)
+    except FrameReadError as exc:
+        raise _Unreadable(ref.path, str(exc)) from exc
+
+
+def _load(work: ExposureWork) -> _Loaded:
+    science = _read(work.science)
+    shape = science.data.shape
+    companions = []
+    for ref in (work.uncertainty, work.mask):
+        image = None if ref is None else _read(ref)
+        if image is not None and image.data.shape != shape:
+            raise _Unreadable(ref.path, f"shape {image.data.shape} differs from its image's {shape}")  # type: ignore[union-attr]
+        companions.append(image)
+    if shape[0] != work.n_planes:
+        raise _Unreadable(work.science.path, f"{shape[0]} planes, the catalogue says {work.n_planes}")
+    return _Loaded(work, science, companions[0], companions[1])
+
+
+def _image_info(image: ImageFile, chunk: Chunk) -> ImageInfo:
+    cards = image.cards
+    readmode = (cards.get("READMODE") or "").strip().upper()
+    return ImageInfo(
+        channel=chunk.channel, mission=chunk.correction_mission,  # type: ignore[arg-type]
+        subarray=readmode == "SUB" if readmode else image.data.shape[0] > 1,
+        gain=cards.get("GAIN", float), ronoise=cards.get("RONOISE", float), exptime=cards.get("EXPTIME", float),
+        fluxconv=cards.get("FLUXCONV", float), pxscal1=cards.get("PXSCAL1", float),
+        pxscal2=cards.get("PXSCAL2", float),
+    )
+
+
+def _measure_group(
+    chunk: Chunk, info: ImageInfo, items: list[_Loaded]
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Measure the exposures of one group for every target; yield (exposure_id, rows of that exposure+target)."""
+    median = chunk.subarray_mode == "median" and info.subarray
+    data, unc, mask = _stack(items, median)
+    per_image = np.array([1 if median else item.science.data.shape[0] for item in items])
+    starts = np.concatenate([[0], np.cumsum(per_image)])
+    n = int(starts[-1])
+    exposure_of_image = np.repeat(np.arange(len(items)), per_image)
+    plane = np.arange(n) - starts[exposure_of_image]
+    n_combined = np.where(median, np.array([item.science.data.shape[0] for item in items]), 1)[exposure_of_image]
+    times = _image_times(items, plane, n_combined, median)
+    wcs = _wcs(items)
+    for target_index, target in chunk.targets:
+        x, y = _expected(target, wcs, data, exposure_of_image)
+        phot = measure(data, x, y, info, chunk.params, uncertainty=unc, mask=mask)
+        columns = _columns_from(phot, items, exposure_of_image, plane, n_combined, target_index, times)
+        for i, item in enumerate(items):
+            rows = slice(starts[i], starts[i + 1])
+            yield item.work.exposure_id, {name: values[rows] for name, values in columns.items()}
+
+
+def _stack(items: list[_Loaded], median: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The images of a group as one (n, ny, nx) stack, with uncertainty and mask stacks when every exposure has
+    them (a group where only some have a companion measures without it: the error model must be one per call)."""
+    data = [item.science.data for item in items]
+    unc = None if any(item.uncertainty is None for item in items) else [item.uncertainty.data for item in items]  # type: ignore[union-attr]
+    mask = None if any(item.mask is None for item in items) else [item.mask.data for item in items]  # type: ignore[union-attr]
+    if not median:
+        return (
+            np.concatenate(data),
+            None if unc is None else np.concatenate(unc),
+            None if mask is None else np.concatenate(mask),
+        )
+    return _median_images(data, unc, mask)
+
+
+def _median_images(
+    data: list[np.ndarray], unc: list[np.ndarray] | None, mask: list[np.ndarray] | None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Each cube's median image (bad and masked pixels left out of the median), its uncertainty and a mask that
+    keeps only the saturation bits of any plane (the other bad pixels are already left out).
+
+    The uncertainty of a median of n values is taken as sqrt(pi/2) times that of their mean.
+    """
+    images, sigmas, masks = [], [], []
+    for k, cube in enumerate(data):
+        values = cube.astype(np.float64)
+        if mask is not None:
+            values[(mask[k] & PROCBITS) != 0] = np.nan
+        if unc is not None:
+            values[~np.isfinite(unc[k])] = np.nan
+        valid = np.isfinite(values)
+        count = valid.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            images.append(_nanmedian(values))
+            if unc is not None:
+                var = np.where(valid, unc[k].astype(np.float64) ** 2, 0.0).sum(axis=0)
+                sigmas.append(np.sqrt(np.pi / 2) * np.sqrt(var) / np.where(count > 0, count, np.nan))
+        if mask is not None:
+            masks.append(np.bitwise_or.reduce(mask[k] & SATURATION_BITS, axis=0))
+    return (
+        np.stack(images),
+        None if unc is None else np.stack(sigmas),
+        None if mask is None else np.stack(masks),
+    )
+
+
+def _nanmedian(values: np.ndarray) -> np.ndarray:
+    """Median over axis 0 ignoring NaN; NaN where every value is NaN (without numpy's warning)."""
+    out = np.full(values.shape[1:], np.nan)
+    some = np.isfinite(values).any(axis=0)
+    if some.any():
+        out[some] = np.nanmedian(values[:, some], axis=0)
+    return out
+
+
+def _image_times(
+    items: list[_Loaded], plane: np.ndarray, n_combined: np.ndarray, median: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Middle of each image, MJD and BMJD (see the module docstring)."""
+    per_image = [1 if median else item.science.data.shape[0] for item in items]
+    mjd0 = np.repeat([item.work.mjd_obs for item in items], per_image)
+    bmjd0 = np.repeat([np.nan if item.work.bmjd_obs is None else item.work.bmjd_obs for item in items], per_image)
+    frame = np.repeat([np.nan if item.work.frame_time_s is None else item.work.frame_time_s for item in items],
+                      per_image)
+    middle = (n_combined / 2.0) if median else (plane + 0.5)
+    offset = middle * frame / SECONDS_PER_DAY
+    return mjd0 + offset, bmjd0 + offset
+
+
+@dataclass(frozen=True)
+class _Wcs:
+    tansip: TanSip | None  # None when no exposure of the group has a usable WCS
+    valid: np.ndarray  # per exposure
+    pointing: tuple[np.ndarray, np.ndarray]  # RA_REF, DEC_REF per exposure (NaN when absent)
+
+
+def _wcs(items: list[_Loaded]) -> _Wcs:
+    solutions, valid = [], []
+    for item in items:
+        try:
+            solutions.append(TanSip.from_keywords(wcs_keywords(item.science.cards)))
+            valid.append(True)
+        except ValueError:
+            valid.append(False)
+    good = [s for s, ok in zip(solutions, valid, strict=False) if ok] if solutions else []
+    tansip = TanSip.stack(good) if good else None
+    ra = np.array([_float(item.science.cards.get("RA_REF", float)) for item in items])
+    dec = np.array([_float(item.science.cards.get("DEC_REF", float)) for item in items])
+    return _Wcs(tansip, np.array(valid, dtype=bool), (ra, dec))
+
+
+def _float(value: float | None) -> float:
+    return np.nan if value is None else float(value)
+
+
+def _world_to_pixel(wcs: _Wcs, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel of (ra, dec) per exposure (NaN where the exposure has no WCS)."""
+    x = np.full(len(wcs.valid), np.nan)
+    y = np.full(len(wcs.valid), np.nan)
+    if wcs.tansip is not None:
+        x[wcs.valid], y[wcs.valid] = wcs.tansip.world_to_pixel(ra[wcs.valid], dec[wcs.valid])
+    return x, y
+
+
+def _expected(
+    target: Target, wcs: _Wcs, data: np.ndarray, exposure_of_image: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Expected pixel position of the target on every image (NaN: COORD_CONVERSION_FAILED)."""
+    if not target.auto:
+        n = len(wcs.valid)
+        x, y = _world_to_pixel(wcs, np.full(n, target.ra_deg), np.full(n, target.dec_deg))
+        return x[exposure_of_image], y[exposure_of_image]
+    # auto: the brightest source within AUTO_SEARCH_RADIUS_PX of the commanded pointing, image by image.
+    px, py = _world_to_pixel(wcs, *wcs.pointing)
+    return brightest_near(data, px[exposure_of_image], py[exposure_of_image], AUTO_SEARCH_RADIUS_PX)
+
+
+def _columns_from(
+    phot: Photometry,
+    items: list[_Loaded],
+    exposure_of_image: np.ndarray,
+    plane: np.ndarray,
+    n_combined: np.ndarray,
+    target_index: int,
+    times: tuple[np.ndarray, np.ndarray],
+) -> dict[str, np.ndarray]:
+    n = len(phot)
+    ids = np.array([[item.work.exposure_id, item.work.expid, item.work.dcenum] for item in items], dtype=np.int64)
+    columns: dict[str, np.ndarray] = {
+        "expid": ids[exposure_of_image, 1], "dcenum": ids[exposure_of_image, 2], "plane": plane.astype(np.int64),
+        "n_combined": n_combined.astype(np.int64), "target_index": np.full(n, target_index, dtype=np.int64),
+        "exposure_id": ids[exposure_of_image, 0], "mjd": times[0], "bmjd": times[1],
+    }
+    for source, column in _FROM_PHOTOMETRY.items():
+        columns[column] = np.asarray(getattr(phot, source))
+    columns["background_npix"] = columns["background_npix"].astype(np.float64)  # NULL-able like the others
+    return columns
+
+
+def _unreadable_rows(chunk: Chunk, work: ExposureWork) -> dict[str, np.ndarray]:
+    """Rows of an exposure whose files could not be read: identity, times, NULL values, FILE_UNREADABLE."""
+    median = chunk.subarray_mode == "median" and work.n_planes > 1
+    per_target = 1 if median else work.n_planes
+    n = per_target * len(chunk.targets)
+    plane = np.tile(np.zeros(1, np.int64) if median else np.arange(work.n_planes), len(chunk.targets))
+    n_combined = np.full(n, work.n_planes if median else 1, dtype=np.int64)
+    frame = np.nan if work.frame_time_s is None else work.frame_time_s
+    middle = n_combined / 2.0 if median else plane + 0.5
+    offset = middle * frame / SECONDS_PER_DAY
+    columns = {name: np.full(n, np.nan) for name in ROW_COLUMNS}
+    columns.update(
+        expid=np.full(n, work.expid, np.int64), dcenum=np.full(n, work.dcenum, np.int64), plane=plane,
+        n_combined=n_combined, exposure_id=np.full(n, work.exposure_id, np.int64),
+        target_index=np.repeat(np.array([i for i, _ in chunk.targets], np.int64), per_target),
+        mjd=work.mjd_obs + offset, bmjd=(np.nan if work.bmjd_obs is None else work.bmjd_obs) + offset,
+        flags=np.full(n, int(Flag.FILE_UNREADABLE), np.int64),
+    )
+    return columns
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The driver: plan, execute, write
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunReport:
+    """What :func:`reduce` did."""
+
+    name: str
+    status: str
+    n_units: int
+    n_units_done: int
+    n_units_this_time: int
+    n_images: int
+    n_flagged: int
+    n_outliers: int
+    unreadable: list[tuple[str, str]]
+    notes: list[str]
+    already_complete: bool = False
+
+
+Progress = Callable[[int, int], None]
+
+
+def reduce(
+    engine: Engine,
+    run_name: str,
+    options: ReduceOptions,
+    execution: Execution | None = None,
+    *,
+    progress: Progress | None = None,
+) -> RunReport:
+    """Create (or, with ``execution.resume``, finish) the run ``run_name`` and measure its pending work units.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+        The catalogue (schema up to date).
+    run_name : str
+        The run's unique name.
+    options : ReduceOptions
+        Selection, targets and photometry choices.
+    execution : Execution, optional
+        Workers, scheduler, resume, command line (default: serial, no resume).
+    progress : callable, optional
+        Called as ``progress(units_done, units_total)`` after each unit is committed.
+
+    Returns
+    -------
+    RunReport
+
+    Raises
+    ------
+    iracdb.errors.RunConflict
+        The name exists with other parameters, or is unfinished and ``resume`` was not asked for, or another
+        live process is running it.
+    iracdb.errors.BadOption
+        Nothing selected, an AOR not in the catalogue, an impossible choice.
+    iracdb.errors.RunInterrupted
+        Ctrl-C: the run is marked ``interrupted``; committed AORs stay.
+    """
+    execution = execution or Execution()
+    name = run_name.strip()
+    if not name:
+        raise BadOption("--run-name must not be empty")
+    run = _existing_run(engine, name)
+    if run is None:
+        run_id, notes = _create_run(engine, name, options, execution)
+    else:
+        _check_same(run, options)
+        if run["status"] == "complete":
+            return _report(engine, run["id"], 0, [], [], already_complete=True)
+        if not execution.resume:
+            raise RunConflict(
+                f"run {name!r} exists and is {run['status']} ({run['n_units_done']} of {run['n_units']} AOR units "
+                f"done); add --resume to finish it, or choose another --run-name"
+            )
+        _take_over(engine, run, execution)
+        run_id, notes = run["id"], []
+    return _execute_run(engine, run_id, options, execution, progress, notes)
+
+
+def _existing_run(engine: Engine, name: str) -> dict[str, Any] | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(Run).where(Run.name == name)).mappings().first()
+    return None if row is None else dict(row)
+
+
+def get_run(engine: Engine, name: str) -> dict[str, Any]:
+    """The run record of ``name``; raises :class:`~iracdb.errors.NoSuchRun` if there is none."""
+    run = _existing_run(engine, name)
+    if run is None:
+        with engine.connect() as conn:
+            names = conn.execute(select(Run.name).order_by(Run.id.desc()).limit(5)).scalars().all()
+        known = f"; recent runs: {', '.join(names)}" if names else "; there are no runs yet"
+        raise NoSuchRun(f"no run named {name!r}{known}")
+    return run
+
+
+def _check_same(run: dict[str, Any], options: ReduceOptions) -> None:
+    if run["params_hash"] == options.params_hash():
+        return
+    old = json.loads(run["params_json"])
+    new = json.loads(options.to_json())
+    differ = [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(set(old) | set(new))
+              if old.get(key) != new.get(key)]
+    raise RunConflict(
+        f"run {run['name']!r} already exists with other parameters ({'; '.join(differ)}); runs are immutable: "
+        "choose another --run-name"
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries that shape the numbers."""
+    versions = {"python": platform.python_version(), "iracdb": __version__}
+    for package in ("numpy", "astropy", "photutils", "scipy", "sqlalchemy", "alembic", "psycopg", "distributed"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_revision() -> str | None:
+    """The git commit of the iracdb source when it runs from a checkout (``-dirty`` with local changes)."""
+    source = Path(__file__).resolve().parent.parent
+    if not (source / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty else head
+
+
+def mask_command_line(argv: Sequence[str]) -> str:
+    """The command line as one string, with the password of any database URL replaced by ``***``."""
+    import shlex
+
+    return " ".join(shlex.quote(safe_url(arg) if "://" in arg else arg) for arg in argv)
+
+
+@dataclass(frozen=True)
+class _UnitPlan:
+    aorkey: int
+    channel: int
+    mission: str
+    object: str | None
+    n_exposures: int
+
+
+def _selection(options: ReduceOptions) -> list[Any]:
+    """WHERE clauses on exposures (e) for the run's selection."""
+    clauses: list[Any] = []
+    if options.aorkeys:
+        clauses.append(Exposure.aorkey.in_(options.aorkeys))
+    if options.channel is not None:
+        clauses.append(Exposure.channel == options.channel)
+    return clauses
+
+
+def _plan_units(conn: Connection, options: ReduceOptions) -> tuple[list[_UnitPlan], list[str]]:
+    notes: list[str] = []
+    if options.aorkeys:
+        known = set(conn.execute(select(Exposure.aorkey).where(Exposure.aorkey.in_(options.aorkeys)).distinct())
+                    .scalars())
+        missing = sorted(set(options.aorkeys) - known)
+        if missing:
+            raise BadOption(f"AOR(s) {', '.join(map(str, missing))} not in the catalogue; `iracdb aors` lists them")
+    has_file = select(File.id).where(File.exposure_id == Exposure.id, File.kind == options.file_type).exists()
+    query = (
+        select(Exposure.aorkey, Exposure.channel, func.min(Exposure.mission), func.min(Exposure.object),
+               func.count(Exposure.id))
+        .where(has_file, *_selection(options))
+        .group_by(Exposure.aorkey, Exposure.channel)
+        .order_by(Exposure.aorkey, Exposure.channel)
+    )
+    units = []
+    for aorkey, channel, mission, object_, count in conn.execute(query):
+        if options.object is not None and not object_matches(object_, options.object):
+            continue
+        units.append(_UnitPlan(aorkey, channel, mission, object_, count))
+    without = conn.execute(
+        select(func.count(Exposure.id)).where(~has_file, *_selection(options))
+    ).scalar_one()
+    if without:
+        notes.append(f"{without} selected exposure(s) have no {options.file_type} file and are not measured")
+    no_target = [u for u in units if not any(t.applies_to(u.aorkey, u.object) for t in options.targets)]
+    if no_target:
+        notes.append(f"{len(no_target)} AOR-channel(s) have no target in the targets given and are not measured: "
+                     + ", ".join(f"{u.aorkey}/ch{u.channel}" for u in no_target[:10])
+                     + (" ..." if len(no_target) > 10 else ""))
+        units = [u for u in units if u not in no_target]
+    if not units:
+        what = [f"AOR {', '.join(map(str, options.aorkeys))}" if options.aorkeys else "",
+                f"object {options.object!r}" if options.object else "",
+                f"channel {options.channel}" if options.channel else ""]
+        chosen = ", ".join(w for w in what if w) or "the whole catalogue"
+        raise BadOption(f"nothing to reduce: no {options.file_type} images with a target in {chosen}"
+                        + (f" ({'; '.join(notes)})" if notes else ""))
+    return units, notes
+
+
+def _resolve(options: ReduceOptions, missions_channels: Iterable[tuple[str, int]]) -> dict[str, Any]:
+    """The choices as applied, per mission and channel: correction set and aperture correction (with its source)."""
+    choice = options.aperture_choice()
+    per: dict[str, Any] = {}
+    for mission, channel in sorted(set(missions_channels)):
+        if options.corrections == "none":
+            correction = "none"
+        else:
+            coefficients = mission if options.corrections == "auto" else options.corrections
+            correction = f"irac_aphot_corr:{coefficients}"
+            if coefficients == "warm" and channel in (3, 4):
+                correction = "none (warm ch3/ch4 cannot be corrected)"
+        if choice == "none":
+            apc, source = None, "none (asked)"
+        elif choice == "auto":
+            apc = apcorr.lookup(mission, channel, options.radius_px, options.annulus_in_px, options.annulus_out_px)
+            source = "published table" if apc is not None else "none (no published value for this aperture)"
+        else:
+            apc, source = float(choice), "given"
+        per[f"{mission}:ch{channel}"] = {
+            "correction": correction, "aperture_correction": apc, "aperture_correction_source": source,
+            "correction_coefficients": None if options.corrections == "none"
+            else (mission if options.corrections == "auto" else options.corrections),
+        }
+    return {
+        "per_mission_channel": per,
+        "reject": str(summary.RejectRule.parse(options.reject)),
+        "summary_excluded_flags": [f.name for f in Flag if f and (summary.SUMMARY_EXCLUDED & f)],
+        "time": "middle of the image: MJD_OBS + (plane + 0.5) * FRAMTIME / 86400",
+        "auto_search_radius_px": AUTO_SEARCH_RADIUS_PX,
+        "chunk_pixels": CHUNK_PIXELS,
+        "photometry": asdict(options.photometry_params(None)),
+    }
+
+
+def _create_run(
+    engine: Engine, name: str, options: ReduceOptions, execution: Execution
+) -> tuple[int, list[str]]:
+    now = _now()
+    with engine.begin() as conn:
+        units, notes = _plan_units(conn, options)
+        resolved = _resolve(options, ((u.mission, u.channel) for u in units))
+        if notes:
+            resolved["notes"] = notes
+        run_id = conn.execute(
+            insert(Run).returning(Run.id),
+            {
+                "name": name, "status": "running", "params_json": options.to_json(),
+                "params_hash": options.params_hash(), "resolved_json": json.dumps(resolved, sort_keys=True),
+                "software_version": __version__, "git_revision": git_revision(),
+                "versions_json": json.dumps(software_versions(), sort_keys=True), "host": socket.gethostname(),
+                "user_name": _user(), "pid": os.getpid(), "command_line": execution.command_line,
+                "execution": execution.describe(), "created_at": now, "started_at": now, "finished_at": None,
+                "n_units": len(units), "n_units_done": 0, "n_images": 0, "n_flagged": 0, "n_outliers": 0,
+                "message": "; ".join(notes) or None,
+            },
+        ).scalar_one()
+        conn.execute(
+            insert(RunTarget),
+            [{"run_id": run_id, "target_index": i, "name": t.name, "ra_deg": t.ra_deg, "dec_deg": t.dec_deg,
+              "aorkey": t.aorkey, "object": t.object} for i, t in enumerate(options.targets)],
+        )
+        conn.execute(
+            insert(RunUnit),
+            [{"run_id": run_id, "aorkey": u.aorkey, "channel": u.channel, "status": "pending",
+              "n_exposures": u.n_exposures, "n_images": None, "finished_at": None} for u in units],
+        )
+    return run_id, notes
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
+def _take_over(engine: Engine, run: dict[str, Any], execution: Execution) -> None:
+    """Mark a resumed run running again by this process, unless a live process on this host still runs it."""
+    if run["status"] == "running" and run["host"] == socket.gethostname() and run["pid"] and _alive(run["pid"]):
+        if run["pid"] != os.getpid():
+            raise RunConflict(f"run {run['name']!r} is being reduced by process {run['pid']} on this host")
+    with engine.begin() as conn:
+        conn.execute(
+            update(Run).where(Run.id == run["id"]).values(
+                status="running", pid=os.getpid(), host=socket.gethostname(), started_at=_now(), finished_at=None,
+                execution=execution.describe(),
+            )
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _execute_run(
+    engine: Engine,
+    run_id: int,
+    options: ReduceOptions,
+    execution: Execution,
+    progress: Progress | None,
+    notes: list[str],
+) -> RunReport:
+    with engine.connect() as conn:
+        run = conn.execute(select(Run).where(Run.id == run_id)).mappings().one()
+        pending = conn.execute(
+            select(RunUnit.id, RunUnit.aorkey, RunUnit.channel)
+            .where(RunUnit.run_id == run_id, RunUnit.status == "pending")
+            .order_by(RunUnit.aorkey, RunUnit.channel)
+        ).all()
+    resolved = json.loads(run["resolved_json"])
+    total, done0 = run["n_units"], run["n_units_done"]
+    writer = _Writer(engine, run_id, options, resolved)
+    unreadable: list[tuple[str, str]] = []
+    done = 0
+    if progress:
+        progress(done0, total)
+    try:
+        for unit, results in _run_units(engine, pending, options, resolved, execution, writer):
+            unreadable.extend(item for result in results for item in result.unreadable)
+            writer.write_unit(unit, results)
+            done += 1
+            if progress:
+                progress(done0 + done, total)
+    except KeyboardInterrupt:
+        _finish(engine, run_id, "interrupted", "interrupted by the user (Ctrl-C)")
+        raise RunInterrupted(
+            f"run {run['name']!r} interrupted: {done0 + done} of {total} AOR units are complete and kept; "
+            f"`iracdb reduce --run-name {run['name']} --resume ...` with the same options finishes it"
+        ) from None
+    except BaseException as exc:
+        _finish(engine, run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    _finish(engine, run_id, "complete", None)
+    return _report(engine, run_id, done, unreadable, notes)
+
+
+def _finish(engine: Engine, run_id: int, status: str, message: str | None) -> None:
+    values: dict[str, Any] = {"status": status, "finished_at": _now()}
+    if message is not None:
+        values["message"] = message
+    with engine.begin() as conn:
+        conn.execute(update(Run).where(Run.id == run_id).values(**values))
+
+
+def _report(
+    engine: Engine, run_id: int, done: int, unreadable: list[tuple[str, str]], notes: list[str],
+    *, already_complete: bool = False,
+) -> RunReport:
+    with engine.connect() as conn:
+        run = conn.execute(select(Run).where(Run.id == run_id)).mappings().one()
+    return RunReport(
+        name=run["name"], status=run["status"], n_units=run["n_units"], n_units_done=run["n_units_done"],
+        n_units_this_time=done, n_images=run["n_images"], n_flagged=run["n_flagged"],
+        n_outliers=run["n_outliers"], unreadable=unreadable, notes=notes, already_complete=already_complete,
+    )
+
+
+@dataclass(frozen=True)
+class _Unit:
+    id: int
+    aorkey: int
+    channel: int
+    exposures: tuple[dict[str, Any], ...]  # the planning rows: exposure facts + files
+    targets: tuple[tuple[int, Target], ...]
+
+
+def _unit_exposures(engine: Engine, unit_row: Any, options: ReduceOptions) -> list[dict[str, Any]]:
+    """The unit's exposures with their science file and companions (one query, ordered by EXPID, DCENUM)."""
+    kinds = (options.file_type, UNCERTAINTY_KIND[options.file_type], "bimsk")
+    query = (
+        select(
+            Exposure.id, Exposure.expid, Exposure.dcenum, Exposure.n_planes, Exposure.mjd_obs, Exposure.bmjd_obs,
+            Exposure.frame_time_s, Exposure.exposure_time_s, Exposure.mission, Exposure.read_mode, Exposure.object,
+            Exposure.date_obs, Exposure.dither_pos, Exposure.dither_scale, Exposure.cycle_num,
+            File.kind, File.path, File.size_bytes, File.mtime_ns, File.sha256,
+        )
+        .join(File, and_(File.exposure_id == Exposure.id, File.kind.in_(kinds)))
+        .where(Exposure.aorkey == unit_row.aorkey, Exposure.channel == unit_row.channel)
+        .order_by(Exposure.expid, Exposure.dcenum, File.kind)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    exposures: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        entry = exposures.setdefault(row["id"], {**{k: row[k] for k in row.keys() if k not in
+                                                    ("kind", "path", "size_bytes", "mtime_ns", "sha256")},
+                                                 "files": {}})
+        entry["files"][row["kind"]] = {k: row[k] for k in ("path", "size_bytes", "mtime_ns", "sha256")}
+    return [e for e in exposures.values() if options.file_type in e["files"]]
+
+
+def _chunks(unit: _Unit, options: ReduceOptions, resolved: dict[str, Any]) -> list[Chunk]:
+    exposures = unit.exposures
+    mission = exposures[0]["mission"]
+    choice = resolved["per_mission_channel"][f"{mission}:ch{unit.channel}"]
+    params = options.photometry_params(choice["aperture_correction"])
+    correction_mission = choice["correction_coefficients"] or mission
+    works = []
+    for e in exposures:
+        files = e["files"]
+
+        def ref(kind: str, files: dict[str, Any] = files) -> FileRef | None:
+            f = files.get(kind)
+            return None if f is None else FileRef(f["path"], f["size_bytes"], f["mtime_ns"])
+
+        works.append(ExposureWork(
+            exposure_id=e["id"], expid=e["expid"], dcenum=e["dcenum"], n_planes=e["n_planes"], mjd_obs=e["mjd_obs"],
+            bmjd_obs=e["bmjd_obs"], frame_time_s=e["frame_time_s"], science=ref(options.file_type),  # type: ignore[arg-type]
+            uncertainty=ref(UNCERTAINTY_KIND[options.file_type]), mask=ref("bimsk"),
+        ))
+    groups: list[list[ExposureWork]] = [[]]
+    pixels = 0
+    for work in works:
+        size = work.n_planes * 256 * 256 if work.n_planes == 1 else work.n_planes * 32 * 32
+        if groups[-1] and pixels + size > CHUNK_PIXELS:
+            groups.append([])
+            pixels = 0
+        groups[-1].append(work)
+        pixels += size
+    return [
+        Chunk(unit.id, i, len(groups), unit.channel, correction_mission, params, options.subarray, unit.targets,
+              tuple(g))
+        for i, g in enumerate(groups)
+    ]
+
+
+def _run_units(
+    engine: Engine,
+    pending: Sequence[Any],
+    options: ReduceOptions,
+    resolved: dict[str, Any],
+    execution: Execution,
+    writer: _Writer,
+) -> Iterator[tuple[_Unit, list[ChunkResult]]]:
+    """Yield each pending unit with its measured chunks, as soon as all of a unit's chunks are back."""
+
+    def units() -> Iterator[_Unit]:
+        for row in pending:
+            exposures = _unit_exposures(engine, row, options)
+            object_ = exposures[0]["object"] if exposures else None
+            targets = tuple((i, t) for i, t in enumerate(options.targets) if t.applies_to(row.aorkey, object_))
+            yield _Unit(row.id, row.aorkey, row.channel, tuple(exposures), targets)
+
+    waiting: dict[int, tuple[_Unit, dict[int, ChunkResult], int]] = {}
+
+    def work() -> Iterator[Chunk]:
+        for unit in units():
+            chunks = _chunks(unit, options, resolved) if unit.exposures and unit.targets else []
+            waiting[unit.id] = (unit, {}, len(chunks))
+            if not chunks:  # a unit whose files all vanished from the catalogue: written with no rows
+                empty.append(unit.id)
+            yield from chunks
+
+    empty: list[int] = []
+    for result in _map(measure_chunk, work(), execution):
+        unit, results, expected = waiting[result.unit_id]
+        results[result.index] = result
+        while empty:
+            uid = empty.pop()
+            yield waiting.pop(uid)[0], []
+        if len(results) == expected:
+            del waiting[result.unit_id]
+            yield unit, [results[i] for i in range(expected)]
+    for uid in empty:
+        yield waiting.pop(uid)[0], []
+
+
+def _map(fn: Callable[[Chunk], ChunkResult], chunks: Iterator[Chunk], execution: Execution) -> Iterator[ChunkResult]:
+    """``fn`` over ``chunks``: in this process, a local process pool, or a Dask cluster; results as they finish,
+    with a bounded number of chunks in flight."""
+    if execution.scheduler is not None:
+        yield from _map_dask(fn, chunks, execution.scheduler)
+    elif execution.workers == 1:
+        for chunk in chunks:
+            yield fn(chunk)
+    else:
+        yield from _map_processes(fn, chunks, execution.workers)
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C goes to the whole process group: only the driver handles it (and stops the pool).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _map_processes(fn: Callable[[Chunk], ChunkResult], chunks: Iterator[Chunk], workers: int) -> Iterator[ChunkResult]:
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+    limit = workers * CHUNKS_IN_FLIGHT_PER_WORKER
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
+    in_flight: set[Future[ChunkResult]] = set()
+    try:
+        for chunk in chunks:
+            in_flight.add(pool.submit(fn, chunk))
+            while len(in_flight) >= limit:
+                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield future.result()
+        while in_flight:
+            finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _map_dask(fn: Callable[[Chunk], ChunkResult], chunks: Iterator[Chunk], scheduler: str) -> Iterator[ChunkResult]:
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler.startswith("local:"):
+        n = int(scheduler.split(":", 1)[1])
+        if n < 1:
+            raise BadOption("--scheduler local:N needs N >= 1")
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    else:
+        try:
+            client = Client(scheduler, timeout="30s")
+        except OSError as exc:
+            raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+    try:
+        limit = max(1, sum(client.nthreads().values())) * CHUNKS_IN_FLIGHT_PER_WORKER
+        iterator = iter(chunks)
+        queue = as_completed()
+        count = 0
+        for chunk in iterator:
+            queue.add(client.submit(fn, chunk, retries=2, pure=False))
+            count += 1
+            if count >= limit:
+                break
+        for future in queue:
+            result = future.result()
+            future.release()
+            yield result
+            nxt = next(iterator, None)
+            if nxt is not None:
+                queue.add(client.submit(fn, nxt, retries=2, pure=False))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Writing (the driver alone)
+# --------------------------------------------------------------------------------------------------------------
+
+_MEASUREMENT_COLUMNS = ("run_id", "aorkey", "channel", *ROW_COLUMNS[:5], "exposure_id", "input_id", *ROW_COLUMNS[6:])
+
+
+class _Writer:
+    """Writes a unit's inputs, rows, summaries and its ``complete`` mark in one transaction."""
+
+    def __init__(self, engine: Engine, run_id: int, options: ReduceOptions, resolved: dict[str, Any]) -> None:
+        self.engine = engine
+        self.run_id = run_id
+        self.options = options
+        self.rule = summary.RejectRule.parse(options.reject)
+        self.resolved = resolved
+        self.postgres = not is_sqlite(engine)
+
+    def write_unit(self, unit: _Unit, results: list[ChunkResult]) -> None:
+        columns = (
+            {name: np.concatenate([r.columns[name] for r in results]) for name in ROW_COLUMNS}
+            if results else {name: np.zeros(0) for name in ROW_COLUMNS}
+        )
+        summaries, flags = self._summaries(unit, columns)
+        columns["flags"] = flags
+        n = len(flags)
+        excluded = int(((flags & int(summary.SUMMARY_EXCLUDED)) != 0).sum())
+        outliers = int(((flags & int(Flag.OUTLIER)) != 0).sum())
+        with self.engine.begin() as conn:
+            input_ids = self._write_inputs(conn, unit)
+            science = {e["id"]: input_ids[e["files"][self.options.file_type]["path"]] for e in unit.exposures}
+            self._write_rows(conn, unit, columns, science)
+            if summaries:
+                conn.execute(insert(AorSummary), summaries)
+            conn.execute(
+                update(RunUnit).where(RunUnit.id == unit.id)
+                .values(status="complete", n_images=n, finished_at=_now())
+            )
+            conn.execute(
+                update(Run).where(Run.id == self.run_id).values(
+                    n_units_done=Run.n_units_done + 1, n_images=Run.n_images + n,
+                    n_flagged=Run.n_flagged + excluded, n_outliers=Run.n_outliers + outliers,
+                )
+            )
+
+    def _summaries(self, unit: _Unit, columns: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], np.ndarray]:
+        flags = columns["flags"].astype(np.int64)
+        rows = []
+        first = unit.exposures[0] if unit.exposures else {}
+        mission = first.get("mission")
+        choice = self.resolved["per_mission_channel"].get(f"{mission}:ch{unit.channel}", {})
+        dither_pos = {e["dither_pos"] for e in unit.exposures if e["dither_pos"] is not None}
+        cycles = [e["cycle_num"] for e in unit.exposures if e["cycle_num"] is not None]
+        scales = [e["dither_scale"] for e in unit.exposures if e["dither_scale"]]
+        for target_index, _target in unit.targets:
+            mine = columns["target_index"] == target_index
+            stats = summary.summarize(
+                columns["flux_mjy"][mine], columns["flux_err_mjy"][mine], columns["mjd"][mine],
+                columns["bmjd"][mine], flags[mine], self.rule,
+            )
+            flags[mine] = summary.with_outlier_flags(flags[mine], stats.outlier)
+            rows.append({
+                "run_id": self.run_id, "aorkey": unit.aorkey, "channel": unit.channel, "target_index": target_index,
+                "object": first.get("object"), "n_total": stats.n_total, "n_flagged": stats.n_flagged,
+                "n_rejected": stats.n_rejected, "n_used": stats.n_used, "reject_rule": stats.reject_rule,
+                "mean_flux_mjy": _sql(stats.mean_flux_mjy), "median_flux_mjy": _sql(stats.median_flux_mjy),
+                "std_flux_mjy": _sql(stats.std_flux_mjy), "flux_err_mjy": _sql(stats.flux_err_mjy),
+                "mean_image_err_mjy": _sql(stats.mean_image_err_mjy), "spread_pct": _sql(stats.spread_pct),
+                "mean_mjd": _sql(stats.mean_mjd), "mean_bmjd": _sql(stats.mean_bmjd),
+                "first_mjd": _sql(stats.first_mjd), "first_date_obs": first.get("date_obs"), "mission": mission,
+                "read_mode": first.get("read_mode"), "frame_time_s": first.get("frame_time_s"),
+                "exposure_time_s": first.get("exposure_time_s"),
+                "dither_scale": scales[0] if scales else None,
+                "dither_positions": len(dither_pos) or None, "cycles": max(cycles) if cycles else None,
+                "correction": choice.get("correction", "none"),
+                "aperture_correction": choice.get("aperture_correction"),
+            })
+        return rows, flags
+
+    def _write_inputs(self, conn: Connection, unit: _Unit) -> dict[str, int]:
+        rows = [
+            {"run_id": self.run_id, "exposure_id": e["id"], "kind": kind, "path": f["path"],
+             "size_bytes": f["size_bytes"], "sha256": f["sha256"]}
+            for e in unit.exposures for kind, f in sorted(e["files"].items())
+        ]
+        if not rows:
+            return {}
+        result = conn.execute(
+            insert(RunInput).returning(RunInput.id, RunInput.path, sort_by_parameter_order=True), rows
+        )
+        return {path: id_ for id_, path in result.all()}
+
+    def _write_rows(
+        self, conn: Connection, unit: _Unit, columns: dict[str, np.ndarray], science: dict[int, int]
+    ) -> None:
+        n = len(columns["flags"])
+        if n == 0:
+            return
+        values: dict[str, list[Any]] = {
+            "run_id": [self.run_id] * n, "aorkey": [unit.aorkey] * n, "channel": [unit.channel] * n,
+            "input_id": [science.get(e) for e in columns["exposure_id"].astype(np.int64).tolist()],
+        }
+        for name in ROW_COLUMNS:
+            values[name] = _column_values(columns[name], integer=name in _INT_COLUMNS or name == "background_npix")
+        rows = list(zip(*(values[name] for name in _MEASUREMENT_COLUMNS), strict=True))
+        names = ", ".join(_MEASUREMENT_COLUMNS)
+        if self.postgres:
+            raw = conn.connection.driver_connection
+            with raw.cursor() as cursor, cursor.copy(f"COPY measurements ({names}) FROM STDIN") as copy:  # type: ignore[union-attr]
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" * len(_MEASUREMENT_COLUMNS))
+            conn.exec_driver_sql(f"INSERT INTO measurements ({names}) VALUES ({marks})", rows)
+
+
+def _sql(value: float) -> float | None:
+    """NaN -> NULL (a value that could not be computed is missing, never a NaN)."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _column_values(values: np.ndarray, *, integer: bool) -> list[Any]:
+    """A column as Python values with NaN -> None (ints stay ints)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values)
+        if integer:
+            out = values.astype(np.int64).tolist() if not bad.any() else [
+                None if b else int(v) for v, b in zip(values.tolist(), bad.tolist(), strict=True)]
+            return out
+        if bad.any():
+            items = values.astype(object)
+            items[bad] = None
+            return items.tolist()
+        return values.tolist()
+    return values.tolist()
+
+
+def planned_units(engine: Engine, run_name: str) -> list[dict[str, Any]]:
+    """The work units of a run with their state (for tests and ``iracdb show``)."""
+    run = get_run(engine, run_name)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(RunUnit).where(RunUnit.run_id == run["id"]).order_by(RunUnit.aorkey, RunUnit.channel)
+        ).mappings().all()
+    return [dict(r) for r in rows]
+
+
+__all__ = [
+    "Chunk", "ChunkResult", "Execution", "ReduceOptions", "RunReport", "Target", "get_run", "measure_chunk",
+    "parse_sky_position", "read_targets_file", "reduce",
+]
+
+
+#: Columns of :func:`summary_rows` (the short per-AOR table printed after a reduction).
+SUMMARY_COLUMNS = (
+    "aorkey", "channel", "target", "object", "mission", "read_mode", "n_total", "n_used", "n_rejected",
+    "n_flagged", "mean_flux_mjy", "flux_err_mjy", "std_flux_mjy", "spread_pct", "mean_mjd",
+)
+
+
+def summary_rows(engine: Engine, run_name: str) -> list[dict[str, Any]]:
+    """The per-AOR summaries of a run, one dict per (AOR, channel, target), ordered by AOR, channel, target."""
+    run = get_run(engine, run_name)
+    query = (
+        select(AorSummary, RunTarget.name.label("target"))
+        .join(RunTarget, and_(RunTarget.run_id == AorSummary.run_id,
+                              RunTarget.target_index == AorSummary.target_index))
+        .where(AorSummary.run_id == run["id"])
+        .order_by(AorSummary.aorkey, AorSummary.channel, AorSummary.target_index)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    out = []
+    for summary_row, target in rows:
+        values = {c.name: getattr(summary_row, c.key) for c in AorSummary.__table__.columns}
+        values["target"] = target
+        out.append(values)
+    return out
