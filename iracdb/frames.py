@@ -178,10 +178,13 @@ def wcs_keywords(cards: HeaderCards) -> dict[str, float | str | None]:
         if key.startswith("CTYPE"):
             out[key] = cards.get(key, str)
             continue
-        try:
-            out[key] = cards.get(key, float)
-        except FitsReadError:
-            out[key] = cards.get(key, str)
+        try:  # the usual fixed-format number, without the general parser (~10x faster)
+            out[key] = float(cards.cards[cards.index[key]][10:].split("/", 1)[0])
+        except ValueError:
+            try:
+                out[key] = cards.get(key, float)
+            except FitsReadError:
+                out[key] = cards.get(key, str)
     return out
 
 
