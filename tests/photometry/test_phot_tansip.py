@@ -180,8 +180,18 @@ def _header(**cards: object) -> fits.Header:
     header = fits.Header()
     header["NAXIS"] = 2
     header["NAXIS1"] = header["NAXIS2"] = 256
-    base = {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRVAL1": 150.0, "CRVAL2": 2.0, "CRPIX1": 128.5,
-            "CRPIX2": 120.25, "CD1_1": -3.3e-4, "CD1_2": 1.1e-5, "CD2_1": 1.2e-5, "CD2_2": 3.4e-4}  # fmt: skip
+    base = {
+        "CTYPE1": "RA---TAN",
+        "CTYPE2": "DEC--TAN",
+        "CRVAL1": 150.0,
+        "CRVAL2": 2.0,
+        "CRPIX1": 128.5,
+        "CRPIX2": 120.25,
+        "CD1_1": -3.3e-4,
+        "CD1_2": 1.1e-5,
+        "CD2_1": 1.2e-5,
+        "CD2_2": 3.4e-4,
+    }
     for key, value in {**base, **cards}.items():
         if value is None:
             header.remove(key, ignore_missing=True)
@@ -191,8 +201,19 @@ def _header(**cards: object) -> fits.Header:
 
 
 _LINEAR_ONLY = {f"CD{i}_{j}": None for i in (1, 2) for j in (1, 2)}
-_SIP_CARDS = {"CTYPE1": "RA---TAN-SIP", "CTYPE2": "DEC--TAN-SIP", "A_ORDER": 3, "B_ORDER": 3, "A_2_0": 2e-5,
-              "A_1_1": 3e-5, "A_0_2": 6e-7, "A_3_0": -1.6e-7, "B_0_2": 3.5e-5, "B_1_1": 1.9e-5, "B_2_1": -2e-7}  # fmt: skip
+_SIP_CARDS = {
+    "CTYPE1": "RA---TAN-SIP",
+    "CTYPE2": "DEC--TAN-SIP",
+    "A_ORDER": 3,
+    "B_ORDER": 3,
+    "A_2_0": 2e-5,
+    "A_1_1": 3e-5,
+    "A_0_2": 6e-7,
+    "A_3_0": -1.6e-7,
+    "B_0_2": 3.5e-5,
+    "B_1_1": 1.9e-5,
+    "B_2_1": -2e-7,
+}
 
 
 @pytest.mark.parametrize(
@@ -201,8 +222,18 @@ _SIP_CARDS = {"CTYPE1": "RA---TAN-SIP", "CTYPE2": "DEC--TAN-SIP", "A_ORDER": 3, 
         pytest.param({}, id="tan"),
         pytest.param(_SIP_CARDS, id="sip-no-inverse"),
         pytest.param({**_SIP_CARDS, "CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN"}, id="sip-without-suffix"),
-        pytest.param({**_LINEAR_ONLY, "CDELT1": -3.4e-4, "CDELT2": 3.4e-4, "PC1_1": 0.9, "PC1_2": -0.3,
-                      "PC2_1": 0.3, "PC2_2": 0.95}, id="cdelt-pc"),  # fmt: skip
+        pytest.param(
+            {
+                **_LINEAR_ONLY,
+                "CDELT1": -3.4e-4,
+                "CDELT2": 3.4e-4,
+                "PC1_1": 0.9,
+                "PC1_2": -0.3,
+                "PC2_1": 0.3,
+                "PC2_2": 0.95,
+            },
+            id="cdelt-pc",
+        ),
         pytest.param({**_LINEAR_ONLY, "CDELT1": -3.4e-4, "CDELT2": 3.3e-4, "CROTA2": 37.5}, id="cdelt-crota"),
         pytest.param({**_LINEAR_ONLY, "CDELT1": -3.4e-4, "CDELT2": 3.3e-4}, id="cdelt-only"),
         pytest.param({"CRVAL2": 89.99}, id="near-pole"),
@@ -223,8 +254,11 @@ def test_hand_made_headers_agree_with_astropy(cards: dict) -> None:
 
 def test_stack_pads_mixed_sip_orders(real_headers: list[tuple[str, fits.Header]]) -> None:
     """Frames without SIP, with order 3 and with order 5 in one stack give their one-frame answers."""
-    frames = [TanSip.from_keywords(_keywords(_header())), TanSip.from_keywords(_keywords(_header(**_SIP_CARDS))),
-              TanSip.from_keywords(_keywords(real_headers[0][1]))]  # fmt: skip
+    frames = [
+        TanSip.from_keywords(_keywords(_header())),
+        TanSip.from_keywords(_keywords(_header(**_SIP_CARDS))),
+        TanSip.from_keywords(_keywords(real_headers[0][1])),
+    ]
     stacked = TanSip.stack(frames)
     assert stacked.a.shape == (3, 6, 6)
     px, py = np.array([3.0, 200.5, 10.25]), np.array([250.0, -20.0, 31.0])
@@ -256,8 +290,9 @@ def test_behind_the_tangent_plane_is_nan() -> None:
 
 def test_non_convergence_is_nan_not_a_warning() -> None:
     """A distortion with no solution (u + 1e-3 u**2 = U has none for U < -250 px): NaN, and no RuntimeWarning."""
-    tansip = TanSip.from_keywords(_keywords(_header(**_LINEAR_ONLY, CDELT1=-3.4e-4, CDELT2=3.4e-4, A_ORDER=2,
-                                                    B_ORDER=2, A_2_0=1e-3)))  # fmt: skip
+    tansip = TanSip.from_keywords(
+        _keywords(_header(**_LINEAR_ONLY, CDELT1=-3.4e-4, CDELT2=3.4e-4, A_ORDER=2, B_ORDER=2, A_2_0=1e-3))
+    )
     ra, dec = tansip.pixel_to_world(128.0, 120.0)
     x, y = tansip.world_to_pixel(ra, dec)
     assert abs(x[0] - 128.0) < ROUND_TRIP_TOL_PX
@@ -292,8 +327,9 @@ def test_bad_wcs_raises_value_error(cards: dict, message: str) -> None:
 
 
 def test_header_without_wcs_raises(shared: Path) -> None:
-    header = fits.getheader(shared / "data" / "irac" / "r46466816" / "ch2" / "bcd" /
-                            "SPITZER_I2_46466816_0000_0000_2_bimsk.fits")  # fmt: skip
+    header = fits.getheader(
+        shared / "data" / "irac" / "r46466816" / "ch2" / "bcd" / "SPITZER_I2_46466816_0000_0000_2_bimsk.fits"
+    )
     with pytest.raises(ValueError, match=r"^no celestial WCS: CTYPE1 is missing$"):
         TanSip.from_keywords(_keywords(header))
 
