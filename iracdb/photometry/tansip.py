@@ -21,6 +21,7 @@ not converge) comes back as NaN, which :func:`iracdb.photometry.measure` flags a
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -449,9 +450,22 @@ def _sip_pair(values: Mapping[str, float | int | str | None], first: str, second
     m = max(order_a, order_b) + 1
     out = []
     for prefix, order in ((first, order_a), (second, order_b)):
-        coef = np.zeros((m, m))
-        for p in range(order + 1):
-            for q in range(order + 1 - p):
-                coef[p, q] = _number(values, f"{prefix}_{p}_{q}", 0.0)
-        out.append(coef)
+        keys, flat = _sip_layout(prefix, order, m)
+        raw = [values.get(key) for key in keys]
+        try:  # the usual case: numbers (or number text) and gaps, in one pass
+            numbers = [0.0 if value is None else float(value) for value in raw]
+            if not all(map(math.isfinite, numbers)):
+                raise ValueError
+        except (TypeError, ValueError):
+            numbers = [_number(values, key, 0.0) for key in keys]  # says which keyword is bad
+        coef = np.zeros(m * m)
+        coef[flat] = numbers
+        out.append(coef.reshape(m, m))
     return out[0], out[1]
+
+
+@functools.cache
+def _sip_layout(prefix: str, order: int, m: int) -> tuple[tuple[str, ...], NDArray[np.intp]]:
+    """The keywords ``prefix_p_q`` (p + q <= order) and their flat indices in an ``(m, m)`` array."""
+    pairs = [(p, q) for p in range(order + 1) for q in range(order + 1 - p)]
+    return tuple(f"{prefix}_{p}_{q}" for p, q in pairs), np.array([p * m + q for p, q in pairs], dtype=np.intp)
