@@ -1384,17 +1384,11 @@ def summary_rows(engine: Engine, run_name: str) -> list[dict[str, Any]]:
     """The per-AOR summaries of a run, one dict per (AOR, channel, target), ordered by AOR, channel, target."""
     run = get_run(engine, run_name)
     query = (
-        select(AorSummary, RunTarget.name.label("target"))
+        select(*AorSummary.__table__.columns, RunTarget.name.label("target"))
         .join(RunTarget, and_(RunTarget.run_id == AorSummary.run_id,
                               RunTarget.target_index == AorSummary.target_index))
         .where(AorSummary.run_id == run["id"])
         .order_by(AorSummary.aorkey, AorSummary.channel, AorSummary.target_index)
     )
     with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    out = []
-    for summary_row, target in rows:
-        values = {c.name: getattr(summary_row, c.key) for c in AorSummary.__table__.columns}
-        values["target"] = target
-        out.append(values)
-    return out
+        return [dict(row) for row in conn.execute(query).mappings()]
