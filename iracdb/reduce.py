@@ -28,6 +28,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, func, insert, select, text, update
 
 from iracdb import __version__, summary
 from iracdb.db.engine import is_sqlite, safe_url
@@ -735,9 +736,36 @@ def reduce(
                 f"run {name!r} exists and is {run['status']} ({run['n_units_done']} of {run['n_units']} AOR units "
                 f"done); add --resume to finish it, or choose another --run-name"
             )
-        _take_over(engine, run, execution)
         run_id, notes = run["id"], []
-    return _execute_run(engine, run_id, options, execution, progress, notes)
+    with _run_lock(engine, run_id, name):
+        if run is not None:
+            _take_over(engine, run, execution)
+        return _execute_run(engine, run_id, options, execution, progress, notes)
+
+
+#: PostgreSQL advisory-lock class of runs (the second key is the run id).
+_RUN_LOCK_CLASS = 0x1ACDB02
+
+
+@contextmanager
+def _run_lock(engine: Engine, run_id: int, name: str) -> Iterator[None]:
+    """On PostgreSQL, hold a session advisory lock on the run while this process reduces it, so that no other
+    process (on any host) resumes it at the same time. (SQLite: the host + pid check of :func:`_take_over`.)"""
+    if is_sqlite(engine):
+        yield
+        return
+    with engine.connect() as conn:
+        locked = conn.execute(
+            text("SELECT pg_try_advisory_lock(:cls, :run)"), {"cls": _RUN_LOCK_CLASS, "run": run_id}
+        ).scalar_one()
+        conn.commit()
+        if not locked:
+            raise RunConflict(f"run {name!r} is being reduced by another process right now")
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:cls, :run)"), {"cls": _RUN_LOCK_CLASS, "run": run_id})
+            conn.commit()
 
 
 def _existing_run(engine: Engine, name: str) -> dict[str, Any] | None:
