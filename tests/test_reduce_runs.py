@@ -349,10 +349,6 @@ def test_unreadable_files_give_flagged_rows_and_the_run_goes_on(engine: Engine, 
 # --------------------------------------------------------------------------------------------------------------
 
 SLOW_ARGS = ("--auto", "--centroid", "gauss", "--reject", "sigma:2.5")
-SUMMARY_ROWS_BUG = pytest.mark.xfail(
-    strict=True, reason="bug: reduce.summary_rows unpacks Core rows as (entity, target): ValueError, `iracdb reduce` "
-    "exits 1 after every run")
-
 
 def _start(db_url: str, name: str, *extra: str, new_session: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
@@ -384,7 +380,6 @@ def _reduce_cli(db_url: str, name: str, *extra: str) -> subprocess.CompletedProc
     )
 
 
-@SUMMARY_ROWS_BUG
 def test_kill_9_then_resume_equals_an_uninterrupted_run(db_url: str, slow_archive: SynthArchive) -> None:
     engine = make_engine(db_url)
     try:
@@ -421,7 +416,6 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(db_url: str, slow_archiv
 
 
 # The pool's Ctrl-C path does not depend on the database: sqlite covers it.
-@SUMMARY_ROWS_BUG
 @pytest.mark.parametrize(("backend", "workers"), [("sqlite", 1), ("postgresql", 1), ("sqlite", 2)],
                          indirect=["backend"])
 def test_ctrl_c_marks_the_run_interrupted_with_exit_130(db_url: str, slow_archive: SynthArchive, workers: int) -> None:
