@@ -1,0 +1,42 @@
+"""The benchmark scripts run (at tiny sizes); their figures are printed, never asserted on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.mark.slow
+def test_bench_reduce_quick(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    command = [sys.executable, str(SCRIPTS / "bench_reduce.py"), "--quick", "--backend", backend, "--workers", "1,2"]
+    server = None
+    if backend == "postgresql":
+        server = request.getfixturevalue("pg_server")
+        command += ["--pg-url", server.url.render_as_string(hide_password=False)]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the script's temporary directory, to check it is removed
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stdout + stderr
+    table = stdout[stdout.index("images/s") :]
+    for mode in ("sub", "full"):
+        assert any(line.split()[:3] == [mode, "seed", "loop"] for line in table.splitlines())
+        # one row per worker count on 2 AORs, plus the memory run on 4 AORs
+        rows = [line.split() for line in table.splitlines() if line.startswith(mode) and "iracdb reduce" in line]
+        assert [(r[3], r[4], r[5]) for r in rows] == [(backend, "1", "2"), (backend, "2", "2"), (backend, "2", "4")]
+        assert all(r[-1] != "-" for r in rows)  # a flux was measured
+    assert stdout.rstrip().splitlines()[-1].startswith("command: ")
+    assert list(tmp_path.iterdir()) == []  # no data left behind
+    if server is not None:  # the scratch databases are dropped
+        with server.admin.connect() as conn:
+            left = conn.execute(
+                text("SELECT datname FROM pg_database WHERE datname LIKE :name"),
+                {"name": f"bench_reduce_{process.pid}_%"},
+            ).scalars().all()
+        assert left == []
