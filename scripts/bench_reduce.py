@@ -26,8 +26,9 @@ of the worker pool, read, measure, write). The load average is printed at the st
 the machine slows both sides, the pool most.
 
 The files are written just before they are read, so both sides read them from the page cache. ``flux/truth`` is
-the median over AORs of the per-AOR mean flux divided by the synthetic star's flux (a check that real
-measurements were made; it includes the aperture and pixel-phase corrections).
+the median over AORs of the per-AOR mean flux divided by the synthetic star's true flux (a check that real
+measurements were made: the archive has the pixel-phase x array-location response injected, which the reduction
+removes, and the aperture correction is applied to the synthetic IRAC-like PSF).
 
 Usage:
     .venv/bin/python scripts/bench_reduce.py [--mode sub|full|both] [--aors 40] [--cubes 10] [--frames 25]
@@ -358,7 +359,7 @@ def bench_mode(mode: str, args: argparse.Namespace, tmp: Path, pg: PgScratch | N
                       psf_model="irac")
     archive = tmp / f"archive_{mode}"
     start = time.perf_counter()
-    synth = write_archive(archive, specs, seed=args.seed, truth_csv=False)
+    synth = write_archive(archive, specs, seed=args.seed, inject_response=True, truth_csv=False)
     written = time.perf_counter() - start
     planes = 64 if mode == "sub" else 1
     size_mb = sum(p.stat().st_size for p in synth.files) / 1e6
@@ -412,8 +413,8 @@ def bench_mode(mode: str, args: argparse.Namespace, tmp: Path, pg: PgScratch | N
                   f"peak RSS driver {row.driver_mb:,.0f} MB"
                   + (f", workers {row.workers_mb:,.0f} MB" if row.workers_mb is not None else "")
                   + f"; {result['flagged']} flagged", flush=True)
-        if args.profile and backend == args.backends[0]:
-            print(f"\n-- profile: reduce {backend} --workers 1, {n} AORs (cProfile, top {args.profile} by "
+        if args.profile:
+            print(f"\n-- profile: {mode}, reduce {backend} --workers 1, {n} AORs (cProfile, top {args.profile} by "
                   "cumulative time; the profiler slows it down) --")
             run_child({"db": url, "run": f"bench-{mode}-profile", "aorkeys": keys[:n], "targets": str(targets_csv),
                        "workers": 1, "command": command, "profile": args.profile, "repeat": 1})
@@ -487,7 +488,7 @@ def main() -> None:
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL,
                         help="a PostgreSQL database to connect to for creating and dropping the scratch databases")
     parser.add_argument("--profile", type=int, nargs="?", const=25, default=0,
-                        help="also profile a serial run on the first backend; print the top N lines (default 25)")
+                        help="also profile a serial run on each backend; print the top N lines (default 25)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds), to check that the script works")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
