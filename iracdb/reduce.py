@@ -15,6 +15,7 @@ gets the middle of the cube.
 from __future__ import annotations
 
 import csv
+import functools
 import getpass
 import hashlib
 import json
@@ -40,7 +41,7 @@ from sqlalchemy import Connection, Engine, and_, func, insert, select, text, upd
 
 from iracdb import __version__, summary
 from iracdb.db.engine import is_sqlite, safe_url
-from iracdb.db.models import AorSummary, Exposure, File, Run, RunInput, RunTarget, RunUnit
+from iracdb.db.models import AorSummary, Exposure, File, Measurement, Run, RunInput, RunTarget, RunUnit
 from iracdb.errors import BadOption, NoSuchRun, RunConflict, RunInterrupted, UserError
 from iracdb.fitsio import UNCERTAINTY_KIND
 from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
@@ -1191,6 +1192,9 @@ def _map_processes(fn: Callable[[Chunk], ChunkResult], chunks: Iterator[Chunk], 
     import multiprocessing
 
     context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+    if sys.platform != "win32":
+        # Workers forked from a server that has imported iracdb (numpy, astropy) start in milliseconds.
+        context.set_forkserver_preload(["iracdb.reduce"])
     limit = workers * CHUNKS_IN_FLIGHT_PER_WORKER
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
     in_flight: set[Future[ChunkResult]] = set()
@@ -1354,13 +1358,43 @@ class _Writer:
         rows = list(zip(*(values[name] for name in _MEASUREMENT_COLUMNS), strict=True))
         names = ", ".join(_MEASUREMENT_COLUMNS)
         if self.postgres:
+            # Binary COPY: ~6x faster than text COPY (no float -> text conversion); types must match exactly.
             raw = conn.connection.driver_connection
-            with raw.cursor() as cursor, cursor.copy(f"COPY measurements ({names}) FROM STDIN") as copy:  # type: ignore[union-attr]
+            sql = f"COPY measurements ({names}) FROM STDIN (FORMAT BINARY)"
+            with raw.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
+                copy.set_types(_pg_types())
                 for row in rows:
                     copy.write_row(row)
         else:
             marks = ", ".join("?" * len(_MEASUREMENT_COLUMNS))
             conn.exec_driver_sql(f"INSERT INTO measurements ({names}) VALUES ({marks})", rows)
+
+
+@functools.cache
+def _pg_types() -> list[str]:
+    """PostgreSQL type of each of :data:`_MEASUREMENT_COLUMNS` (binary COPY needs them exactly)."""
+    from sqlalchemy import BigInteger, Float, Integer
+
+    table = Measurement.__table__
+    types = []
+    for name in _MEASUREMENT_COLUMNS:
+        kind = table.c[name].type
+        kind = kind.load_dialect_impl(_postgresql_dialect()) if hasattr(kind, "load_dialect_impl") else kind
+        if isinstance(kind, BigInteger):
+            types.append("int8")
+        elif isinstance(kind, Integer):
+            types.append("int4")
+        elif isinstance(kind, Float):
+            types.append("float8")
+        else:
+            raise TypeError(f"measurements.{name}: no binary COPY type for {kind!r}")
+    return types
+
+
+def _postgresql_dialect() -> Any:
+    from sqlalchemy.dialects import postgresql
+
+    return postgresql.dialect()
 
 
 def _sql(value: float) -> float | None:
