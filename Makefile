@@ -31,6 +31,8 @@ demo: install
 bench: install
 	$(BIN)/python scripts/bench_ingest.py
 	$(BIN)/python scripts/bench_photometry.py
+	$(BIN)/python scripts/bench_frames.py
+	$(BIN)/python scripts/bench_reduce.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache
