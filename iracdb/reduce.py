@@ -583,8 +583,8 @@ def _wcs(items: list[_Loaded]) -> _Wcs:
             valid.append(True)
         except ValueError:
             valid.append(False)
-    good = [s for s, ok in zip(solutions, valid, strict=False) if ok] if solutions else []
-    tansip = TanSip.stack(good) if good else None
+    # One frame in ``tansip`` per valid exposure, in order: ``world_to_pixel`` fills ``x[valid]``.
+    tansip = TanSip.stack(solutions) if solutions else None
     ra = np.array([_float(item.science.cards.get("RA_REF", float)) for item in items])
     dec = np.array([_float(item.science.cards.get("DEC_REF", float)) for item in items])
     return _Wcs(tansip, np.array(valid, dtype=bool), (ra, dec))

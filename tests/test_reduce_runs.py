@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from astropy.io import fits
 from sqlalchemy import Engine, select, text
 
 import iracdb.reduce as reduce_module
@@ -25,6 +26,7 @@ from iracdb.db.models import AorSummary, Measurement, Run
 from iracdb.errors import RunConflict, RunInterrupted
 from iracdb.flags import Flag
 from iracdb.ingest import ingest
+from iracdb.photometry.targets import sky_to_pixel
 from iracdb.reduce import Execution, ReduceOptions, Target, mask_command_line, reduce
 from iracdb.synth import AorSpec, SynthArchive, many_aors, write_archive
 
@@ -342,6 +344,28 @@ def test_unreadable_files_give_flagged_rows_and_the_run_goes_on(engine: Engine, 
     assert by_aor[71000320]["n_flagged"] >= 2 and by_aor[71000320]["n_total"] == 4
     assert by_aor[71000064]["n_flagged"] >= 64 and by_aor[71000064]["n_used"] > 0
     assert _run(engine, "unreadable")["n_flagged"] >= 66
+
+
+def test_an_exposure_without_a_wcs_does_not_shift_the_others(engine: Engine, small_archive: SynthArchive,
+                                                             tmp_path: Path) -> None:
+    """Each exposure's target position comes from its own WCS, also when an earlier exposure has none."""
+    root = tmp_path / "archive"
+    shutil.copytree(small_archive.root, root)
+    folder = root / "r71000320" / "ch1" / "bcd"
+    broken = folder / "SPITZER_I1_71000320_0000_0000_2_bcd.fits"
+    raw = broken.read_bytes()
+    assert raw.count(b"RA---TAN-SIP") == 1
+    broken.write_bytes(raw.replace(b"RA---TAN-SIP", b"RA---XYZ-SIP"))  # before ingest: a file without a WCS
+    assert ingest(engine, [str(root)]).n_rejected == 0
+    reduce(engine, "nowcs", ReduceOptions(targets=(Target("BETA", 277.1303, 26.8440),), aorkeys=(71000320,)))
+    rows = measurements(engine, "nowcs")
+    assert [r["expid"] for r in rows] == [0, 1, 2, 3]
+    assert rows[0]["flags"] & Flag.COORD_CONVERSION_FAILED and rows[0]["flux_mjy"] is None
+    for row in rows[1:]:
+        path = folder / f"SPITZER_I1_71000320_{row['expid']:04d}_0000_2_bcd.fits"
+        x, y = sky_to_pixel(fits.getheader(path), 277.1303, 26.8440)
+        assert not row["flags"] & Flag.COORD_CONVERSION_FAILED
+        assert abs(row["x_expected_px"] - float(x)) < 1e-6 and abs(row["y_expected_px"] - float(y)) < 1e-6
 
 
 # --------------------------------------------------------------------------------------------------------------
