@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sqlalchemy import Connection, Engine, and_, func, insert, select, text, update
 
 from iracdb import __version__, summary
@@ -488,7 +489,10 @@ def _measure_group(
     exposure_of_image = np.repeat(np.arange(len(items)), per_image)
     plane = np.arange(n) - starts[exposure_of_image]
     n_combined = np.where(median, np.array([item.science.data.shape[0] for item in items]), 1)[exposure_of_image]
-    times = _image_times(items, plane, n_combined, median)
+    times = _middle_times(
+        _per_exposure(items, "mjd_obs")[exposure_of_image], _per_exposure(items, "bmjd_obs")[exposure_of_image],
+        _per_exposure(items, "frame_time_s")[exposure_of_image], plane, n_combined, median,
+    )
     wcs = _wcs(items)
     for target_index, target in chunk.targets:
         x, y = _expected(target, wcs, data, exposure_of_image)
@@ -554,18 +558,20 @@ def _nanmedian(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _image_times(
-    items: list[_Loaded], plane: np.ndarray, n_combined: np.ndarray, median: bool
+def _per_exposure(items: list[_Loaded], name: str) -> np.ndarray:
+    """An :class:`ExposureWork` value of each exposure as floats (None -> NaN)."""
+    return np.array([_float(getattr(item.work, name)) for item in items])
+
+
+def _middle_times(
+    mjd_obs: ArrayLike, bmjd_obs: ArrayLike, frame_time_s: ArrayLike, plane: np.ndarray, n_combined: np.ndarray,
+    median: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Middle of each image, MJD and BMJD (see the module docstring)."""
-    per_image = [1 if median else item.science.data.shape[0] for item in items]
-    mjd0 = np.repeat([item.work.mjd_obs for item in items], per_image)
-    bmjd0 = np.repeat([np.nan if item.work.bmjd_obs is None else item.work.bmjd_obs for item in items], per_image)
-    frame = np.repeat([np.nan if item.work.frame_time_s is None else item.work.frame_time_s for item in items],
-                      per_image)
-    middle = (n_combined / 2.0) if median else (plane + 0.5)
-    offset = middle * frame / SECONDS_PER_DAY
-    return mjd0 + offset, bmjd0 + offset
+    """Middle of each image, MJD and BMJD (see the module docstring), from its exposure's start times [days] and
+    FRAMTIME [s]: a plane's middle, or for a cube's median image the middle of the cube."""
+    middle = n_combined / 2.0 if median else plane + 0.5
+    offset = middle * np.asarray(frame_time_s, dtype=np.float64) / SECONDS_PER_DAY
+    return np.asarray(mjd_obs, dtype=np.float64) + offset, np.asarray(bmjd_obs, dtype=np.float64) + offset
 
 
 @dataclass(frozen=True)
@@ -645,15 +651,15 @@ def _unreadable_rows(chunk: Chunk, work: ExposureWork) -> dict[str, np.ndarray]:
     n = per_target * len(chunk.targets)
     plane = np.tile(np.zeros(1, np.int64) if median else np.arange(work.n_planes), len(chunk.targets))
     n_combined = np.full(n, work.n_planes if median else 1, dtype=np.int64)
-    frame = np.nan if work.frame_time_s is None else work.frame_time_s
-    middle = n_combined / 2.0 if median else plane + 0.5
-    offset = middle * frame / SECONDS_PER_DAY
+    mjd, bmjd = _middle_times(
+        work.mjd_obs, _float(work.bmjd_obs), _float(work.frame_time_s), plane, n_combined, median
+    )
     columns = {name: np.full(n, np.nan) for name in ROW_COLUMNS}
     columns.update(
         expid=np.full(n, work.expid, np.int64), dcenum=np.full(n, work.dcenum, np.int64), plane=plane,
         n_combined=n_combined, exposure_id=np.full(n, work.exposure_id, np.int64),
         target_index=np.repeat(np.array([i for i, _ in chunk.targets], np.int64), per_target),
-        mjd=work.mjd_obs + offset, bmjd=(np.nan if work.bmjd_obs is None else work.bmjd_obs) + offset,
+        mjd=mjd, bmjd=bmjd,
         flags=np.full(n, int(Flag.FILE_UNREADABLE), np.int64),
     )
     return columns
@@ -1021,7 +1027,7 @@ def _execute_run(
     if progress:
         progress(done0, total)
     try:
-        for unit, results in _run_units(engine, pending, options, resolved, execution, writer):
+        for unit, results in _run_units(engine, pending, options, resolved, execution):
             unreadable.extend(item for result in results for item in result.unreadable)
             writer.write_unit(unit, results)
             done += 1
@@ -1136,7 +1142,6 @@ def _run_units(
     options: ReduceOptions,
     resolved: dict[str, Any],
     execution: Execution,
-    writer: _Writer,
 ) -> Iterator[tuple[_Unit, list[ChunkResult]]]:
     """Yield each pending unit with its measured chunks, as soon as all of a unit's chunks are back."""
 
@@ -1419,22 +1424,6 @@ def _column_values(values: np.ndarray, *, integer: bool) -> list[Any]:
     return values.tolist()
 
 
-def planned_units(engine: Engine, run_name: str) -> list[dict[str, Any]]:
-    """The work units of a run with their state (for tests and ``iracdb show``)."""
-    run = get_run(engine, run_name)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(RunUnit).where(RunUnit.run_id == run["id"]).order_by(RunUnit.aorkey, RunUnit.channel)
-        ).mappings().all()
-    return [dict(r) for r in rows]
-
-
-__all__ = [
-    "Chunk", "ChunkResult", "Execution", "ReduceOptions", "RunReport", "Target", "get_run", "measure_chunk",
-    "parse_sky_position", "read_targets_file", "reduce",
-]
-
-
 #: Columns of :func:`summary_rows` (the short per-AOR table printed after a reduction).
 SUMMARY_COLUMNS = (
     "aorkey", "channel", "target", "object", "mission", "read_mode", "n_total", "n_used", "n_rejected",
@@ -1454,3 +1443,9 @@ def summary_rows(engine: Engine, run_name: str) -> list[dict[str, Any]]:
     )
     with engine.connect() as conn:
         return [dict(row) for row in conn.execute(query).mappings()]
+
+
+__all__ = [
+    "SUMMARY_COLUMNS", "Chunk", "ChunkResult", "Execution", "ReduceOptions", "RunReport", "Target", "get_run",
+    "measure_chunk", "parse_sky_position", "read_targets_file", "reduce", "summary_rows",
+]
