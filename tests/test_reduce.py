@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from photutils.aperture import CircularAperture, aperture_photometry
-from sqlalchemy import Engine, select, text
+from reduce_helpers import measurements, summaries
+from reduce_helpers import run_record as _run
+from reduce_helpers import sql_rows as _rows
+from sqlalchemy import Engine, select
 
-from iracdb.db.models import AorSummary, Measurement, Run, RunInput, RunTarget, RunUnit
+from iracdb.db.models import Measurement, RunInput, RunTarget, RunUnit
 from iracdb.errors import BadOption
 from iracdb.flags import PROCBITS, Flag
 from iracdb.ingest import ingest
@@ -28,9 +31,6 @@ XO3_DIR = SHARED / "data" / "irac" / "r46466816"
 APCORR_CSV = SHARED / "reference" / "aperture_corrections.csv"
 SECONDS_PER_DAY = 86400.0
 
-#: Every measurement column that is a result (not a database id).
-MEASUREMENT_COLUMNS = tuple(c.name for c in Measurement.__table__.columns if c.name not in ("id", "run_id", "input_id"))
-ORDER = ("aorkey", "channel", "expid", "dcenum", "plane", "target_index")
 FLOAT_COLUMNS = tuple(
     c.name for c in Measurement.__table__.columns if c.type.python_type is float
 )
@@ -39,35 +39,6 @@ FLOAT_COLUMNS = tuple(
 # --------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _rows(engine: Engine, sql: str, **params: object) -> list[dict]:
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(text(sql), params)]
-
-
-def _run(engine: Engine, name: str) -> dict:
-    with engine.connect() as conn:
-        return dict(conn.execute(select(Run).where(Run.name == name)).mappings().one())
-
-
-def measurements(engine: Engine, name: str) -> list[dict]:
-    """A run's measurement rows (result columns only), in the canonical order."""
-    table = Measurement.__table__
-    with engine.connect() as conn:
-        run_id = conn.execute(select(Run.id).where(Run.name == name)).scalar_one()
-        query = (select(*(table.c[n] for n in MEASUREMENT_COLUMNS)).where(table.c.run_id == run_id)
-                 .order_by(*(table.c[n] for n in ORDER)))
-        return [dict(r._mapping) for r in conn.execute(query)]
-
-
-def summaries(engine: Engine, name: str) -> list[dict]:
-    table = AorSummary.__table__
-    with engine.connect() as conn:
-        run_id = conn.execute(select(Run.id).where(Run.name == name)).scalar_one()
-        query = select(table).where(table.c.run_id == run_id).order_by(
-            table.c.aorkey, table.c.channel, table.c.target_index)
-        return [dict(r._mapping) for r in conn.execute(query)]
 
 
 def options(*targets: Target, **kwargs: object) -> ReduceOptions:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from reduce_helpers import sql_rows as _rows
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
@@ -34,11 +34,6 @@ ALPHA_TARGET = f"{ALPHA.ra_deg} {ALPHA.dec_deg}"
 
 def run(*args: str, env: dict[str, str] | None = None):
     return runner.invoke(app, list(args), env=env, catch_exceptions=False)
-
-
-def _rows(engine: Engine, sql: str, **params: object) -> list[dict]:
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(text(sql), params)]
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
-from sqlalchemy import Engine, select, text
+from reduce_helpers import measurements, summaries
+from reduce_helpers import run_record as _run
+from reduce_helpers import sql_rows as _rows
+from sqlalchemy import Engine, text
 
 import iracdb.reduce as reduce_module
 from iracdb import __version__
 from iracdb.db.engine import make_engine
-from iracdb.db.models import AorSummary, Measurement, Run
 from iracdb.errors import RunConflict, RunInterrupted
 from iracdb.flags import Flag
 from iracdb.ingest import ingest
@@ -31,43 +33,11 @@ from iracdb.reduce import Execution, ReduceOptions, Target, mask_command_line, r
 from iracdb.synth import AorSpec, SynthArchive, many_aors, write_archive
 
 ROOT = Path(__file__).resolve().parents[1]
-MEASUREMENT_COLUMNS = tuple(c.name for c in Measurement.__table__.columns if c.name not in ("id", "run_id", "input_id"))
-SUMMARY_COLUMNS = tuple(c.name for c in AorSummary.__table__.columns if c.name not in ("id", "run_id"))
-ORDER = ("aorkey", "channel", "expid", "dcenum", "plane", "target_index")
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _rows(engine: Engine, sql: str, **params: object) -> list[dict]:
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(text(sql), params)]
-
-
-def _run(engine: Engine, name: str) -> dict:
-    with engine.connect() as conn:
-        return dict(conn.execute(select(Run).where(Run.name == name)).mappings().one())
-
-
-def measurements(engine: Engine, name: str) -> list[dict]:
-    """A run's measurement rows (every result column; no ids), in the canonical order."""
-    table = Measurement.__table__
-    with engine.connect() as conn:
-        run_id = conn.execute(select(Run.id).where(Run.name == name)).scalar_one()
-        query = (select(*(table.c[n] for n in MEASUREMENT_COLUMNS)).where(table.c.run_id == run_id)
-                 .order_by(*(table.c[n] for n in ORDER)))
-        return [dict(r._mapping) for r in conn.execute(query)]
-
-
-def summaries(engine: Engine, name: str) -> list[dict]:
-    table = AorSummary.__table__
-    with engine.connect() as conn:
-        run_id = conn.execute(select(Run.id).where(Run.name == name)).scalar_one()
-        query = (select(*(table.c[n] for n in SUMMARY_COLUMNS)).where(table.c.run_id == run_id)
-                 .order_by(table.c.aorkey, table.c.channel, table.c.target_index))
-        return [dict(r._mapping) for r in conn.execute(query)]
 
 
 def assert_same_results(engine: Engine, name: str, reference: str) -> None:
