@@ -1153,27 +1153,26 @@ def _run_units(
             yield _Unit(row.id, row.aorkey, row.channel, tuple(exposures), targets)
 
     waiting: dict[int, tuple[_Unit, dict[int, ChunkResult], int]] = {}
+    empty: list[_Unit] = []  # units whose files all vanished from the catalogue: written with no rows
 
     def work() -> Iterator[Chunk]:
         for unit in units():
             chunks = _chunks(unit, options, resolved) if unit.exposures and unit.targets else []
-            waiting[unit.id] = (unit, {}, len(chunks))
-            if not chunks:  # a unit whose files all vanished from the catalogue: written with no rows
-                empty.append(unit.id)
+            if chunks:
+                waiting[unit.id] = (unit, {}, len(chunks))
+            else:
+                empty.append(unit)
             yield from chunks
 
-    empty: list[int] = []
     for result in _map(measure_chunk, work(), execution):
+        while empty:
+            yield empty.pop(0), []
         unit, results, expected = waiting[result.unit_id]
         results[result.index] = result
-        while empty:
-            uid = empty.pop()
-            yield waiting.pop(uid)[0], []
         if len(results) == expected:
             del waiting[result.unit_id]
             yield unit, [results[i] for i in range(expected)]
-    for uid in empty:
-        yield waiting.pop(uid)[0], []
+    yield from ((unit, []) for unit in empty)
 
 
 def _map(fn: Callable[[Chunk], ChunkResult], chunks: Iterator[Chunk], execution: Execution) -> Iterator[ChunkResult]:
