@@ -228,6 +228,25 @@ def _stop_writer_at(monkeypatch: pytest.MonkeyPatch, call: int, exc: BaseExcepti
     monkeypatch.setattr(reduce_module._Writer, "write_unit", write_unit)
 
 
+def test_a_unit_whose_files_left_the_catalogue_is_completed_without_rows(
+    small_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as m:
+        _stop_writer_at(m, 1, KeyboardInterrupt())
+        with pytest.raises(RunInterrupted):
+            reduce(small_engine, "gone", AUTO)
+    with small_engine.begin() as conn:  # as if a re-ingest had removed AOR 71000320's images meanwhile
+        conn.execute(text("DELETE FROM files WHERE kind = 'bcd' AND exposure_id IN "
+                          "(SELECT id FROM exposures WHERE aorkey = 71000320)"))
+    report = reduce(small_engine, "gone", AUTO, Execution(resume=True))
+    assert report.status == "complete" and report.n_units_done == 5
+    units = {(u["aorkey"], u["channel"]): u for u in _rows(small_engine, "SELECT * FROM run_units")}
+    assert all(u["status"] == "complete" for u in units.values())
+    assert units[(71000320, 1)]["n_images"] == 0
+    assert _rows(small_engine, "SELECT count(*) AS n FROM measurements WHERE aorkey = 71000320")[0]["n"] == 0
+    assert all(units[key]["n_images"] > 0 for key in units if key != (71000320, 1))
+
+
 def test_interrupted_run_needs_resume_and_resume_equals_an_uninterrupted_run(
     small_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
