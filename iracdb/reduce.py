@@ -41,9 +41,10 @@ from numpy.typing import ArrayLike
 from sqlalchemy import Connection, Engine, and_, func, insert, select, text, update
 
 from iracdb import __version__, summary
+from iracdb.db import queries
 from iracdb.db.engine import is_sqlite, safe_url
 from iracdb.db.models import AorSummary, Exposure, File, Measurement, Run, RunInput, RunTarget, RunUnit
-from iracdb.errors import BadOption, NoSuchRun, RunConflict, RunInterrupted, UserError
+from iracdb.errors import BadOption, RunConflict, RunInterrupted, UserError
 from iracdb.fitsio import UNCERTAINTY_KIND
 from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
 from iracdb.frames import FrameReadError, ImageFile, read_image, wcs_keywords
@@ -783,13 +784,7 @@ def _existing_run(engine: Engine, name: str) -> dict[str, Any] | None:
 
 def get_run(engine: Engine, name: str) -> dict[str, Any]:
     """The run record of ``name``; raises :class:`~iracdb.errors.NoSuchRun` if there is none."""
-    run = _existing_run(engine, name)
-    if run is None:
-        with engine.connect() as conn:
-            names = conn.execute(select(Run.name).order_by(Run.id.desc()).limit(5)).scalars().all()
-        known = f"; recent runs: {', '.join(names)}" if names else "; there are no runs yet"
-        raise NoSuchRun(f"no run named {name!r}{known}")
-    return run
+    return queries.get_run(engine, name)
 
 
 def _check_same(run: dict[str, Any], options: ReduceOptions) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from sqlalchemy import Engine, distinct, func, select
+from sqlalchemy import Engine, distinct, func, select, text
 
-from iracdb.db.models import CHANNELS, MISSIONS, Aor, Exposure, File, RejectedFile
-from iracdb.errors import BadOption, NoSuchAor
+from iracdb.db.models import CHANNELS, MISSIONS, Aor, Exposure, File, RejectedFile, Run
+from iracdb.db.views import AOR_COLUMN_NAMES, AOR_ORDER, AOR_VIEW
+from iracdb.errors import BadOption, NoSuchAor, NoSuchRun
 from iracdb.fitsio import KINDS
 
 #: Columns of :func:`list_aors` rows, in display order.
@@ -97,6 +99,95 @@ def list_aors(
     for row in rows:
         row["n_images"] = counts.get((row["aorkey"], row["channel"]), 0)
     return [{column: row[column] for column in AOR_LIST_COLUMNS} for row in rows]
+
+
+#: Columns of :func:`list_runs` rows, in display order.
+RUN_LIST_COLUMNS = (
+    "name",
+    "status",
+    "created",
+    "aors",
+    "images",
+    "flagged",
+    "outliers",
+    "file_type",
+    "targets",
+    "radius_px",
+    "annulus_px",
+    "centroid",
+    "background",
+    "corrections",
+    "ap_corr",
+    "reject",
+)
+#: Columns of :func:`run_summary` rows: the ``aor_photometry`` view's, without the run's name.
+RUN_SUMMARY_COLUMNS = tuple(column for column in AOR_COLUMN_NAMES if column != "run")
+
+
+def get_run(engine: Engine, name: str) -> dict[str, Any]:
+    """The ``runs`` record of ``name``; raises :class:`~iracdb.errors.NoSuchRun` (naming recent runs) if none."""
+    with engine.connect() as conn:
+        row = conn.execute(select(Run).where(Run.name == name)).mappings().first()
+        if row is None:
+            names = conn.execute(select(Run.name).order_by(Run.id.desc()).limit(5)).scalars().all()
+            known = f"; recent runs: {', '.join(names)}" if names else "; there are no runs yet"
+            raise NoSuchRun(f"no run named {name!r}{known} (see `iracdb runs`)")
+    return dict(row)
+
+
+def list_runs(engine: Engine) -> list[dict[str, Any]]:
+    """One row per reduction run, oldest first: its state, counts and the parameters that tell runs apart.
+
+    ``aors`` counts the run's AOR x channel units (``done/planned`` while unfinished); ``images`` counts image rows;
+    ``radius_px`` and ``annulus_px`` are the aperture and background annulus radii [pixels]; ``ap_corr`` is the
+    aperture-correction choice (auto, none or a factor); ``targets`` names the targets.
+    """
+    with engine.connect() as conn:
+        runs = conn.execute(select(Run).order_by(Run.created_at, Run.id)).mappings().all()
+    rows = []
+    for run in runs:
+        params = json.loads(run["params_json"])
+        done, planned = run["n_units_done"], run["n_units"]
+        rows.append({
+            "name": run["name"],
+            "status": run["status"],
+            "created": run["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            "aors": planned if done == planned else f"{done}/{planned}",
+            "images": run["n_images"],
+            "flagged": run["n_flagged"],
+            "outliers": run["n_outliers"],
+            "file_type": params.get("file_type"),
+            "targets": ",".join(target.get("name") or "?" for target in params.get("targets", [])),
+            "radius_px": params.get("radius_px"),
+            "annulus_px": f"{params.get('annulus_in_px'):g}-{params.get('annulus_out_px'):g}",
+            "centroid": params.get("centroid"),
+            "background": params.get("background"),
+            "corrections": params.get("corrections"),
+            "ap_corr": params.get("aperture_correction"),
+            "reject": params.get("reject"),
+        })
+    return rows
+
+
+def run_summary(engine: Engine, run_name: str, *, aorkey: int | None = None) -> list[dict[str, Any]]:
+    """The per-AOR results of a run (the ``aor_photometry`` view), one row per AOR x channel x target.
+
+    Fluxes are in mJy: ``flux_mjy`` is the mean of the used images, ``flux_err_mjy`` the error of that mean,
+    ``std_mjy`` the sample standard deviation, ``spread_pct`` = 100 x std / mean; times are MJD (UTC) and
+    barycentric MJD. Raises :class:`~iracdb.errors.NoSuchRun` or, for an ``aorkey`` the run lacks, ``NoSuchAor``.
+    """
+    get_run(engine, run_name)
+    where = "run = :run" + ("" if aorkey is None else " AND aorkey = :aorkey")
+    query = text(f"SELECT {', '.join(RUN_SUMMARY_COLUMNS)} FROM {AOR_VIEW} WHERE {where} "
+                 f"ORDER BY {', '.join(AOR_ORDER)}")
+    with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in conn.execute(query, {"run": run_name, "aorkey": aorkey})]
+        if aorkey is not None and not rows:
+            keys = conn.execute(text(f"SELECT DISTINCT aorkey FROM {AOR_VIEW} WHERE run = :run ORDER BY aorkey"),
+                                {"run": run_name}).scalars().all()
+            shown = ", ".join(str(key) for key in keys[:10]) + (", ..." if len(keys) > 10 else "")
+            raise NoSuchAor(f"AOR {aorkey} is not in run {run_name!r} (its AORs: {shown or 'none'})")
+    return rows
 
 
 def list_exposures(engine: Engine, aorkey: int, *, channel: int | None = None) -> list[dict[str, Any]]:

@@ -110,6 +110,13 @@ IMAGE_ORDER = ("aorkey", "channel", "expid", "dcenum", "plane", "target_index")
 AOR_ORDER = ("aorkey", "channel", "target_index")
 
 __all__ = [
-    "AOR_COLUMNS", "AOR_COLUMN_NAMES", "AOR_ORDER", "AOR_VIEW", "Column", "IMAGE_COLUMNS", "IMAGE_COLUMN_NAMES",
-    "IMAGE_ORDER", "IMAGE_VIEW",
+    "AOR_COLUMNS",
+    "AOR_COLUMN_NAMES",
+    "AOR_ORDER",
+    "AOR_VIEW",
+    "IMAGE_COLUMNS",
+    "IMAGE_COLUMN_NAMES",
+    "IMAGE_ORDER",
+    "IMAGE_VIEW",
+    "Column",
 ]
