@@ -11,6 +11,7 @@ rejected (``ingest`` or ``demo`` could not catalogue every file; every good file
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -31,7 +32,7 @@ from iracdb import __version__
 from iracdb.config import resolve_db_url
 from iracdb.db import migrate, queries
 from iracdb.db.engine import make_engine, safe_url
-from iracdb.errors import DatabaseError, UserError
+from iracdb.errors import BadOption, DatabaseError, UserError
 
 app = typer.Typer(
     name="iracdb",
@@ -467,6 +468,218 @@ def _target_name(text: str) -> str:
     return " ".join(text.replace(",", " ").split())
 
 
+# --- results: runs, summaries, exports, SQL, plots, comparisons -------------------------------------------------
+
+RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="The run's name (see `iracdb runs`).")]
+#: Table columns of `iracdb summary` (csv and json give every column of the aor_photometry view).
+SUMMARY_TABLE_COLUMNS = (
+    "aorkey", "channel", "target", "object", "date_obs", "mission", "read_mode", "n_total", "n_used", "n_rejected",
+    "n_flagged", "flux_mjy", "flux_err_mjy", "median_flux_mjy", "std_mjy", "spread_pct",
+)
+
+
+@app.command(cls=_Command)
+def runs(fmt: FormatOption = OutputFormat.table, db: DbOption = None) -> None:
+    """List the reduction runs: state, counts and the parameters that tell them apart."""
+    with _database(db) as engine:
+        _print_rows(queries.list_runs(engine), queries.RUN_LIST_COLUMNS, fmt, title="Runs")
+
+
+class ShowFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@app.command(cls=_Command)
+def show(
+    run_name: RunArgument,
+    fmt: Annotated[
+        ShowFormat, typer.Option("--format", "-f", metavar="table|json", help="table (readable) or json.")
+    ] = ShowFormat.table,
+    db: DbOption = None,
+) -> None:
+    """Show every recorded parameter of a run and its provenance (software, host, command line, inputs)."""
+    from iracdb.export import run_provenance
+
+    with _database(db) as engine:
+        provenance = run_provenance(engine, run_name, with_inputs=False)
+    if fmt is ShowFormat.json:
+        sys.stdout.write(json.dumps(provenance, indent=1, default=str) + "\n")
+        return
+    table = Table(title=f"run {run_name}", title_justify="left", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in _flatten(provenance):
+        table.add_row(key, value)
+    stdout.print(table)
+
+
+def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted key, text) pairs of a nested dict; lists of scalars on one line, lists of dicts one row each."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        for index, item in enumerate(value):
+            yield from _flatten(item, f"{prefix}[{index}]")
+    elif isinstance(value, list):
+        yield prefix, ", ".join(_cell(item) for item in value)
+    else:
+        yield prefix, _cell(value)
+
+
+@app.command(cls=_Command)
+def summary(
+    run_name: RunArgument,
+    aor: Annotated[int | None, typer.Option("--aor", metavar="AORKEY", help="Only this AOR.")] = None,
+    fmt: FormatOption = OutputFormat.table,
+    db: DbOption = None,
+) -> None:
+    """The per-AOR results of a run: mean, median and spread of the used images' fluxes [mJy].
+
+    flux_mjy is the mean, flux_err_mjy the error of the mean (std / sqrt(n_used)), std_mjy the sample standard
+    deviation; csv and json carry every column of the aor_photometry view.
+    """
+    with _database(db) as engine:
+        rows = queries.run_summary(engine, run_name, aorkey=aor)
+    columns = SUMMARY_TABLE_COLUMNS if fmt is OutputFormat.table else queries.RUN_SUMMARY_COLUMNS
+    _print_rows(rows, columns, fmt, title=f"run {run_name}: per-AOR photometry")
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+    ecsv = "ecsv"
+    votable = "votable"
+
+
+@app.command(cls=_Command)
+def export(
+    run_name: RunArgument,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to write into (created if missing).")
+    ] = Path("."),
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option("--format", "-f", metavar="csv|parquet|ecsv|votable", help="Format of the two tables."),
+    ] = ExportFormat.csv,
+    db: DbOption = None,
+) -> None:
+    """Write a run's per-AOR and per-image tables, its log and its provenance into DIR.
+
+    Files: RUN_aor_data, RUN_img_data (.csv, .parquet, .ecsv or .vot), RUN_log.txt (parameters, problem AORs,
+    provenance, inputs) and RUN_provenance.json. Rows are streamed, so any size of run exports in bounded memory.
+    """
+    from iracdb.export import export_run
+
+    with _database(db) as engine:
+        columns = (TextColumn("exporting image rows"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=stderr, disable=not stderr.is_terminal, transient=True) as bar:
+            task = bar.add_task("export", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            result = export_run(engine, run_name, out, fmt.value, progress=progress)
+    if result.status != "complete":
+        stderr.print(f"note: run {run_name!r} is {result.status}: the export holds only its finished AORs "
+                     f"(finish it with `iracdb reduce --run-name {run_name} --resume ...`)",
+                     markup=False, highlight=False, soft_wrap=True)
+    for path in result.files:
+        stdout.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
+    stdout.print(f"run {run_name!r}: {result.n_aor_rows} AOR rows, {result.n_image_rows} image rows",
+                 markup=False, highlight=False)
+
+
+@app.command(cls=_Command)
+def sql(
+    query: Annotated[str, typer.Argument(metavar="QUERY", help="One SQL statement, e.g. \"SELECT * FROM runs\".")],
+    max_rows: Annotated[
+        int | None,
+        typer.Option("--max-rows", metavar="N", help="Print at most N rows. Default: 1000 for table, all otherwise."),
+    ] = None,
+    fmt: FormatOption = OutputFormat.table,
+    db: DbOption = None,
+) -> None:
+    """Run one read-only SQL query and print its rows; the database refuses any write.
+
+    The views image_photometry and aor_photometry give every run's rows with the export's columns. Exit status 2 when
+    the query is refused or invalid.
+    """
+    from iracdb.db.readonly import run_read_only
+
+    if max_rows is not None and max_rows < 1:
+        with _errors_to_exit():
+            raise BadOption(f"--max-rows must be at least 1, not {max_rows}")
+    limit = max_rows if max_rows is not None else (1000 if fmt is OutputFormat.table else None)
+    with _database(db) as engine:
+        result = run_read_only(engine, query, max_rows=limit)
+    rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+    _print_rows(rows, result.columns, fmt, title="")
+    if result.truncated:
+        stderr.print(f"note: only the first {limit} rows are shown (--max-rows)", markup=False, highlight=False)
+
+
+@app.command(cls=_Command)
+def plot(
+    run_name: RunArgument,
+    aor: Annotated[
+        int | None,
+        typer.Option("--aor", metavar="AORKEY", help="Light curve and pixel-phase diagnostic of this AOR."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", metavar="FILE.png",
+                     help="Where to write the figure. Default: RUN_overview.png or RUN_aor_AORKEY.png here."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Plot a run: without --aor, the run overview (per-AOR flux vs time, like a calibration-star monitoring plot,
+    and the pixel-phase diagnostic); with --aor, that AOR's light curve (outliers marked) and pixel-phase diagnostic.
+    """
+    from iracdb import plots
+
+    with _database(db) as engine:
+        path = out or plots.default_plot_path(run_name, aor)
+        if aor is None:
+            written = plots.plot_overview(engine, run_name, path)
+        else:
+            written = plots.plot_aor(engine, run_name, aor, path)
+    stdout.print(f"wrote {written}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command(cls=_Command)
+def compare(
+    run_a: Annotated[str, typer.Argument(metavar="RUN_A", help="The reference run.")],
+    run_b: Annotated[str, typer.Argument(metavar="RUN_B", help="The run compared with it.")],
+    fmt: FormatOption = OutputFormat.table,
+    db: DbOption = None,
+) -> None:
+    """Per-AOR differences between two runs (B - A, in mJy and %), and the parameters that differ.
+
+    diff_sigma is the difference over the combined error of the two means.
+    """
+    from iracdb.compare import COMPARE_COLUMNS, compare_runs
+
+    with _database(db) as engine:
+        comparison = compare_runs(engine, run_a, run_b)
+    if fmt is not OutputFormat.table:
+        _print_rows(comparison.rows, COMPARE_COLUMNS, fmt, title="")
+        return
+    if comparison.parameter_differences:
+        for name, value_a, value_b in comparison.parameter_differences:
+            stdout.print(f"parameter {name}: {value_a!r} (A) -> {value_b!r} (B)", markup=False, highlight=False)
+    else:
+        stdout.print("the two runs have the same parameters", markup=False)
+    _print_rows(comparison.rows, COMPARE_COLUMNS, fmt, title=f"{run_b} - {run_a}")
+    for label, keys, name in (("only in A", comparison.only_a, run_a), ("only in B", comparison.only_b, run_b)):
+        for aorkey, channel, target in keys:
+            stdout.print(f"{label} ({name}): AOR {aorkey} ch{channel} {target}", markup=False, highlight=False)
+    if comparison.median_diff_pct is not None:
+        stdout.print(f"median difference: {comparison.median_diff_pct:+.4f} % over {len(comparison.rows)} AOR rows",
+                     markup=False, highlight=False)
+
+
 # --- synthetic data and the demo --------------------------------------------------------------------------------
 
 
@@ -507,31 +720,48 @@ def synth(
 @app.command(cls=_Command)
 def demo(
     directory: Annotated[
-        Path, typer.Argument(metavar="DIR", help="Where to put the demo's archive and database.")
+        Path, typer.Argument(metavar="DIR", help="Where to put the demo's archive, database, export and plots.")
     ] = Path("demo"),
 ) -> None:
-    """Run the main job on synthetic data with an embedded SQLite database, printing where everything is.
+    """Run the whole job on synthetic data with an embedded SQLite database: synthesise an archive, ingest it,
+    reduce it, export it and plot it, printing where everything is.
 
-    The exit status is 4 when some synthetic file could not be catalogued (0 otherwise).
+    Safe to run again on the same DIR. The exit status is 4 when some synthetic file could not be catalogued.
     """
-    from iracdb.demo import run_demo
+    from iracdb.demo import RUN_NAME, run_demo
 
     with _errors_to_exit():
-        result = run_demo(directory)
-    stdout.print(f"1. wrote a synthetic IRAC archive: {result.n_files} files in {result.archive}", markup=False)
-    stdout.print(f"   (what is really in it, image by image: {result.truth_csv})", markup=False)
-    summary = result.ingest
-    stdout.print(
-        f"2. catalogued it in {result.database_url}: {summary.n_new} new, {summary.n_unchanged} unchanged, "
-        f"{summary.n_rejected} rejected",
-        markup=False,
-    )
-    stdout.print("3. the catalogue:", markup=False)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=stderr, disable=not stderr.is_terminal, transient=True) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=None)
+                bar.update(tasks[stage], completed=done, total=total)
+
+            result = run_demo(directory, progress=progress)
+    url = result.database_url
+    say = functools.partial(stdout.print, markup=False, highlight=False, soft_wrap=True)
+    say(f"1. wrote a synthetic IRAC archive: {result.n_files} files in {result.archive}")
+    say(f"   (what is really in it, image by image: {result.truth_csv})")
+    summary_ = result.ingest
+    say(f"2. catalogued it in {url}: {summary_.n_new} new, {summary_.n_unchanged} unchanged, "
+        f"{summary_.n_rejected} rejected")
     _print_rows(result.aors, queries.AOR_LIST_COLUMNS, OutputFormat.table, title="AORs")
-    stdout.print(
-        f"Next: iracdb exposures {result.aors[0]['aorkey']} --db {result.database_url}   "
-        f"(or open {result.database_url.removeprefix('sqlite:///')} with sqlite3)",
-        markup=False,
-    )
-    if summary.n_rejected:
+    report = result.reduction
+    done = "already complete" if report.already_complete else f"{report.n_images} image rows"
+    say(f"3. reduced it as run {RUN_NAME!r} (brightest source near each pointing, 3 px aperture, 3-7 px annulus): "
+        f"{done}")
+    _print_rows(result.summary, SUMMARY_TABLE_COLUMNS, OutputFormat.table, title=f"run {RUN_NAME}: per-AOR photometry")
+    say(f"4. exported it ({result.export.n_aor_rows} AOR rows, {result.export.n_image_rows} image rows):")
+    for path in result.export.files:
+        say(f"   {path}")
+    say("5. plotted it:")
+    for path in result.plots:
+        say(f"   {path}")
+    say(f"Next: iracdb summary {RUN_NAME} --db {url}")
+    say(f"      iracdb sql \"SELECT aorkey, channel, flux_mjy, flux_err_mjy FROM aor_photometry\" --db {url}")
+    say(f"      (or open {url.removeprefix('sqlite:///')} with sqlite3)")
+    if summary_.n_rejected:
         raise typer.Exit(EXIT_SOME_REJECTED)
