@@ -60,6 +60,11 @@ class _Command(TyperCommand):
     (typer would print ``{paths}...`` in the usage line and ``<list[Path]>`` beside each argument.)
     """
 
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        # Keep the arguments as given, for the record of the command line (sys.argv is wrong when called in-process).
+        ctx.meta["iracdb.args"] = list(args)
+        return super().parse_args(ctx, args)
+
     def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
         pieces = [self.options_metavar or ""]
         for param in self.get_params(ctx):
@@ -352,6 +357,7 @@ class SubarrayChoice(StrEnum):
 
 @app.command(cls=_Command)
 def reduce(
+    ctx: typer.Context,
     run_name: Annotated[str, typer.Option("--run-name", "-n", metavar="NAME", help="The run's unique name.")],
     aor: Annotated[
         list[int] | None, typer.Option("--aor", metavar="AORKEY", help="Only this AOR (repeatable). Default: all.")
@@ -438,7 +444,7 @@ def reduce(
         )
         execution = reduction.Execution(
             workers=workers, scheduler=scheduler, resume=resume,
-            command_line=reduction.mask_command_line(["iracdb", *sys.argv[1:]]),
+            command_line=reduction.mask_command_line(_command_line(ctx)),
         )
         columns = (TextColumn("reducing AORs"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=stderr, disable=not stderr.is_terminal, transient=True) as bar:
@@ -462,6 +468,17 @@ def reduce(
             f"{report.n_outliers} outliers",
             markup=False, highlight=False,
         )
+
+
+def _command_line(ctx: typer.Context) -> list[str]:
+    """The running command as typed: ``iracdb``, the subcommand path and its arguments."""
+    args = list(ctx.meta.get("iracdb.args", []))
+    names = []
+    node: Any = ctx
+    while node is not None and node.parent is not None:  # the root's name may be "python -m iracdb"
+        names.append(node.info_name or "")
+        node = node.parent
+    return ["iracdb", *reversed(names), *args]
 
 
 def _target_name(text: str) -> str:
