@@ -1,6 +1,6 @@
 # One command each for a newcomer on a fresh machine:
 #   make test   create .venv, install iracdb with its test extras, lint, run the whole suite (SQLite and PostgreSQL)
-#   make demo   create .venv, install iracdb, run the demo on an embedded SQLite database in ./demo/
+#   make demo   create .venv, install iracdb, run the demo (synthesise, ingest, reduce, export, plot) in ./demo/
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python scripts/bench_photometry.py
 	$(BIN)/python scripts/bench_frames.py
 	$(BIN)/python scripts/bench_reduce.py
+	$(BIN)/python scripts/bench_export.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache
