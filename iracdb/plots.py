@@ -1,0 +1,648 @@
+"""Figures of a reduction run, written to PNG files: a run overview and one AOR in detail.
+
+Everything is read from the views ``aor_photometry`` and ``image_photometry`` (:mod:`iracdb.db.views`), filtered by
+run (and AOR) in SQL. The overview streams the run's used images in batches and keeps a bounded uniform sample for
+its pixel-phase panels, so a run of millions of images plots in bounded memory.
+
+Figures use matplotlib's object-oriented API on the Agg canvas: no pyplot, no global state, no display.
+
+Pixel phase: with 0-based pixel coordinates whose pixel centres are integers, the x phase is
+``xc_full - ROUND(xc_full)`` in [-0.5, 0.5] (IDL ``ROUND``, half away from zero), the same for y, and the radial
+phase is their hypotenuse, in [0, 0.707] pixels. The uncorrected flux of an image is ``flux_mjy * correction``
+(the correction is a divisor).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from numpy.typing import NDArray
+from sqlalchemy import Engine, text
+
+from iracdb.db.queries import get_run
+from iracdb.errors import NoSuchAor
+from iracdb.photometry.corrections import idl_round
+
+#: Resolution of every figure [dots per inch]; a figure of w x h inches is ``w * DPI`` x ``h * DPI`` pixels.
+DPI = 100
+#: Overview: width [in], height of one monitoring panel [in], of the pixel-phase row [in], of the title [in].
+OVERVIEW_WIDTH_IN = 12.0
+OVERVIEW_PANEL_IN = 2.6
+OVERVIEW_PHASE_IN = 3.6
+TITLE_IN = 0.6
+#: At most this many (channel, target) monitoring panels in the overview; the title says when some are left out.
+MAX_OVERVIEW_PANELS = 12
+#: AOR figure: width [in] and height of one (channel, target) row [in].
+AOR_WIDTH_IN = 13.0
+AOR_ROW_IN = 3.4
+#: Radial pixel phase bins: ``PHASE_BINS`` equal bins over [0, sqrt(0.5)] pixels; a bin with fewer than
+#: ``MIN_BIN_COUNT`` images has no median.
+PHASE_BINS = 10
+MIN_BIN_COUNT = 5
+PHASE_MAX = math.sqrt(0.5)
+#: Overview pixel-phase panels: rows kept for the binned medians, points drawn, rows read per database batch.
+PHASE_SAMPLE = 200_000
+SCATTER_POINTS = 20_000
+BATCH_ROWS = 50_000
+
+_USED_COLOUR, _OUTLIER_COLOUR, _FLAGGED_COLOUR = "C0", "red", "0.45"
+_BEFORE_COLOUR, _AFTER_COLOUR = "C1", "C0"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def default_plot_path(run_name: str, aorkey: int | None = None) -> Path:
+    """The default file name of a run's figure: ``RUN_overview.png`` or ``RUN_aor_AORKEY.png``.
+
+    Parameters
+    ----------
+    run_name : str
+        The run's name; characters other than ``A-Z a-z 0-9 . _ -`` become ``_`` (and no leading dot).
+    aorkey : int or None
+        The AOR of :func:`plot_aor`; None for :func:`plot_overview`.
+
+    Returns
+    -------
+    Path
+        A relative path (a file name only).
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_name).lstrip(".") or "run"
+    return Path(f"{safe}_overview.png" if aorkey is None else f"{safe}_aor_{aorkey}.png")
+
+
+def plot_overview(engine: Engine, run_name: str, out: Path) -> Path:
+    """Plot a run's overview: per-AOR mean flux against time, and the pixel-phase response over the run.
+
+    One monitoring panel per (channel, target) of the run: each AOR's mean flux density [mJy] against its mean
+    time [MJD] with the error of the mean as a dark error bar and the standard deviation of its images as a light
+    one, a dashed line at the weighted mean (weights 1 / error²), and a dotted vertical line at the first image of
+    each AOR with no usable image. Below, one panel per channel: every used image's flux divided by its AOR's median
+    against radial pixel phase [pix], before the pixel-phase x array-location correction and after it (a uniform
+    sample of at most :data:`SCATTER_POINTS` points, with the binned medians of up to :data:`PHASE_SAMPLE`).
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+        The database holding the run.
+    run_name : str
+        The run's name.
+    out : Path
+        The PNG file to write; its folder is created if missing, and an existing file is replaced atomically.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    iracdb.errors.NoSuchRun
+        No run has that name.
+    """
+    run = get_run(engine, run_name)
+    aors = _read_aor_rows(engine, run_name)
+    panels = _monitor_panels(aors)
+    phases = _run_phase_sample(engine, run_name)
+    channels = sorted(phases) or sorted({int(a["channel"]) for a in aors}) or [0]
+
+    shown = panels[:MAX_OVERVIEW_PANELS]
+    n_rows = max(len(shown), 1)
+    fig = Figure(figsize=overview_size_in(len(panels)), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    title = f"iracdb run {run_name}: {_describe_params(run)}"
+    if len(panels) > len(shown):
+        title += f"\n(first {len(shown)} of {len(panels)} channel x target combinations shown)"
+    fig.suptitle(title, fontsize=11)
+    top, bottom = fig.subfigures(2, 1, height_ratios=[n_rows * OVERVIEW_PANEL_IN, OVERVIEW_PHASE_IN])
+    axes = top.subplots(n_rows, 1, sharex=True, squeeze=False)[:, 0]
+    if not shown:
+        _note(axes[0], "no AOR in this run")
+    for ax, panel in zip(axes, shown, strict=False):
+        _draw_monitor_panel(ax, panel)
+    axes[-1].set_xlabel("MJD (mean time of the used images)")
+    phase_axes = bottom.subplots(1, len(channels), squeeze=False, sharey=True)[0]
+    for ax, channel in zip(phase_axes, channels, strict=True):
+        sample = phases.get(channel)
+        _draw_phase_panel(ax, sample, title=f"ch{channel}: flux / AOR median vs pixel phase, used images")
+    phase_axes[0].set_ylabel("flux / AOR median")
+    return _save(fig, out)
+
+
+def plot_aor(engine: Engine, run_name: str, aorkey: int, out: Path) -> Path:
+    """Plot one AOR of a run: its light curve and its pixel-phase response, one row per (channel, target).
+
+    Left: each image's flux density [mJy] against the time since the first image [min, or h for AORs longer than
+    3 h], with its 1-sigma error; used images as dots, outliers rejected by the run's rule as red crosses, other
+    flagged images with a finite flux as grey squares (the legend counts each), the AOR mean and its error as a line
+    and band. Right: the used images' flux divided by the AOR median against radial pixel phase [pix], before and
+    after the pixel-phase x array-location correction, with binned medians.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+        The database holding the run.
+    run_name : str
+        The run's name.
+    aorkey : int
+        The AOR.
+    out : Path
+        The PNG file to write; its folder is created if missing, and an existing file is replaced atomically.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    iracdb.errors.NoSuchRun
+        No run has that name.
+    iracdb.errors.NoSuchAor
+        The run has no rows for that AOR.
+    """
+    run = get_run(engine, run_name)
+    series = _aor_series(engine, run_name, aorkey)
+    fig = Figure(figsize=aor_size_in(len(series)), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    objects = sorted({s.object for s in series if s.object})
+    fig.suptitle(f"iracdb run {run_name}: AOR {aorkey}" + (f" ({', '.join(objects)})" if objects else "")
+                 + f"\n{_describe_params(run)}", fontsize=11)
+    axes = fig.subplots(len(series), 2, squeeze=False, width_ratios=[2.0, 1.0])
+    for (lc_ax, phase_ax), s in zip(axes, series, strict=True):
+        _draw_light_curve(lc_ax, s)
+        before, after = s.normalised()
+        sample = _PhaseSample(s.phase[s.used], before[s.used], after[s.used])
+        _draw_phase_panel(phase_ax, sample, title=f"ch{s.channel} {s.target}: pixel phase, used images")
+        phase_ax.set_ylabel("flux / AOR median")
+    return _save(fig, out)
+
+
+def overview_size_in(n_panels: int) -> tuple[float, float]:
+    """Size [in] of the overview figure with ``n_panels`` (channel, target) combinations (capped, at least one)."""
+    n_rows = min(max(n_panels, 1), MAX_OVERVIEW_PANELS)
+    return OVERVIEW_WIDTH_IN, TITLE_IN + n_rows * OVERVIEW_PANEL_IN + OVERVIEW_PHASE_IN
+
+
+def aor_size_in(n_rows: int) -> tuple[float, float]:
+    """Size [in] of the AOR figure with ``n_rows`` (channel, target) rows."""
+    return AOR_WIDTH_IN, TITLE_IN + max(n_rows, 1) * AOR_ROW_IN
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pure helpers: pixel phase and binned medians
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def radial_pixel_phase(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Radial pixel phase [pix] of 0-based full-array positions ``x``, ``y`` [pix]: hypot of each coordinate minus
+    its IDL ``ROUND``; in [0, sqrt(0.5)], NaN where a position is NaN."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    return np.hypot(x - idl_round(x), y - idl_round(y))
+
+
+@dataclass(frozen=True)
+class PhaseBins:
+    """Binned medians of a quantity against radial pixel phase.
+
+    Attributes
+    ----------
+    edges : ndarray
+        Bin edges [pix], ``PHASE_BINS + 1`` values over [0, sqrt(0.5)].
+    centres : ndarray
+        Bin centres [pix].
+    median : ndarray
+        Median of the quantity in each bin; NaN where a bin holds fewer than ``min_count`` finite values.
+    count : ndarray of int
+        Finite values in each bin.
+    """
+
+    edges: NDArray[np.float64]
+    centres: NDArray[np.float64]
+    median: NDArray[np.float64]
+    count: NDArray[np.int64]
+
+
+def _phase_bins(phase: NDArray[np.float64], values: NDArray[np.float64], n_bins: int = PHASE_BINS,
+                min_count: int = MIN_BIN_COUNT) -> PhaseBins:
+    """Median of ``values`` in ``n_bins`` equal bins of radial pixel phase [pix]; non-finite pairs are skipped."""
+    phase = np.asarray(phase, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    edges = np.linspace(0.0, PHASE_MAX, n_bins + 1)
+    ok = np.isfinite(phase) & np.isfinite(values)
+    index = np.clip(np.digitize(phase[ok], edges) - 1, 0, n_bins - 1)
+    kept = values[ok]
+    median = np.full(n_bins, np.nan)
+    count = np.bincount(index, minlength=n_bins).astype(np.int64)
+    for b in np.flatnonzero(count >= min_count):
+        median[b] = float(np.median(kept[index == b]))
+    return PhaseBins(edges, 0.5 * (edges[:-1] + edges[1:]), median, count)
+
+
+@dataclass(frozen=True)
+class _PhaseSample:
+    """Used images for a pixel-phase panel: radial phase [pix] and flux / AOR median before and after correction."""
+
+    phase: NDArray[np.float64]
+    before: NDArray[np.float64]
+    after: NDArray[np.float64]
+    n_total: int | None = None  # images the sample was drawn from (None: all are here)
+
+
+def _normalise(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``values`` divided by their median (of the finite ones); all NaN if none is finite or the median is not
+    positive."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.full(values.shape, np.nan)
+    median = float(np.median(finite))
+    return values / median if median > 0 else np.full(values.shape, np.nan)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One AOR
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AorSeries:
+    """The images of one AOR x channel x target of a run, as plotted (arrays in time order, one value per image).
+
+    Attributes
+    ----------
+    channel, target_index, target, object
+        Which series.
+    mjd : ndarray
+        Middle of each image, MJD (UTC) [d]; NaN when unknown.
+    flux, flux_err : ndarray
+        Flux density and its 1-sigma error [mJy]; NaN when not measured.
+    correction : ndarray
+        The correction divisor (uncorrected flux = ``flux * correction``); NaN when none was recorded.
+    phase : ndarray
+        Radial pixel phase of the aperture centre [pix]; NaN without a position.
+    flags : ndarray of int
+        Quality bits (:class:`iracdb.flags.Flag`).
+    used, outlier, flagged : ndarray of bool
+        In the AOR's statistics; rejected as an outlier (``flag_outlier``) with a finite flux; kept out for another
+        reason with a finite flux. Disjoint; images with no finite flux are in none of them.
+    mean_mjy, mean_err_mjy : float
+        The AOR's mean flux and its error [mJy] from ``aor_photometry``; NaN when there is none.
+    """
+
+    channel: int
+    target_index: int
+    target: str
+    object: str | None
+    mjd: NDArray[np.float64]
+    flux: NDArray[np.float64]
+    flux_err: NDArray[np.float64]
+    correction: NDArray[np.float64]
+    phase: NDArray[np.float64]
+    flags: NDArray[np.int64]
+    used: NDArray[np.bool_]
+    outlier: NDArray[np.bool_]
+    flagged: NDArray[np.bool_]
+    mean_mjy: float
+    mean_err_mjy: float
+
+    def normalised(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Flux / median over the used images, before correction (``flux * correction``) and after; NaN for the
+        images not used."""
+        before = np.where(self.used, self.flux * self.correction, np.nan)
+        after = np.where(self.used, self.flux, np.nan)
+        return _normalise(before), _normalise(after)
+
+
+def _aor_series(engine: Engine, run_name: str, aorkey: int) -> list[AorSeries]:
+    """The series of ``aorkey`` in the run, one per channel x target, ordered by channel and target.
+
+    Raises :class:`~iracdb.errors.NoSuchAor` when the run holds no row for the AOR.
+    """
+    params = {"run": run_name, "aorkey": aorkey}
+    with engine.connect() as conn:
+        images = conn.execute(text(
+            "SELECT channel, target_index, target, mjd, xc_full, yc_full, flux_mjy, flux_err_mjy, correction, "
+            "flags, used, flag_outlier FROM image_photometry WHERE run = :run AND aorkey = :aorkey "
+            "ORDER BY channel, target_index, mjd, expid, dcenum, plane"), params).all()
+        summaries = {(int(r.channel), int(r.target_index)): r for r in conn.execute(text(
+            "SELECT channel, target_index, target, object, flux_mjy, flux_err_mjy FROM aor_photometry "
+            "WHERE run = :run AND aorkey = :aorkey"), params)}
+        if not images and not summaries:
+            keys = conn.execute(text("SELECT DISTINCT aorkey FROM aor_photometry WHERE run = :run ORDER BY aorkey"),
+                                {"run": run_name}).scalars().all()
+    if not images and not summaries:
+        listed = ", ".join(str(k) for k in keys[:8]) + (", ..." if len(keys) > 8 else "")
+        there = f"it holds {len(keys)} AOR(s): {listed}" if keys else "it holds no AOR yet"
+        raise NoSuchAor(f"AOR {aorkey} is not in run {run_name!r}; {there} (see `iracdb summary {run_name}`)")
+    groups: dict[tuple[int, int], list[Any]] = {key: [] for key in summaries}
+    for row in images:
+        groups.setdefault((int(row.channel), int(row.target_index)), []).append(row)
+    out = []
+    for key in sorted(groups):
+        rows, summary = groups[key], summaries.get(key)
+        column = _columns(rows, ("mjd", "xc_full", "yc_full", "flux_mjy", "flux_err_mjy", "correction"))
+        flux = column["flux_mjy"]
+        finite = np.isfinite(flux)
+        used = np.array([bool(r.used) for r in rows], dtype=bool) & finite
+        outlier = np.array([bool(r.flag_outlier) for r in rows], dtype=bool) & finite & ~used
+        target = rows[0].target if rows else summary.target
+        out.append(AorSeries(
+            channel=key[0], target_index=key[1], target=str(target), object=summary.object if summary else None,
+            mjd=column["mjd"], flux=flux, flux_err=column["flux_err_mjy"], correction=column["correction"],
+            phase=radial_pixel_phase(column["xc_full"], column["yc_full"]),
+            flags=np.array([int(r.flags) for r in rows], dtype=np.int64), used=used, outlier=outlier,
+            flagged=finite & ~used & ~outlier,
+            mean_mjy=_float(summary.flux_mjy if summary else None),
+            mean_err_mjy=_float(summary.flux_err_mjy if summary else None),
+        ))  # fmt: skip
+    return out
+
+
+def _draw_light_curve(ax: Axes, s: AorSeries) -> None:
+    known = s.mjd[np.isfinite(s.mjd)]
+    t0 = float(known.min()) if known.size else math.nan
+    span_min = (float(known.max()) - t0) * 1440.0 if known.size else 0.0
+    unit, scale = ("h", 24.0) if span_min > 180.0 else ("min", 1440.0)
+    t = (s.mjd - t0) * scale
+    err = np.where(np.isfinite(s.flux_err), s.flux_err, 0.0)
+    for mask, style, name in (
+        (s.used, dict(fmt="o", ms=3, color=_USED_COLOUR, elinewidth=0.6), "used"),
+        (s.flagged, dict(fmt="s", ms=4, mfc="none", color=_FLAGGED_COLOUR, elinewidth=0.6), "flagged"),
+        (s.outlier, dict(fmt="x", ms=6, color=_OUTLIER_COLOUR, elinewidth=0.6), "outlier"),
+    ):
+        keep = mask & np.isfinite(t)
+        if keep.any():
+            ax.errorbar(t[keep], s.flux[keep], yerr=err[keep], label=f"{name} ({int(keep.sum())})", **style)
+    if math.isfinite(s.mean_mjy):
+        band = s.mean_err_mjy if math.isfinite(s.mean_err_mjy) else 0.0
+        ax.axhline(s.mean_mjy, color="k", lw=1.0, label=f"AOR mean {s.mean_mjy:.5g} ± {band:.2g} mJy")
+        if band > 0:
+            ax.axhspan(s.mean_mjy - band, s.mean_mjy + band, color="k", alpha=0.12, lw=0)
+    n_missing = int((~np.isfinite(s.flux)).sum())
+    if not (s.used.any() or s.flagged.any() or s.outlier.any()):
+        _note(ax, "no usable images" + (f" ({n_missing} without a flux)" if n_missing else ""))
+    elif n_missing:
+        ax.text(0.99, 0.02, f"{n_missing} image(s) without a flux, not shown", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=8, color=_FLAGGED_COLOUR)
+    start = f"MJD {t0:.5f}" if math.isfinite(t0) else "the first image"
+    ax.set_xlabel(f"time since the first image ({start}) [{unit}]")
+    ax.set_ylabel("flux density [mJy]")
+    ax.set_title(f"ch{s.channel} {s.target}: light curve, {s.flux.size} image(s)", fontsize=10)
+    _legend(ax)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run overview
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _MonitorPanel:
+    """The AORs of one channel x target: per-AOR mean time [MJD], mean flux, error of the mean and std [mJy]; the
+    first-image times [MJD] of AORs with no usable image."""
+
+    channel: int
+    target: str
+    mjd: NDArray[np.float64]
+    flux: NDArray[np.float64]
+    err: NDArray[np.float64]
+    std: NDArray[np.float64]
+    empty_mjd: NDArray[np.float64]
+
+    @property
+    def weighted_mean(self) -> float:
+        """Mean of the AOR fluxes weighted by 1 / err² [mJy] (plain mean if no AOR has a positive error)."""
+        ok = np.isfinite(self.flux) & np.isfinite(self.err) & (self.err > 0)
+        if ok.any():
+            w = 1.0 / self.err[ok] ** 2
+            return float(np.sum(w * self.flux[ok]) / np.sum(w))
+        finite = self.flux[np.isfinite(self.flux)]
+        return float(finite.mean()) if finite.size else math.nan
+
+
+def _read_aor_rows(engine: Engine, run_name: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT aorkey, channel, target_index, target, mjd, first_mjd, flux_mjy, flux_err_mjy, std_mjy, n_used "
+            "FROM aor_photometry WHERE run = :run ORDER BY channel, target_index, aorkey"), {"run": run_name})
+        return [dict(r._mapping) for r in rows]
+
+
+def _monitor_panels(aors: list[dict[str, Any]]) -> list[_MonitorPanel]:
+    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for row in aors:
+        groups.setdefault((int(row["channel"]), int(row["target_index"])), []).append(row)
+    panels = []
+    for (channel, _), rows in sorted(groups.items()):
+        flux = np.array([_float(r["flux_mjy"]) for r in rows])
+        usable = np.isfinite(flux) & np.array([(r["n_used"] or 0) > 0 for r in rows])
+        mjd = np.array([_float(r["mjd"]) for r in rows])
+        first = np.array([_float(r["first_mjd"]) for r in rows])
+        empty = np.where(np.isfinite(first), first, mjd)[~usable]
+        panels.append(_MonitorPanel(
+            channel=channel, target=str(rows[0]["target"]), mjd=mjd[usable], flux=flux[usable],
+            err=np.array([_float(r["flux_err_mjy"]) for r in rows])[usable],
+            std=np.array([_float(r["std_mjy"]) for r in rows])[usable], empty_mjd=empty[np.isfinite(empty)],
+        ))  # fmt: skip
+    return panels
+
+
+def _draw_monitor_panel(ax: Axes, p: _MonitorPanel) -> None:
+    plotted = np.isfinite(p.mjd) & np.isfinite(p.flux)
+    if plotted.any():
+        x, y = p.mjd[plotted], p.flux[plotted]
+        std = np.nan_to_num(p.std[plotted], nan=0.0)
+        err = np.nan_to_num(p.err[plotted], nan=0.0)
+        ax.errorbar(x, y, yerr=std, fmt="none", ecolor=_USED_COLOUR, alpha=0.3, elinewidth=3, label="std of images")
+        ax.errorbar(x, y, yerr=err, fmt="o", ms=4, color=_USED_COLOUR, elinewidth=1.2, capsize=2,
+                    label=f"AOR mean ± error ({int(plotted.sum())} AORs)")
+        mean = p.weighted_mean
+        if math.isfinite(mean):
+            ax.axhline(mean, color="k", ls="--", lw=1.0, label=f"weighted mean {mean:.5g} mJy")
+    else:
+        _note(ax, "no usable images")
+    for i, t in enumerate(p.empty_mjd):
+        ax.axvline(t, color=_OUTLIER_COLOUR, ls=":", lw=1.0,
+                   label=f"AOR with no usable image ({p.empty_mjd.size})" if i == 0 else None)
+    ax.set_ylabel("flux density [mJy]")
+    ax.set_title(f"ch{p.channel} {p.target}", fontsize=10, loc="left")
+    ax.ticklabel_format(axis="x", useOffset=False, style="plain")
+    _legend(ax)
+
+
+class _Reservoir:
+    """A uniform random sample of at most ``size`` rows of a stream (the rows with the smallest random keys)."""
+
+    def __init__(self, size: int, n_columns: int, seed: int = 0) -> None:
+        self.size = size
+        self.rows = np.empty((0, n_columns))
+        self.keys = np.empty(0)
+        self.n_seen = 0
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, rows: NDArray[np.float64]) -> None:
+        self.n_seen += len(rows)
+        self.rows = np.concatenate([self.rows, rows])
+        self.keys = np.concatenate([self.keys, self._rng.random(len(rows))])
+        if len(self.keys) > self.size:
+            keep = np.argpartition(self.keys, self.size)[: self.size]
+            self.rows, self.keys = self.rows[keep], self.keys[keep]
+
+
+def _run_phase_sample(engine: Engine, run_name: str) -> dict[int, _PhaseSample]:
+    """Per channel: a uniform sample of the run's used images (radial phase [pix], flux / AOR median before and
+    after correction), read in batches of :data:`BATCH_ROWS` rows; each AOR x channel x target's median is over all
+    of its used images."""
+    reservoirs: dict[int, _Reservoir] = {}
+    query = text(
+        "SELECT aorkey, channel, target_index, xc_full, yc_full, flux_mjy, correction FROM image_photometry "
+        "WHERE run = :run AND used ORDER BY aorkey, channel, target_index")
+    pending = np.empty((0, 7))
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=BATCH_ROWS).execute(query, {"run": run_name})
+        for part in result.partitions():
+            rows = np.array([tuple(r) for r in part], dtype=np.float64).reshape(-1, 7)  # NULL -> NaN
+            block = np.concatenate([pending, rows])
+            tail = np.all(block[:, :3] == block[-1, :3], axis=1)  # the last group may go on in the next batch
+            _add_groups(block[~tail], reservoirs)
+            pending = block[tail]
+    _add_groups(pending, reservoirs)
+    out = {}
+    for channel, reservoir in sorted(reservoirs.items()):
+        rows = reservoir.rows[np.argsort(reservoir.keys)]  # random order: any stride of it is a uniform sample
+        out[channel] = _PhaseSample(rows[:, 0], rows[:, 1], rows[:, 2], n_total=reservoir.n_seen)
+    return out
+
+
+def _add_groups(block: NDArray[np.float64], reservoirs: dict[int, _Reservoir]) -> None:
+    """Normalise each AOR x channel x target of ``block`` (sorted by those keys) and add it to its channel's
+    reservoir as rows (phase, before, after)."""
+    if len(block) == 0:
+        return
+    starts = np.flatnonzero(np.any(np.diff(block[:, :3], axis=0) != 0, axis=1)) + 1
+    for group in np.split(block, starts):
+        flux, correction = group[:, 5], group[:, 6]
+        rows = np.column_stack([radial_pixel_phase(group[:, 3], group[:, 4]), _normalise(flux * correction),
+                                _normalise(flux)])
+        channel = int(group[0, 1])
+        if channel not in reservoirs:
+            reservoirs[channel] = _Reservoir(PHASE_SAMPLE, 3, seed=channel)
+        reservoirs[channel].add(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared drawing
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _draw_phase_panel(ax: Axes, sample: _PhaseSample | None, title: str) -> None:
+    """Flux / median against radial pixel phase, before and after correction: a light scatter (a uniform sample of
+    at most SCATTER_POINTS) and the binned medians."""
+    ax.set_xlim(0.0, PHASE_MAX)
+    ax.set_xlabel("radial pixel phase [pix]")
+    n = 0 if sample is None else int(np.isfinite(sample.phase).sum())
+    if sample is None or n == 0:
+        ax.set_title(title, fontsize=10)
+        _note(ax, "no usable images")
+        return
+    total = sample.n_total if sample.n_total is not None else sample.phase.size
+    step = max(1, math.ceil(sample.phase.size / SCATTER_POINTS))  # an overview sample is in random order
+    shown = 0
+    for values, colour, name in ((sample.before, _BEFORE_COLOUR, "before correction"),
+                                 (sample.after, _AFTER_COLOUR, "after correction")):
+        ok = np.isfinite(sample.phase) & np.isfinite(values)
+        if not ok.any():
+            continue
+        x, y = sample.phase[ok][::step], values[ok][::step]
+        few = x.size <= 500  # a few points are drawn larger and darker than a cloud of thousands
+        ax.scatter(x, y, s=14 if few else 5, color=colour, alpha=0.8 if few else 0.35, lw=0)
+        shown = max(shown, x.size)
+        bins = _phase_bins(sample.phase, values)
+        has = np.isfinite(bins.median)
+        if has.any():
+            ax.plot(bins.centres[has], bins.median[has], "o-", color=colour, lw=1.8, ms=4,
+                    label=f"{name}: binned median")
+        else:
+            ax.plot([], [], "o", color=colour, label=f"{name} (too few per bin for medians)")
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    finite = np.concatenate([v[np.isfinite(v)] for v in (sample.before, sample.after)])
+    if finite.size >= 20:
+        lo, hi = np.percentile(finite, [0.5, 99.5])
+        pad = 0.1 * (hi - lo) or 0.01
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.set_title(f"{title}\n{total} image(s), {shown} drawn", fontsize=10)
+    _legend(ax)
+
+
+def _note(ax: Axes, message: str) -> None:
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", fontsize=11, color="0.3")
+
+
+def _legend(ax: Axes) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+
+
+def _save(fig: Figure, out: Path) -> Path:
+    """Write ``fig`` as PNG to a temporary file beside ``out`` and rename it into place."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
+    os.close(handle)
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _describe_params(run: dict[str, Any]) -> str:
+    """The parameters that tell runs apart, in words."""
+    p = json.loads(run["params_json"])
+    parts = [
+        f"aperture {p.get('radius_px'):g} px" if p.get("radius_px") is not None else None,
+        f"annulus {p.get('annulus_in_px'):g}-{p.get('annulus_out_px'):g} px"
+        if p.get("annulus_in_px") is not None and p.get("annulus_out_px") is not None else None,
+        f"corrections {p['corrections']}" if "corrections" in p else None,
+        f"ap. corr. {p['aperture_correction']}" if "aperture_correction" in p else None,
+        f"reject {p['reject']}" if "reject" in p else None,
+        f"status {run['status']}" if run.get("status") not in (None, "complete") else None,
+    ]
+    return ", ".join(part for part in parts if part)
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _columns(rows: Iterable[Any], names: tuple[str, ...]) -> dict[str, NDArray[np.float64]]:
+    rows = list(rows)
+    return {name: np.array([_float(getattr(r, name)) for r in rows], dtype=np.float64) for name in names}
+
+
+__all__ = [
+    "DPI", "AorSeries", "PhaseBins", "aor_size_in", "default_plot_path", "overview_size_in", "plot_aor",
+    "plot_overview", "radial_pixel_phase",
+]
