@@ -1,0 +1,793 @@
+"""Exports of a reduction run, with its full provenance, written in bounded memory.
+
+:func:`export_run` writes, into one folder, the two tables of a run and two provenance files:
+
+``RUN_aor_data.EXT``
+    The ``aor_photometry`` view of the run (one row per AOR x channel x target), ordered by AORKEY, channel and
+    target, without the ``run`` column.
+``RUN_img_data.EXT``
+    The ``image_photometry`` view of the run (one row per measured image and target), in the order of
+    :data:`iracdb.db.views.IMAGE_ORDER`, without the ``run`` column; the ``flag_*`` columns decode ``flags``.
+``RUN_log.txt``
+    A human-readable account, like the 2018 pipeline's log: parameters, per-AOR results, problem AORs, comments
+    and the whole provenance, including every input file.
+``RUN_provenance.json``
+    The same provenance, machine-readable (see :func:`run_provenance`), plus what this export wrote.
+
+``RUN`` is the run's name with every character outside ``[A-Za-z0-9._-]`` replaced by ``_``; ``EXT`` is ``csv``,
+``parquet``, ``ecsv`` or ``vot`` (VOTable). Columns, units and meanings are those of :mod:`iracdb.db.views`:
+integers are int64, floats float64 (written with full round-trip precision), text strings, ``used`` and the
+``flag_*`` columns booleans. A NULL (the database stores a value that could not be measured as NULL, never NaN)
+is written as missing: an empty CSV field, a Parquet null, a masked ECSV or VOTable value.
+
+Rows are streamed: a server-side cursor on PostgreSQL, ``fetchmany`` on SQLite, converted batch by batch to Arrow
+record batches and written, so memory does not grow with the size of the run. All queries of one export read one
+consistent snapshot of the database (a read-only repeatable-read transaction on PostgreSQL, one read transaction
+on SQLite, which does not block writers in WAL mode). Every file is written under a temporary name and renamed into
+place only once all of them are complete: a failed export leaves no truncated file behind, and exporting again
+replaces the files.
+
+The database URL is only ever shown with its password masked (:func:`iracdb.db.engine.safe_url`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+from xml.sax.saxutils import escape as xml_escape
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from sqlalchemy import Engine
+
+from iracdb import __version__
+from iracdb.db import views
+from iracdb.db.engine import is_sqlite, safe_url
+from iracdb.errors import BadOption
+from iracdb.flags import Flag
+from iracdb.reduce import get_run
+
+#: The formats :func:`export_run` writes.
+EXPORT_FORMATS: tuple[str, ...] = ("csv", "parquet", "ecsv", "votable")
+#: File name extension of the two tables in each format.
+EXTENSIONS = {"csv": "csv", "parquet": "parquet", "ecsv": "ecsv", "votable": "vot"}
+#: Rows fetched from the database and written per batch.
+BATCH_ROWS = 50_000
+
+Progress = Callable[[int, int], None]
+
+# --------------------------------------------------------------------------------------------------------------
+# The exported columns and their Arrow types
+# --------------------------------------------------------------------------------------------------------------
+
+#: Columns decoded from ``flags`` here (bit by bit) rather than fetched from the view: the same values, less I/O.
+_FLAG_BITS: dict[str, int] = {f"flag_{member.name.lower()}": int(member) for member in Flag if member and member.name}
+
+_IMAGE_INT = frozenset({"aorkey", "channel", "target_index", "expid", "dcenum", "plane", "n_combined", "sky_npix",
+                        "flags"})
+_IMAGE_STR = frozenset({"target", "file"})
+_AOR_INT = frozenset({"aorkey", "channel", "target_index", "dither_positions", "cycles", "n_total", "n_used",
+                      "n_rejected", "n_flagged"})
+_AOR_STR = frozenset({"target", "object", "date_obs", "mission", "read_mode", "dither_scale", "reject_rule",
+                      "correction"})
+
+#: Unit strings of views.py that astropy reads differently from what is meant: "MJy/sr pix2" parses as
+#: MJy / (sr pix2), but the aperture sums are MJy/sr summed over pixels, MJy pix2 / sr.
+_UNIT_FIXES = {"MJy/sr pix2": "MJy pix2 / sr"}
+
+
+def _unit(column: views.Column) -> str:
+    return _UNIT_FIXES.get(column.unit, column.unit)
+
+
+@dataclass(frozen=True)
+class _Table:
+    """One exported table: its view, its columns (no ``run``), their Arrow schema and the SQL that streams it."""
+
+    key: str
+    view: str
+    columns: tuple[views.Column, ...]
+    order: tuple[str, ...]
+    ints: frozenset[str]
+    strings: frozenset[str]
+    schema: pa.Schema = field(init=False)
+    fetched: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        fields = []
+        for column in self.columns:
+            metadata = {"unit": _unit(column), "description": column.description}
+            fields.append(pa.field(column.name, self.arrow_type(column.name), metadata=metadata))
+        object.__setattr__(self, "schema", pa.schema(fields))
+        decoded = set(_FLAG_BITS) if "flags" in self.names else set()
+        object.__setattr__(self, "fetched", tuple(n for n in self.names if n not in decoded))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
+
+    def arrow_type(self, name: str) -> pa.DataType:
+        if name in self.ints:
+            return pa.int64()
+        if name in self.strings:
+            return pa.string()
+        if name == "used" or name in _FLAG_BITS:
+            return pa.bool_()
+        return pa.float64()
+
+    def sql(self) -> str:
+        return (f"SELECT {', '.join(self.fetched)} FROM {self.view} WHERE run = :run "
+                f"ORDER BY {', '.join(self.order)}")
+
+    def to_batch(self, rows: Sequence[tuple[Any, ...]]) -> pa.RecordBatch:
+        """Database rows (in :attr:`fetched` order) as a record batch of :attr:`schema`, column by column."""
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in self.fetched]
+        by_name = dict(zip(self.fetched, columns, strict=True))
+        flags = np.asarray(by_name["flags"], dtype=np.int64) if "flags" in by_name else None
+        arrays = []
+        for name in self.names:
+            kind = self.arrow_type(name)
+            if name in _FLAG_BITS and name not in by_name:
+                assert flags is not None
+                arrays.append(pa.array((flags & _FLAG_BITS[name]) != 0, type=pa.bool_()))
+            elif kind == pa.bool_():  # SQLite gives 0/1, PostgreSQL True/False; never NULL in the views
+                arrays.append(pa.array(np.asarray(by_name[name], dtype=bool), type=pa.bool_()))
+            else:
+                arrays.append(pa.array(by_name[name], type=kind))
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+_AOR_TABLE = _Table("aor", views.AOR_VIEW, tuple(c for c in views.AOR_COLUMNS if c.name != "run"),
+                    ("aorkey", "channel", "target_index"), _AOR_INT, _AOR_STR)
+_IMAGE_TABLE = _Table("img", views.IMAGE_VIEW, tuple(c for c in views.IMAGE_COLUMNS if c.name != "run"),
+                      views.IMAGE_ORDER, _IMAGE_INT, _IMAGE_STR)
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading one consistent snapshot
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _Snapshot:
+    """A raw DBAPI connection holding one read-only transaction: every query of an export sees the same data.
+
+    Raw, not through a SQLAlchemy ``Connection``: on SQLite the engine begins every transaction with
+    ``BEGIN IMMEDIATE`` (the write lock), which an export must not hold while it writes files.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.sqlite = is_sqlite(engine)
+        self.raw = engine.raw_connection()
+        self._cursors = 0
+        cursor = self.raw.cursor()
+        try:
+            if self.sqlite:
+                cursor.execute("BEGIN")  # deferred: a read snapshot in WAL mode, no lock that blocks writers
+            else:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        try:
+            self.raw.rollback()
+        finally:
+            self.raw.close()
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.sqlite else re.sub(r":(\w+)", r"%(\1)s", sql)
+
+    def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        """A small query's rows as dicts."""
+        cursor = self.raw.cursor()
+        try:
+            cursor.execute(self._sql(sql), params)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        cursor = self.raw.cursor()
+        try:
+            cursor.execute(self._sql(sql), params)
+            row = cursor.fetchone()
+            return None if row is None else row[0]
+        finally:
+            cursor.close()
+
+    def batches(self, sql: str, size: int = BATCH_ROWS, **params: Any) -> Iterator[list[tuple[Any, ...]]]:
+        """A big query's rows, ``size`` at a time, from a server-side cursor on PostgreSQL."""
+        if self.sqlite:
+            cursor = self.raw.cursor()
+        else:
+            self._cursors += 1
+            cursor = self.raw.cursor(name=f"iracdb_export_{self._cursors}")
+            cursor.itersize = size
+        try:
+            cursor.execute(self._sql(sql), params)
+            while rows := cursor.fetchmany(size):
+                yield rows
+        finally:
+            cursor.close()
+
+
+@contextlib.contextmanager
+def _snapshot(engine: Engine) -> Iterator[_Snapshot]:
+    snap = _Snapshot(engine)
+    try:
+        yield snap
+    finally:
+        snap.close()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Provenance
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _iso(value: Any) -> str | None:
+    """A timestamp as ISO 8601 UTC (SQLite hands back naive values or text; iracdb writes them in UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return str(value.astimezone(UTC).isoformat())
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _inputs_summary(snap: _Snapshot, run_id: int) -> dict[str, Any]:
+    rows = snap.rows("SELECT kind, count(*) AS n, sum(size_bytes) AS b FROM run_inputs WHERE run_id = :run "
+                     "GROUP BY kind ORDER BY kind", run=run_id)
+    return {
+        "count": sum(int(r["n"]) for r in rows),
+        "total_bytes": sum(int(r["b"] or 0) for r in rows),
+        "by_kind": {r["kind"]: {"count": int(r["n"]), "bytes": int(r["b"] or 0)} for r in rows},
+    }
+
+
+def _inputs(snap: _Snapshot, run_id: int) -> Iterator[dict[str, Any]]:
+    """Every input file of the run, by path, streamed."""
+    sql = "SELECT path, kind, size_bytes, sha256 FROM run_inputs WHERE run_id = :run ORDER BY path"
+    for batch in snap.batches(sql, size=10_000, run=run_id):
+        for path, kind, size, sha in batch:
+            yield {"path": path, "kind": kind, "size_bytes": int(size), "sha256": sha}
+
+
+def _columns_doc(table: _Table) -> list[dict[str, str]]:
+    return [{"name": c.name, "unit": _unit(c), "description": c.description} for c in table.columns]
+
+
+def _provenance(engine: Engine, snap: _Snapshot, run: dict[str, Any]) -> dict[str, Any]:
+    """Everything about a run except its list of input files (see :func:`run_provenance`)."""
+    run_id = run["id"]
+    targets = snap.rows("SELECT target_index, name, ra_deg, dec_deg, aorkey, object FROM run_targets "
+                        "WHERE run_id = :run ORDER BY target_index", run=run_id)
+    units = snap.rows("SELECT aorkey, channel, status, n_exposures, n_images, finished_at FROM run_units "
+                      "WHERE run_id = :run ORDER BY aorkey, channel", run=run_id)
+    for unit in units:
+        unit["finished_at"] = _iso(unit["finished_at"])
+    missions = snap.rows("SELECT DISTINCT mission FROM aor_summaries WHERE run_id = :run AND mission IS NOT NULL "
+                         "ORDER BY mission", run=run_id)
+    versions = _loads(run["versions_json"]) or {}
+    return {
+        "run": {
+            "name": run["name"], "status": run["status"], "created_at": _iso(run["created_at"]),
+            "started_at": _iso(run["started_at"]), "finished_at": _iso(run["finished_at"]),
+            "n_units": run["n_units"], "n_units_done": run["n_units_done"], "n_images": run["n_images"],
+            "n_flagged": run["n_flagged"], "n_outliers": run["n_outliers"], "message": run["message"],
+        },
+        "parameters": _loads(run["params_json"]),
+        "params_hash": run["params_hash"],
+        "resolved": _loads(run["resolved_json"]),
+        "software": {"iracdb_version": run["software_version"], "git_revision": run["git_revision"],
+                     "versions": versions},
+        "execution": run["execution"],
+        "host": run["host"],
+        "user": run["user_name"],
+        "pid": run["pid"],
+        "command_line": run["command_line"],
+        "database": safe_url(engine.url.render_as_string(hide_password=True)),
+        "channels": sorted({int(u["channel"]) for u in units}),
+        "missions": [m["mission"] for m in missions],
+        "targets": targets,
+        "units": units,
+        "inputs_summary": _inputs_summary(snap, run_id),
+        "columns": {"aor_data": _columns_doc(_AOR_TABLE), "img_data": _columns_doc(_IMAGE_TABLE)},
+    }
+
+
+def run_provenance(engine: Engine, run_name: str, *, with_inputs: bool = True) -> dict[str, Any]:
+    """Where a run's numbers come from, as a JSON-able dict.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+        The catalogue.
+    run_name : str
+        The run.
+    with_inputs : bool
+        Include ``inputs``, the list of every input file (``path``, ``kind``, ``size_bytes`` [bytes], ``sha256``);
+        ``inputs_summary`` (count, total bytes, per kind) is always there.
+
+    Returns
+    -------
+    dict
+        ``run`` (name, status, created/started/finished times as ISO 8601 UTC, counts, message), ``parameters``
+        (as given), ``params_hash``, ``resolved`` (as applied per mission and channel), ``software`` (iracdb
+        version, git revision, package versions), ``execution``, ``host``, ``user``, ``pid``, ``command_line``
+        (passwords masked), ``database`` (URL, password masked), ``channels``, ``missions``, ``targets`` (with
+        ICRS coordinates [deg]), ``units`` (status of each AOR x channel), ``inputs_summary``, ``columns`` (name,
+        unit, description of each exported column) and, with ``with_inputs``, ``inputs``.
+
+    Raises
+    ------
+    iracdb.errors.NoSuchRun
+        No run has that name.
+    """
+    run = get_run(engine, run_name)
+    with _snapshot(engine) as snap:
+        provenance = _provenance(engine, snap, run)
+        if with_inputs:
+            provenance["inputs"] = list(_inputs(snap, run["id"]))
+    return provenance
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Table writers: one per format, each taking record batches
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _Writer:
+    def write(self, batch: pa.RecordBatch) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _CsvWriter(_Writer):
+    def __init__(self, path: Path, table: _Table, meta: dict[str, Any]) -> None:
+        options = pacsv.WriteOptions(include_header=True, quoting_style="needed")
+        self._writer = pacsv.CSVWriter(str(path), table.schema, write_options=options)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class _ParquetWriter(_Writer):
+    def __init__(self, path: Path, table: _Table, meta: dict[str, Any]) -> None:
+        schema = table.schema.with_metadata({"iracdb_provenance": json.dumps(meta)})
+        self._writer = pq.ParquetWriter(str(path), schema)
+        self._schema = schema
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch.replace_schema_metadata(self._schema.metadata))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _as_text(array: pa.Array, null: str) -> pa.Array:
+    """Numbers as their shortest round-trip text (Arrow's cast), NULL as ``null``."""
+    return pc.fill_null(pc.cast(array, pa.string()), null)
+
+
+class _EcsvWriter(_Writer):
+    """ECSV 1.0: astropy writes the header (dtypes, units, descriptions, provenance in ``meta``) of a table with
+    no rows; the data lines follow batch by batch (space-separated, strings quoted, missing values ``""``)."""
+
+    def __init__(self, path: Path, table: _Table, meta: dict[str, Any]) -> None:
+        from astropy.table import Column, Table
+
+        header = Table(meta={"iracdb_provenance": meta})
+        for column in table.columns:
+            kind = table.arrow_type(column.name)
+            dtype = {pa.int64(): np.int64, pa.float64(): np.float64, pa.string(): np.str_, pa.bool_(): np.bool_}[kind]
+            header[column.name] = Column(np.zeros(0, dtype=dtype), unit=_unit(column) or None,
+                                         description=column.description)
+        text = io.StringIO()
+        header.write(text, format="ascii.ecsv")
+        self._file = path.open("w", encoding="utf-8", newline="\n")
+        self._file.write(text.getvalue())
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        columns = []
+        for array in batch.columns:
+            if pa.types.is_string(array.type):
+                quoted = pc.replace_substring(array, '"', '""')
+                columns.append(pc.fill_null(pc.binary_join_element_wise('"', quoted, '"', ""), '""'))
+            elif pa.types.is_boolean(array.type):
+                columns.append(pc.if_else(array, "True", "False"))
+            else:
+                columns.append(_as_text(array, '""'))
+        lines = pc.binary_join_element_wise(*columns, " ")
+        self._file.write("\n".join(lines.to_pylist()))
+        self._file.write("\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+_VO_TYPES = {pa.int64(): 'datatype="long"', pa.float64(): 'datatype="double"',
+             pa.string(): 'datatype="char" arraysize="*"', pa.bool_(): 'datatype="boolean"'}
+
+
+def _vounit(unit: str) -> str | None:
+    """The unit in VOUnit syntax, or None when VOUnit cannot say it (``%``: dimensionless with a scale)."""
+    if not unit:
+        return None
+    from astropy import units as u
+
+    try:
+        return str(u.Unit(unit).to_string("vounit"))
+    except (ValueError, u.UnitsError):
+        return None
+
+
+class _VoTableWriter(_Writer):
+    """VOTable 1.4, TABLEDATA: FIELDs with unit (VOUnit) and DESCRIPTION, the provenance as INFO elements; rows
+    streamed batch by batch (XML-escaped; an empty TD is a missing value)."""
+
+    def __init__(self, path: Path, table: _Table, meta: dict[str, Any]) -> None:
+        self._file = path.open("w", encoding="utf-8", newline="\n")
+        run = meta.get("run", {})
+        out = ['<?xml version="1.0" encoding="utf-8"?>',
+               '<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3" '
+               'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+               'xsi:schemaLocation="http://www.ivoa.net/xml/VOTable/v1.3 '
+               'http://www.ivoa.net/xml/VOTable/VOTable-1.4.xsd">',
+               f' <DESCRIPTION>iracdb run {xml_escape(str(run.get("name")))}: {table.key}_data</DESCRIPTION>',
+               ' <RESOURCE type="results">']
+        for name, value in (("run", run.get("name")), ("status", run.get("status")),
+                            ("params_hash", meta.get("params_hash")), ("iracdb_version", __version__)):
+            out.append(f"  <INFO name={quoteattr(name)} value={quoteattr(str(value))}/>")
+        out.append(f'  <INFO name="iracdb_provenance" value={quoteattr(json.dumps(meta))}/>')
+        out.append(f"  <TABLE name={quoteattr(table.key + '_data')}>")
+        for column in table.columns:
+            unit = _vounit(_unit(column))
+            description = column.description
+            if _unit(column) and unit is None:
+                description = f"{description} [{_unit(column)}]"
+            unit_attr = f" unit={quoteattr(unit)}" if unit else ""
+            out.append(f"   <FIELD name={quoteattr(column.name)} {_VO_TYPES[table.arrow_type(column.name)]}"
+                       f"{unit_attr}><DESCRIPTION>{xml_escape(description)}</DESCRIPTION></FIELD>")
+        out += ["   <DATA>", "    <TABLEDATA>", ""]
+        self._file.write("\n".join(out))
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        columns = []
+        for array in batch.columns:
+            if pa.types.is_string(array.type):
+                text = pc.replace_substring(array, "&", "&amp;")
+                text = pc.replace_substring(pc.replace_substring(text, "<", "&lt;"), ">", "&gt;")
+                columns.append(pc.fill_null(text, ""))
+            elif pa.types.is_boolean(array.type):
+                columns.append(pc.if_else(array, "T", "F"))
+            else:
+                columns.append(_as_text(array, ""))
+        cells = pc.binary_join_element_wise(*columns, "</TD><TD>")
+        lines = pc.binary_join_element_wise("<TR><TD>", cells, "</TD></TR>", "")
+        self._file.write("\n".join(lines.to_pylist()))
+        self._file.write("\n")
+
+    def close(self) -> None:
+        self._file.write("    </TABLEDATA>\n   </DATA>\n  </TABLE>\n </RESOURCE>\n</VOTABLE>\n")
+        self._file.close()
+
+
+_WRITERS: dict[str, type[_Writer]] = {
+    "csv": _CsvWriter, "parquet": _ParquetWriter, "ecsv": _EcsvWriter, "votable": _VoTableWriter,
+}
+
+# --------------------------------------------------------------------------------------------------------------
+# The export
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_run` wrote.
+
+    Attributes
+    ----------
+    run : str
+        The run's name.
+    status : str
+        The run's status when exported (``complete``, ``interrupted``, ``failed`` or ``running``).
+    out_dir : Path
+        The folder written into.
+    files : tuple of Path
+        Every file written, in the order written (aor table, image table, log, provenance).
+    n_aor_rows, n_image_rows : int
+        Rows of the two tables.
+    """
+
+    run: str
+    status: str
+    out_dir: Path
+    files: tuple[Path, ...]
+    n_aor_rows: int
+    n_image_rows: int
+
+
+def file_stem(run_name: str) -> str:
+    """The run's name as used in file names: every character outside ``[A-Za-z0-9._-]`` replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", run_name)
+
+
+@dataclass
+class _FlagCounts:
+    """Images per flag bit of each (aorkey, channel, target_index), counted while the image rows stream past."""
+
+    counts: dict[tuple[int, int, int], dict[str, int]] = field(default_factory=dict)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        flags = batch.column("flags").to_numpy(zero_copy_only=False)
+        flagged = flags != 0
+        if not flagged.any():
+            return
+        keys = np.stack([batch.column(n).to_numpy(zero_copy_only=False)[flagged]
+                         for n in ("aorkey", "channel", "target_index")], axis=1)
+        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        bits = flags[flagged]
+        for member in Flag:
+            if not member or not member.name:
+                continue
+            per_key = np.bincount(inverse, weights=(bits & int(member)) != 0, minlength=len(unique))
+            for index in np.flatnonzero(per_key):
+                key = (int(unique[index][0]), int(unique[index][1]), int(unique[index][2]))
+                entry = self.counts.setdefault(key, {})
+                entry[member.name.lower()] = entry.get(member.name.lower(), 0) + int(per_key[index])
+
+
+def _write_table(snap: _Snapshot, table: _Table, run_name: str, writer: _Writer, *,
+                 on_batch: Callable[[pa.RecordBatch], None] | None = None) -> int:
+    n = 0
+    for rows in snap.batches(table.sql(), run=run_name):
+        batch = table.to_batch(rows)
+        writer.write(batch)
+        n += batch.num_rows
+        if on_batch is not None:
+            on_batch(batch)
+    return n
+
+
+def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *,
+               progress: Progress | None = None) -> ExportResult:
+    """Export a run's per-AOR and per-image results, its log and its provenance into ``out_dir``.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+        The catalogue.
+    run_name : str
+        The run to export; any status (an interrupted run exports what it has, with its status recorded).
+    out_dir : Path
+        Folder to write into; created if missing. Files of an earlier export of the same run are replaced.
+    fmt : {"csv", "parquet", "ecsv", "votable"}
+        Format of the two tables (see :data:`EXPORT_FORMATS`); the log is text and the provenance JSON either way.
+    progress : callable, optional
+        Called as ``progress(image_rows_written, image_rows_total)`` after each batch of image rows.
+
+    Returns
+    -------
+    ExportResult
+
+    Raises
+    ------
+    iracdb.errors.NoSuchRun
+        No run has that name.
+    iracdb.errors.BadOption
+        ``fmt`` is not one of :data:`EXPORT_FORMATS`.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise BadOption(f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
+    run = get_run(engine, run_name)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem, ext = file_stem(run["name"]), EXTENSIONS[fmt]
+    finals = [out_dir / f"{stem}_aor_data.{ext}", out_dir / f"{stem}_img_data.{ext}",
+              out_dir / f"{stem}_log.txt", out_dir / f"{stem}_provenance.json"]
+    temps = [path.with_name(f".{path.name}.{os.getpid()}.partial") for path in finals]
+    exported_at = datetime.now(UTC).isoformat()
+    try:
+        with _snapshot(engine) as snap:
+            provenance = _provenance(engine, snap, run)
+            embedded = {**provenance, "export": {"date": exported_at, "format": fmt, "iracdb_version": __version__}}
+            writer_class = _WRITERS[fmt]
+
+            writer = writer_class(temps[0], _AOR_TABLE, embedded)
+            try:
+                n_aor = _write_table(snap, _AOR_TABLE, run["name"], writer)
+            finally:
+                writer.close()
+
+            total = int(snap.scalar("SELECT count(*) FROM measurements WHERE run_id = :run", run=run["id"]))
+            flag_counts = _FlagCounts()
+            done = 0
+
+            def on_image_batch(batch: pa.RecordBatch) -> None:
+                nonlocal done
+                flag_counts.add(batch)
+                done += batch.num_rows
+                if progress is not None:
+                    progress(done, total)
+
+            writer = writer_class(temps[1], _IMAGE_TABLE, embedded)
+            try:
+                n_image = _write_table(snap, _IMAGE_TABLE, run["name"], writer, on_batch=on_image_batch)
+            finally:
+                writer.close()
+            if progress is not None and n_image == 0:
+                progress(0, total)
+
+            export_info = {"date": exported_at, "format": fmt, "iracdb_version": __version__,
+                           "out_dir": str(out_dir.resolve()), "files": [p.name for p in finals],
+                           "n_aor_rows": n_aor, "n_image_rows": n_image}
+            with temps[2].open("w", encoding="utf-8") as log:
+                _write_log(log, snap, run, provenance, export_info, flag_counts)
+            with temps[3].open("w", encoding="utf-8") as out:
+                _write_provenance_json(out, snap, run["id"], {**provenance, "export": export_info})
+        for temp, final in zip(temps, finals, strict=True):
+            os.replace(temp, final)
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+    return ExportResult(run=run["name"], status=run["status"], out_dir=out_dir, files=tuple(finals),
+                        n_aor_rows=n_aor, n_image_rows=n_image)
+
+
+def _write_provenance_json(out: IO[str], snap: _Snapshot, run_id: int, provenance: dict[str, Any]) -> None:
+    """The provenance as indented JSON, the (possibly huge) list of inputs streamed last."""
+    head = json.dumps(provenance, indent=2)
+    assert head.endswith("\n}")
+    out.write(head[:-2])
+    out.write(',\n  "inputs": [')
+    first = True
+    for item in _inputs(snap, run_id):
+        out.write("\n    " if first else ",\n    ")
+        out.write(json.dumps(item))
+        first = False
+    out.write("\n  ]\n}\n" if not first else "]\n}\n")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The log
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, spec: str = ".6g") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def _write_log(log: IO[str], snap: _Snapshot, run: dict[str, Any], prov: dict[str, Any],
+               export_info: dict[str, Any], flag_counts: _FlagCounts) -> None:
+    w = log.write
+    record, params = prov["run"], prov["parameters"] or {}
+    w(f"iracdb reduction run {run['name']!r}: log\n")
+    w(f"exported: {export_info['date']} by iracdb {__version__} ({export_info['format']})\n\n")
+    w("== Run\n")
+    for key in ("status", "created_at", "started_at", "finished_at"):
+        w(f"{key.replace('_at', '').replace('_', ' '):<10} {_fmt(record[key])}\n")
+    w(f"units      {record['n_units_done']} of {record['n_units']} AOR x channel units complete\n")
+    w(f"images     {record['n_images']} image rows, {record['n_flagged']} flagged, {record['n_outliers']} outliers\n")
+
+    w("\n== Parameters\n")
+    w(f"file type          {params.get('file_type')}\n")
+    w(f"selection          aorkeys={params.get('aorkeys') or 'all'} object={params.get('object')} "
+      f"channel={params.get('channel') or 'all'}\n")
+    w(f"aperture radius    {params.get('radius_px')} px\n")
+    w(f"annulus radii      {params.get('annulus_in_px')} - {params.get('annulus_out_px')} px\n")
+    w(f"centroid           {params.get('centroid')} (max shift {params.get('max_shift_px')} px)\n")
+    w(f"background         {params.get('background')}\n")
+    w(f"corrections        {params.get('corrections')}\n")
+    w(f"aperture corr.     {params.get('aperture_correction')}\n")
+    w(f"reject rule        {params.get('reject')}\n")
+    w(f"subarray mode      {params.get('subarray')}\n")
+    w(f"parameter hash     {prov['params_hash']}\n")
+    w("targets:\n")
+    for target in prov["targets"]:
+        where = ("auto (brightest source near the commanded pointing)" if target["ra_deg"] is None
+                 else f"RA {target['ra_deg']:.7f} deg, Dec {target['dec_deg']:+.7f} deg (ICRS)")
+        only = "".join(f", only {k} {target[k]}" for k in ("aorkey", "object") if target[k] is not None)
+        w(f"  [{target['target_index']}] {target['name']}: {where}{only}\n")
+    resolved = (prov["resolved"] or {}).get("per_mission_channel", {})
+    if resolved:
+        w("as applied, per mission and channel:\n")
+        for key, value in sorted(resolved.items()):
+            w(f"  {key}: correction {value.get('correction')}; aperture correction "
+              f"{_fmt(value.get('aperture_correction'))} ({value.get('aperture_correction_source')})\n")
+    w(f"channels: {', '.join(str(c) for c in prov['channels']) or '-'}; "
+      f"missions: {', '.join(prov['missions']) or '-'}\n")
+
+    w("\n== Per-AOR results (flux = mean of the used images; err = error of the mean; spread = 100 std / mean)\n")
+    w(f"{'aorkey':>10} {'ch':>2} {'target':<16} {'object':<20} {'used/total':>10} {'flux_mJy':>14} "
+      f"{'err_mJy':>11} {'spread_%':>8}\n")
+    problems: list[str] = []
+    sql = ("SELECT aorkey, channel, target_index, target, object, n_used, n_total, n_rejected, n_flagged, flux_mjy, "
+           f"flux_err_mjy, spread_pct FROM {views.AOR_VIEW} WHERE run = :run ORDER BY aorkey, channel, target_index")
+    for batch in snap.batches(sql, run=run["name"]):
+        for (aorkey, channel, index, target, object_, n_used, n_total, n_rejected, n_flagged, flux, err,
+             spread) in batch:
+            w(f"{aorkey:>10} {channel:>2} {_fmt(target):<16.16} {_fmt(object_):<20.20} "
+              f"{f'{n_used}/{n_total}':>10} {_fmt(flux, '.6f'):>14} {_fmt(err, '.6f'):>11} "
+              f"{_fmt(spread, '.3f'):>8}\n")
+            what = []
+            if not n_used:
+                what.append("no usable image")
+            counts = flag_counts.counts.get((int(aorkey), int(channel), int(index)), {})
+            if counts:
+                listed = ", ".join(f"{name} x{n}" for name, n in counts.items() if name != "outlier")
+                if listed:
+                    what.append(f"{n_flagged} of {n_total} images kept out by flags or flagged ({listed})")
+            if n_rejected:
+                what.append(f"{n_rejected} outlier(s) rejected")
+            if what:
+                problems.append(f"  {aorkey} ch{channel} target {target!r}: {'; '.join(what)}\n")
+    pending = [u for u in prov["units"] if u["status"] != "complete"]
+    for unit in pending:
+        problems.append(f"  {unit['aorkey']} ch{unit['channel']}: not reduced (unit {unit['status']})\n")
+    for unit in prov["units"]:
+        if unit["status"] == "complete" and not unit["n_images"]:
+            problems.append(f"  {unit['aorkey']} ch{unit['channel']}: complete with no image rows\n")
+    w("\n== Problem AORs\n")
+    w("".join(problems) if problems else "  none\n")
+
+    w("\n== Comments\n")
+    w(f"  {record['message']}\n" if record["message"] else "  none\n")
+    for note in (prov["resolved"] or {}).get("notes", []):
+        w(f"  note: {note}\n")
+
+    w("\n== Provenance\n")
+    software = prov["software"]
+    w(f"iracdb version     {software['iracdb_version']}\n")
+    w(f"git revision       {software['git_revision'] or '-'}\n")
+    for package, version in sorted(software["versions"].items()):
+        w(f"  {package:<16} {version}\n")
+    for key in ("host", "user", "pid", "execution", "command_line", "database"):
+        w(f"{key.replace('_', ' '):<18} {_fmt(prov[key])}\n")
+
+    summary = prov["inputs_summary"]
+    w(f"\n== Inputs: {summary['count']} files, {summary['total_bytes']} bytes\n")
+    for kind, info in summary["by_kind"].items():
+        w(f"  {kind}: {info['count']} files, {info['bytes']} bytes\n")
+    w(f"{'size_bytes':>12} {'kind':<6} {'sha256':<64} path\n")
+    for item in _inputs(snap, run["id"]):
+        w(f"{item['size_bytes']:>12} {item['kind']:<6} {item['sha256']:<64} {item['path']}\n")
+
+    w("\n== Files of this export\n")
+    for name in export_info["files"]:
+        w(f"  {name}\n")
+    w(f"  rows: {export_info['n_aor_rows']} per-AOR, {export_info['n_image_rows']} per-image\n")
+
+
+__all__ = ["EXPORT_FORMATS", "EXTENSIONS", "ExportResult", "export_run", "file_stem", "run_provenance"]

@@ -1,0 +1,289 @@
+"""`iracdb.export`: a run's tables, log and provenance in CSV, Parquet, ECSV and VOTable, equal to the database
+(NULL kept as missing, floats exact), on both backends; no password anywhere; nothing partial left by a failure."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from astropy.table import Table
+from reduce_helpers import sql_rows
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from iracdb.db import views
+from iracdb.db.engine import make_engine
+from iracdb.errors import BadOption, NoSuchRun
+from iracdb.export import EXPORT_FORMATS, export_run, file_stem, run_provenance
+from iracdb.flags import Flag
+from iracdb.ingest import ingest
+from iracdb.reduce import Execution, ReduceOptions, Target, reduce
+from iracdb.synth import AorSpec, SynthArchive, write_archive
+
+ALPHA = AorSpec(aorkey=71000064, channels=(2,), read_mode="SUB", n_exposures=2, mission="warm",
+                object_name="ALPHA ch2 sub", ra_deg=65.4695, dec_deg=57.8172, flux_mjy=120.0)
+BETA = AorSpec(aorkey=71000320, channels=(1,), read_mode="FULL", n_exposures=3, mission="warm",
+               object_name='BETA "quoted", <b>', ra_deg=277.1303, dec_deg=26.8440, flux_mjy=80.0, framtime_s=12.0,
+               dithered=True)
+#: A run name with characters that file names avoid.
+RUN = "spot check/1"
+STEM = "spot_check_1"
+#: Three targets: the alpha star, the brightest source (auto), and a position in no image (NULL measurements).
+OPTIONS = ReduceOptions(targets=(Target("alpha", ALPHA.ra_deg, ALPHA.dec_deg), Target("auto"),
+                                 Target("nowhere", 10.0, -45.0)), aperture_correction="none")
+AOR_NAMES = tuple(n for n in views.AOR_COLUMN_NAMES if n != "run")
+IMAGE_NAMES = tuple(n for n in views.IMAGE_COLUMN_NAMES if n != "run")
+BOOL_COLUMNS = {"used", *(n for n in IMAGE_NAMES if n.startswith("flag_"))}
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> SynthArchive:
+    return write_archive(tmp_path_factory.mktemp("export") / "archive", [ALPHA, BETA], seed=5, truth_csv=False)
+
+
+@pytest.fixture
+def reduced(engine: Engine, archive: SynthArchive) -> Engine:
+    assert ingest(engine, [str(archive.root)]).n_rejected == 0
+    report = reduce(engine, RUN, OPTIONS, Execution(command_line="iracdb reduce --run-name 'spot check/1'"))
+    assert report.status == "complete"
+    return engine
+
+
+def db_rows(engine: Engine, view: str, order: tuple[str, ...], names: tuple[str, ...]) -> list[dict]:
+    rows = sql_rows(engine, f"SELECT {', '.join(names)} FROM {view} WHERE run = :run ORDER BY {', '.join(order)}",
+                    run=RUN)
+    for row in rows:
+        for name in BOOL_COLUMNS & set(row):
+            row[name] = bool(row[name])
+    return rows
+
+
+def aor_db(engine: Engine) -> list[dict]:
+    return db_rows(engine, views.AOR_VIEW, views.AOR_ORDER, AOR_NAMES)
+
+
+def image_db(engine: Engine) -> list[dict]:
+    return db_rows(engine, views.IMAGE_VIEW, views.IMAGE_ORDER, IMAGE_NAMES)
+
+
+def same(exported: object, stored: object) -> bool:
+    """Exported value == database value, missing (None, NaN, masked) == NULL, floats bit for bit."""
+    if stored is None:
+        return exported is None or exported is np.ma.masked or (isinstance(exported, float) and math.isnan(exported))
+    if isinstance(stored, bool):
+        return bool(exported) is stored
+    if isinstance(stored, float):
+        return float(exported) == stored  # type: ignore[arg-type]
+    if isinstance(stored, int):
+        return int(exported) == stored  # type: ignore[call-overload]
+    return str(exported) == stored
+
+
+def assert_rows_equal(exported: list[dict], stored: list[dict], names: tuple[str, ...]) -> None:
+    assert len(exported) == len(stored)
+    for got, want in zip(exported, stored, strict=True):
+        for name in names:
+            assert same(got[name], want[name]), (name, got[name], want[name])
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            for row in df.to_dict("records")]
+
+
+def test_csv_equals_the_database(reduced: Engine, tmp_path: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    result = export_run(reduced, RUN, tmp_path / "out", progress=lambda done, total: calls.append((done, total)))
+    names = [p.name for p in result.files]
+    assert names == [f"{STEM}_aor_data.csv", f"{STEM}_img_data.csv", f"{STEM}_log.txt", f"{STEM}_provenance.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(names)  # no temporary file left
+    assert result.status == "complete" and result.run == RUN and result.out_dir == tmp_path / "out"
+
+    n_measurements = sql_rows(reduced, "SELECT count(*) AS n FROM measurements")[0]["n"]
+    n_summaries = sql_rows(reduced, "SELECT count(*) AS n FROM aor_summaries")[0]["n"]
+    assert (result.n_image_rows, result.n_aor_rows) == (n_measurements, n_summaries)
+    assert n_measurements == (128 + 3) * 3
+    assert calls[-1] == (n_measurements, n_measurements)
+
+    aor = pd.read_csv(result.files[0])
+    img = pd.read_csv(result.files[1])
+    assert tuple(aor.columns) == AOR_NAMES and tuple(img.columns) == IMAGE_NAMES
+    stored_images = image_db(reduced)
+    assert_rows_equal(records(aor), aor_db(reduced), AOR_NAMES)
+    assert_rows_equal(records(img), stored_images, IMAGE_NAMES)
+    # there are NULLs, and they came back missing: the target in no image, no aperture correction at all
+    assert img["flux_mjy"].isna().sum() == 131 and img["ap_corr"].isna().all()
+    assert img["flag_not_in_fov"].sum() == 131 and img["flag_no_aperture_correction"].all()
+    assert img["flux_mjy"].notna().sum() > 200
+    # the flag columns decode `flags`
+    for member in Flag:
+        if member and member.name:
+            decoded = [(int(f) & member) != 0 for f in img["flags"]]
+            assert img[f"flag_{member.name.lower()}"].tolist() == decoded, member
+    # strings with quotes, commas and brackets survive
+    assert set(aor["object"]) == {ALPHA.object_name, BETA.object_name}
+
+
+def test_parquet_types_nulls_units_and_provenance(reduced: Engine, tmp_path: Path) -> None:
+    result = export_run(reduced, RUN, tmp_path, "parquet")
+    assert [p.suffix for p in result.files] == [".parquet", ".parquet", ".txt", ".json"]
+    img = pq.read_table(result.files[1])
+    aor = pq.read_table(result.files[0])
+    assert tuple(img.column_names) == IMAGE_NAMES and tuple(aor.column_names) == AOR_NAMES
+    types = {f.name: str(f.type) for f in img.schema}
+    assert types["aorkey"] == types["flags"] == types["expid"] == "int64"
+    assert types["flux_mjy"] == types["mjd"] == "double" and types["file"] == "string"
+    assert all(types[n] == "bool" for n in BOOL_COLUMNS)
+    assert {f.name: str(f.type) for f in aor.schema}["correction"] == "string"
+    assert img.schema.field("sky").metadata[b"unit"] == b"MJy/sr"
+    assert img.schema.field("net_flux").metadata[b"unit"] == b"MJy pix2 / sr"
+    assert b"corrected flux" in img.schema.field("flux_mjy").metadata[b"description"]
+    provenance = json.loads(img.schema.metadata[b"iracdb_provenance"])
+    assert provenance["run"]["name"] == RUN and provenance["export"]["format"] == "parquet"
+    assert img.column("flux_mjy").null_count == 131
+    assert_rows_equal(img.to_pylist(), image_db(reduced), IMAGE_NAMES)
+    assert_rows_equal(aor.to_pylist(), aor_db(reduced), AOR_NAMES)
+
+
+@pytest.mark.parametrize("fmt", ["ecsv", "votable"])
+def test_ecsv_and_votable_read_back_by_astropy(reduced: Engine, tmp_path: Path, fmt: str) -> None:
+    result = export_run(reduced, RUN, tmp_path, fmt)
+    reader = "ascii.ecsv" if fmt == "ecsv" else "votable"
+    img = Table.read(result.files[1], format=reader)
+    aor = Table.read(result.files[0], format=reader)
+    assert tuple(img.colnames) == IMAGE_NAMES and tuple(aor.colnames) == AOR_NAMES
+    assert img["flux_mjy"].unit == "mJy" and img["mjd"].unit == "d" and img["sky"].unit == "MJy / sr"
+    assert img["raw_flux"].unit == "MJy pix2 / sr" and aor["frame_time_s"].unit == "s"
+    assert img["xc"].unit == "pix" and aor["flux_err_mjy"].unit == "mJy"
+    if fmt == "ecsv":
+        assert aor["spread_pct"].unit == "%"
+        assert aor.meta["iracdb_provenance"]["run"]["name"] == RUN
+    assert "corrected flux" in img["flux_mjy"].description
+    assert int(np.ma.count_masked(img["flux_mjy"])) == 131 and int(np.ma.count_masked(img["ap_corr"])) == len(img)
+    assert img["aorkey"].dtype == np.int64 and img["used"].dtype == bool and img["flux_mjy"].dtype == np.float64
+
+    def table_rows(table: Table, names: tuple[str, ...]) -> list[dict]:
+        out = []
+        for row in table:
+            out.append({n: (None if np.ma.is_masked(row[n]) else row[n].item() if hasattr(row[n], "item")
+                            else row[n]) for n in names})
+        return out
+
+    assert_rows_equal(table_rows(img, IMAGE_NAMES), image_db(reduced), IMAGE_NAMES)
+    assert_rows_equal(table_rows(aor, AOR_NAMES), aor_db(reduced), AOR_NAMES)
+
+
+def test_provenance_and_log(reduced: Engine, tmp_path: Path) -> None:
+    result = export_run(reduced, RUN, tmp_path)
+    provenance = json.loads(result.files[3].read_text())
+    record = sql_rows(reduced, "SELECT * FROM runs")[0]
+    assert provenance["run"]["name"] == RUN and provenance["run"]["status"] == "complete"
+    assert provenance["run"]["n_images"] == record["n_images"] == result.n_image_rows
+    assert provenance["parameters"] == json.loads(record["params_json"])
+    assert provenance["params_hash"] == OPTIONS.params_hash()
+    assert provenance["resolved"] == json.loads(record["resolved_json"])
+    assert provenance["software"]["versions"] == json.loads(record["versions_json"])
+    assert provenance["software"]["iracdb_version"] == record["software_version"]
+    assert provenance["command_line"] == "iracdb reduce --run-name 'spot check/1'"
+    assert provenance["database"] == str(reduced.url)
+    assert [t["name"] for t in provenance["targets"]] == ["alpha", "auto", "nowhere"]
+    assert provenance["channels"] == [1, 2] and provenance["missions"] == ["warm"]
+    assert {(u["aorkey"], u["channel"], u["status"]) for u in provenance["units"]} == {
+        (ALPHA.aorkey, 2, "complete"), (BETA.aorkey, 1, "complete")}
+    inputs = sql_rows(reduced, "SELECT path, kind, size_bytes, sha256 FROM run_inputs ORDER BY path")
+    assert provenance["inputs"] == inputs and len(inputs) > 0
+    assert provenance["inputs_summary"]["count"] == len(inputs)
+    assert provenance["inputs_summary"]["total_bytes"] == sum(i["size_bytes"] for i in inputs)
+    export = provenance["export"]
+    assert export["format"] == "csv" and export["n_image_rows"] == result.n_image_rows
+    assert export["files"] == [p.name for p in result.files]
+    # run_provenance: the same without the export section
+    assert run_provenance(reduced, RUN) == {k: v for k, v in provenance.items() if k != "export"}
+    assert "inputs" not in run_provenance(reduced, RUN, with_inputs=False)
+    json.dumps(run_provenance(reduced, RUN))
+
+    log = result.files[2].read_text()
+    for words in ("status     complete", "aperture radius    3.0 px", "annulus radii      3.0 - 7.0 px",
+                  "centroid           moment", "background         median", "aperture corr.     none",
+                  "reject rule        sigma:3", "subarray mode      planes", "file type          bcd",
+                  f"RA {ALPHA.ra_deg:.7f} deg", "[2] nowhere: RA 10.0000000 deg", "auto (brightest source",
+                  "== Problem AORs", "not_in_fov x128", "no usable image", OPTIONS.params_hash(),
+                  f"Inputs: {len(inputs)} files", "host", "command line", str(reduced.url)):
+        assert words in log, words
+    for item in inputs:
+        assert f"{item['sha256']} {item['path']}" in log
+    assert f"{ALPHA.aorkey}  2 alpha" in log
+
+
+def test_interrupted_run_exports_what_it_has(reduced: Engine, tmp_path: Path) -> None:
+    """A run stopped after one of its two units: its rows and its status are exported."""
+    with reduced.begin() as conn:
+        conn.execute(text("UPDATE runs SET status = 'interrupted', n_units_done = 1, "
+                          "message = 'interrupted by the user (Ctrl-C)'"))
+        conn.execute(text("UPDATE run_units SET status = 'pending', n_images = NULL WHERE aorkey = :a"),
+                     {"a": BETA.aorkey})
+        conn.execute(text("DELETE FROM measurements WHERE aorkey = :a"), {"a": BETA.aorkey})
+        conn.execute(text("DELETE FROM aor_summaries WHERE aorkey = :a"), {"a": BETA.aorkey})
+    result = export_run(reduced, RUN, tmp_path, "parquet")
+    assert result.status == "interrupted" and result.n_image_rows == 128 * 3 and result.n_aor_rows == 3
+    provenance = json.loads(result.files[3].read_text())
+    assert provenance["run"]["status"] == "interrupted"
+    log = result.files[2].read_text()
+    assert "status     interrupted" in log and "interrupted by the user (Ctrl-C)" in log
+    assert f"{BETA.aorkey} ch1: not reduced (unit pending)" in log
+
+
+def test_errors(reduced: Engine, tmp_path: Path) -> None:
+    with pytest.raises(NoSuchRun, match="no run named 'other'"):
+        export_run(reduced, "other", tmp_path)
+    with pytest.raises(NoSuchRun):
+        run_provenance(reduced, "other")
+    with pytest.raises(BadOption, match="unknown export format 'xlsx': choose one of csv, parquet, ecsv, votable"):
+        export_run(reduced, RUN, tmp_path, "xlsx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_export_leaves_no_partial_file_and_keeps_the_last_one(reduced: Engine, tmp_path: Path) -> None:
+    first = export_run(reduced, RUN, tmp_path)
+    before = {p.name: p.read_bytes() for p in first.files}
+
+    def fail(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export_run(reduced, RUN, tmp_path, progress=fail)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    with pytest.raises(KeyboardInterrupt):
+        export_run(reduced, RUN, tmp_path / "new", "parquet", progress=fail)
+    assert list((tmp_path / "new").iterdir()) == []
+    # exporting again replaces the files
+    again = export_run(reduced, RUN, tmp_path)
+    assert again.files == first.files and sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # a SQLite URL has no password
+def test_password_never_written(reduced: Engine, db_url: str, tmp_path: Path) -> None:
+    secret = "s3cretPW"
+    url = make_url(db_url).set(password=secret).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    try:
+        for fmt in EXPORT_FORMATS:
+            result = export_run(engine, RUN, tmp_path / fmt, fmt)
+            for path in result.files:
+                data = path.read_bytes()
+                assert secret.encode() not in data, path
+            assert ":***@" in result.files[2].read_text()
+        assert secret not in json.dumps(run_provenance(engine, RUN))
+    finally:
+        engine.dispose()
+
+
+def test_file_stem() -> None:
+    assert file_stem("spot check/1") == "spot_check_1"
+    assert file_stem("run-2.b_c") == "run-2.b_c"
+    assert file_stem("é:*?") == "____"
