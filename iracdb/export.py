@@ -745,10 +745,9 @@ def _write_log(log: IO[str], snap: _Snapshot, run: dict[str, Any], prov: dict[st
             if not n_used:
                 what.append("no usable image")
             counts = flag_counts.counts.get((int(aorkey), int(channel), int(index)), {})
-            if counts:
-                listed = ", ".join(f"{name} x{n}" for name, n in counts.items() if name != "outlier")
-                if listed:
-                    what.append(f"{n_flagged} of {n_total} images kept out by flags or flagged ({listed})")
+            listed = ", ".join(f"{name} x{n}" for name, n in counts.items() if name != "outlier")
+            if listed:
+                what.append(f"flagged images: {listed} ({n_flagged} of {n_total} kept out of the statistics)")
             if n_rejected:
                 what.append(f"{n_rejected} outlier(s) rejected")
             if what:
