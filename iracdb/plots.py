@@ -504,24 +504,25 @@ class _Reservoir:
             self.rows, self.keys = self.rows[keep], self.keys[keep]
 
 
-def _run_phase_sample(engine: Engine, run_name: str) -> dict[int, _PhaseSample]:
-    """Per channel: a uniform sample of the run's used images (radial phase [pix], flux / AOR median before and
-    after correction), read in batches of :data:`BATCH_ROWS` rows; each AOR x channel x target's median is over all
-    of its used images."""
+def _run_phase_sample(engine: Engine, run_name: str, *, batch_rows: int = BATCH_ROWS,
+                      sample_size: int = PHASE_SAMPLE) -> dict[int, _PhaseSample]:
+    """Per channel: a uniform sample of at most ``sample_size`` of the run's used images with a position (radial
+    phase [pix], flux / AOR median before and after correction), in random order; read in batches of ``batch_rows``
+    rows. Each AOR x channel x target's median is over all of its used images."""
     reservoirs: dict[int, _Reservoir] = {}
     query = text(
         "SELECT aorkey, channel, target_index, xc_full, yc_full, flux_mjy, correction FROM image_photometry "
         "WHERE run = :run AND used ORDER BY aorkey, channel, target_index")
     pending = np.empty((0, 7))
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=BATCH_ROWS).execute(query, {"run": run_name})
+        result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(query, {"run": run_name})
         for part in result.partitions():
             rows = np.array([tuple(r) for r in part], dtype=np.float64).reshape(-1, 7)  # NULL -> NaN
             block = np.concatenate([pending, rows])
             tail = np.all(block[:, :3] == block[-1, :3], axis=1)  # the last group may go on in the next batch
-            _add_groups(block[~tail], reservoirs)
+            _add_groups(block[~tail], reservoirs, sample_size)
             pending = block[tail]
-    _add_groups(pending, reservoirs)
+    _add_groups(pending, reservoirs, sample_size)
     out = {}
     for channel, reservoir in sorted(reservoirs.items()):
         rows = reservoir.rows[np.argsort(reservoir.keys)]  # random order: any stride of it is a uniform sample
@@ -529,9 +530,9 @@ def _run_phase_sample(engine: Engine, run_name: str) -> dict[int, _PhaseSample]:
     return out
 
 
-def _add_groups(block: NDArray[np.float64], reservoirs: dict[int, _Reservoir]) -> None:
-    """Normalise each AOR x channel x target of ``block`` (sorted by those keys) and add it to its channel's
-    reservoir as rows (phase, before, after)."""
+def _add_groups(block: NDArray[np.float64], reservoirs: dict[int, _Reservoir], sample_size: int) -> None:
+    """Normalise each AOR x channel x target of ``block`` (sorted by those keys) and add its rows (phase, before,
+    after) with a position to its channel's reservoir."""
     if len(block) == 0:
         return
     starts = np.flatnonzero(np.any(np.diff(block[:, :3], axis=0) != 0, axis=1)) + 1
@@ -541,8 +542,8 @@ def _add_groups(block: NDArray[np.float64], reservoirs: dict[int, _Reservoir]) -
                                 _normalise(flux)])
         channel = int(group[0, 1])
         if channel not in reservoirs:
-            reservoirs[channel] = _Reservoir(PHASE_SAMPLE, 3, seed=channel)
-        reservoirs[channel].add(rows)
+            reservoirs[channel] = _Reservoir(sample_size, 3, seed=channel)
+        reservoirs[channel].add(rows[np.isfinite(rows[:, 0])])
 
 
 # ----------------------------------------------------------------------------------------------------------------

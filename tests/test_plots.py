@@ -1,0 +1,214 @@
+"""Figures of a run (`iracdb.plots`): the PNGs are written, readable, of the stated size and not blank, and the data
+they draw is right (outliers are the OUTLIER rows; the pixel-phase response shows before the correction and is gone
+after it); errors for unknown runs and AORs; an AOR with no usable image still plots. On both backends."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+from reduce_helpers import sql_rows
+from sqlalchemy import Engine
+
+from iracdb import plots
+from iracdb.errors import NoSuchAor, NoSuchRun
+from iracdb.flags import Flag
+from iracdb.ingest import ingest
+from iracdb.reduce import ReduceOptions, Target, reduce
+from iracdb.synth import AorSpec, SynthArchive, write_archive
+
+#: Warm ch1 subarray: 128 bright images (noise ~0.07%) whose jitter spans radial pixel phase ~0.3-0.6 px, where the
+#: injected response changes by ~1%.
+SUB = AorSpec(aorkey=81000001, channels=(1,), read_mode="SUB", n_exposures=2, mission="warm", flux_mjy=1000.0,
+              nan_fraction=0.0)
+#: Warm ch1 full array, dithered: 8 images, of which the run's minmax rule rejects 2.
+FULL = AorSpec(aorkey=81000002, channels=(1,), read_mode="FULL", n_exposures=8, mission="warm", flux_mjy=500.0,
+               framtime_s=12.0, dithered=True)
+#: Warm ch2, pointed elsewhere: the run's target is outside every image, so no image has a flux.
+GHOST = AorSpec(aorkey=81000003, channels=(2,), read_mode="FULL", n_exposures=2, mission="warm", ra_deg=10.0,
+                dec_deg=-40.0, object_name="GHOST")
+STAR = Target("star", 150.1, 2.2)  # the position of SUB and FULL (AorSpec's default)
+RUN = "plots run"
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> SynthArchive:
+    return write_archive(tmp_path_factory.mktemp("plots") / "archive", [SUB, FULL, GHOST], seed=7,
+                         inject_response=True, truth_csv=False)
+
+
+@pytest.fixture
+def reduced(engine: Engine, archive: SynthArchive) -> Engine:
+    """The archive ingested and reduced as ``RUN`` (default aperture and corrections; minmax rejection)."""
+    assert ingest(engine, [str(archive.root)]).n_rejected == 0
+    report = reduce(engine, RUN, ReduceOptions(targets=(STAR,), reject="minmax"))
+    assert report.status == "complete"
+    return engine
+
+
+def read_png(path: Path, size_in: tuple[float, float]) -> np.ndarray:
+    """The image at ``path``, checked to be a PNG of ``size_in`` inches at plots.DPI and not blank."""
+    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(path)
+    width, height = (round(v * plots.DPI) for v in size_in)
+    assert image.shape[:2] == (height, width)
+    assert float(image[..., :3].var()) > 0
+    return image
+
+
+def not_uniform(image: np.ndarray, rows: tuple[float, float], cols: tuple[float, float]) -> bool:
+    """Whether the region (fractions of the height and width) holds more than one colour."""
+    h, w = image.shape[:2]
+    region = image[int(rows[0] * h):int(rows[1] * h), int(cols[0] * w):int(cols[1] * w), :3]
+    return float(region.var()) > 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# File names
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_default_plot_path() -> None:
+    assert plots.default_plot_path("run-1.b_2") == Path("run-1.b_2_overview.png")
+    assert plots.default_plot_path("run-1", 46466816) == Path("run-1_aor_46466816.png")
+    assert plots.default_plot_path("my run/../x:y") == Path("my_run_.._x_y_overview.png")
+    assert plots.default_plot_path(".hidden") == Path("hidden_overview.png")
+    assert plots.default_plot_path("///") == Path("__overview.png")  # every character replaced, still a name
+    assert len(plots.default_plot_path("/").parts) == 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_radial_pixel_phase_uses_idl_round() -> None:
+    x = np.array([10.0, 10.5, -0.5, 3.25, np.nan])
+    y = np.array([20.0, 20.0, 0.0, 4.75, 1.0])
+    # IDL ROUND rounds 10.5 to 11 and -0.5 to -1 (half away from zero): phases -0.5 and +0.5
+    expected = np.array([0.0, 0.5, 0.5, math.hypot(0.25, 0.25), np.nan])
+    np.testing.assert_allclose(plots.radial_pixel_phase(x, y), expected, equal_nan=True)
+
+
+def test_phase_bins() -> None:
+    phase = np.array([0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.7, 0.7, np.nan, 0.2])
+    values = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 100.0, 9.0, 9.0, 7.0, np.nan])
+    bins = plots._phase_bins(phase, values, n_bins=10, min_count=2)
+    assert bins.edges[0] == 0.0 and bins.edges[-1] == pytest.approx(math.sqrt(0.5))
+    assert bins.count.tolist() == [6, 0, 0, 0, 0, 0, 0, 0, 0, 2]  # NaN pairs skipped
+    assert bins.median[0] == 3.5 and bins.median[-1] == 9.0
+    assert np.isnan(bins.median[1:-1]).all()
+    empty = plots._phase_bins(np.array([]), np.array([]))
+    assert empty.count.sum() == 0 and np.isnan(empty.median).all()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Figures and the data they draw
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_overview(reduced: Engine, tmp_path: Path) -> None:
+    out = tmp_path / "new" / "folder" / plots.default_plot_path(RUN)
+    assert plots.plot_overview(reduced, RUN, out) == out
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary file left behind
+    panels = plots._monitor_panels(plots._read_aor_rows(reduced, RUN))
+    assert [(p.channel, p.target) for p in panels] == [(1, "star"), (2, "star")]
+    ch1, ch2 = panels
+    summary = {r["aorkey"]: r for r in sql_rows(reduced, "SELECT * FROM aor_photometry WHERE run = :run", run=RUN)}
+    np.testing.assert_allclose(ch1.flux, [summary[k]["flux_mjy"] for k in (SUB.aorkey, FULL.aorkey)])
+    np.testing.assert_allclose(ch1.err, [summary[k]["flux_err_mjy"] for k in (SUB.aorkey, FULL.aorkey)])
+    # the weighted mean lies between the two AOR means, nearer the one with the smaller error
+    near = ch1.flux[np.argmin(ch1.err)]
+    assert min(ch1.flux) < ch1.weighted_mean < max(ch1.flux)
+    assert abs(ch1.weighted_mean - near) < abs(ch1.weighted_mean - ch1.flux[np.argmax(ch1.err)])
+    # the AOR with no usable image is marked at its first image, not plotted as a point
+    assert ch2.flux.size == 0 and ch2.empty_mjd.tolist() == [summary[GHOST.aorkey]["first_mjd"]]
+    image = read_png(out, plots.overview_size_in(len(panels)))
+    assert not_uniform(image, (0.1, 0.3), (0.1, 0.9))  # the first monitoring panel
+
+
+def test_aor_figure_and_outliers(reduced: Engine, tmp_path: Path) -> None:
+    for aor in (SUB, FULL):
+        out = plots.plot_aor(reduced, RUN, aor.aorkey, tmp_path / plots.default_plot_path(RUN, aor.aorkey))
+        image = read_png(out, plots.aor_size_in(1))
+        assert not_uniform(image, (0.3, 0.8), (0.05, 0.6))  # the light curve
+        assert not_uniform(image, (0.3, 0.8), (0.7, 0.98))  # the pixel-phase panel
+        [series] = plots._aor_series(reduced, RUN, aor.aorkey)
+        rows = sql_rows(reduced, "SELECT flags, flux_mjy FROM image_photometry WHERE run = :run AND aorkey = :aorkey "
+                                 "ORDER BY mjd, expid, dcenum, plane", run=RUN, aorkey=aor.aorkey)
+        assert series.flux.size == len(rows) == aor.n_exposures * (64 if aor.read_mode == "SUB" else 1)
+        # the red crosses are exactly the rows with the OUTLIER bit: the minmax rule's 2
+        flagged = np.array([r["flags"] & Flag.OUTLIER != 0 for r in rows])
+        assert np.array_equal(series.outlier, flagged) and series.outlier.sum() == 2
+        np.testing.assert_array_equal(series.flux, [r["flux_mjy"] for r in rows])
+        assert not (series.used & series.outlier).any() and not (series.used & series.flagged).any()
+        assert series.used.sum() == len(rows) - 2
+        # the drawn outliers are the AOR's extremes (minmax), and the mean line is the summary's
+        assert set(series.flux[series.outlier]) == {series.flux.min(), series.flux.max()}
+        assert series.mean_mjy == pytest.approx(series.flux[series.used].mean(), rel=1e-12)
+
+
+def test_pixel_phase_response_before_and_after(reduced: Engine) -> None:
+    """Before the correction the flux falls with radial pixel phase (the injected response, ~1% over the phases
+    the subarray jitter covers); after it the binned medians are flat within their noise."""
+    [series] = plots._aor_series(reduced, RUN, SUB.aorkey)
+    before, after = series.normalised()
+    overview = plots._run_phase_sample(reduced, RUN)[1]
+    assert set(plots._run_phase_sample(reduced, RUN)) == {1}  # ch2 has no used image
+    for phase, b, a in ((series.phase[series.used], before[series.used], after[series.used]),
+                        (overview.phase, overview.before, overview.after)):
+        bins_before, bins_after = plots._phase_bins(phase, b), plots._phase_bins(phase, a)
+        full = np.flatnonzero(bins_after.count >= 10)
+        inner, outer = full[0], full[-1]
+        assert outer - inner >= 3  # the jitter covers several bins
+        # error of a bin's median: 1.25 sigma / sqrt(n), sigma the scatter after correction
+        noise = 1.25 * np.std(a[np.isfinite(a)]) / math.sqrt(min(bins_after.count[inner], bins_after.count[outer]))
+        trend_before = bins_before.median[inner] - bins_before.median[outer]
+        trend_after = bins_after.median[inner] - bins_after.median[outer]
+        assert trend_before > 10 * noise, (trend_before, noise)
+        assert abs(trend_after) < 5 * noise, (trend_after, noise)
+        assert np.nanmax(np.abs(bins_after.median - 1)) < 0.002
+
+
+def test_phase_sample_does_not_depend_on_batches(reduced: Engine) -> None:
+    """Reading in batches of 7 rows (AORs split across batches) gives the same normalised rows as one batch."""
+    whole = plots._run_phase_sample(reduced, RUN)[1]
+    small = plots._run_phase_sample(reduced, RUN, batch_rows=7)[1]
+    assert whole.n_total == small.n_total == SUB.n_exposures * 64 + FULL.n_exposures - 4
+
+    def rows(s: plots._PhaseSample) -> np.ndarray:
+        table = np.column_stack([s.phase, s.before, s.after])
+        return table[np.lexsort(table.T[::-1])]
+
+    np.testing.assert_allclose(rows(whole), rows(small), rtol=1e-13)
+
+
+def test_phase_sample_is_bounded(reduced: Engine) -> None:
+    sample = plots._run_phase_sample(reduced, RUN, batch_rows=10, sample_size=50)[1]
+    assert sample.phase.size == 50 and sample.n_total == SUB.n_exposures * 64 + FULL.n_exposures - 4
+    assert np.isfinite(sample.phase).all()
+
+
+def test_aor_with_no_usable_image_still_plots(reduced: Engine, tmp_path: Path) -> None:
+    [series] = plots._aor_series(reduced, RUN, GHOST.aorkey)
+    assert series.flux.size == GHOST.n_exposures and not np.isfinite(series.flux).any()
+    assert not (series.used.any() or series.outlier.any() or series.flagged.any())
+    assert math.isnan(series.mean_mjy)
+    out = plots.plot_aor(reduced, RUN, GHOST.aorkey, tmp_path / "ghost.png")
+    read_png(out, plots.aor_size_in(1))  # the panels carry the note "no usable images"
+
+
+def test_unknown_run_and_aor(reduced: Engine, tmp_path: Path) -> None:
+    with pytest.raises(NoSuchRun, match="no run named 'nope'"):
+        plots.plot_overview(reduced, "nope", tmp_path / "out" / "a.png")
+    with pytest.raises(NoSuchRun):
+        plots.plot_aor(reduced, "nope", SUB.aorkey, tmp_path / "out" / "a.png")
+    with pytest.raises(NoSuchAor) as caught:
+        plots.plot_aor(reduced, RUN, 12345, tmp_path / "out" / "a.png")
+    message = str(caught.value)
+    assert f"AOR 12345 is not in run '{RUN}'" in message
+    assert f"it holds 3 AOR(s): {SUB.aorkey}, {FULL.aorkey}, {GHOST.aorkey}" in message
+    assert not (tmp_path / "out").exists()  # nothing written, not even the folder
