@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""Benchmark `iracdb.export.export_run`: rows per second and peak memory of a large run's export.
+
+1. Writes a small synthetic archive (``iracdb.synth``: a subarray AOR and a full-array AOR), ingests it into a
+   temporary SQLite file (or the database given with ``--db``, migrated to the newest schema first) and reduces it
+   (``--auto``) into a real run;
+2. amplifies that run's image rows to ``--rows`` (default 1,000,000) in SQL: ``INSERT ... SELECT`` of the run's
+   measurements with AORKEY shifted by multiples of 1000 (the unique key stays unique; ``input_id`` repeats);
+3. exports the run to CSV and to Parquet, each in a fresh process (this script with ``--child``), which reports
+   its wall time and its peak RSS (``VmHWM`` from ``/proc/self/status``: Linux carries ``ru_maxrss`` over fork
+   and exec, so a child of this larger process would report this process's size).
+
+Prints the figures and the aim (>= 200,000 rows/s to CSV, peak memory < 500 MB); never asserts on them. The
+temporary directory (archive, SQLite file, exports) is removed at the end; a ``--db`` database is left as it is
+(create and drop it yourself).
+
+Usage:
+    .venv/bin/python scripts/bench_export.py [--rows N] [--db URL] [--formats csv,parquet] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+from iracdb.db import migrate
+from iracdb.db.engine import make_engine, safe_url
+from iracdb.db.models import Measurement
+from iracdb.export import export_run
+from iracdb.ingest import ingest
+from iracdb.reduce import ReduceOptions, Target, reduce
+from iracdb.synth import AorSpec, write_archive
+
+AIM_ROWS_PER_S = 200_000
+AIM_PEAK_MB = 500
+#: AORKEY shift between copies of the run's rows (larger than the spread of the synthetic AORKEYs).
+AORKEY_STEP = 1000
+
+AORS = [
+    AorSpec(aorkey=71000064, channels=(2,), read_mode="SUB", n_exposures=2, mission="warm",
+            object_name="BENCH sub", ra_deg=65.4695, dec_deg=57.8172, flux_mjy=120.0),
+    AorSpec(aorkey=71000320, channels=(1,), read_mode="FULL", n_exposures=3, mission="warm",
+            object_name="BENCH full", ra_deg=277.1303, dec_deg=26.8440, flux_mjy=80.0, framtime_s=12.0,
+            dithered=True),
+]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process [MB] (VmHWM; ru_maxrss where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def build_run(engine: Engine, root: Path, run_name: str, rows: int) -> int:
+    """Ingest and reduce the synthetic archive, then amplify the run to ``rows`` image rows; the row count."""
+    archive = write_archive(root / "archive", AORS, seed=11, truth_csv=False)
+    ingest(engine, [str(archive.root)])
+    reduce(engine, run_name, ReduceOptions(targets=(Target("auto"),)))
+    columns = [c.name for c in Measurement.__table__.columns if c.name != "id"]
+    selected = ", ".join(f"m.aorkey + k.n * {AORKEY_STEP}" if c == "aorkey" else f"m.{c}" for c in columns)
+    with engine.begin() as conn:
+        run_id = conn.execute(text("SELECT id FROM runs WHERE name = :name"), {"name": run_name}).scalar_one()
+        base = conn.execute(text("SELECT count(*) FROM measurements WHERE run_id = :r"), {"r": run_id}).scalar_one()
+        copies = max(0, -(-rows // base) - 1)
+        if copies and rows > base:
+            conn.execute(text(
+                f"INSERT INTO measurements ({', '.join(columns)}) "
+                "WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < :copies) "
+                f"SELECT {selected} FROM measurements AS m CROSS JOIN k WHERE m.run_id = :r LIMIT :extra"
+            ), {"copies": copies, "r": run_id, "extra": rows - base})
+        total = conn.execute(text("SELECT count(*) FROM measurements WHERE run_id = :r"), {"r": run_id}).scalar_one()
+        conn.execute(text("UPDATE runs SET n_images = :n WHERE id = :r"), {"n": total, "r": run_id})
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE measurements"))
+    else:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    return int(total)
+
+
+def child(url: str, run_name: str, out_dir: str, fmt: str) -> None:
+    """Export once, in this fresh process, and print one JSON line of figures."""
+    engine = make_engine(url)
+    start = time.perf_counter()
+    result = export_run(engine, run_name, Path(out_dir), fmt)
+    seconds = time.perf_counter() - start
+    engine.dispose()
+    size = sum(p.stat().st_size for p in result.files)
+    print(json.dumps({"format": fmt, "rows": result.n_image_rows, "seconds": seconds, "peak_mb": peak_rss_mb(),
+                      "bytes": size, "status": result.status}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="image rows of the run (default 1,000,000)")
+    parser.add_argument("--db", help="database URL (default: a temporary SQLite file)")
+    parser.add_argument("--formats", default="csv,parquet", help="comma-separated formats (default csv,parquet)")
+    parser.add_argument("--quick", action="store_true", help="20,000 rows: a smoke test")
+    parser.add_argument("--child", nargs=4, metavar=("URL", "RUN", "OUT_DIR", "FORMAT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    rows = 20_000 if args.quick else args.rows
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    with tempfile.TemporaryDirectory(prefix="bench_export_") as tmp:
+        root = Path(tmp)
+        url = args.db or f"sqlite:///{root / 'bench.sqlite'}"
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        run_name = f"bench_export_{os.getpid()}"
+        print(f"bench_export: {platform.node()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+              f"database {safe_url(url)}")
+        start = time.perf_counter()
+        total = build_run(engine, root, run_name, rows)
+        engine.dispose()
+        print(f"built run {run_name!r} with {total:,} image rows in {time.perf_counter() - start:.1f} s")
+        print()
+        print(f"{'format':<8} {'rows':>10} {'seconds':>8} {'rows/s':>10} {'peak_MB':>8} {'files_MB':>9}")
+        figures = {}
+        for fmt in formats:
+            command = [sys.executable, str(Path(__file__).resolve()), "--child", url, run_name,
+                       str(root / f"out_{fmt}"), fmt]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                sys.exit(f"export to {fmt} failed:\n{done.stderr}")
+            figure = json.loads(done.stdout.strip().splitlines()[-1])
+            figures[fmt] = figure
+            print(f"{fmt:<8} {figure['rows']:>10,} {figure['seconds']:>8.2f} "
+                  f"{figure['rows'] / figure['seconds']:>10,.0f} {figure['peak_mb']:>8.0f} "
+                  f"{figure['bytes'] / 1e6:>9.1f}")
+        print()
+        if "csv" in figures:
+            csv = figures["csv"]
+            speed, peak = csv["rows"] / csv["seconds"], csv["peak_mb"]
+            met = "met" if speed >= AIM_ROWS_PER_S and peak < AIM_PEAK_MB else "not met"
+            print(f"aim: >= {AIM_ROWS_PER_S:,} rows/s to CSV with peak memory < {AIM_PEAK_MB} MB: "
+                  f"{speed:,.0f} rows/s, {peak:.0f} MB ({met})")
+        shown = [safe_url(a) if "://" in a else a for a in sys.argv]
+        print(f"command: {shlex.join([Path(sys.executable).name, *shown])}")
+
+
+if __name__ == "__main__":
+    main()
