@@ -18,6 +18,7 @@ No keyword is parsed here: the database refuses anything but a read.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 import uuid
@@ -213,6 +214,8 @@ def _run_postgresql(engine: Engine, sql: str, max_rows: int | None) -> Fetched:
                 raise ReadOnlyViolation(_refused("the statement ended the read-only transaction"))
         return fetched
     finally:
+        with contextlib.suppress(psycopg.Error):  # the connection is discarded anyway
+            raw.driver_connection.rollback()  # type: ignore[union-attr]
         # Never return this connection to the pool: whatever the statement did to the session goes with it.
         raw.invalidate()
         raw.close()
