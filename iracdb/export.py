@@ -37,7 +37,9 @@ import io
 import json
 import os
 import re
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,21 +133,27 @@ class _Table:
         return (f"SELECT {', '.join(self.fetched)} FROM {self.view} WHERE run = :run "
                 f"ORDER BY {', '.join(self.order)}")
 
-    def to_batch(self, rows: Sequence[tuple[Any, ...]]) -> pa.RecordBatch:
-        """Database rows (in :attr:`fetched` order) as a record batch of :attr:`schema`, column by column."""
-        columns = list(zip(*rows, strict=True)) if rows else [() for _ in self.fetched]
-        by_name = dict(zip(self.fetched, columns, strict=True))
-        flags = np.asarray(by_name["flags"], dtype=np.int64) if "flags" in by_name else None
+    def to_batch(self, rows: Sequence[tuple[Any, ...]], *, bools_as_ints: bool) -> pa.RecordBatch:
+        """Database rows (in :attr:`fetched` order) as a record batch of :attr:`schema`.
+
+        The rows go to Arrow in one call, as a struct array (C++, no Python loop over rows or values);
+        ``bools_as_ints``: the database gives booleans as 0/1 (SQLite), not True/False (PostgreSQL).
+        """
+        fetched_type = pa.struct([
+            pa.field(name, pa.int8() if bools_as_ints and self.arrow_type(name) == pa.bool_()
+                     else self.arrow_type(name)) for name in self.fetched
+        ])
+        struct = pa.array(rows, type=fetched_type)
+        by_name = dict(zip(self.fetched, struct.flatten(), strict=True))
+        flags = by_name["flags"].to_numpy(zero_copy_only=False) if "flags" in by_name else None
         arrays = []
         for name in self.names:
-            kind = self.arrow_type(name)
-            if name in _FLAG_BITS and name not in by_name:
+            if name in by_name:
+                array = by_name[name]
+                arrays.append(array.cast(pa.bool_()) if array.type == pa.int8() else array)
+            else:  # a flag_* column: decoded from `flags`, as the view does
                 assert flags is not None
                 arrays.append(pa.array((flags & _FLAG_BITS[name]) != 0, type=pa.bool_()))
-            elif kind == pa.bool_():  # SQLite gives 0/1, PostgreSQL True/False; never NULL in the views
-                arrays.append(pa.array(np.asarray(by_name[name], dtype=bool), type=pa.bool_()))
-            else:
-                arrays.append(pa.array(by_name[name], type=kind))
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
@@ -567,13 +575,28 @@ class _FlagCounts:
 
 def _write_table(snap: _Snapshot, table: _Table, run_name: str, writer: _Writer, *,
                  on_batch: Callable[[pa.RecordBatch], None] | None = None) -> int:
+    """Stream a table's rows into ``writer``; the rows written.
+
+    Writing (Arrow's CSV and Parquet writers release the GIL) runs in a second thread while the next batch is
+    fetched and converted; at most two batches wait, so memory stays bounded.
+    """
     n = 0
-    for rows in snap.batches(table.sql(), run=run_name):
-        batch = table.to_batch(rows)
-        writer.write(batch)
-        n += batch.num_rows
-        if on_batch is not None:
-            on_batch(batch)
+    pending: deque[Future[None]] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-export") as pool:
+        try:
+            for rows in snap.batches(table.sql(), run=run_name):
+                batch = table.to_batch(rows, bools_as_ints=snap.sqlite)
+                while len(pending) >= 2:
+                    pending.popleft().result()
+                pending.append(pool.submit(writer.write, batch))
+                n += batch.num_rows
+                if on_batch is not None:
+                    on_batch(batch)
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
     return n
 
 
