@@ -476,9 +476,9 @@ def _draw_monitor_panel(ax: Axes, p: _MonitorPanel) -> None:
             ax.axhline(mean, color="k", ls="--", lw=1.0, label=f"weighted mean {mean:.5g} mJy")
     else:
         _note(ax, "no usable images")
-    for i, t in enumerate(p.empty_mjd):
-        ax.axvline(t, color=_OUTLIER_COLOUR, ls=":", lw=1.0,
-                   label=f"AOR with no usable image ({p.empty_mjd.size})" if i == 0 else None)
+    if p.empty_mjd.size:
+        ax.vlines(p.empty_mjd, 0, 1, transform=ax.get_xaxis_transform(), colors=_OUTLIER_COLOUR, linestyles=":",
+                  lw=1.0, label=f"AOR with no usable image ({p.empty_mjd.size})")
     ax.set_ylabel("flux density [mJy]")
     ax.set_title(f"ch{p.channel} {p.target}", fontsize=10, loc="left")
     ax.ticklabel_format(axis="x", useOffset=False, style="plain")
@@ -516,7 +516,7 @@ def _run_phase_sample(engine: Engine, run_name: str, *, batch_rows: int = BATCH_
     pending = np.empty((0, 7))
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(query, {"run": run_name})
-        for part in result.partitions():
+        for part in result.partitions(batch_rows):
             rows = np.array([tuple(r) for r in part], dtype=np.float64).reshape(-1, 7)  # NULL -> NaN
             block = np.concatenate([pending, rows])
             tail = np.all(block[:, :3] == block[-1, :3], axis=1)  # the last group may go on in the next batch
@@ -535,15 +535,17 @@ def _add_groups(block: NDArray[np.float64], reservoirs: dict[int, _Reservoir], s
     after) with a position to its channel's reservoir."""
     if len(block) == 0:
         return
+    flux, correction = block[:, 5], block[:, 6]
+    before, after = flux * correction, flux.copy()
     starts = np.flatnonzero(np.any(np.diff(block[:, :3], axis=0) != 0, axis=1)) + 1
-    for group in np.split(block, starts):
-        flux, correction = group[:, 5], group[:, 6]
-        rows = np.column_stack([radial_pixel_phase(group[:, 3], group[:, 4]), _normalise(flux * correction),
-                                _normalise(flux)])
-        channel = int(group[0, 1])
-        if channel not in reservoirs:
-            reservoirs[channel] = _Reservoir(sample_size, 3, seed=channel)
-        reservoirs[channel].add(rows[np.isfinite(rows[:, 0])])
+    for lo, hi in zip(np.r_[0, starts], np.r_[starts, len(block)], strict=True):
+        before[lo:hi] = _normalise(before[lo:hi])
+        after[lo:hi] = _normalise(after[lo:hi])
+    rows = np.column_stack([radial_pixel_phase(block[:, 3], block[:, 4]), before, after])
+    for channel in np.unique(block[:, 1]):
+        if int(channel) not in reservoirs:
+            reservoirs[int(channel)] = _Reservoir(sample_size, 3, seed=int(channel))
+        reservoirs[int(channel)].add(rows[(block[:, 1] == channel) & np.isfinite(rows[:, 0])])
 
 
 # ----------------------------------------------------------------------------------------------------------------
