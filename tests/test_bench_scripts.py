@@ -40,3 +40,19 @@ def test_bench_reduce_quick(backend: str, request: pytest.FixtureRequest, tmp_pa
                 {"name": f"bench_reduce_{process.pid}_%"},
             ).scalars().all()
         assert left == []
+
+
+@pytest.mark.slow
+def test_bench_export_quick(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    command = [sys.executable, str(SCRIPTS / "bench_export.py"), "--quick"]
+    if backend == "postgresql":
+        command += ["--db", request.getfixturevalue("db_url")]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the script's temporary directory, to check it is removed
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()
+            if line.split()[:1] in (["csv"], ["parquet"])}
+    assert rows["csv"][1] == rows["parquet"][1] == "20,000"
+    assert "aim: >= 200,000 rows/s to CSV with peak memory < 500 MB" in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1].startswith("command: ")
+    assert list(tmp_path.iterdir()) == []  # no data left behind
