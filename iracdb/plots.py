@@ -135,10 +135,11 @@ def plot_overview(engine: Engine, run_name: str, out: Path) -> Path:
     for ax, panel in zip(axes, shown, strict=False):
         _draw_monitor_panel(ax, panel)
     axes[-1].set_xlabel("MJD (mean time of the used images)")
-    phase_axes = bottom.subplots(1, len(channels), squeeze=False, sharey=True)[0]
-    for ax, channel in zip(phase_axes, channels, strict=True):
-        sample = phases.get(channel)
-        _draw_phase_panel(ax, sample, title=f"ch{channel}: flux / AOR median vs pixel phase, used images")
+    bottom.suptitle("used images: flux / AOR median vs radial pixel phase, before and after the pixel-phase x "
+                    "array-location correction", fontsize=10)
+    phase_axes = bottom.subplots(1, len(channels), squeeze=False)[0]  # each channel has its own response
+    for i, (ax, channel) in enumerate(zip(phase_axes, channels, strict=True)):
+        _draw_phase_panel(ax, phases.get(channel), title=f"ch{channel}", legend=i == 0)
     phase_axes[0].set_ylabel("flux / AOR median")
     return _save(fig, out)
 
@@ -187,7 +188,7 @@ def plot_aor(engine: Engine, run_name: str, aorkey: int, out: Path) -> Path:
         _draw_light_curve(lc_ax, s)
         before, after = s.normalised()
         sample = _PhaseSample(s.phase[s.used], before[s.used], after[s.used])
-        _draw_phase_panel(phase_ax, sample, title=f"ch{s.channel} {s.target}: pixel phase, used images")
+        _draw_phase_panel(phase_ax, sample, title=f"ch{s.channel} {s.target} pixel phase, used images")
         phase_ax.set_ylabel("flux / AOR median")
     return _save(fig, out)
 
@@ -553,7 +554,7 @@ def _add_groups(block: NDArray[np.float64], reservoirs: dict[int, _Reservoir], s
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _draw_phase_panel(ax: Axes, sample: _PhaseSample | None, title: str) -> None:
+def _draw_phase_panel(ax: Axes, sample: _PhaseSample | None, title: str, legend: bool = True) -> None:
     """Flux / median against radial pixel phase, before and after correction: a light scatter (a uniform sample of
     at most SCATTER_POINTS) and the binned medians."""
     ax.set_xlim(0.0, PHASE_MAX)
@@ -577,19 +578,20 @@ def _draw_phase_panel(ax: Axes, sample: _PhaseSample | None, title: str) -> None
         shown = max(shown, x.size)
         bins = _phase_bins(sample.phase, values)
         has = np.isfinite(bins.median)
-        if has.any():
-            ax.plot(bins.centres[has], bins.median[has], "o-", color=colour, lw=1.8, ms=4,
-                    label=f"{name}: binned median")
-        else:
-            ax.plot([], [], "o", color=colour, label=f"{name} (too few per bin for medians)")
+        ax.plot(bins.centres[has], bins.median[has], "o-", color=colour, lw=1.8, ms=4, label=name)
+        if not has.any() and colour == _AFTER_COLOUR:
+            ax.text(0.5, 0.97, f"< {MIN_BIN_COUNT} images per bin: no medians", transform=ax.transAxes,
+                    ha="center", va="top", fontsize=8, color="0.3")
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
     finite = np.concatenate([v[np.isfinite(v)] for v in (sample.before, sample.after)])
-    if finite.size >= 20:
-        lo, hi = np.percentile(finite, [0.5, 99.5])
+    if finite.size >= 1000:  # a cloud: leave out the most extreme 0.2% at either end; a few points: show all
+        lo, hi = np.percentile(finite, [0.2, 99.8])
         pad = 0.1 * (hi - lo) or 0.01
         ax.set_ylim(lo - pad, hi + pad)
-    ax.set_title(f"{title}\n{total} image(s), {shown} drawn", fontsize=10)
-    _legend(ax)
+    counts = f"{total} image(s), {shown} drawn"
+    ax.set_title(f"{title}: {counts}" if len(title) <= 12 else f"{title}\n{counts}", fontsize=10)
+    if legend:
+        _legend(ax)
 
 
 def _note(ax: Axes, message: str) -> None:
