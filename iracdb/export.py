@@ -66,7 +66,7 @@ EXPORT_FORMATS: tuple[str, ...] = ("csv", "parquet", "ecsv", "votable")
 #: File name extension of the two tables in each format.
 EXTENSIONS = {"csv": "csv", "parquet": "parquet", "ecsv": "ecsv", "votable": "vot"}
 #: Rows fetched from the database and written per batch.
-BATCH_ROWS = 50_000
+BATCH_ROWS = 25_000
 
 Progress = Callable[[int, int], None]
 
