@@ -18,7 +18,11 @@
 ``parquet``, ``ecsv`` or ``vot`` (VOTable). Columns, units and meanings are those of :mod:`iracdb.db.views`:
 integers are int64, floats float64 (written with full round-trip precision), text strings, ``used`` and the
 ``flag_*`` columns booleans. A NULL (the database stores a value that could not be measured as NULL, never NaN)
-is written as missing: an empty CSV field, a Parquet null, a masked ECSV or VOTable value.
+is written as missing: an empty CSV field, a Parquet null, a masked ECSV or VOTable value (VOTable has no missing
+text: a NULL text is an empty string there). Parquet, ECSV and VOTable carry each column's unit and description
+and the provenance (Parquet schema metadata, ECSV ``meta``, VOTable INFO), all but the list of input files, which
+is in ``RUN_provenance.json`` and ``RUN_log.txt``. VOTable units are VOUnit; ``%`` has no VOUnit form, so
+``spread_pct`` has no unit there and says ``[%]`` in its description.
 
 Rows are streamed: a server-side cursor on PostgreSQL, ``fetchmany`` on SQLite, converted batch by batch to Arrow
 record batches and written, so memory does not grow with the size of the run. All queries of one export read one
