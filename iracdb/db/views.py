@@ -59,7 +59,8 @@ IMAGE_COLUMNS: tuple[Column, ...] = (
     Column("net_flux_err", "MJy pix2 / sr", "1-sigma error of net_flux"),
     Column("correction", "", "pixel-phase x array-location correction, a divisor: "
            "flux_mjy = net_flux x pixel solid angle [sr] x 1e9 x ap_corr / correction"),
-    Column("ap_corr", "", "multiplicative aperture correction applied (empty: none)"),
+    Column("ap_corr", "", "multiplicative aperture correction applied (1 with flag_no_aperture_correction when "
+           "none was applied)"),
     Column("flux_mjy", "mJy", "corrected flux density"),
     Column("flux_err_mjy", "mJy", "1-sigma photometric error of flux_mjy"),
     Column("flags", "", "quality bits (iracdb.flags.Flag); decoded in the flag_* columns"),
