@@ -745,7 +745,7 @@ def demo(
 
     Safe to run again on the same DIR. The exit status is 4 when some synthetic file could not be catalogued.
     """
-    from iracdb.demo import RUN_NAME, run_demo
+    from iracdb.demo import RUN_NAME, TRUTH_CHECK_COLUMNS, run_demo
 
     with _errors_to_exit():
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -771,6 +771,12 @@ def demo(
     say(f"3. reduced it as run {RUN_NAME!r} (brightest source near each pointing, 3 px aperture, 3-7 px annulus): "
         f"{done}")
     _print_rows(result.summary, SUMMARY_TABLE_COLUMNS, OutputFormat.table, title=f"run {RUN_NAME}: per-AOR photometry")
+    ratios = [row["ratio"] for row in result.truth_check if row["ratio"] is not None]
+    say("   checked against the truth table: ratio = flux_mjy / ap_corr / true flux (the synthetic stars lack the real "
+        "PSF's far wings, which the published aperture correction restores, so it is divided out here):")
+    _print_rows(result.truth_check, TRUTH_CHECK_COLUMNS, OutputFormat.table, title="measured vs injected")
+    if ratios:
+        say(f"   ratio {min(ratios):.4f} to {max(ratios):.4f} over {len(ratios)} AOR rows")
     say(f"4. exported it ({result.export.n_aor_rows} AOR rows, {result.export.n_image_rows} image rows):")
     for path in result.export.files:
         say(f"   {path}")

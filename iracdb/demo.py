@@ -8,7 +8,7 @@ the same folder: nothing is catalogued or measured twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ class DemoResult:
     summary: list[dict[str, Any]]
     export: ExportResult
     plots: tuple[Path, ...]
+    truth_check: list[dict[str, Any]]
 
 
 def run_demo(directory: Path, *, seed: int = 0,
@@ -80,4 +81,29 @@ def run_demo(directory: Path, *, seed: int = 0,
     finally:
         engine.dispose()
     return DemoResult(directory, archive.root, truth_csv, url, len(archive.files), summary, aors, report, per_aor,
-                      exported, plots)
+                      exported, plots, _truth_check(per_aor, archive.truth))
+
+
+#: Columns of :attr:`DemoResult.truth_check`.
+TRUTH_CHECK_COLUMNS = ("aorkey", "channel", "object", "true_flux_mjy", "flux_mjy", "ap_corr", "ratio")
+
+
+def _truth_check(per_aor: list[dict[str, Any]], truth: Sequence[Any]) -> list[dict[str, Any]]:
+    """Each AOR's measured mean flux against the flux the synthetic star was given [mJy].
+
+    The synthetic stars are PSFs without the real IRAC PSF's far wings, so the published aperture correction (which
+    restores the flux in those wings) is divided out: ``ratio = flux_mjy / ap_corr / true_flux_mjy``.
+    """
+    true_flux: dict[tuple[int, int], float] = {}
+    for record in truth:
+        true_flux[(record.aorkey, record.channel)] = record.flux_mjy
+    rows = []
+    for row in per_aor:
+        true = true_flux.get((row["aorkey"], row["channel"]))
+        flux, ap_corr = row["flux_mjy"], row["ap_corr"] or 1.0
+        rows.append({
+            "aorkey": row["aorkey"], "channel": row["channel"], "object": row["object"], "true_flux_mjy": true,
+            "flux_mjy": flux, "ap_corr": row["ap_corr"],
+            "ratio": None if flux is None or not true else flux / ap_corr / true,
+        })
+    return rows

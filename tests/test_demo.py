@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 from sqlalchemy import text
@@ -27,8 +28,24 @@ def test_demo_runs_twice(tmp_path: Path) -> None:
     assert n_files == len(list((folder / "archive").rglob("*.fits"))) and channels == 4
     assert (folder / "truth.csv").is_file()
 
+    # reduced, exported and plotted
+    assert "3. reduced it as run 'demo'" in first.output and "342 image rows" in first.output
+    export = folder / "export"
+    assert sorted(p.name for p in export.iterdir()) == [
+        "demo_aor_data.csv", "demo_img_data.csv", "demo_log.txt", "demo_provenance.json"]
+    with (export / "demo_img_data.csv").open() as handle:
+        assert sum(1 for _ in csv.DictReader(handle)) == 342
+    plots = sorted((folder / "plots").iterdir())
+    assert [p.name for p in plots] == ["demo_aor_24000640.png", "demo_overview.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 20_000 for p in plots)
+    # the measured fluxes against the injected ones (aperture correction divided out: Gaussian stars have no wings)
+    ratio = re.search(r"ratio (\d\.\d+) to (\d\.\d+) over 7 AOR rows", first.output)
+    assert ratio and 0.98 < float(ratio[1]) <= float(ratio[2]) < 1.02, first.output
+
     again = runner.invoke(app, ["demo", str(folder)], catch_exceptions=False)
     assert again.exit_code == 0 and f"0 new, {n_files} unchanged, 0 rejected" in again.output
+    assert "3. reduced it as run 'demo' (brightest source near each pointing, 3 px aperture, 3-7 px annulus): " \
+           "already complete" in again.output
 
 
 def test_synth_command_writes_truth_beside_the_archive(tmp_path: Path) -> None:
