@@ -19,7 +19,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,8 @@ OVERVIEW_WIDTH_IN = 12.0
 OVERVIEW_PANEL_IN = 2.6
 OVERVIEW_PHASE_IN = 3.6
 TITLE_IN = 0.6
-#: At most this many (channel, target) monitoring panels in the overview; the title says when some are left out.
+#: At most this many monitoring panels in the overview (one per channel x target, and per OBJECT for an ``auto``
+#: target); the title says when some are left out.
 MAX_OVERVIEW_PANELS = 12
 #: AOR figure: width [in] and height of one (channel, target) row [in].
 AOR_WIDTH_IN = 13.0
@@ -88,12 +89,15 @@ def default_plot_path(run_name: str, aorkey: int | None = None) -> Path:
 def plot_overview(engine: Engine, run_name: str, out: Path) -> Path:
     """Plot a run's overview: per-AOR mean flux against time, and the pixel-phase response over the run.
 
-    One monitoring panel per (channel, target) of the run: each AOR's mean flux density [mJy] against its mean
-    time [MJD] with the error of the mean as a dark error bar and the standard deviation of its images as a light
-    one, a dashed line at the weighted mean (weights 1 / error²), and a dotted vertical line at the first image of
-    each AOR with no usable image. Below, one panel per channel: every used image's flux divided by its AOR's median
-    against radial pixel phase [pix], before the pixel-phase x array-location correction and after it (a uniform
-    sample of at most :data:`SCATTER_POINTS` points, with the binned medians of up to :data:`PHASE_SAMPLE`).
+    One monitoring panel per star: per (channel, target) of the run for a target with coordinates, and per
+    (channel, target, OBJECT) for an ``auto`` target, whose star changes from field to field (the AOR's OBJECT names
+    the field). In each, every AOR's mean flux density [mJy] against its mean time [MJD] with the error of the mean
+    as a dark error bar and the standard deviation of its images as a light one, a dashed line at the weighted mean
+    of the panel's AORs (weights 1 / error²), and a dotted vertical line at the first image of each AOR with no
+    usable image. At most :data:`MAX_OVERVIEW_PANELS` panels are drawn; the title says when some are left out.
+    Below, one panel per channel: every used image's flux divided by its AOR's median against radial pixel phase
+    [pix], before the pixel-phase x array-location correction and after it (a uniform sample of at most
+    :data:`SCATTER_POINTS` points, with the binned medians of up to :data:`PHASE_SAMPLE`).
 
     Parameters
     ----------
@@ -116,7 +120,7 @@ def plot_overview(engine: Engine, run_name: str, out: Path) -> Path:
     """
     run = get_run(engine, run_name)
     aors = _read_aor_rows(engine, run_name)
-    panels = _monitor_panels(aors)
+    panels = _monitor_panels(aors, auto_targets=_auto_target_indices(run))
     phases = _run_phase_sample(engine, run_name)
     channels = sorted(phases) or sorted({int(a["channel"]) for a in aors}) or [0]
 
@@ -126,7 +130,8 @@ def plot_overview(engine: Engine, run_name: str, out: Path) -> Path:
     FigureCanvasAgg(fig)
     title = f"iracdb run {run_name}: {_describe_params(run)}"
     if len(panels) > len(shown):
-        title += f"\n(first {len(shown)} of {len(panels)} channel x target combinations shown)"
+        title += (f"\n(first {len(shown)} of {len(panels)} panels shown: one per channel x target, "
+                  "and per OBJECT for an auto target)")
     fig.suptitle(title, fontsize=11)
     top, bottom = fig.subfigures(2, 1, height_ratios=[n_rows * OVERVIEW_PANEL_IN, OVERVIEW_PHASE_IN])
     axes = top.subplots(n_rows, 1, sharex=True, squeeze=False)[:, 0]
@@ -194,7 +199,7 @@ def plot_aor(engine: Engine, run_name: str, aorkey: int, out: Path) -> Path:
 
 
 def overview_size_in(n_panels: int) -> tuple[float, float]:
-    """Size [in] of the overview figure with ``n_panels`` (channel, target) combinations (capped, at least one)."""
+    """Size [in] of the overview figure with ``n_panels`` monitoring panels (capped, at least one)."""
     n_rows = min(max(n_panels, 1), MAX_OVERVIEW_PANELS)
     return OVERVIEW_WIDTH_IN, TITLE_IN + n_rows * OVERVIEW_PANEL_IN + OVERVIEW_PHASE_IN
 
@@ -414,16 +419,28 @@ def _draw_light_curve(ax: Axes, s: AorSeries) -> None:
 
 @dataclass(frozen=True)
 class _MonitorPanel:
-    """The AORs of one channel x target: per-AOR mean time [MJD], mean flux, error of the mean and std [mJy]; the
-    first-image times [MJD] of AORs with no usable image."""
+    """The AORs of one star: one channel x target, and for an ``auto`` target one OBJECT (``object``; None if the
+    AORs have none). The AORs with a usable image (``aorkeys``) with their mean time [MJD], mean flux, error of the
+    mean and std [mJy]; the first-image times [MJD] of the AORs with none."""
 
     channel: int
     target: str
+    auto: bool
+    object: str | None
+    aorkeys: tuple[int, ...]
     mjd: NDArray[np.float64]
     flux: NDArray[np.float64]
     err: NDArray[np.float64]
     std: NDArray[np.float64]
     empty_mjd: NDArray[np.float64]
+
+    @property
+    def title(self) -> str:
+        """``ch1 · star`` for a target with coordinates, ``ch1 · OBJECT (auto)`` for an ``auto`` one."""
+        if not self.auto:
+            return f"ch{self.channel} · {self.target}"
+        name = "auto" if self.target == "auto" else f"{self.target}, auto"
+        return f"ch{self.channel} · {self.object or 'no OBJECT'} ({name})"
 
     @property
     def weighted_mean(self) -> float:
@@ -439,24 +456,38 @@ class _MonitorPanel:
 def _read_aor_rows(engine: Engine, run_name: str) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(text(
-            "SELECT aorkey, channel, target_index, target, mjd, first_mjd, flux_mjy, flux_err_mjy, std_mjy, n_used "
-            "FROM aor_photometry WHERE run = :run ORDER BY channel, target_index, aorkey"), {"run": run_name})
+            "SELECT aorkey, channel, target_index, target, object, mjd, first_mjd, flux_mjy, flux_err_mjy, std_mjy, "
+            "n_used FROM aor_photometry WHERE run = :run ORDER BY channel, target_index, aorkey"), {"run": run_name})
         return [dict(r._mapping) for r in rows]
 
 
-def _monitor_panels(aors: list[dict[str, Any]]) -> list[_MonitorPanel]:
-    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
+def _auto_target_indices(run: dict[str, Any]) -> frozenset[int]:
+    """The ``target_index`` of each ``auto`` target of ``run`` (a target without coordinates, as given)."""
+    targets = json.loads(run["params_json"]).get("targets", [])
+    return frozenset(i for i, t in enumerate(targets) if t.get("ra_deg") is None)
+
+
+def _monitor_panels(aors: list[dict[str, Any]], *, auto_targets: Collection[int]) -> list[_MonitorPanel]:
+    """The monitoring panels of a run's ``aor_photometry`` rows, ordered by channel, target and OBJECT (no OBJECT
+    last): one per channel x target, and for the targets in ``auto_targets`` one per channel x target x OBJECT, as
+    the brightest source near the pointing is another star in another field."""
+    groups: dict[tuple[int, int, str | None], list[dict[str, Any]]] = {}
     for row in aors:
-        groups.setdefault((int(row["channel"]), int(row["target_index"])), []).append(row)
+        index = int(row["target_index"])
+        field = (row["object"] or None) if index in auto_targets else None
+        groups.setdefault((int(row["channel"]), index, field), []).append(row)
     panels = []
-    for (channel, _), rows in sorted(groups.items()):
+    for channel, index, field in sorted(groups, key=lambda k: (k[0], k[1], k[2] is None, k[2] or "")):
+        rows = groups[channel, index, field]
         flux = np.array([_float(r["flux_mjy"]) for r in rows])
         usable = np.isfinite(flux) & np.array([(r["n_used"] or 0) > 0 for r in rows])
         mjd = np.array([_float(r["mjd"]) for r in rows])
         first = np.array([_float(r["first_mjd"]) for r in rows])
         empty = np.where(np.isfinite(first), first, mjd)[~usable]
         panels.append(_MonitorPanel(
-            channel=channel, target=str(rows[0]["target"]), mjd=mjd[usable], flux=flux[usable],
+            channel=channel, target=str(rows[0]["target"]), auto=index in auto_targets, object=field,
+            aorkeys=tuple(int(r["aorkey"]) for r, u in zip(rows, usable, strict=True) if u),
+            mjd=mjd[usable], flux=flux[usable],
             err=np.array([_float(r["flux_err_mjy"]) for r in rows])[usable],
             std=np.array([_float(r["std_mjy"]) for r in rows])[usable], empty_mjd=empty[np.isfinite(empty)],
         ))  # fmt: skip
@@ -481,7 +512,7 @@ def _draw_monitor_panel(ax: Axes, p: _MonitorPanel) -> None:
         ax.vlines(p.empty_mjd, 0, 1, transform=ax.get_xaxis_transform(), colors=_OUTLIER_COLOUR, linestyles=":",
                   lw=1.0, label=f"AOR with no usable image ({p.empty_mjd.size})")
     ax.set_ylabel("flux density [mJy]")
-    ax.set_title(f"ch{p.channel} {p.target}", fontsize=10, loc="left")
+    ax.set_title(p.title, fontsize=10, loc="left")
     ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     _legend(ax)
 

@@ -1,11 +1,13 @@
 """Figures of a run (`iracdb.plots`): the PNGs are written, readable, of the stated size and not blank, and the data
 they draw is right (outliers are the OUTLIER rows; the pixel-phase response shows before the correction and is gone
-after it); errors for unknown runs and AORs; an AOR with no usable image still plots. On both backends."""
+after it; an overview panel holds one star, so an ``auto`` target gets one per OBJECT); errors for unknown runs and
+AORs; an AOR with no usable image still plots. On both backends."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from reduce_helpers import sql_rows
 from sqlalchemy import Engine
 
 from iracdb import plots
+from iracdb.db.queries import get_run
 from iracdb.errors import NoSuchAor, NoSuchRun
 from iracdb.flags import Flag
 from iracdb.ingest import ingest
@@ -24,9 +27,10 @@ from iracdb.synth import AorSpec, SynthArchive, write_archive
 #: injected response changes by ~1%.
 SUB = AorSpec(aorkey=81000001, channels=(1,), read_mode="SUB", n_exposures=2, mission="warm", flux_mjy=1000.0,
               nan_fraction=0.0)
-#: Warm ch1 full array, dithered: 8 images, of which the run's minmax rule rejects 2.
+#: Warm ch1 full array, dithered: 8 images, of which the run's minmax rule rejects 2. Another OBJECT than SUB's (at
+#: the same position), so an ``auto`` target plots them apart.
 FULL = AorSpec(aorkey=81000002, channels=(1,), read_mode="FULL", n_exposures=8, mission="warm", flux_mjy=500.0,
-               framtime_s=12.0, dithered=True)
+               framtime_s=12.0, dithered=True, object_name="SYNTH-FULL")
 #: Warm ch2, pointed elsewhere: the run's target is outside every image, so no image has a flux.
 GHOST = AorSpec(aorkey=81000003, channels=(2,), read_mode="FULL", n_exposures=2, mission="warm", ra_deg=10.0,
                 dec_deg=-40.0, object_name="GHOST")
@@ -114,8 +118,10 @@ def test_overview(reduced: Engine, tmp_path: Path) -> None:
     out = tmp_path / "new" / "folder" / plots.default_plot_path(RUN)
     assert plots.plot_overview(reduced, RUN, out) == out
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary file left behind
-    panels = plots._monitor_panels(plots._read_aor_rows(reduced, RUN))
+    panels = plots._monitor_panels(plots._read_aor_rows(reduced, RUN), auto_targets=())
     assert [(p.channel, p.target) for p in panels] == [(1, "star"), (2, "star")]
+    assert [p.title for p in panels] == ["ch1 · star", "ch2 · star"]  # a fixed target: all its AORs in one panel
+    assert panels[0].aorkeys == (SUB.aorkey, FULL.aorkey)
     ch1, ch2 = panels
     summary = {r["aorkey"]: r for r in sql_rows(reduced, "SELECT * FROM aor_photometry WHERE run = :run", run=RUN)}
     np.testing.assert_allclose(ch1.flux, [summary[k]["flux_mjy"] for k in (SUB.aorkey, FULL.aorkey)])
@@ -128,6 +134,73 @@ def test_overview(reduced: Engine, tmp_path: Path) -> None:
     assert ch2.flux.size == 0 and ch2.empty_mjd.tolist() == [summary[GHOST.aorkey]["first_mjd"]]
     image = read_png(out, plots.overview_size_in(len(panels)))
     assert not_uniform(image, (0.1, 0.3), (0.1, 0.9))  # the first monitoring panel
+
+
+def aor_row(aorkey: int, channel: int, target_index: int, target: str, object_: str | None, flux: float | None,
+            err: float | None, mjd: float) -> dict[str, Any]:
+    """An ``aor_photometry`` row as :func:`plots._read_aor_rows` returns it; no flux: no used image."""
+    return {"aorkey": aorkey, "channel": channel, "target_index": target_index, "target": target, "object": object_,
+            "mjd": None if flux is None else mjd, "first_mjd": mjd - 0.01, "flux_mjy": flux, "flux_err_mjy": err,
+            "std_mjy": None if err is None else 10 * err, "n_used": 0 if flux is None else 20}
+
+
+def test_monitor_panels_one_star_each() -> None:
+    """An ``auto`` target (index 0) measures another star in each field: one panel per channel x OBJECT, each with
+    the weighted mean of its own AORs. A fixed target (index 1) keeps one panel per channel, whatever the OBJECTs."""
+    rows = [
+        aor_row(1, 1, 0, "auto", "HD 1", 45.0, 0.5, 100.0),
+        aor_row(2, 1, 0, "auto", "HD 2", 65.0, 0.2, 101.0),
+        aor_row(3, 1, 0, "auto", "HD 1", 46.0, 1.0, 102.0),
+        aor_row(4, 1, 0, "auto", "HD 3", 280.0, 2.0, 103.0),
+        aor_row(5, 1, 0, "auto", "HD 2", None, None, 104.0),  # no usable image
+        aor_row(6, 2, 0, "auto", "HD 1", 30.0, 0.3, 100.0),
+        aor_row(7, 2, 0, "auto", None, 10.0, 0.1, 105.0),  # no OBJECT
+        aor_row(8, 2, 0, "auto", "", 12.0, 0.1, 106.0),  # an empty OBJECT is none
+        aor_row(1, 1, 1, "star", "HD 1", 20.0, 0.1, 100.0),
+        aor_row(2, 1, 1, "star", "HD 2", 21.0, 0.1, 101.0),
+    ]
+    panels = plots._monitor_panels(rows, auto_targets={0})
+    assert [(p.channel, p.target, p.object, p.aorkeys) for p in panels] == [
+        (1, "auto", "HD 1", (1, 3)), (1, "auto", "HD 2", (2,)), (1, "auto", "HD 3", (4,)), (1, "star", None, (1, 2)),
+        (2, "auto", "HD 1", (6,)), (2, "auto", None, (7, 8)),
+    ]
+    assert [p.title for p in panels] == ["ch1 · HD 1 (auto)", "ch1 · HD 2 (auto)", "ch1 · HD 3 (auto)", "ch1 · star",
+                                         "ch2 · HD 1 (auto)", "ch2 · no OBJECT (auto)"]
+    hd1, hd2, hd3, star, hd1_ch2, nameless = panels
+    # weights 1/err²: (45 * 4 + 46 * 1) / 5; nothing of HD 2, HD 3 or channel 2
+    assert hd1.weighted_mean == pytest.approx(45.2, rel=1e-12)
+    assert hd2.weighted_mean == 65.0 and hd2.empty_mjd.tolist() == [104.0 - 0.01]  # AOR 5 marked in its field only
+    assert hd1.empty_mjd.size == hd3.empty_mjd.size == star.empty_mjd.size == 0
+    assert hd3.weighted_mean == 280.0 and hd1_ch2.weighted_mean == 30.0
+    assert nameless.weighted_mean == pytest.approx(11.0, rel=1e-12)
+    assert star.weighted_mean == pytest.approx(20.5, rel=1e-12)
+    # the same rows with no auto target: one panel per channel x target, as for fixed targets
+    fixed = plots._monitor_panels(rows, auto_targets=())
+    assert [(p.channel, p.target, p.aorkeys) for p in fixed] == [
+        (1, "auto", (1, 2, 3, 4)), (1, "star", (1, 2)), (2, "auto", (6, 7, 8))]
+    # more panels per run than before: the figure still holds at most MAX_OVERVIEW_PANELS
+    assert plots.overview_size_in(100) == plots.overview_size_in(plots.MAX_OVERVIEW_PANELS)
+
+
+def test_overview_auto_target(engine: Engine, archive: SynthArchive, tmp_path: Path) -> None:
+    """A run with a fixed and an ``auto`` target: the auto one is found from the run's parameters and plotted per
+    OBJECT, so SUB and FULL (two OBJECTs) get a panel each, the fixed target one for both."""
+    assert ingest(engine, [str(archive.root)]).n_rejected == 0
+    report = reduce(engine, "auto run", ReduceOptions(targets=(STAR, Target("auto")), reject="minmax"))
+    assert report.status == "complete"
+    auto = plots._auto_target_indices(get_run(engine, "auto run"))
+    assert auto == {1}
+    rows = plots._read_aor_rows(engine, "auto run")
+    panels = plots._monitor_panels(rows, auto_targets=auto)
+    assert [(p.title, p.aorkeys) for p in panels] == [
+        ("ch1 · star", (SUB.aorkey, FULL.aorkey)), ("ch1 · SYNTH-1 (auto)", (SUB.aorkey,)),
+        ("ch1 · SYNTH-FULL (auto)", (FULL.aorkey,)), ("ch2 · star", ()), ("ch2 · GHOST (auto)", (GHOST.aorkey,)),
+    ]
+    flux = {(r["aorkey"], r["target"]): r["flux_mjy"] for r in rows}
+    for p in panels[1:3] + panels[4:]:  # one AOR each: its weighted mean is that AOR's mean
+        assert p.weighted_mean == pytest.approx(flux[p.aorkeys[0], "auto"], rel=1e-12)
+    out = plots.plot_overview(engine, "auto run", tmp_path / "auto.png")
+    read_png(out, plots.overview_size_in(len(panels)))
 
 
 def test_aor_figure_and_outliers(reduced: Engine, tmp_path: Path) -> None:
