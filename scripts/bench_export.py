@@ -34,26 +34,14 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from iracdb.db import migrate
 from iracdb.db.engine import make_engine, safe_url
-from iracdb.db.models import Measurement
 from iracdb.export import export_run
-from iracdb.ingest import ingest
-from iracdb.reduce import ReduceOptions, Target, reduce
-from iracdb.synth import AorSpec, write_archive
 
 AIM_ROWS_PER_S = 200_000
 AIM_PEAK_MB = 500
 #: AORKEY shift between copies of the run's rows (larger than the spread of the synthetic AORKEYs).
 AORKEY_STEP = 1000
 
-AORS = [
-    AorSpec(aorkey=71000064, channels=(2,), read_mode="SUB", n_exposures=2, mission="warm",
-            object_name="BENCH sub", ra_deg=65.4695, dec_deg=57.8172, flux_mjy=120.0),
-    AorSpec(aorkey=71000320, channels=(1,), read_mode="FULL", n_exposures=3, mission="warm",
-            object_name="BENCH full", ra_deg=277.1303, dec_deg=26.8440, flux_mjy=80.0, framtime_s=12.0,
-            dithered=True),
-]
 
 
 def peak_rss_mb() -> float:
@@ -68,8 +56,24 @@ def peak_rss_mb() -> float:
 
 
 def build_run(engine: Engine, root: Path, run_name: str, rows: int) -> int:
-    """Ingest and reduce the synthetic archive, then amplify the run to ``rows`` image rows; the row count."""
-    archive = write_archive(root / "archive", AORS, seed=11, truth_csv=False)
+    """Ingest and reduce the synthetic archive, then amplify the run to ``rows`` image rows; the row count.
+
+    Imports what it needs itself: the exporting child process imports only what an export does, so that its peak
+    memory is the export's (reduce alone, with scipy and photutils, adds some 260 MB).
+    """
+    from iracdb.db.models import Measurement
+    from iracdb.ingest import ingest
+    from iracdb.reduce import ReduceOptions, Target, reduce
+    from iracdb.synth import AorSpec, write_archive
+
+    aors = [
+        AorSpec(aorkey=71000064, channels=(2,), read_mode="SUB", n_exposures=2, mission="warm",
+                object_name="BENCH sub", ra_deg=65.4695, dec_deg=57.8172, flux_mjy=120.0),
+        AorSpec(aorkey=71000320, channels=(1,), read_mode="FULL", n_exposures=3, mission="warm",
+                object_name="BENCH full", ra_deg=277.1303, dec_deg=26.8440, flux_mjy=80.0, framtime_s=12.0,
+                dithered=True),
+    ]
+    archive = write_archive(root / "archive", aors, seed=11, truth_csv=False)
     ingest(engine, [str(archive.root)])
     reduce(engine, run_name, ReduceOptions(targets=(Target("auto"),)))
     columns = [c.name for c in Measurement.__table__.columns if c.name != "id"]
@@ -124,6 +128,8 @@ def main() -> None:
         root = Path(tmp)
         url = args.db or f"sqlite:///{root / 'bench.sqlite'}"
         engine = make_engine(url)
+        from iracdb.db import migrate
+
         migrate.upgrade(engine)
         run_name = f"bench_export_{os.getpid()}"
         print(f"bench_export: {platform.node()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "

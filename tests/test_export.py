@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from iracdb.db import views
 from iracdb.db.engine import make_engine
+from iracdb.db.models import Run
 from iracdb.errors import BadOption, NoSuchRun
 from iracdb.export import EXPORT_FORMATS, export_run, file_stem, run_provenance
 from iracdb.flags import Flag
@@ -132,6 +133,28 @@ def test_csv_equals_the_database(reduced: Engine, tmp_path: Path) -> None:
             assert img[f"flag_{member.name.lower()}"].tolist() == decoded, member
     # strings with quotes, commas and brackets survive
     assert set(aor["object"]) == {ALPHA.object_name, BETA.object_name}
+
+
+def test_file_and_target_as_the_view_joins_them(reduced: Engine, tmp_path: Path) -> None:
+    """The image rows are read from `measurements`, `file` and `target` looked up by `input_id` and `target_index`:
+    the same values as the view's LEFT JOINs, also for a missing input or target and an input of another run."""
+    run = sql_rows(reduced, "SELECT * FROM runs")[0]
+    with reduced.begin() as conn:
+        columns = [c.name for c in Run.__table__.columns if c.name != "id"]
+        copied = ", ".join("'other'" if c == "name" else c for c in columns)
+        conn.execute(text(f"INSERT INTO runs ({', '.join(columns)}) SELECT {copied} FROM runs"))
+        other = conn.execute(text("SELECT id FROM runs WHERE name = 'other'")).scalar_one()
+        first, last = conn.execute(text("SELECT min(input_id), max(input_id) FROM measurements")).one()
+        conn.execute(text("UPDATE run_inputs SET run_id = :other WHERE id = :id"), {"other": other, "id": last})
+        conn.execute(text("UPDATE measurements SET input_id = NULL WHERE input_id = :id"), {"id": first})
+        conn.execute(text("DELETE FROM run_targets WHERE run_id = :run AND target_index = 1"), {"run": run["id"]})
+    stored = image_db(reduced)
+    assert {r["target"] for r in stored} == {"alpha", None, "nowhere"}
+    assert sum(r["file"] is None for r in stored) > 0
+    moved = sql_rows(reduced, "SELECT path FROM run_inputs WHERE run_id = :other", other=other)[0]["path"]
+    assert moved in {r["file"] for r in stored}
+    result = export_run(reduced, RUN, tmp_path, "parquet")
+    assert_rows_equal(pq.read_table(result.files[1]).to_pylist(), stored, IMAGE_NAMES)
 
 
 def test_parquet_types_nulls_units_and_provenance(reduced: Engine, tmp_path: Path) -> None:
