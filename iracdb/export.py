@@ -40,6 +40,7 @@ The database URL is only ever shown with its password masked (:func:`iracdb.db.e
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import os
@@ -677,6 +678,22 @@ class _FlagCounts:
                 entry[member.name.lower()] = entry.get(member.name.lower(), 0) + int(per_key[index])
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off meanwhile (as it was before, after).
+
+    Fetching creates millions of row tuples, each a new container the collector counts, and it runs through all
+    of them again and again to find no cycle at all: some 6 % of an export's time. Pausing it changes no result.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _write_table(snap: _Snapshot, table: _Table, run: dict[str, Any], writer: _Writer, *,
                  on_batch: Callable[[pa.RecordBatch], None] | None = None) -> int:
     """Stream a table's rows of ``run`` (its ``runs`` record) into ``writer``; the rows written.
@@ -686,7 +703,7 @@ def _write_table(snap: _Snapshot, table: _Table, run: dict[str, Any], writer: _W
     """
     n = 0
     pending: deque[Future[None]] = deque()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-export") as pool:
+    with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-export") as pool:
         try:
             names = _Names.of_run(snap, run["id"]) if table.base else None
             for rows in snap.batches(table.sql(), run=run["id"] if table.base else run["name"]):

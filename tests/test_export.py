@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 from pathlib import Path
@@ -323,3 +324,16 @@ def test_file_stem() -> None:
     assert file_stem("spot check/1") == "spot_check_1"
     assert file_stem("run-2.b_c") == "run-2.b_c"
     assert file_stem("é:*?") == "____"
+
+
+def test_the_garbage_collector_is_left_as_it_was(reduced: Engine, tmp_path: Path) -> None:
+    """An export pauses Python's cyclic garbage collector while it streams rows, and restores its state after."""
+    assert gc.isenabled()
+    export_run(reduced, RUN, tmp_path / "on")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        export_run(reduced, RUN, tmp_path / "off")
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
