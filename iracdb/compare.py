@@ -12,9 +12,9 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from iracdb.reduce import get_run
+from iracdb.db.queries import get_run, run_summary
 
 #: The columns of a comparison row: fluxes and errors in mJy, ``diff_mjy`` = B - A [mJy],
 #: ``diff_pct`` = 100 (B - A) / A [%], ``diff_sigma`` = (B - A) / hypot(err_A, err_B) (dimensionless).
@@ -24,12 +24,6 @@ COMPARE_COLUMNS: tuple[str, ...] = (
 )
 
 Key = tuple[int, int, str]
-
-_AOR_ROWS = text(
-    "SELECT aorkey, channel, target, target_index, object, flux_mjy, flux_err_mjy, n_used "
-    "FROM aor_photometry WHERE run = :run ORDER BY aorkey, channel, target_index"
-)
-
 
 @dataclass(frozen=True)
 class Comparison:
@@ -81,9 +75,8 @@ def compare_runs(engine: Engine, run_a: str, run_b: str) -> Comparison:
     """
     record_a = get_run(engine, run_a)
     record_b = get_run(engine, run_b)
-    with engine.connect() as conn:
-        rows_a = _keyed(conn.execute(_AOR_ROWS, {"run": record_a["name"]}).mappings().all())
-        rows_b = _keyed(conn.execute(_AOR_ROWS, {"run": record_b["name"]}).mappings().all())
+    rows_a = _keyed(run_summary(engine, run_a))
+    rows_b = _keyed(run_summary(engine, run_b))
     matched = sorted(rows_a.keys() & rows_b.keys())
     rows = [_compare_row(rows_a[key], rows_b[key]) for key in matched]
     pcts = [row["diff_pct"] for row in rows if row["diff_pct"] is not None]

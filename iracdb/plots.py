@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 from sqlalchemy import Engine, text
 
-from iracdb.db.queries import get_run
+from iracdb.db.queries import get_run, run_summary
 from iracdb.errors import NoSuchAor
 from iracdb.photometry.corrections import idl_round
 
@@ -119,7 +119,7 @@ def plot_overview(engine: Engine, run_name: str, out: Path) -> Path:
         No run has that name.
     """
     run = get_run(engine, run_name)
-    aors = _read_aor_rows(engine, run_name)
+    aors = run_summary(engine, run_name)
     panels = _monitor_panels(aors, auto_targets=_auto_target_indices(run))
     phases = _run_phase_sample(engine, run_name)
     channels = sorted(phases) or sorted({int(a["channel"]) for a in aors}) or [0]
@@ -451,14 +451,6 @@ class _MonitorPanel:
             return float(np.sum(w * self.flux[ok]) / np.sum(w))
         finite = self.flux[np.isfinite(self.flux)]
         return float(finite.mean()) if finite.size else math.nan
-
-
-def _read_aor_rows(engine: Engine, run_name: str) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT aorkey, channel, target_index, target, object, mjd, first_mjd, flux_mjy, flux_err_mjy, std_mjy, "
-            "n_used FROM aor_photometry WHERE run = :run ORDER BY channel, target_index, aorkey"), {"run": run_name})
-        return [dict(r._mapping) for r in rows]
 
 
 def _auto_target_indices(run: dict[str, Any]) -> frozenset[int]:

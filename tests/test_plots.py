@@ -16,7 +16,7 @@ from reduce_helpers import sql_rows
 from sqlalchemy import Engine
 
 from iracdb import plots
-from iracdb.db.queries import get_run
+from iracdb.db.queries import get_run, run_summary
 from iracdb.errors import NoSuchAor, NoSuchRun
 from iracdb.flags import Flag
 from iracdb.ingest import ingest
@@ -118,7 +118,7 @@ def test_overview(reduced: Engine, tmp_path: Path) -> None:
     out = tmp_path / "new" / "folder" / plots.default_plot_path(RUN)
     assert plots.plot_overview(reduced, RUN, out) == out
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary file left behind
-    panels = plots._monitor_panels(plots._read_aor_rows(reduced, RUN), auto_targets=())
+    panels = plots._monitor_panels(run_summary(reduced, RUN), auto_targets=())
     assert [(p.channel, p.target) for p in panels] == [(1, "star"), (2, "star")]
     assert [p.title for p in panels] == ["ch1 · star", "ch2 · star"]  # a fixed target: all its AORs in one panel
     assert panels[0].aorkeys == (SUB.aorkey, FULL.aorkey)
@@ -190,7 +190,7 @@ def test_overview_auto_target(engine: Engine, archive: SynthArchive, tmp_path: P
     assert report.status == "complete"
     auto = plots._auto_target_indices(get_run(engine, "auto run"))
     assert auto == {1}
-    rows = plots._read_aor_rows(engine, "auto run")
+    rows = run_summary(engine, "auto run")
     panels = plots._monitor_panels(rows, auto_targets=auto)
     assert [(p.title, p.aorkeys) for p in panels] == [
         ("ch1 · star", (SUB.aorkey, FULL.aorkey)), ("ch1 · SYNTH-1 (auto)", (SUB.aorkey,)),
