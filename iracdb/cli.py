@@ -24,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from typer.core import TyperCommand
@@ -160,11 +161,11 @@ def _print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: Out
         writer.writerow(columns)
         writer.writerows([["" if row[c] is None else row[c] for c in columns] for row in rows])
         return
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(title), title_justify="left")
     for column in columns:
-        table.add_column(column, justify="right" if _numeric(rows, column) else "left", overflow="fold")
+        table.add_column(Text(column), justify="right" if _numeric(rows, column) else "left", overflow="fold")
     for row in rows:
-        table.add_row(*[_cell(row[c]) for c in columns])
+        table.add_row(*[Text(_cell(row[c])) for c in columns])
     stdout.print(table)
     if not rows:
         stdout.print("(no rows)")
@@ -523,11 +524,11 @@ def show(
     if fmt is ShowFormat.json:
         sys.stdout.write(json.dumps(provenance, indent=1, default=str) + "\n")
         return
-    table = Table(title=f"run {run_name}", title_justify="left", show_header=False)
+    table = Table(title=Text(f"run {run_name}"), title_justify="left", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in _flatten(provenance):
-        table.add_row(key, value)
+        table.add_row(Text(key), Text(value))
     stdout.print(table)
 
 
