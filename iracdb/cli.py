@@ -31,7 +31,7 @@ from typer.core import TyperCommand
 from iracdb import __version__
 from iracdb.config import resolve_db_url
 from iracdb.db import migrate, queries
-from iracdb.db.engine import make_engine, safe_url
+from iracdb.db.engine import make_engine, mask_secrets, safe_url
 from iracdb.errors import BadOption, DatabaseError, UserError
 
 app = typer.Typer(
@@ -127,7 +127,8 @@ def _errors_to_exit() -> Iterator[None]:
     try:
         yield
     except UserError as exc:
-        stderr.print(f"iracdb: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        # Masked again here: a message may quote a driver's text, which could hold a URL or a password parameter.
+        stderr.print(f"iracdb: error: {mask_secrets(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
 
 
