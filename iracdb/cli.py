@@ -133,14 +133,16 @@ def _errors_to_exit() -> Iterator[None]:
 
 
 @contextmanager
-def _database(db: str | None, *, ensure: bool = True) -> Iterator[Engine]:
+def _database(db: str | None, *, ensure: bool = True, create: bool = False) -> Iterator[Engine]:
     """Open the database for one command, turning errors into exit statuses; closed at the end.
 
-    With ``ensure``, a brand-new database gets the schema and an outdated one is refused.
+    With ``ensure``, a brand-new database gets the schema and an outdated one is refused. Only with ``create`` (the
+    commands that write a catalogue or a schema) may a SQLite file that does not exist be created: for any other
+    command a missing file is a mistyped --db.
     """
     with _errors_to_exit():
         url = resolve_db_url(db)
-        engine = make_engine(url)
+        engine = make_engine(url, create=create)
         try:
             if ensure:
                 migrate.ensure_schema(engine)
@@ -207,7 +209,7 @@ def db_upgrade(
     db: DbOption = None,
 ) -> None:
     """Migrate the database schema to the newest revision (or REVISION)."""
-    with _database(db, ensure=False) as engine:
+    with _database(db, ensure=False, create=True) as engine:
         before = migrate.current_revision(engine)
         migrate.upgrade(engine, revision)
         after = migrate.current_revision(engine)
@@ -267,7 +269,7 @@ def ingest(
     """
     from iracdb.ingest import ingest as run_ingest
 
-    with _database(db) as engine:
+    with _database(db, create=True) as engine:
         columns = (TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=stderr, disable=not stderr.is_terminal, transient=True) as bar:
             task = bar.add_task("ingest", total=None)

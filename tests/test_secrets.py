@@ -9,6 +9,7 @@ that does not exist instead of creating an empty archive.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 from iracdb.cli import app
 from iracdb.config import resolve_db_url
 from iracdb.db.engine import make_engine, mask_secrets, safe_url
-from iracdb.errors import BadOption
+from iracdb.errors import BadOption, NoSuchDatabase
 from iracdb.ingest import ingest
 from iracdb.reduce import Execution, ReduceOptions, Target, mask_command_line, reduce
 from iracdb.synth import AorSpec, SynthArchive, write_archive
@@ -240,3 +241,53 @@ def test_secret_recorded_by_an_older_iracdb_is_masked_on_the_way_out(catalogued:
     assert json.loads(outputs[1].stdout)["command_line"] == old_line.replace("S3cretOLD", "***")
     assert all("S3cretOLD" not in r.output for r in outputs)
     assert all("S3cretOLD" not in path.read_text(errors="replace") for path in out.iterdir())
+
+
+# --- case 12: a command that only reads never creates a SQLite file ------------------------------------------------
+
+
+READING_COMMANDS = [
+    ("runs",), ("aors",), ("exposures", "74000064"), ("rejected",), ("summary", "r"), ("show", "r"),
+    ("export", "r", "--out", "exported"), ("sql", "SELECT 1"), ("plot", "r"), ("compare", "r", "s"),
+    ("reduce", "--run-name", "r", "--auto"), ("db", "current"), ("db", "downgrade", "-1"), ("db", "check"),
+]
+
+
+@pytest.mark.parametrize("command", READING_COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_reading_command_refuses_a_missing_sqlite_file(
+    command: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for given, env in [("typo.sqlite", None), (f"sqlite:///{tmp_path}/typo.sqlite", None),
+                       (None, {"IRACDB_DB_URL": "typo.sqlite"}), (None, {"IRACDB_DB_URL": ""})]:
+        args = (*command, "--db", given) if given else command
+        result = run(*args, env=env)
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("iracdb: error: no database at ")
+        assert ("typo.sqlite" if given or env["IRACDB_DB_URL"] else "iracdb.sqlite") in lines[0]
+        assert list(tmp_path.iterdir()) == [], args  # nothing created: no database, no -wal, no export folder
+
+
+def test_creating_commands_and_memory_still_work(tmp_path: Path, archive: SynthArchive) -> None:
+    upgraded, ingested = tmp_path / "upgraded.sqlite", tmp_path / "ingested.sqlite"
+    assert run("db", "upgrade", "--db", str(upgraded)).exit_code == 0 and upgraded.exists()
+    assert run("ingest", str(archive.root), "--db", str(ingested)).exit_code == 0 and ingested.exists()
+    assert [row["aorkey"] for row in json.loads(run("aors", "-f", "json", "--db", str(ingested)).stdout)] == [
+        STAR.aorkey]
+    memory = run("runs", "--db", "sqlite://")
+    assert memory.exit_code == 0 and "(no rows)" in memory.stdout
+    assert run("db", "current", "--db", str(upgraded)).exit_code == 0
+
+
+def test_missing_file_is_its_own_error() -> None:
+    with pytest.raises(NoSuchDatabase, match=re.escape("no database at /nonexistent/x.sqlite")) as info:
+        make_engine("sqlite:////nonexistent/x.sqlite", create=False)
+    assert isinstance(info.value, FileNotFoundError) and info.value.exit_code == 2
+    make_engine("sqlite:///:memory:", create=False).dispose()
+
+
+def test_readme_quotes_the_missing_file_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    line = run("runs", "--db", "typo.sqlite").stderr.strip()
+    assert line in (Path(__file__).resolve().parents[1] / "README.md").read_text()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from iracdb.errors import BadOption
+from iracdb.config import DB_URL_ENV
+from iracdb.errors import BadOption, NoSuchDatabase
 
 #: How long a SQLite writer waits for another writer's lock before giving up [s].
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -77,7 +79,7 @@ def safe_url(url: str | URL) -> str:
     return mask_secrets(url, single=True)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, create: bool = True) -> Engine:
     """An engine for ``url``: ``sqlite:///path`` or ``postgresql+psycopg://user@host/db``.
 
     SQLite gets foreign keys on, a write-ahead log (readers never block the writer) and a busy timeout, so that
@@ -87,11 +89,16 @@ def make_engine(url: str) -> Engine:
     ----------
     url : str
         The database URL.
+    create : bool
+        Whether a SQLite file that does not exist may be created (on first connection). False for commands that
+        only read: a mistyped path is then an error, not a new empty archive.
 
     Raises
     ------
     iracdb.errors.BadOption
         ``url`` is not a URL of a database iracdb works with (the message never repeats it: it may hold a password).
+    iracdb.errors.NoSuchDatabase
+        Without ``create``, the SQLite file does not exist.
     """
     try:
         parsed = make_url(url)
@@ -103,6 +110,8 @@ def make_engine(url: str) -> Engine:
         if parsed.username is not None or parsed.password is not None or parsed.host or parsed.port:
             raise BadOption("a SQLite URL has no user, password or host: expected sqlite:///FILE (a relative path) "
                             "or sqlite:////FILE (an absolute one)")
+        if not create:
+            _require_sqlite_file(parsed)
         engine = _create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_immediate)
@@ -123,6 +132,18 @@ def _create_engine(url: URL, **kwargs: object) -> Engine:
         return create_engine(url, **kwargs)
     except ArgumentError:  # a dialect refusing the URL: its message may quote the URL
         raise BadOption(f"cannot use this database URL ({EXPECTED_URL})") from None
+
+
+def _require_sqlite_file(url: URL) -> None:
+    """Raise NoSuchDatabase if the SQLite file of ``url`` does not exist (an in-memory database always does)."""
+    path = url.database
+    if not path or path == ":memory:" or url.query.get("uri") in ("true", "1"):
+        return  # in memory; or a "file:" URI (uri=true) whose mode=ro/rw/rwc says itself what may be created
+    if not Path(path).exists():
+        raise NoSuchDatabase(
+            f"no database at {path}: the SQLite file does not exist (check --db or ${DB_URL_ENV}; "
+            "`iracdb ingest` or `iracdb db upgrade` creates a new one)"
+        )
 
 
 def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: object) -> None:
