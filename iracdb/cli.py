@@ -32,7 +32,7 @@ from typer.core import TyperCommand
 from iracdb import __version__
 from iracdb.config import resolve_db_url
 from iracdb.db import migrate, queries
-from iracdb.db.engine import make_engine, safe_url
+from iracdb.db.engine import make_engine, mask_secrets, safe_url
 from iracdb.errors import BadOption, DatabaseError, UserError
 
 app = typer.Typer(
@@ -128,19 +128,22 @@ def _errors_to_exit() -> Iterator[None]:
     try:
         yield
     except UserError as exc:
-        stderr.print(f"iracdb: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        # Masked again here: a message may quote a driver's text, which could hold a URL or a password parameter.
+        stderr.print(f"iracdb: error: {mask_secrets(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
 
 
 @contextmanager
-def _database(db: str | None, *, ensure: bool = True) -> Iterator[Engine]:
+def _database(db: str | None, *, ensure: bool = True, create: bool = False) -> Iterator[Engine]:
     """Open the database for one command, turning errors into exit statuses; closed at the end.
 
-    With ``ensure``, a brand-new database gets the schema and an outdated one is refused.
+    With ``ensure``, a brand-new database gets the schema and an outdated one is refused. Only with ``create`` (the
+    commands that write a catalogue or a schema) may a SQLite file that does not exist be created: for any other
+    command a missing file is a mistyped --db.
     """
     with _errors_to_exit():
         url = resolve_db_url(db)
-        engine = make_engine(url)
+        engine = make_engine(url, create=create)
         try:
             if ensure:
                 migrate.ensure_schema(engine)
@@ -207,7 +210,7 @@ def db_upgrade(
     db: DbOption = None,
 ) -> None:
     """Migrate the database schema to the newest revision (or REVISION)."""
-    with _database(db, ensure=False) as engine:
+    with _database(db, ensure=False, create=True) as engine:
         before = migrate.current_revision(engine)
         migrate.upgrade(engine, revision)
         after = migrate.current_revision(engine)
@@ -267,7 +270,7 @@ def ingest(
     """
     from iracdb.ingest import ingest as run_ingest
 
-    with _database(db) as engine:
+    with _database(db, create=True) as engine:
         columns = (TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=stderr, disable=not stderr.is_terminal, transient=True) as bar:
             task = bar.add_task("ingest", total=None)

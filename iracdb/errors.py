@@ -25,6 +25,12 @@ class DatabaseError(UserError):
     exit_code = 3
 
 
+class NoSuchDatabase(FileNotFoundError, UserError):
+    """A SQLite database file that does not exist, given to a command that only reads (a mistyped ``--db``)."""
+
+    exit_code = 2
+
+
 class SchemaOutOfDate(DatabaseError):
     """The database schema is behind the newest migration; ``iracdb db upgrade`` brings it up to date."""
 

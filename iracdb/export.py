@@ -64,7 +64,7 @@ from sqlalchemy import Engine
 
 from iracdb import __version__
 from iracdb.db import views
-from iracdb.db.engine import is_sqlite, safe_url
+from iracdb.db.engine import is_sqlite, mask_secrets, safe_url
 from iracdb.db.queries import get_run
 from iracdb.errors import BadOption
 from iracdb.flags import Flag
@@ -347,6 +347,10 @@ def _iso(value: Any) -> str | None:
     return str(value.astimezone(UTC).isoformat())
 
 
+def _masked(text: str | None) -> str | None:
+    return None if text is None else mask_secrets(text)
+
+
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
@@ -390,19 +394,20 @@ def _provenance(engine: Engine, snap: _Snapshot, run: dict[str, Any]) -> dict[st
             "name": run["name"], "status": run["status"], "created_at": _iso(run["created_at"]),
             "started_at": _iso(run["started_at"]), "finished_at": _iso(run["finished_at"]),
             "n_units": run["n_units"], "n_units_done": run["n_units_done"], "n_images": run["n_images"],
-            "n_flagged": run["n_flagged"], "n_outliers": run["n_outliers"], "message": run["message"],
+            "n_flagged": run["n_flagged"], "n_outliers": run["n_outliers"], "message": _masked(run["message"]),
         },
         "parameters": _loads(run["params_json"]),
         "params_hash": run["params_hash"],
         "resolved": _loads(run["resolved_json"]),
         "software": {"iracdb_version": run["software_version"], "git_revision": run["git_revision"],
                      "versions": versions},
-        "execution": run["execution"],
+        "execution": _masked(run["execution"]),
         "host": run["host"],
         "user": run["user_name"],
         "pid": run["pid"],
-        "command_line": run["command_line"],
-        "database": safe_url(engine.url.render_as_string(hide_password=True)),
+        # Masked on the way out too: a run recorded by an older iracdb may hold a URL's password parameter.
+        "command_line": _masked(run["command_line"]),
+        "database": safe_url(engine.url),
         "channels": sorted({int(u["channel"]) for u in units}),
         "missions": [m["mission"] for m in missions],
         "targets": targets,

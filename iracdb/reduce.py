@@ -42,7 +42,7 @@ from sqlalchemy import Connection, Engine, and_, func, insert, select, text, upd
 
 from iracdb import __version__, summary
 from iracdb.db import queries
-from iracdb.db.engine import is_sqlite, safe_url
+from iracdb.db.engine import is_sqlite, mask_secrets
 from iracdb.db.models import AorSummary, Exposure, File, Measurement, Run, RunInput, RunTarget, RunUnit
 from iracdb.errors import BadOption, RunConflict, RunInterrupted, UserError
 from iracdb.fitsio import UNCERTAINTY_KIND
@@ -831,10 +831,15 @@ def git_revision() -> str | None:
 
 
 def mask_command_line(argv: Sequence[str]) -> str:
-    """The command line as one string, with the password of any database URL replaced by ``***``."""
+    """The command line as one shell-quoted string, every secret in it replaced by ``***``.
+
+    Each argument is masked on its own (:func:`iracdb.db.engine.mask_secrets`): a URL's password, even in
+    ``--db=URL`` or a malformed URL, and ``password``/``sslpassword``/``passfile`` parameters. ``shlex.split`` gives
+    the arguments back, so the recorded line can be run again once the password is filled in.
+    """
     import shlex
 
-    return " ".join(shlex.quote(safe_url(arg) if "://" in arg else arg) for arg in argv)
+    return " ".join(shlex.quote(mask_secrets(arg, single=True)) for arg in argv)
 
 
 @dataclass(frozen=True)

@@ -136,9 +136,12 @@ def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def empty_db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """URL of a brand-new database with no schema at all, on the test's backend."""
+    """URL of a brand-new database with no schema at all, on the test's backend (for SQLite an empty file: like
+    PostgreSQL's CREATE DATABASE, it exists, so that commands that only read may open it)."""
     if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'empty.sqlite'}"
+        path = tmp_path / "empty.sqlite"
+        path.touch()
+        return f"sqlite:///{path}"
     server: PostgresServer = request.getfixturevalue("pg_server")
     return server.create()
 

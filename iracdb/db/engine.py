@@ -1,14 +1,17 @@
-"""Opening a database: one engine per URL, SQLite configured to behave like PostgreSQL."""
+"""Opening a database: one engine per URL, SQLite configured to behave like PostgreSQL; URLs shown without secrets."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from iracdb.errors import BadOption
+from iracdb.config import DB_URL_ENV
+from iracdb.errors import BadOption, NoSuchDatabase
 
 #: How long a SQLite writer waits for another writer's lock before giving up [s].
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -17,20 +20,85 @@ SQLITE_BUSY_TIMEOUT_S = 60
 #: What a database URL looks like, for messages about one that is not (which never repeat it: it may hold a password).
 EXPECTED_URL = "expected sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"
 
+#: What replaces a secret in anything shown or stored.
+MASK = "***"
 
-def safe_url(url: str) -> str:
-    """The URL as it may be shown to people: any password replaced by ``***``; an unparseable one not at all."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
-        return "<unparseable database URL>"
+# A query parameter (or libpq keyword) that holds a secret or names a file of them; its value ends at "&" (and, in
+# free text, at white space or a quote). In free text a value already masked is left alone, so that the punctuation
+# after it ("...?password=***: connection failed") stays.
+_SECRET_PARAM = r"(?i)(?<![A-Za-z0-9_])((?:ssl)?password|passfile)="
+_SECRET_PARAM_IN_VALUE = re.compile(_SECRET_PARAM + r"[^&]*")
+_SECRET_PARAM_IN_TEXT = re.compile(_SECRET_PARAM + r"(?!\*\*\*(?:[&\s'\":,;.)]|$))[^&\s'\"]*")
+# A URL scheme and what follows it, up to the end of the value (or, in free text, of the word). The separator may be
+# mistyped ("//" or ":/" for "://"): such a value is refused, but is masked all the same wherever it appears.
+_SCHEME = r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*(?::/+|//))"
+_URL_IN_VALUE = re.compile(_SCHEME + r"(?P<rest>.*)", re.DOTALL)
+_URL_IN_TEXT = re.compile(_SCHEME + r"(?P<rest>[^\s'\"]*)")
 
 
-def make_engine(url: str) -> Engine:
+def mask_secrets(text: str, *, single: bool = False) -> str:
+    """``text`` with every secret-looking part of any URL in it replaced by ``***``.
+
+    The password of a URL's user information (everything between the user name's ``:`` and the *last* ``@``, so
+    that an unencoded ``@`` in a password hides all of it) and the values of the query parameters ``password``,
+    ``sslpassword`` and ``passfile`` (in any case) are masked. Works on text, not on parsed URLs, so that a
+    malformed URL, an option such as ``--db=URL`` or an error message is masked too.
+
+    Parameters
+    ----------
+    text : str
+        Free text (an error message, a log line), or one value (see ``single``).
+    single : bool
+        ``text`` is one value (a URL, one command-line argument): a secret in it may then contain white space.
+
+    Returns
+    -------
+    str
+        The text with the secrets replaced by ``***``; the rest (user name, host, database) kept.
+    """
+    param, url = (_SECRET_PARAM_IN_VALUE, _URL_IN_VALUE) if single else (_SECRET_PARAM_IN_TEXT, _URL_IN_TEXT)
+    # Parameters first: a secret parameter's value may contain an "@", which must not be taken for userinfo's end.
+    text = param.sub(lambda m: f"{m.group(1)}={MASK}", text)
+    return url.sub(_mask_userinfo, text)
+
+
+def _mask_userinfo(match: re.Match[str]) -> str:
+    rest = match.group("rest")
+    at = rest.rfind("@")  # a host never holds an "@": the user information ends at the last one
+    if at < 0 or ":" not in rest[:at]:
+        return match.group(0)
+    user = rest[:at].split(":", 1)[0]
+    return f"{match.group('scheme')}{user}:{MASK}{rest[at:]}"
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL as it may be shown to people or stored: every secret in it replaced by ``***`` (see
+    :func:`mask_secrets`), even when it cannot be parsed."""
+    if isinstance(url, URL):
+        url = url.render_as_string(hide_password=True)
+    return mask_secrets(url, single=True)
+
+
+def make_engine(url: str, *, create: bool = True) -> Engine:
     """An engine for ``url``: ``sqlite:///path`` or ``postgresql+psycopg://user@host/db``.
 
     SQLite gets foreign keys on, a write-ahead log (readers never block the writer) and a busy timeout, so that
     it enforces the same constraints as PostgreSQL and tolerates a second process.
+
+    Parameters
+    ----------
+    url : str
+        The database URL.
+    create : bool
+        Whether a SQLite file that does not exist may be created (on first connection). False for commands that
+        only read: a mistyped path is then an error, not a new empty archive.
+
+    Raises
+    ------
+    iracdb.errors.BadOption
+        ``url`` is not a URL of a database iracdb works with (the message never repeats it: it may hold a password).
+    iracdb.errors.NoSuchDatabase
+        Without ``create``, the SQLite file does not exist.
     """
     try:
         parsed = make_url(url)
@@ -39,15 +107,43 @@ def make_engine(url: str) -> Engine:
         raise BadOption(f"not a database URL ({EXPECTED_URL})") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        if parsed.username is not None or parsed.password is not None or parsed.host or parsed.port:
+            raise BadOption("a SQLite URL has no user, password or host: expected sqlite:///FILE (a relative path) "
+                            "or sqlite:////FILE (an absolute one)")
+        if not create:
+            _require_sqlite_file(parsed)
+        engine = _create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_immediate)
         return engine
     if backend == "postgresql":
+        if parsed.host and "@" in parsed.host:
+            # SQLAlchemy and libpq end the password at its first "@": the rest would be looked up as a host name.
+            raise BadOption("the database URL has an unencoded '@' in its password: write each '@' in the "
+                            "password as %40")
         if parsed.get_driver_name() != "psycopg":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True)
+        return _create_engine(parsed, pool_pre_ping=True)
     raise BadOption(f"unsupported database {safe_url(url)}: iracdb works with SQLite and PostgreSQL")
+
+
+def _create_engine(url: URL, **kwargs: object) -> Engine:
+    try:
+        return create_engine(url, **kwargs)
+    except ArgumentError:  # a dialect refusing the URL: its message may quote the URL
+        raise BadOption(f"cannot use this database URL ({EXPECTED_URL})") from None
+
+
+def _require_sqlite_file(url: URL) -> None:
+    """Raise NoSuchDatabase if the SQLite file of ``url`` does not exist (an in-memory database always does)."""
+    path = url.database
+    if not path or path == ":memory:" or url.query.get("uri") in ("true", "1"):
+        return  # in memory; or a "file:" URI (uri=true) whose mode=ro/rw/rwc says itself what may be created
+    if not Path(path).exists():
+        raise NoSuchDatabase(
+            f"no database at {path}: the SQLite file does not exist (check --db or ${DB_URL_ENV}; "
+            "`iracdb ingest` or `iracdb db upgrade` creates a new one)"
+        )
 
 
 def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: object) -> None:
