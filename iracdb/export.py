@@ -74,6 +74,7 @@ from iracdb.outputs import (
     check_outputs,
     create_partial,
     database_files,
+    discard_partial,
     file_stem,
     make_folder,
     place,
@@ -784,7 +785,8 @@ def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *
     exported_at = datetime.now(UTC).isoformat()
     temps: list[Path] = []
     try:
-        temps = [create_partial(final) for final in finals]
+        for final in finals:
+            temps.append(create_partial(final))
         try:
             n_aor, n_image = _write_files(engine, run, fmt, temps, finals, out_dir, exported_at, progress)
         except UserError:
@@ -795,7 +797,7 @@ def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *
             place(temp, final, overwrite=overwrite)
     finally:
         for temp in temps:
-            temp.unlink(missing_ok=True)
+            discard_partial(temp)
     return ExportResult(run=run["name"], status=run["status"], out_dir=out_dir, files=tuple(finals),
                         n_aor_rows=n_aor, n_image_rows=n_image)
 

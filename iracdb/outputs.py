@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +33,9 @@ _SAFE_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 #: Hex digits of the SHA-256 of the name that end a shortened stem.
 _HASH_CHARS = 16
 _PARTIAL = re.compile(r"(.+)\.(\d{1,10})\.partial")
+#: The temporary files this process is writing (absolute paths): two threads never write the same one.
+_WRITING: set[str] = set()
+_WRITING_LOCK = threading.Lock()
 
 
 def file_stem(name: str) -> str:
@@ -168,26 +172,43 @@ def create_partial(final: Path) -> Path:
 
     It is created as a plain ``open`` would (mode 0666 less the umask) and never through a symbolic link: a file
     already there under that name (a symbolic link, or a partial left by a killed process that had this one's
-    process id) is removed first.
+    process id) is removed first. Pass it to :func:`place` when complete, and to :func:`discard_partial` in any
+    case.
 
     Raises
     ------
     iracdb.errors.CannotWrite
-        The file cannot be created (no such folder, no permission, ...); the message names ``final``.
+        The file cannot be created (no such folder, no permission, another thread of this process writes the same
+        file, ...); the message names ``final``.
     """
     temp = partial_path(final)
+    with _WRITING_LOCK:
+        if os.path.abspath(temp) in _WRITING:
+            raise CannotWrite(f"cannot write {final}: this process is writing it already")
+        _WRITING.add(os.path.abspath(temp))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    for attempt in (1, 2):
-        try:
-            os.close(os.open(temp, flags, 0o666))
-            return temp
-        except FileExistsError:
-            if attempt == 2:
-                raise CannotWrite(f"cannot write {final}: {temp.name} keeps reappearing") from None
-            temp.unlink(missing_ok=True)
-        except OSError as exc:
-            raise CannotWrite(f"cannot write {final}: {_reason(exc)}") from None
-    raise AssertionError("unreachable")
+    try:
+        for _ in range(3):
+            try:
+                os.close(os.open(temp, flags, 0o666))
+                return temp
+            except FileExistsError:  # not this process's (see _WRITING): stale or planted
+                temp.unlink(missing_ok=True)
+        raise CannotWrite(f"cannot write {final}: {temp.name} keeps reappearing")
+    except OSError as exc:
+        _WRITING.discard(os.path.abspath(temp))
+        if isinstance(exc, CannotWrite):
+            raise
+        raise CannotWrite(f"cannot write {final}: {_reason(exc)}") from None
+
+
+def discard_partial(temp: Path) -> None:
+    """Remove the temporary file ``temp`` of :func:`create_partial` if it is still there (the write failed)."""
+    try:
+        temp.unlink(missing_ok=True)
+    finally:
+        with _WRITING_LOCK:
+            _WRITING.discard(os.path.abspath(temp))
 
 
 def place(temp: Path, final: Path, *, overwrite: bool) -> None:
@@ -267,6 +288,6 @@ def cannot_write(what: str | Path, exc: OSError) -> CannotWrite:
 
 
 __all__ = [
-    "MAX_STEM_BYTES", "NAME_MAX", "cannot_write", "check_outputs", "create_partial", "database_files", "file_stem",
-    "make_folder", "partial_path", "place", "remove_stale_partials",
+    "MAX_STEM_BYTES", "NAME_MAX", "cannot_write", "check_outputs", "create_partial", "database_files",
+    "discard_partial", "file_stem", "make_folder", "partial_path", "place", "remove_stale_partials",
 ]

@@ -39,6 +39,7 @@ from iracdb.outputs import (
     check_outputs,
     create_partial,
     database_files,
+    discard_partial,
     file_stem,
     make_folder,
     place,
@@ -745,7 +746,7 @@ def _save(fig: Figure, out: Path, fmt: str, *, overwrite: bool) -> Path:
             raise cannot_write(out, exc) from None
         place(temp, out, overwrite=overwrite)
     finally:
-        temp.unlink(missing_ok=True)
+        discard_partial(temp)
     return out
 
 

@@ -24,6 +24,7 @@ from iracdb.outputs import (
     check_outputs,
     create_partial,
     database_files,
+    discard_partial,
     file_stem,
     partial_path,
     place,
@@ -120,7 +121,19 @@ def test_place_never_replaces_a_file_that_appeared_meanwhile(tmp_path: Path) -> 
         place(temp, final, overwrite=False)
     assert final.read_bytes() == b"theirs" and temp.exists()
     place(temp, final, overwrite=True)
+    discard_partial(temp)
     assert final.read_bytes() == b"new" and not temp.exists()
+
+
+def test_two_threads_never_write_the_same_partial(tmp_path: Path) -> None:
+    final = tmp_path / "x.png"
+    temp = create_partial(final)
+    with pytest.raises(CannotWrite, match="this process is writing it already"):
+        create_partial(final)
+    assert temp.exists()
+    discard_partial(temp)
+    assert not temp.exists()
+    discard_partial(create_partial(final))
 
 
 def test_a_partial_is_never_written_through_a_symbolic_link(tmp_path: Path) -> None:
@@ -131,6 +144,7 @@ def test_a_partial_is_never_written_through_a_symbolic_link(tmp_path: Path) -> N
     temp = create_partial(final)
     assert not temp.is_symlink() and temp.stat().st_size == 0
     temp.write_text("partial")
+    discard_partial(temp)
     assert victim.read_text() == "keep"
 
 
