@@ -119,6 +119,10 @@ FormatOption = Annotated[
         "--format", "-f", metavar="table|csv|json", help="table (readable), csv or json (to stdout, snake_case)."
     ),
 ]
+#: Permission to replace existing output files (`export`, `plot`).
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="Replace existing output files (never the database).")
+]
 #: The IRAC channel filter of the listings.
 ChannelOption = Annotated[int | None, typer.Option("--channel", metavar="N", help="IRAC channel 1-4.")]
 
@@ -584,12 +588,15 @@ def export(
         ExportFormat,
         typer.Option("--format", "-f", metavar="csv|parquet|ecsv|votable", help="Format of the two tables."),
     ] = ExportFormat.csv,
+    overwrite: OverwriteOption = False,
     db: DbOption = None,
 ) -> None:
     """Write a run's per-AOR and per-image tables, its log and its provenance into DIR.
 
     Files: RUN_aor_data, RUN_img_data (.csv, .parquet, .ecsv or .vot), RUN_log.txt (parameters, problem AORs,
-    provenance, inputs) and RUN_provenance.json. Rows are streamed, so any size of run exports in bounded memory.
+    provenance, inputs) and RUN_provenance.json; RUN is the run's name with any character other than letters,
+    digits, '.', '_' and '-' percent-encoded (a/b -> a%2Fb). Rows are streamed, so any size of run exports in
+    bounded memory. An existing file is replaced only with --overwrite.
     """
     from iracdb.export import export_run
 
@@ -601,7 +608,7 @@ def export(
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            result = export_run(engine, run_name, out, fmt.value, progress=progress)
+            result = export_run(engine, run_name, out, fmt.value, overwrite=overwrite, progress=progress)
     if result.status != "complete":
         stderr.print(f"note: run {run_name!r} is {result.status}: the export holds only its finished AORs "
                      f"(finish it with `iracdb reduce --run-name {run_name} --resume ...`)",
@@ -609,7 +616,7 @@ def export(
     for path in result.files:
         stdout.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
     stdout.print(f"run {run_name!r}: {result.n_aor_rows} AOR rows, {result.n_image_rows} image rows",
-                 markup=False, highlight=False)
+                 markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command(cls=_Command)
@@ -650,22 +657,26 @@ def plot(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", metavar="FILE.png",
-                     help="Where to write the figure. Default: RUN_overview.png or RUN_aor_AORKEY.png here."),
+        typer.Option("--out", "-o", metavar="FILE",
+                     help="Where to write the figure: FILE.png, FILE.pdf or FILE.svg (the format). "
+                          "Default: RUN_overview.png or RUN_aor_AORKEY.png here."),
     ] = None,
+    overwrite: OverwriteOption = False,
     db: DbOption = None,
 ) -> None:
     """Plot a run: without --aor, the run overview (per-AOR flux vs time, like a calibration-star monitoring plot,
     and the pixel-phase diagnostic); with --aor, that AOR's light curve (outliers marked) and pixel-phase diagnostic.
+
+    An existing file is replaced only with --overwrite; the database is never an output.
     """
     from iracdb import plots
 
     with _database(db) as engine:
         path = out or plots.default_plot_path(run_name, aor)
         if aor is None:
-            written = plots.plot_overview(engine, run_name, path)
+            written = plots.plot_overview(engine, run_name, path, overwrite=overwrite)
         else:
-            written = plots.plot_aor(engine, run_name, aor, path)
+            written = plots.plot_aor(engine, run_name, aor, path, overwrite=overwrite)
     stdout.print(f"wrote {written}", markup=False, highlight=False, soft_wrap=True)
 
 

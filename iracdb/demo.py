@@ -3,7 +3,8 @@
 Writes a small synthetic archive (all four channels, cryo and warm, full array and subarray, the pixel-phase x
 array-location response injected), catalogues it, reduces it as the run ``demo`` (the brightest source near each
 pointing, the default 3 px aperture and 3-7 px annulus), exports the run as CSV and plots it. Safe to run again on
-the same folder: nothing is catalogued or measured twice.
+the same folder: nothing is catalogued or measured twice, and the export and figures (the demo's own files, in its
+own folder) are written again.
 """
 
 from __future__ import annotations
@@ -71,12 +72,13 @@ def run_demo(directory: Path, *, seed: int = 0,
         execution = Execution(command_line=f"iracdb demo {directory}")
         report = reduce(engine, RUN_NAME, options, execution, progress=stage("reduce"))
         per_aor = run_summary(engine, RUN_NAME)
-        exported = export_run(engine, RUN_NAME, directory / "export", "csv")
+        exported = export_run(engine, RUN_NAME, directory / "export", "csv", overwrite=True)
         plots_dir = directory / "plots"
         first_subarray = next((row["aorkey"] for row in per_aor if row["read_mode"] == "SUB"), per_aor[0]["aorkey"])
         plots = (
-            plot_overview(engine, RUN_NAME, plots_dir / default_plot_path(RUN_NAME)),
-            plot_aor(engine, RUN_NAME, first_subarray, plots_dir / default_plot_path(RUN_NAME, first_subarray)),
+            plot_overview(engine, RUN_NAME, plots_dir / default_plot_path(RUN_NAME), overwrite=True),
+            plot_aor(engine, RUN_NAME, first_subarray, plots_dir / default_plot_path(RUN_NAME, first_subarray),
+                     overwrite=True),
         )
     finally:
         engine.dispose()

@@ -19,6 +19,15 @@ class BadOption(ValueError, UserError):
     """An option or argument has a value iracdb cannot use."""
 
 
+class OutputExists(FileExistsError, UserError):
+    """An output file that exists already: iracdb replaces a file only when asked to (``--overwrite``)."""
+
+
+class CannotWrite(OSError, UserError):
+    """An output file or folder that cannot be written: no such folder, not a folder, no permission, name too long,
+    disk full; or a file that must never be an output (the database being read)."""
+
+
 class DatabaseError(UserError):
     """The database cannot be reached or opened."""
 

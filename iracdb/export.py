@@ -14,7 +14,8 @@
 ``RUN_provenance.json``
     The same provenance, machine-readable (see :func:`run_provenance`), plus what this export wrote.
 
-``RUN`` is the run's name with every character outside ``[A-Za-z0-9._-]`` replaced by ``_``; ``EXT`` is ``csv``,
+``RUN`` is the run's name made safe for file names, one to one (:func:`iracdb.outputs.file_stem`: every byte outside
+``[A-Za-z0-9._-]`` percent-encoded, so ``a/b`` is ``a%2Fb`` and never ``a_b``'s name); ``EXT`` is ``csv``,
 ``parquet``, ``ecsv`` or ``vot`` (VOTable). Columns, units and meanings are those of :mod:`iracdb.db.views`:
 integers are int64, floats float64 (written with full round-trip precision), text strings, ``used`` and the
 ``flag_*`` columns booleans. A NULL (the database stores a value that could not be measured as NULL, never NaN)
@@ -30,9 +31,10 @@ record batches and written, so memory does not grow with the size of the run. Th
 ``target_index`` and ``input_id`` and ``used`` and ``flag_*`` decoded from ``flags`` here: the same values, fetched
 for a fraction of the cost (a text value costs a Python string per row). All queries of one export read one
 consistent snapshot of the database (a read-only repeatable-read transaction on PostgreSQL, one read transaction
-on SQLite, which does not block writers in WAL mode). Every file is written under a temporary name and renamed into
-place only once all of them are complete: a failed export leaves no truncated file behind, and exporting again
-replaces the files.
+on SQLite, which does not block writers in WAL mode). Every file is written under a temporary name
+(``.NAME.PID.partial``) and renamed into place only once all of them are complete: a failed export leaves no
+truncated file behind, and the temporary files of a killed export are removed by the next export of the run. An
+existing file is replaced only when asked to (``overwrite``), and a file of the database being read never is.
 
 The database URL is only ever shown with its password masked (:func:`iracdb.db.engine.safe_url`).
 """
@@ -43,7 +45,6 @@ import contextlib
 import gc
 import io
 import json
-import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -66,8 +67,19 @@ from iracdb import __version__
 from iracdb.db import views
 from iracdb.db.engine import is_sqlite, mask_secrets, safe_url
 from iracdb.db.queries import get_run
-from iracdb.errors import BadOption
+from iracdb.errors import BadOption, UserError
 from iracdb.flags import Flag
+from iracdb.outputs import (
+    cannot_write,
+    check_outputs,
+    create_partial,
+    database_files,
+    discard_partial,
+    file_stem,
+    make_folder,
+    place,
+    remove_stale_partials,
+)
 from iracdb.summary import SUMMARY_EXCLUDED
 
 #: The formats :func:`export_run` writes.
@@ -652,9 +664,10 @@ class ExportResult:
     n_image_rows: int
 
 
-def file_stem(run_name: str) -> str:
-    """The run's name as used in file names: every character outside ``[A-Za-z0-9._-]`` replaced by ``_``."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", run_name)
+def export_file_names(stem: str) -> tuple[str, ...]:
+    """Every file name an export of the run of file stem ``stem`` (:func:`file_stem`) writes, in any format."""
+    return (*(f"{stem}_{table}_data.{ext}" for ext in EXTENSIONS.values() for table in ("aor", "img")),
+            f"{stem}_log.txt", f"{stem}_provenance.json")
 
 
 @dataclass
@@ -727,7 +740,7 @@ def _write_table(snap: _Snapshot, table: _Table, run: dict[str, Any], writer: _W
     return n
 
 
-def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *,
+def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *, overwrite: bool = False,
                progress: Progress | None = None) -> ExportResult:
     """Export a run's per-AOR and per-image results, its log and its provenance into ``out_dir``.
 
@@ -738,9 +751,13 @@ def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *
     run_name : str
         The run to export; any status (an interrupted run exports what it has, with its status recorded).
     out_dir : Path
-        Folder to write into; created if missing. Files of an earlier export of the same run are replaced.
+        Folder to write into; created if missing. Temporary files that an earlier, killed export of this run left
+        there are removed.
     fmt : {"csv", "parquet", "ecsv", "votable"}
         Format of the two tables (see :data:`EXPORT_FORMATS`); the log is text and the provenance JSON either way.
+    overwrite : bool
+        Replace files of an earlier export of the run; without it, an existing file stops the export before
+        anything is written.
     progress : callable, optional
         Called as ``progress(image_rows_written, image_rows_total)`` after each batch of image rows.
 
@@ -754,62 +771,83 @@ def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *
         No run has that name.
     iracdb.errors.BadOption
         ``fmt`` is not one of :data:`EXPORT_FORMATS`.
+    iracdb.errors.OutputExists
+        Without ``overwrite``: a file of the export exists already (nothing is written).
+    iracdb.errors.CannotWrite
+        ``out_dir`` is not a folder or cannot be created, a file cannot be written (no permission, disk full, ...)
+        or would be a file of the database being read (nothing is left half written).
     """
     if fmt not in EXPORT_FORMATS:
         raise BadOption(f"unknown export format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     run = get_run(engine, run_name)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem, ext = file_stem(run["name"]), EXTENSIONS[fmt]
     finals = [out_dir / f"{stem}_aor_data.{ext}", out_dir / f"{stem}_img_data.{ext}",
               out_dir / f"{stem}_log.txt", out_dir / f"{stem}_provenance.json"]
-    temps = [path.with_name(f".{path.name}.{os.getpid()}.partial") for path in finals]
+    check_outputs(finals, overwrite=overwrite, protected=database_files(engine.url))
+    make_folder(out_dir)
+    remove_stale_partials(out_dir, export_file_names(stem))
     exported_at = datetime.now(UTC).isoformat()
+    temps: list[Path] = []
     try:
-        with _snapshot(engine) as snap:
-            provenance = _provenance(engine, snap, run)
-            embedded = {**provenance, "export": {"date": exported_at, "format": fmt, "iracdb_version": __version__}}
-            writer_class = _WRITERS[fmt]
-
-            writer = writer_class(temps[0], _AOR_TABLE, embedded)
-            try:
-                n_aor = _write_table(snap, _AOR_TABLE, run, writer)
-            finally:
-                writer.close()
-
-            total = int(snap.scalar("SELECT count(*) FROM measurements WHERE run_id = :run", run=run["id"]))
-            flag_counts = _FlagCounts()
-            done = 0
-
-            def on_image_batch(batch: pa.RecordBatch) -> None:
-                nonlocal done
-                flag_counts.add(batch)
-                done += batch.num_rows
-                if progress is not None:
-                    progress(done, total)
-
-            writer = writer_class(temps[1], _IMAGE_TABLE, embedded)
-            try:
-                n_image = _write_table(snap, _IMAGE_TABLE, run, writer, on_batch=on_image_batch)
-            finally:
-                writer.close()
-            if progress is not None and n_image == 0:
-                progress(0, total)
-
-            export_info = {"date": exported_at, "format": fmt, "iracdb_version": __version__,
-                           "out_dir": str(out_dir.resolve()), "files": [p.name for p in finals],
-                           "n_aor_rows": n_aor, "n_image_rows": n_image}
-            with temps[2].open("w", encoding="utf-8") as log:
-                _write_log(log, snap, run, provenance, export_info, flag_counts)
-            with temps[3].open("w", encoding="utf-8") as out:
-                _write_provenance_json(out, snap, run["id"], {**provenance, "export": export_info})
+        for final in finals:
+            temps.append(create_partial(final))
+        try:
+            n_aor, n_image = _write_files(engine, run, fmt, temps, finals, out_dir, exported_at, progress)
+        except UserError:
+            raise
+        except OSError as exc:  # no space left, the folder removed meanwhile, ...
+            raise cannot_write(f"the export of run {run['name']!r} into {out_dir}", exc) from None
         for temp, final in zip(temps, finals, strict=True):
-            os.replace(temp, final)
+            place(temp, final, overwrite=overwrite)
     finally:
         for temp in temps:
-            temp.unlink(missing_ok=True)
+            discard_partial(temp)
     return ExportResult(run=run["name"], status=run["status"], out_dir=out_dir, files=tuple(finals),
                         n_aor_rows=n_aor, n_image_rows=n_image)
+
+
+def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path], finals: list[Path],
+                 out_dir: Path, exported_at: str, progress: Progress | None) -> tuple[int, int]:
+    """Write the export's four files under their temporary names ``temps``; the rows of the two tables."""
+    with _snapshot(engine) as snap:
+        provenance = _provenance(engine, snap, run)
+        embedded = {**provenance, "export": {"date": exported_at, "format": fmt, "iracdb_version": __version__}}
+        writer_class = _WRITERS[fmt]
+
+        writer = writer_class(temps[0], _AOR_TABLE, embedded)
+        try:
+            n_aor = _write_table(snap, _AOR_TABLE, run, writer)
+        finally:
+            writer.close()
+
+        total = int(snap.scalar("SELECT count(*) FROM measurements WHERE run_id = :run", run=run["id"]))
+        flag_counts = _FlagCounts()
+        done = 0
+
+        def on_image_batch(batch: pa.RecordBatch) -> None:
+            nonlocal done
+            flag_counts.add(batch)
+            done += batch.num_rows
+            if progress is not None:
+                progress(done, total)
+
+        writer = writer_class(temps[1], _IMAGE_TABLE, embedded)
+        try:
+            n_image = _write_table(snap, _IMAGE_TABLE, run, writer, on_batch=on_image_batch)
+        finally:
+            writer.close()
+        if progress is not None and n_image == 0:
+            progress(0, total)
+
+        export_info = {"date": exported_at, "format": fmt, "iracdb_version": __version__,
+                       "out_dir": str(out_dir.resolve()), "files": [p.name for p in finals],
+                       "n_aor_rows": n_aor, "n_image_rows": n_image}
+        with temps[2].open("w", encoding="utf-8") as log:
+            _write_log(log, snap, run, provenance, export_info, flag_counts)
+        with temps[3].open("w", encoding="utf-8") as out:
+            _write_provenance_json(out, snap, run["id"], {**provenance, "export": export_info})
+    return n_aor, n_image
 
 
 def _write_provenance_json(out: IO[str], snap: _Snapshot, run_id: int, provenance: dict[str, Any]) -> None:
@@ -939,4 +977,5 @@ def _write_log(log: IO[str], snap: _Snapshot, run: dict[str, Any], prov: dict[st
     w(f"  rows: {export_info['n_aor_rows']} per-AOR, {export_info['n_image_rows']} per-image\n")
 
 
-__all__ = ["EXPORT_FORMATS", "EXTENSIONS", "ExportResult", "export_run", "file_stem", "run_provenance"]
+__all__ = ["EXPORT_FORMATS", "EXTENSIONS", "ExportResult", "export_file_names", "export_run", "file_stem",
+           "run_provenance"]

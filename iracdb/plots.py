@@ -1,10 +1,14 @@
-"""Figures of a reduction run, written to PNG files: a run overview and one AOR in detail.
+"""Figures of a reduction run, written to PNG, PDF or SVG files: a run overview and one AOR in detail.
 
 Everything is read from the views ``aor_photometry`` and ``image_photometry`` (:mod:`iracdb.db.views`), filtered by
 run (and AOR) in SQL. The overview streams the run's used images in batches and keeps a bounded uniform sample for
 its pixel-phase panels, so a run of millions of images plots in bounded memory.
 
-Figures use matplotlib's object-oriented API on the Agg canvas: no pyplot, no global state, no display.
+Figures use matplotlib's object-oriented API on the Agg canvas: no pyplot, no global state, no display. Text from
+the database (run, target and OBJECT names) is shown as it is, never read as mathtext (``parse_math=False``).
+
+Files are written as exports are (:mod:`iracdb.outputs`): under a temporary name renamed into place when complete,
+with the permissions a plain ``open`` gives; an existing file only replaced when asked to, the database never.
 
 Pixel phase: with 0-based pixel coordinates whose pixel centres are integers, the x phase is
 ``xc_full - ROUND(xc_full)`` in [-0.5, 0.5] (IDL ``ROUND``, half away from zero), the same for y, and the radial
@@ -16,9 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
-import tempfile
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,22 @@ from numpy.typing import NDArray
 from sqlalchemy import Engine, text
 
 from iracdb.db.queries import get_run, run_summary
-from iracdb.errors import NoSuchAor
+from iracdb.errors import BadOption, NoSuchAor
+from iracdb.outputs import (
+    cannot_write,
+    check_outputs,
+    create_partial,
+    database_files,
+    discard_partial,
+    file_stem,
+    make_folder,
+    place,
+    remove_stale_partials,
+)
 from iracdb.photometry.corrections import idl_round
 
+#: The file formats of a figure, by the file name's suffix (in any case).
+PLOT_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 #: Resolution of every figure [dots per inch]; a figure of w x h inches is ``w * DPI`` x ``h * DPI`` pixels.
 DPI = 100
 #: Overview: width [in], height of one monitoring panel [in], of the pixel-phase row [in], of the title [in].
@@ -73,7 +87,8 @@ def default_plot_path(run_name: str, aorkey: int | None = None) -> Path:
     Parameters
     ----------
     run_name : str
-        The run's name; characters other than ``A-Z a-z 0-9 . _ -`` become ``_`` (and no leading dot).
+        The run's name; ``RUN`` is its :func:`iracdb.outputs.file_stem`, as in the export's file names (``a/b``
+        -> ``a%2Fb``; different runs never share a name).
     aorkey : int or None
         The AOR of :func:`plot_aor`; None for :func:`plot_overview`.
 
@@ -82,12 +97,63 @@ def default_plot_path(run_name: str, aorkey: int | None = None) -> Path:
     Path
         A relative path (a file name only).
     """
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_name).lstrip(".") or "run"
-    return Path(f"{safe}_overview.png" if aorkey is None else f"{safe}_aor_{aorkey}.png")
+    stem = file_stem(run_name)
+    return Path(f"{stem}_overview.png" if aorkey is None else f"{stem}_aor_{aorkey}.png")
 
 
-def plot_overview(engine: Engine, run_name: str, out: Path) -> Path:
-    """Plot a run's overview: per-AOR mean flux against time, and the pixel-phase response over the run.
+def plot_format(out: Path) -> str:
+    """The file format of figure file ``out``, by its suffix: ``png``, ``pdf`` or ``svg``.
+
+    Raises
+    ------
+    iracdb.errors.BadOption
+        Any other suffix.
+    """
+    fmt = PLOT_FORMATS.get(Path(out).suffix.lower())
+    if fmt is None:
+        raise BadOption(f"cannot plot to {out}: the file name must end in .png, .pdf or .svg")
+    return fmt
+
+
+def plot_overview(engine: Engine, run_name: str, out: Path, *, overwrite: bool = False) -> Path:
+    """Plot a run's overview (:func:`overview_figure`) to a PNG, PDF or SVG file.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+        The database holding the run.
+    run_name : str
+        The run's name.
+    out : Path
+        The file to write, ``.png``, ``.pdf`` or ``.svg`` (the format); its folder is created if missing.
+    overwrite : bool
+        Replace ``out`` if it exists (atomically); without it, an existing ``out`` is an error.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    iracdb.errors.BadOption
+        ``out`` has another suffix.
+    iracdb.errors.NoSuchRun
+        No run has that name.
+    iracdb.errors.OutputExists
+        Without ``overwrite``: ``out`` exists (it is left as it is).
+    iracdb.errors.CannotWrite
+        ``out`` is a folder or a file of the database being read, or cannot be written (its folder cannot be
+        created, no permission, ...).
+    """
+    fmt = plot_format(out)
+    get_run(engine, run_name)
+    _check(engine, out, overwrite)
+    return _save(overview_figure(engine, run_name), out, fmt, overwrite=overwrite)
+
+
+def overview_figure(engine: Engine, run_name: str) -> Figure:
+    """A run's overview: per-AOR mean flux against time, and the pixel-phase response over the run.
 
     One monitoring panel per star: per (channel, target) of the run for a target with coordinates, and per
     (channel, target, OBJECT) for an ``auto`` target, whose star changes from field to field (the AOR's OBJECT names
@@ -105,13 +171,11 @@ def plot_overview(engine: Engine, run_name: str, out: Path) -> Path:
         The database holding the run.
     run_name : str
         The run's name.
-    out : Path
-        The PNG file to write; its folder is created if missing, and an existing file is replaced atomically.
 
     Returns
     -------
-    Path
-        ``out``.
+    matplotlib.figure.Figure
+        On an Agg canvas (no display needed), :data:`DPI` dots per inch, of :func:`overview_size_in`.
 
     Raises
     ------
@@ -132,7 +196,7 @@ def plot_overview(engine: Engine, run_name: str, out: Path) -> Path:
     if len(panels) > len(shown):
         title += (f"\n(first {len(shown)} of {len(panels)} panels shown: one per channel x target, "
                   "and per OBJECT for an auto target)")
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(title, fontsize=11, parse_math=False)
     top, bottom = fig.subfigures(2, 1, height_ratios=[n_rows * OVERVIEW_PANEL_IN, OVERVIEW_PHASE_IN])
     axes = top.subplots(n_rows, 1, sharex=True, squeeze=False)[:, 0]
     if not shown:
@@ -146,11 +210,51 @@ def plot_overview(engine: Engine, run_name: str, out: Path) -> Path:
     for i, (ax, channel) in enumerate(zip(phase_axes, channels, strict=True)):
         _draw_phase_panel(ax, phases.get(channel), title=f"ch{channel}", legend=i == 0)
     phase_axes[0].set_ylabel("flux / AOR median")
-    return _save(fig, out)
+    return fig
 
 
-def plot_aor(engine: Engine, run_name: str, aorkey: int, out: Path) -> Path:
-    """Plot one AOR of a run: its light curve and its pixel-phase response, one row per (channel, target).
+def plot_aor(engine: Engine, run_name: str, aorkey: int, out: Path, *, overwrite: bool = False) -> Path:
+    """Plot one AOR of a run (:func:`aor_figure`) to a PNG, PDF or SVG file.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.Engine
+        The database holding the run.
+    run_name : str
+        The run's name.
+    aorkey : int
+        The AOR.
+    out : Path
+        The file to write, ``.png``, ``.pdf`` or ``.svg`` (the format); its folder is created if missing.
+    overwrite : bool
+        Replace ``out`` if it exists (atomically); without it, an existing ``out`` is an error.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    iracdb.errors.BadOption
+        ``out`` has another suffix.
+    iracdb.errors.NoSuchRun
+        No run has that name.
+    iracdb.errors.NoSuchAor
+        The run has no rows for that AOR.
+    iracdb.errors.OutputExists
+        Without ``overwrite``: ``out`` exists (it is left as it is).
+    iracdb.errors.CannotWrite
+        ``out`` is a folder or a file of the database being read, or cannot be written.
+    """
+    fmt = plot_format(out)
+    get_run(engine, run_name)
+    _check(engine, out, overwrite)
+    return _save(aor_figure(engine, run_name, aorkey), out, fmt, overwrite=overwrite)
+
+
+def aor_figure(engine: Engine, run_name: str, aorkey: int) -> Figure:
+    """One AOR of a run: its light curve and its pixel-phase response, one row per (channel, target).
 
     Left: each image's flux density [mJy] against the time since the first image [min, or h for AORs longer than
     3 h], with its 1-sigma error; used images as dots, outliers rejected by the run's rule as red crosses, other
@@ -166,13 +270,11 @@ def plot_aor(engine: Engine, run_name: str, aorkey: int, out: Path) -> Path:
         The run's name.
     aorkey : int
         The AOR.
-    out : Path
-        The PNG file to write; its folder is created if missing, and an existing file is replaced atomically.
 
     Returns
     -------
-    Path
-        ``out``.
+    matplotlib.figure.Figure
+        On an Agg canvas, :data:`DPI` dots per inch, of :func:`aor_size_in`.
 
     Raises
     ------
@@ -187,7 +289,7 @@ def plot_aor(engine: Engine, run_name: str, aorkey: int, out: Path) -> Path:
     FigureCanvasAgg(fig)
     objects = sorted({s.object for s in series if s.object})
     fig.suptitle(f"iracdb run {run_name}: AOR {aorkey}" + (f" ({', '.join(objects)})" if objects else "")
-                 + f"\n{_describe_params(run)}", fontsize=11)
+                 + f"\n{_describe_params(run)}", fontsize=11, parse_math=False)
     axes = fig.subplots(len(series), 2, squeeze=False, width_ratios=[2.0, 1.0])
     for (lc_ax, phase_ax), s in zip(axes, series, strict=True):
         _draw_light_curve(lc_ax, s)
@@ -195,7 +297,7 @@ def plot_aor(engine: Engine, run_name: str, aorkey: int, out: Path) -> Path:
         sample = _PhaseSample(s.phase[s.used], before[s.used], after[s.used])
         _draw_phase_panel(phase_ax, sample, title=f"ch{s.channel} {s.target} pixel phase, used images")
         phase_ax.set_ylabel("flux / AOR median")
-    return _save(fig, out)
+    return fig
 
 
 def overview_size_in(n_panels: int) -> tuple[float, float]:
@@ -408,7 +510,7 @@ def _draw_light_curve(ax: Axes, s: AorSeries) -> None:
     start = f"MJD {t0:.5f}" if math.isfinite(t0) else "the first image"
     ax.set_xlabel(f"time since the first image ({start}) [{unit}]")
     ax.set_ylabel("flux density [mJy]")
-    ax.set_title(f"ch{s.channel} {s.target}: light curve, {s.flux.size} image(s)", fontsize=10)
+    ax.set_title(f"ch{s.channel} {s.target}: light curve, {s.flux.size} image(s)", fontsize=10, parse_math=False)
     _legend(ax)
 
 
@@ -504,7 +606,7 @@ def _draw_monitor_panel(ax: Axes, p: _MonitorPanel) -> None:
         ax.vlines(p.empty_mjd, 0, 1, transform=ax.get_xaxis_transform(), colors=_OUTLIER_COLOUR, linestyles=":",
                   lw=1.0, label=f"AOR with no usable image ({p.empty_mjd.size})")
     ax.set_ylabel("flux density [mJy]")
-    ax.set_title(p.title, fontsize=10, loc="left")
+    ax.set_title(p.title, fontsize=10, loc="left", parse_math=False)
     ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     _legend(ax)
 
@@ -584,7 +686,7 @@ def _draw_phase_panel(ax: Axes, sample: _PhaseSample | None, title: str, legend:
     ax.set_xlabel("radial pixel phase [pix]")
     n = 0 if sample is None else int(np.isfinite(sample.phase).sum())
     if sample is None or n == 0:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=10, parse_math=False)
         _note(ax, "no usable images")
         return
     total = sample.n_total if sample.n_total is not None else sample.phase.size
@@ -612,7 +714,7 @@ def _draw_phase_panel(ax: Axes, sample: _PhaseSample | None, title: str, legend:
         pad = 0.1 * (hi - lo) or 0.01
         ax.set_ylim(lo - pad, hi + pad)
     counts = f"{total} image(s), {shown} drawn"
-    ax.set_title(f"{title}: {counts}" if len(title) <= 12 else f"{title}\n{counts}", fontsize=10)
+    ax.set_title(f"{title}: {counts}" if len(title) <= 12 else f"{title}\n{counts}", fontsize=10, parse_math=False)
     if legend:
         _legend(ax)
 
@@ -626,18 +728,25 @@ def _legend(ax: Axes) -> None:
         ax.legend(fontsize=8, loc="best")
 
 
-def _save(fig: Figure, out: Path) -> Path:
-    """Write ``fig`` as PNG to a temporary file beside ``out`` and rename it into place."""
+def _check(engine: Engine, out: Path, overwrite: bool) -> None:
+    """Refuse ``out`` before any work: it exists (without ``overwrite``), is a folder or a database file."""
+    check_outputs([Path(out)], overwrite=overwrite, protected=database_files(engine.url))
+
+
+def _save(fig: Figure, out: Path, fmt: str, *, overwrite: bool) -> Path:
+    """Write ``fig`` in format ``fmt`` to a temporary file beside ``out`` and rename it into place."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
-    os.close(handle)
+    make_folder(out.parent)
+    remove_stale_partials(out.parent, [out.name])
+    temp = create_partial(out)
     try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        try:
+            fig.savefig(temp, format=fmt, dpi=DPI)
+        except OSError as exc:
+            raise cannot_write(out, exc) from None
+        place(temp, out, overwrite=overwrite)
+    finally:
+        discard_partial(temp)
     return out
 
 
@@ -671,6 +780,6 @@ def _columns(rows: Iterable[Any], names: tuple[str, ...]) -> dict[str, NDArray[n
 
 
 __all__ = [
-    "DPI", "AorSeries", "PhaseBins", "aor_size_in", "default_plot_path", "overview_size_in", "plot_aor",
-    "plot_overview", "radial_pixel_phase",
+    "DPI", "PLOT_FORMATS", "AorSeries", "PhaseBins", "aor_figure", "aor_size_in", "default_plot_path",
+    "overview_figure", "overview_size_in", "plot_aor", "plot_format", "plot_overview", "radial_pixel_phase",
 ]

@@ -1,11 +1,16 @@
 """`iracdb.export`: a run's tables, log and provenance in CSV, Parquet, ECSV and VOTable, equal to the database
-(NULL kept as missing, floats exact), on both backends; no password anywhere; nothing partial left by a failure."""
+(NULL kept as missing, floats exact), on both backends; no password anywhere; nothing partial left by a failure, and
+a killed export's temporary files removed by the next; no file replaced unless asked; one file name per run."""
 
 from __future__ import annotations
 
 import gc
 import json
 import math
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +25,12 @@ from sqlalchemy.engine import make_url
 from iracdb.db import views
 from iracdb.db.engine import make_engine
 from iracdb.db.models import Run
-from iracdb.errors import BadOption, NoSuchRun
+from iracdb.errors import BadOption, CannotWrite, NoSuchRun, OutputExists
 from iracdb.export import EXPORT_FORMATS, export_run, file_stem, run_provenance
 from iracdb.flags import Flag
 from iracdb.ingest import ingest
+from iracdb.outputs import partial_path
+from iracdb.plots import plot_overview
 from iracdb.reduce import Execution, ReduceOptions, Target, reduce
 from iracdb.synth import AorSpec, SynthArchive, write_archive
 
@@ -32,9 +39,9 @@ ALPHA = AorSpec(aorkey=71000064, channels=(2,), read_mode="SUB", n_exposures=2, 
 BETA = AorSpec(aorkey=71000320, channels=(1,), read_mode="FULL", n_exposures=3, mission="warm",
                object_name='BETA "quoted", <b>', ra_deg=277.1303, dec_deg=26.8440, flux_mjy=80.0, framtime_s=12.0,
                dithered=True)
-#: A run name with characters that file names avoid.
+#: A run name with characters that file names avoid (percent-encoded in them).
 RUN = "spot check/1"
-STEM = "spot_check_1"
+STEM = "spot%20check%2F1"
 #: Three targets: the alpha star, the brightest source (auto), and a position in no image (NULL measurements).
 OPTIONS = ReduceOptions(targets=(Target("alpha", ALPHA.ra_deg, ALPHA.dec_deg), Target("auto"),
                                  Target("nowhere", 10.0, -45.0)), aperture_correction="none")
@@ -293,14 +300,103 @@ def test_a_failed_export_leaves_no_partial_file_and_keeps_the_last_one(reduced: 
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        export_run(reduced, RUN, tmp_path, progress=fail)
+        export_run(reduced, RUN, tmp_path, overwrite=True, progress=fail)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     with pytest.raises(KeyboardInterrupt):
         export_run(reduced, RUN, tmp_path.parent / "new", "parquet", progress=fail)
     assert list((tmp_path.parent / "new").iterdir()) == []
-    # exporting again replaces the files
-    again = export_run(reduced, RUN, tmp_path)
+    # exporting again replaces the files, when asked to
+    again = export_run(reduced, RUN, tmp_path, overwrite=True)
     assert again.files == first.files and sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
+
+
+def test_existing_files_are_replaced_only_when_asked(reduced: Engine, tmp_path: Path) -> None:
+    first = export_run(reduced, RUN, tmp_path / "out")
+    (tmp_path / "out" / f"{STEM}_log.txt").write_text("my notes")
+    kept = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in first.files}
+    with pytest.raises(OutputExists, match=f"{STEM}_aor_data.csv and 3 more output file"):
+        export_run(reduced, RUN, tmp_path / "out")
+    for path in first.files[1:]:
+        path.unlink()
+    with pytest.raises(OutputExists, match=f"out/{STEM}_aor_data.csv already exists"):  # one is enough
+        export_run(reduced, RUN, tmp_path / "out")
+    assert sorted((tmp_path / "out").iterdir()) == [first.files[0]]  # nothing written, nothing left
+    assert first.files[0].read_bytes() == kept[first.files[0]][0]
+    assert first.files[0].stat().st_mtime_ns == kept[first.files[0]][1]
+    export_run(reduced, RUN, tmp_path / "out", "parquet")  # other files: no conflict but the log and provenance
+    again = export_run(reduced, RUN, tmp_path / "out", overwrite=True)
+    assert [p.read_bytes() for p in again.files[:2]] == [kept[p][0] for p in first.files[:2]]
+
+
+def test_runs_never_share_file_names(reduced: Engine, tmp_path: Path) -> None:
+    """`a/b` and `a_b` (and a name of 300 characters) each get their own files in the same folder."""
+    names = {}
+    for name in ("a/b", "a_b", "a%2Fb", ".a", "r" * 299 + "1", "r" * 299 + "2"):
+        with reduced.begin() as conn:
+            conn.execute(text("UPDATE runs SET name = :name"), {"name": name})
+        names[name] = [p.name for p in export_run(reduced, name, tmp_path / "out").files]
+    assert names["a/b"][0] == "a%2Fb_aor_data.csv" and names["a_b"][0] == "a_b_aor_data.csv"
+    assert names[".a"][0] == "%2Ea_aor_data.csv"  # not a hidden file
+    every = [n for files in names.values() for n in files]
+    assert len(set(every)) == len(every) == 4 * len(names)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(every)
+    assert max(len(os.fsencode(n)) for n in every) < 255 - len(".4294967295.partial")
+
+
+def test_unwritable_folders_are_one_line_errors(reduced: Engine, tmp_path: Path) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep")
+    for out, message in (
+        (a_file, r"cannot write into .*a_file: it exists and is not a folder$"),
+        (a_file / "sub", r"cannot create folder .*a_file/sub: Not a directory$"),
+        (Path("/proc/nope"), r"cannot create folder /proc/nope: No such file or directory$"),
+        (Path("/sys/nope"), r"cannot create folder /sys/nope: Operation not permitted$"),  # even for root
+        (tmp_path / ("x" * 300), r"cannot create folder .*xxx: File name too long$"),
+    ):
+        with pytest.raises(CannotWrite, match=message):
+            export_run(reduced, RUN, out)
+    assert a_file.read_text() == "keep"
+
+
+def test_a_killed_exports_partials_are_removed_by_the_next(reduced: Engine, db_url: str, tmp_path: Path) -> None:
+    """An export killed (SIGKILL) while it writes leaves its temporary files; the next export of the run removes
+    them, and only them: not another run's, not a running export's, not other files."""
+    out = tmp_path / "out"
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from iracdb.db.engine import make_engine; "
+         "from iracdb.export import export_run\n"
+         "def stop(done, total):\n    print('writing', flush=True)\n    time.sleep(60)\n"
+         "export_run(make_engine(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), progress=stop)",
+         db_url, RUN, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "writing\n"
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+        child.stdout.close()
+    stale = sorted(out.iterdir())
+    csv_export = ("aor_data.csv", "img_data.csv", "log.txt", "provenance.json")
+    assert stale == sorted(partial_path(out / f"{STEM}_{name}", child.pid) for name in csv_export)
+    assert partial_path(out / f"{STEM}_aor_data.csv", child.pid).stat().st_size > 0  # written before the images
+    running = os.getppid()  # a process that runs: its partials are an export in progress
+    others = [partial_path(out / "b_log.txt", child.pid), partial_path(out / f"{STEM}_log.txt", running),
+              out / "notes.txt"]
+    for path in others:
+        path.write_text("keep")
+    result = export_run(reduced, RUN, out)
+    assert sorted(out.iterdir()) == sorted([*result.files, *others])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_exports_and_figures_get_the_umask_permissions(reduced: Engine, tmp_path: Path, umask: int) -> None:
+    """As a plain open() would create them: 0644 under the usual umask 022 (never 0600)."""
+    old = os.umask(umask)
+    try:
+        files = [*export_run(reduced, RUN, tmp_path, "parquet").files, *export_run(reduced, RUN, tmp_path / "c").files,
+                 plot_overview(reduced, RUN, tmp_path / "overview.png")]
+    finally:
+        os.umask(old)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o666 & ~umask for p in files}
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # a SQLite URL has no password
@@ -321,9 +417,10 @@ def test_password_never_written(reduced: Engine, db_url: str, tmp_path: Path) ->
 
 
 def test_file_stem() -> None:
-    assert file_stem("spot check/1") == "spot_check_1"
+    """Every character but letters, digits, `.`, `_` and `-` percent-encoded (see tests/test_outputs.py)."""
+    assert file_stem("spot check/1") == STEM
     assert file_stem("run-2.b_c") == "run-2.b_c"
-    assert file_stem("é:*?") == "____"
+    assert file_stem("é:*?") == "%C3%A9%3A%2A%3F"
 
 
 def test_the_garbage_collector_is_left_as_it_was(reduced: Engine, tmp_path: Path) -> None:

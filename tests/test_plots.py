@@ -1,23 +1,26 @@
 """Figures of a run (`iracdb.plots`): the PNGs are written, readable, of the stated size and not blank, and the data
 they draw is right (outliers are the OUTLIER rows; the pixel-phase response shows before the correction and is gone
 after it; an overview panel holds one star, so an ``auto`` target gets one per OBJECT); errors for unknown runs and
-AORs; an AOR with no usable image still plots. On both backends."""
+AORs; an AOR with no usable image still plots; PNG, PDF or SVG by the suffix; no file replaced unless asked, the
+database never; names from the database shown literally, never as mathtext. On both backends."""
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
+from matplotlib.text import Text
 from reduce_helpers import sql_rows
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from iracdb import plots
 from iracdb.db.queries import get_run, run_summary
-from iracdb.errors import NoSuchAor, NoSuchRun
+from iracdb.errors import BadOption, CannotWrite, NoSuchAor, NoSuchRun, OutputExists
 from iracdb.flags import Flag
 from iracdb.ingest import ingest
 from iracdb.reduce import ReduceOptions, Target, reduce
@@ -78,10 +81,92 @@ def not_uniform(image: np.ndarray, rows: tuple[float, float], cols: tuple[float,
 def test_default_plot_path() -> None:
     assert plots.default_plot_path("run-1.b_2") == Path("run-1.b_2_overview.png")
     assert plots.default_plot_path("run-1", 46466816) == Path("run-1_aor_46466816.png")
-    assert plots.default_plot_path("my run/../x:y") == Path("my_run_.._x_y_overview.png")
-    assert plots.default_plot_path(".hidden") == Path("hidden_overview.png")
-    assert plots.default_plot_path("///") == Path("__overview.png")  # every character replaced, still a name
+    assert plots.default_plot_path("my run/../x:y") == Path("my%20run%2F..%2Fx%3Ay_overview.png")
+    assert plots.default_plot_path(".hidden") == Path("%2Ehidden_overview.png")
+    assert plots.default_plot_path("a/b") != plots.default_plot_path("a_b")  # as the export's names
     assert len(plots.default_plot_path("/").parts) == 1
+    assert len(os.fsencode(plots.default_plot_path("r" * 300, 2**31).name)) < 255
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Files: format, overwriting, the database
+# --------------------------------------------------------------------------------------------------------------
+
+
+SIGNATURES = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-", ".svg": b"<?xml"}
+
+
+@pytest.mark.parametrize("name", ["f.png", "f.pdf", "f.svg", "F.PDF", "f.Svg"])
+def test_the_suffix_chooses_the_format(reduced: Engine, tmp_path: Path, name: str) -> None:
+    out = plots.plot_aor(reduced, RUN, FULL.aorkey, tmp_path / "figs" / name)
+    data = out.read_bytes()
+    assert data.startswith(SIGNATURES[out.suffix.lower()])
+    if out.suffix.lower() == ".svg":
+        assert b"<svg" in data[:1000]
+    assert [p.name for p in out.parent.iterdir()] == [name]
+
+
+@pytest.mark.parametrize("name", ["f.jpg", "f", "f.png.txt", "iracdb.sqlite"])
+def test_other_suffixes_are_refused(reduced: Engine, tmp_path: Path, name: str) -> None:
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(BadOption, match=r"must end in \.png, \.pdf or \.svg"):
+        plots.plot_overview(reduced, RUN, tmp_path / name)
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_an_existing_file_is_replaced_only_when_asked(reduced: Engine, tmp_path: Path) -> None:
+    out = tmp_path / "mine.png"
+    out.write_bytes(b"my figure")
+    with pytest.raises(OutputExists, match=r"mine\.png already exists \(--overwrite replaces it\)"):
+        plots.plot_overview(reduced, RUN, out)
+    with pytest.raises(OutputExists):
+        plots.plot_aor(reduced, RUN, SUB.aorkey, out)
+    assert out.read_bytes() == b"my figure"
+    plots.plot_aor(reduced, RUN, SUB.aorkey, out, overwrite=True)
+    assert out.read_bytes().startswith(SIGNATURES[".png"])
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("iracdb.sqlite")) == ["mine.png"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # a database file
+def test_the_database_is_never_an_output(reduced: Engine, tmp_path: Path) -> None:
+    database = Path(str(reduced.url.database))
+    (tmp_path / "link.png").symlink_to(database)
+    os.link(database, tmp_path / "hard.pdf")
+    for name in ("link.png", "hard.pdf"):
+        with pytest.raises(CannotWrite, match="it is the database being read"):
+            plots.plot_overview(reduced, RUN, tmp_path / name, overwrite=True)
+    assert (tmp_path / "link.png").is_symlink() and database.read_bytes()[:16] == b"SQLite format 3\0"
+    assert get_run(reduced, RUN)["status"] == "complete"
+
+
+def test_a_parent_that_is_a_file(reduced: Engine, tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("keep")
+    with pytest.raises(CannotWrite, match=r"cannot write into .*afile: it exists and is not a folder$"):
+        plots.plot_overview(reduced, RUN, tmp_path / "afile" / "x.png")
+    with pytest.raises(CannotWrite, match=r"cannot write /sys/x\.png: Permission denied$"):  # even for root
+        plots.plot_overview(reduced, RUN, Path("/sys/x.png"))
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_names_from_the_database_are_shown_literally(reduced: Engine, tmp_path: Path) -> None:
+    """Run, target and OBJECT names with `$` and `\\` are text, never mathtext (whose parser refuses these)."""
+    name, target, object_ = r"odd $x^2$ run \ $\notacommand$", r"$\frac{$ star", r"obj $\bad{x}$"
+    with reduced.begin() as conn:
+        conn.execute(text("UPDATE runs SET name = :name"), {"name": name})
+        conn.execute(text("UPDATE run_targets SET name = :target"), {"target": target})
+        conn.execute(text("UPDATE aor_summaries SET object = :object"), {"object": object_})
+    overview = plots.overview_figure(reduced, name)
+    aor = plots.aor_figure(reduced, name, SUB.aorkey)
+    assert overview.get_suptitle().startswith(f"iracdb run {name}: ")
+    assert aor.get_suptitle().startswith(f"iracdb run {name}: AOR {SUB.aorkey} ({object_})\n")
+    for fig in (overview, aor):
+        texts = [t for t in fig.findobj(Text) if "$" in t.get_text()]
+        assert len(texts) >= 2 and not any(t.get_parse_math() for t in texts)
+        assert any(t.get_text().startswith(f"ch1 {target}") or t.get_text().startswith(f"ch1 · {target}")
+                   for t in texts)
+    for out in (plots.plot_overview(reduced, name, tmp_path / "o.svg"),
+                plots.plot_aor(reduced, name, SUB.aorkey, tmp_path / "a.png")):
+        assert out.stat().st_size > 10_000
 
 
 # --------------------------------------------------------------------------------------------------------------

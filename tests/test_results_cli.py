@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
@@ -120,7 +121,13 @@ def test_export_writes_the_files(reduced: str, tmp_path: Path) -> None:
     assert f"wrote {out / 'a_img_data.csv'}" in result.stdout
     with (out / "a_img_data.csv").open() as handle:
         assert sum(1 for _ in csv.DictReader(handle)) == 2 * 64 + 4
-    parquet = run("export", "a", "--out", str(out), "--format", "parquet", "--db", reduced)
+    # the log and provenance exist: replaced only with --overwrite
+    log = (out / "a_log.txt").read_bytes()
+    refused = run("export", "a", "--out", str(out), "--format", "parquet", "--db", reduced)
+    assert refused.exit_code == 2 and refused.stderr == (
+        f"iracdb: error: {out / 'a_log.txt'} and 1 more output file(s) already exist (--overwrite replaces them)\n")
+    assert (out / "a_log.txt").read_bytes() == log and not (out / "a_img_data.parquet").exists()
+    parquet = run("export", "a", "--out", str(out), "--format", "parquet", "--overwrite", "--db", reduced)
     assert parquet.exit_code == 0 and (out / "a_img_data.parquet").stat().st_size > 0
 
 
@@ -143,9 +150,57 @@ def test_plot_writes_png_files(reduced: str, tmp_path: Path) -> None:
     result = run("plot", "a", "--out", str(overview), "--db", reduced)
     assert result.exit_code == 0, result.output
     assert overview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {overview}" in result.stdout
-    one = tmp_path / "aor.png"
+    one = tmp_path / "aor.pdf"
     assert run("plot", "a", "--aor", str(SUB.aorkey), "--out", str(one), "--db", reduced).exit_code == 0
-    assert one.stat().st_size > 10_000
+    assert one.read_bytes()[:5] == b"%PDF-" and one.stat().st_size > 10_000
+    again = run("plot", "a", "--out", str(overview), "--overwrite", "--db", reduced)
+    assert again.exit_code == 0 and f"wrote {overview}" in again.stdout
+
+
+def test_output_mistakes_are_one_line_errors(reduced: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each: one line, exit status 2, nothing written or replaced; a run name of 300 characters exports and plots."""
+    monkeypatch.chdir(tmp_path)
+    Path("afile").write_text("keep")
+    Path("mine.png").write_bytes(b"my figure")
+    assert run("export", "a", "--out", "done", "--db", reduced).exit_code == 0
+    long_dir = "x" * 300
+    cases = [
+        (("export", "a", "--out", "afile"), "cannot write into afile: it exists and is not a folder"),
+        (("export", "a", "--out", "/proc/nope"), "cannot create folder /proc/nope: No such file or directory"),
+        (("export", "a", "--out", "/sys/nope"), "cannot create folder /sys/nope: Operation not permitted"),
+        (("export", "a", "--out", long_dir), f"cannot create folder {long_dir}: File name too long"),
+        (("export", "a", "--out", "done"), "done/a_aor_data.csv and 3 more output file(s) already exist "
+                                           "(--overwrite replaces them)"),
+        (("plot", "a", "--out", "afile/x.png"), "cannot write into afile: it exists and is not a folder"),
+        (("plot", "a", "--out", "mine.png"), "mine.png already exists (--overwrite replaces it)"),
+        (("plot", "a", "--out", "x.jpg"), "cannot plot to x.jpg: the file name must end in .png, .pdf or .svg"),
+        (("plot", "a", "--out", "/sys/x.png"), "cannot write /sys/x.png: Permission denied"),
+        (("plot", "a", "--out", "done", "--overwrite"), "cannot plot to done: the file name must end in"),
+    ]
+    if reduced.startswith("sqlite"):  # the database is never an output, even with --overwrite
+        database = make_url(reduced).database
+        Path("db.png").symlink_to(database)
+        cases += [
+            (("plot", "a", "--out", database, "--overwrite"), f"cannot plot to {database}: the file name must end"),
+            (("plot", "a", "--out", "db.png", "--overwrite"), f"cannot write db.png: it is the database being read "
+                                                              f"({database}); choose another file name"),
+        ]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()}
+    for args, message in cases:
+        result = runner.invoke(app, [*args, "--db", reduced], catch_exceptions=False)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith(f"iracdb: error: {message}"), (args, result.stderr)
+        assert len(result.stderr.splitlines()) == 1 and result.stdout == "", (args, result.output)
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()}
+    assert after == before  # nothing written, nothing replaced (the database neither)
+    engine = make_engine(reduced)
+    assert [r["name"] for r in queries.list_runs(engine)] == ["a", "b"]
+    with engine.begin() as conn:
+        conn.execute(sql_text("UPDATE runs SET name = :long WHERE name = 'a'"), {"long": "r" * 300})
+    engine.dispose()
+    assert run("export", "r" * 300, "--out", "long", "--db", reduced).exit_code == 0
+    assert run("plot", "r" * 300, "--db", reduced).exit_code == 0
+    assert len(list(Path("long").iterdir())) == 4 and len(list(Path(".").glob("r*~*_overview.png"))) == 1
 
 
 def test_compare_shows_the_known_difference(reduced: str) -> None:
@@ -166,7 +221,7 @@ def test_password_never_appears(reduced: str, tmp_path: Path) -> None:
         run("runs", "--db", secret_url), run("show", "a", "--db", secret_url),
         run("show", "a", "--format", "json", "--db", secret_url), run("summary", "a", "--db", secret_url),
         run("export", "a", "--out", str(out), "--db", secret_url),
-        run("export", "a", "--out", str(out), "--format", "votable", "--db", secret_url),
+        run("export", "a", "--out", str(out), "--format", "votable", "--overwrite", "--db", secret_url),
         run("sql", "SELECT * FROM runs", "--db", secret_url), run("compare", "a", "b", "--db", secret_url),
         runner.invoke(app, ["sql", "DELETE FROM runs", "--db", secret_url]),
         runner.invoke(app, ["summary", "nope", "--db", secret_url]),
