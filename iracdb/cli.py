@@ -731,16 +731,24 @@ def synth(
         Path | None,
         typer.Option("--truth", metavar="FILE", help="Truth table CSV. Default: OUT_DIR_truth.csv beside OUT_DIR."),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Write into a non-empty OUT_DIR and replace an existing truth table.")
+    ] = False,
 ) -> None:
     """Write a synthetic IRAC archive (all channels, cryo and warm, full array and subarray) and its truth table.
 
     The truth table is written beside the archive, not in it, so that `iracdb ingest OUT_DIR` sees only FITS files.
+    A non-empty OUT_DIR or an existing truth table is refused unless --overwrite is given.
     """
+    from iracdb.outputs import check_outputs
     from iracdb.synth import write_archive
 
+    truth = truth or out_dir.parent / f"{out_dir.name}_truth.csv"
     with _errors_to_exit():
-        archive = write_archive(out_dir, seed=seed, inject_response=inject_response, noise=noise, truth_csv=False)
-        truth_path = archive.write_truth_csv(truth or out_dir.parent / f"{out_dir.name}_truth.csv")
+        check_outputs([truth], overwrite=overwrite)  # before any file of the archive is written
+        archive = write_archive(out_dir, seed=seed, inject_response=inject_response, noise=noise, truth_csv=False,
+                                overwrite=overwrite)
+        truth_path = archive.write_truth_csv(truth, overwrite=overwrite)
     stdout.print(
         f"wrote {len(archive.files)} files of {len(archive.aors)} AORs ({len(archive.truth)} images) to "
         f"{archive.root}; truth table: {truth_path}",

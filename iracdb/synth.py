@@ -26,6 +26,7 @@ import csv
 import dataclasses
 import datetime
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,7 +38,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from iracdb.errors import BadOption
+from iracdb.errors import BadOption, CannotWrite, OutputExists
+from iracdb.outputs import check_outputs
 from iracdb.photometry.psf import IRAC_FWHM_PX
 from iracdb.photometry.units import CRYO_END_MJD, nominal_pixel_sr
 
@@ -529,13 +531,25 @@ class SynthArchive:
     truth_csv: Path | None
     aors: tuple[AorSpec, ...] = field(default=())
 
-    def write_truth_csv(self, path: str | Path | None = None) -> Path:
-        """Write the truth table as CSV (columns :data:`TRUTH_COLUMNS`); default ``root / 'truth.csv'``."""
-        return _write_truth_csv(Path(path) if path is not None else self.root / "truth.csv", self.truth)
+    def write_truth_csv(self, path: str | Path | None = None, *, overwrite: bool = True) -> Path:
+        """Write the truth table as CSV (columns :data:`TRUTH_COLUMNS`); default ``root / 'truth.csv'``.
+
+        With ``overwrite=False`` an existing file is refused (:class:`~iracdb.errors.OutputExists`).
+        """
+        target = Path(path) if path is not None else self.root / "truth.csv"
+        check_outputs([target], overwrite=overwrite)
+        return _write_truth_csv(target, self.truth)
 
     def image_path(self, record: TruthRecord) -> Path:
         """Absolute path of the image a truth record describes."""
         return self.root / record.path
+
+
+def _check_archive_folder(root: Path, *, overwrite: bool) -> None:
+    if os.path.lexists(root) and not root.is_dir():
+        raise CannotWrite(f"cannot write the archive into {root}: it is not a folder")
+    if not overwrite and root.is_dir() and any(root.iterdir()):
+        raise OutputExists(f"{root} is not empty (--overwrite writes into it, replacing files of the same names)")
 
 
 def _write_truth_csv(path: Path, truth: Iterable[TruthRecord]) -> Path:
@@ -658,6 +672,7 @@ def write_archive(
     inject_response: bool = False,
     noise: bool = True,
     truth_csv: bool = True,
+    overwrite: bool = True,
 ) -> SynthArchive:
     """Write a synthetic IRAC archive in the archive's download layout.
 
@@ -679,6 +694,9 @@ def write_archive(
         an image is exactly background + star (+ NaN pixels, + cosmic rays if asked for).
     truth_csv : bool
         Also write ``out_dir / 'truth.csv'``.
+    overwrite : bool
+        False: refuse (:class:`~iracdb.errors.OutputExists`) an ``out_dir`` that already holds anything, before
+        writing a file. True: write into it, replacing files of the same names.
 
     Returns
     -------
@@ -689,8 +707,11 @@ def write_archive(
     ------
     BadOption
         Two AORs share an AORKEY or overlap in time (their DCEIDs would collide).
+    OutputExists, CannotWrite
+        ``out_dir`` is not empty and ``overwrite`` is False, or it is a file.
     """
     root = Path(out_dir)
+    _check_archive_folder(root, overwrite=overwrite)
     specs = tuple(default_aors() if aors is None else aors)
     keys = [spec.aorkey for spec in specs]
     if len(set(keys)) != len(keys):

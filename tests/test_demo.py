@@ -59,3 +59,22 @@ def test_synth_command_writes_truth_beside_the_archive(tmp_path: Path) -> None:
     assert not list(out.rglob("*.csv"))
     ingest = runner.invoke(app, ["ingest", str(out), "--db", str(tmp_path / "x.sqlite")], catch_exceptions=False)
     assert ingest.exit_code == 0 and "0 rejected" in ingest.output
+
+
+def test_synth_refuses_to_write_over_existing_files(tmp_path: Path) -> None:
+    out = tmp_path / "arch"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    refused = runner.invoke(app, ["synth", str(out)], catch_exceptions=False)
+    assert refused.exit_code == 2 and refused.stderr.startswith("iracdb: error:"), refused.output
+    assert "not empty" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]  # nothing written
+    truth = tmp_path / "t.csv"
+    truth.write_text("my table")
+    fresh = tmp_path / "fresh"
+    refused = runner.invoke(app, ["synth", str(fresh), "--truth", str(truth)], catch_exceptions=False)
+    assert refused.exit_code == 2 and "already exists" in refused.stderr and not fresh.exists()
+    assert truth.read_text() == "my table"
+    allowed = runner.invoke(app, ["synth", str(out), "--truth", str(truth), "--overwrite"], catch_exceptions=False)
+    assert allowed.exit_code == 0, allowed.output
+    assert (out / "mine.txt").read_text() == "keep me" and truth.read_text().startswith("aorkey")
