@@ -240,9 +240,17 @@ class ReduceOptions:
             raise BadOption(f"--corrections must be auto, warm, cryo or none, not {self.corrections!r}")
         if self.subarray not in ("planes", "median"):
             raise BadOption(f"--subarray must be planes or median, not {self.subarray!r}")
+        # NaN fails every comparison; infinity is refused explicitly (before anything touches the database).
+        if not 0 < self.radius_px < math.inf:
+            raise BadOption(f"the aperture radius (--radius) must be positive and finite, not {self.radius_px} px")
+        if not 0 <= self.annulus_in_px < self.annulus_out_px < math.inf:
+            raise BadOption(
+                "the background annulus (--annulus IN OUT) needs 0 <= inner < outer radius, both finite, not "
+                f"{self.annulus_in_px} {self.annulus_out_px} px"
+            )
         summary.RejectRule.parse(self.reject)
         self.aperture_choice()
-        self.photometry_params(1.0)  # validates radii, methods, shift
+        self.photometry_params(1.0)  # validates methods, shift (and the radii again)
 
     def aperture_choice(self) -> float | Literal["auto", "none"]:
         """``auto``, ``none`` or the given number (validated)."""
@@ -844,6 +852,8 @@ class _UnitPlan:
     mission: str
     object: str | None
     n_exposures: int
+    naxis1: int | None = None  # the smallest image of the unit, pixels (None: not catalogued)
+    naxis2: int | None = None
 
 
 def _selection(options: ReduceOptions) -> list[Any]:
@@ -867,16 +877,16 @@ def _plan_units(conn: Connection, options: ReduceOptions) -> tuple[list[_UnitPla
     has_file = select(File.id).where(File.exposure_id == Exposure.id, File.kind == options.file_type).exists()
     query = (
         select(Exposure.aorkey, Exposure.channel, func.min(Exposure.mission), func.min(Exposure.object),
-               func.count(Exposure.id))
+               func.count(Exposure.id), func.min(Exposure.naxis1), func.min(Exposure.naxis2))
         .where(has_file, *_selection(options))
         .group_by(Exposure.aorkey, Exposure.channel)
         .order_by(Exposure.aorkey, Exposure.channel)
     )
     units = []
-    for aorkey, channel, mission, object_, count in conn.execute(query):
+    for aorkey, channel, mission, object_, count, naxis1, naxis2 in conn.execute(query):
         if options.object is not None and not object_matches(object_, options.object):
             continue
-        units.append(_UnitPlan(aorkey, channel, mission, object_, count))
+        units.append(_UnitPlan(aorkey, channel, mission, object_, count, naxis1, naxis2))
     without = conn.execute(
         select(func.count(Exposure.id)).where(~has_file, *_selection(options))
     ).scalar_one()
@@ -895,7 +905,34 @@ def _plan_units(conn: Connection, options: ReduceOptions) -> tuple[list[_UnitPla
         chosen = ", ".join(w for w in what if w) or "the whole catalogue"
         raise BadOption(f"nothing to reduce: no {options.file_type} images with a target in {chosen}"
                         + (f" ({'; '.join(notes)})" if notes else ""))
+    _check_apertures(options, units)
     return units, notes
+
+
+def max_aperture_px(naxis1: int, naxis2: int) -> float:
+    """The largest aperture or annulus radius, pixels, that makes sense on a ``naxis1`` x ``naxis2`` image: its
+    diagonal. A circle of that radius centred anywhere on the image (the target must be on it) already holds
+    every pixel, so a larger one measures nothing more (32 x 32 subarray: 45.25 px; 256 x 256 frame: 362.04 px).
+    """
+    return math.hypot(naxis1, naxis2)
+
+
+def _check_apertures(options: ReduceOptions, units: Sequence[_UnitPlan]) -> None:
+    """Refuse an aperture or annulus larger than the smallest selected image can hold (see :func:`max_aperture_px`),
+    before the run exists, naming that image."""
+    sized = [u for u in units if u.naxis1 and u.naxis2]
+    if not sized:
+        return
+    unit = min(sized, key=lambda u: max_aperture_px(u.naxis1, u.naxis2))  # type: ignore[arg-type]
+    limit = max_aperture_px(unit.naxis1, unit.naxis2)  # type: ignore[arg-type]
+    shown = math.floor(limit * 100) / 100  # rounded down: the value shown is itself accepted
+    for what, value in (("aperture radius (--radius)", options.radius_px),
+                        ("annulus outer radius (--annulus)", options.annulus_out_px)):
+        if value > limit:
+            raise BadOption(
+                f"the {what} {value:g} px does not fit the {unit.naxis1}x{unit.naxis2}-pixel images of AOR "
+                f"{unit.aorkey} ch{unit.channel}: at most their diagonal, {shown:.2f} px (or select other AORs)"
+            )
 
 
 def _resolve(options: ReduceOptions, missions_channels: Iterable[tuple[str, int]]) -> dict[str, Any]:
