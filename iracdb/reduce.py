@@ -740,48 +740,71 @@ def reduce(
     name = run_name.strip()
     if not name:
         raise BadOption("--run-name must not be empty")
-    run = _existing_run(engine, name)
-    if run is None:
-        run_id, notes = _create_run(engine, name, options, execution)
-    else:
-        _check_same(run, options)
-        if run["status"] == "complete":
-            return _report(engine, run["id"], 0, [], [], already_complete=True)
-        if not execution.resume:
-            raise RunConflict(
-                f"run {name!r} exists and is {run['status']} ({run['n_units_done']} of {run['n_units']} AOR units "
-                f"done); add --resume to finish it, or choose another --run-name"
-            )
-        run_id, notes = run["id"], []
-    with _run_lock(engine, run_id, name):
-        if run is not None:
+    with _run_lock(engine, name, options):
+        run = _existing_run(engine, name)
+        created = None if run is not None else _create_run(engine, name, options, execution)
+        if created is None and run is None:
+            # Another process created it between our look and our write (SQLite; PostgreSQL holds the name lock).
+            run = _existing_run(engine, name)
+        if created is not None:
+            run_id, notes = created
+        else:
+            assert run is not None
+            _check_same(run, options)
+            if run["status"] == "complete":
+                return _report(engine, run["id"], 0, [], [], already_complete=True)
+            _refuse_live(run)
+            if not execution.resume:
+                raise RunConflict(
+                    f"run {name!r} exists and is {run['status']} ({run['n_units_done']} of {run['n_units']} AOR "
+                    f"units done); add --resume to finish it, or choose another --run-name"
+                )
+            run_id, notes = run["id"], []
             _take_over(engine, run, execution)
         return _execute_run(engine, run_id, options, execution, progress, notes)
 
 
-#: PostgreSQL advisory-lock class of runs (the second key is the run id).
-_RUN_LOCK_CLASS = 0x1ACDB02
-
-
 @contextmanager
-def _run_lock(engine: Engine, run_id: int, name: str) -> Iterator[None]:
-    """On PostgreSQL, hold a session advisory lock on the run while this process reduces it, so that no other
-    process (on any host) resumes it at the same time. (SQLite: the host + pid check of :func:`_take_over`.)"""
+def _run_lock(engine: Engine, name: str, options: ReduceOptions) -> Iterator[None]:
+    """On PostgreSQL, hold a session advisory lock on the run's name while this process creates and reduces it,
+    so that no other process (on any host) creates, resumes or takes it over at the same time: one that tries is
+    refused at once, in one line (:class:`~iracdb.errors.RunConflict`), and the lock goes with the connection if
+    this process dies. SQLite has no such lock: its run creation re-reads the name in a write transaction (which
+    SQLite serialises), and :func:`_refuse_live` and :func:`_take_over` check the host and process id."""
     if is_sqlite(engine):
         yield
         return
+    key = {"key": _run_lock_key(name)}
     with engine.connect() as conn:
-        locked = conn.execute(
-            text("SELECT pg_try_advisory_lock(:cls, :run)"), {"cls": _RUN_LOCK_CLASS, "run": run_id}
-        ).scalar_one()
+        locked = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar_one()
         conn.commit()
         if not locked:
-            raise RunConflict(f"run {name!r} is being reduced by another process right now")
+            run = _existing_run(engine, name)
+            if run is None:
+                raise RunConflict(f"run {name!r} is being created by another process right now")
+            _check_same(run, options)
+            if run["status"] == "complete":  # finished, its process about to let go: nothing to lock
+                yield
+                return
+            raise RunConflict(f"run {name!r} is being reduced by process {run['pid']} on {run['host']} right now")
         try:
             yield
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:cls, :run)"), {"cls": _RUN_LOCK_CLASS, "run": run_id})
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
             conn.commit()
+
+
+def _run_lock_key(name: str) -> int:
+    """The PostgreSQL advisory-lock key of a run name: 64 bits of its SHA-256 (a signed bigint)."""
+    digest = hashlib.sha256(f"iracdb run {name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _refuse_live(run: dict[str, Any]) -> None:
+    """Refuse a run that a live process on this host is reducing (another process created or resumed it)."""
+    name, pid, host = run["name"], run["pid"], run["host"]
+    if run["status"] == "running" and host == socket.gethostname() and pid and pid != os.getpid() and _alive(pid):
+        raise RunConflict(f"run {name!r} is being reduced by process {pid} on {host} right now")
 
 
 def _existing_run(engine: Engine, name: str) -> dict[str, Any] | None:
@@ -972,9 +995,15 @@ def _resolve(options: ReduceOptions, missions_channels: Iterable[tuple[str, int]
 
 def _create_run(
     engine: Engine, name: str, options: ReduceOptions, execution: Execution
-) -> tuple[int, list[str]]:
+) -> tuple[int, list[str]] | None:
+    """Plan and record the run ``name``: its row, targets and pending units, in one transaction. None when a run
+    of that name exists by now (created by another process since the caller looked)."""
     now = _now()
     with engine.begin() as conn:
+        # On SQLite the transaction holds the write lock from its start (BEGIN IMMEDIATE): nobody can create the
+        # run between this look and the insert. (PostgreSQL: the caller holds the run name's advisory lock.)
+        if conn.execute(select(Run.id).where(Run.name == name)).first() is not None:
+            return None
         units, notes = _plan_units(conn, options)
         resolved = _resolve(options, ((u.mission, u.channel) for u in units))
         if notes:
