@@ -932,7 +932,7 @@ def _plan_units(conn: Connection, options: ReduceOptions) -> tuple[list[_UnitPla
     return units, notes
 
 
-def max_aperture_px(naxis1: int, naxis2: int) -> float:
+def _max_aperture_px(naxis1: int, naxis2: int) -> float:
     """The largest aperture or annulus radius, pixels, that makes sense on a ``naxis1`` x ``naxis2`` image: its
     diagonal. A circle of that radius centred anywhere on the image (the target must be on it) already holds
     every pixel, so a larger one measures nothing more (32 x 32 subarray: 45.25 px; 256 x 256 frame: 362.04 px).
@@ -941,13 +941,13 @@ def max_aperture_px(naxis1: int, naxis2: int) -> float:
 
 
 def _check_apertures(options: ReduceOptions, units: Sequence[_UnitPlan]) -> None:
-    """Refuse an aperture or annulus larger than the smallest selected image can hold (see :func:`max_aperture_px`),
+    """Refuse an aperture or annulus larger than the smallest selected image can hold (see :func:`_max_aperture_px`),
     before the run exists, naming that image."""
     sized = [u for u in units if u.naxis1 and u.naxis2]
     if not sized:
         return
-    unit = min(sized, key=lambda u: max_aperture_px(u.naxis1, u.naxis2))  # type: ignore[arg-type]
-    limit = max_aperture_px(unit.naxis1, unit.naxis2)  # type: ignore[arg-type]
+    unit = min(sized, key=lambda u: _max_aperture_px(u.naxis1, u.naxis2))  # type: ignore[arg-type]
+    limit = _max_aperture_px(unit.naxis1, unit.naxis2)  # type: ignore[arg-type]
     shown = math.floor(limit * 100) / 100  # rounded down: the value shown is itself accepted
     for what, value in (("aperture radius (--radius)", options.radius_px),
                         ("annulus outer radius (--annulus)", options.annulus_out_px)):
