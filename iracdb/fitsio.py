@@ -10,6 +10,7 @@ import functools
 import hashlib
 import os
 import re
+import stat as stat_module
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -348,15 +349,33 @@ def _check_integer_ranges(values: dict[str, Any]) -> None:
                 raise FitsReadError(f"{column} = {value} is out of range for an IRAC header value")
 
 
+def not_regular(mode: int) -> str | None:
+    """Why a file of ``st_mode`` ``mode`` is not read: None for a regular file, else what it is."""
+    if stat_module.S_ISREG(mode):
+        return None
+    kinds = ((stat_module.S_ISFIFO, "a FIFO (named pipe)"), (stat_module.S_ISSOCK, "a socket"),
+             (stat_module.S_ISCHR, "a character device"), (stat_module.S_ISBLK, "a block device"),
+             (stat_module.S_ISDIR, "a folder"))
+    what = next((name for test, name in kinds if test(mode)), "an unknown kind of file")
+    return f"{what}, not a regular file: only regular files are read"
+
+
 def read_irac_file(path: str) -> FileRecord | Rejection:
     """Read one file: parse its primary header, decide whether it is an IRAC Level-1 file, and checksum it.
 
     The file is read in chunks (memory stays bounded whatever its size); a file that does not start like FITS is
-    rejected after its first chunk, unhashed. Never raises for a bad file: returns a :class:`Rejection`.
+    rejected after its first chunk, unhashed. Anything but a regular file (a FIFO, a socket, a device) is rejected
+    unread. Never raises for a bad file: returns a :class:`Rejection`.
     """
     try:
-        with open(path, "rb") as handle:
+        # Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever (it makes no
+        # difference to a regular file). What was opened is checked before a byte is read.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as handle:
             stat = os.fstat(handle.fileno())
+            problem = not_regular(stat.st_mode)
+            if problem is not None:
+                raise FitsReadError(problem)
             head = handle.read(READ_CHUNK_BYTES)
             if not head.startswith(b"SIMPLE  ="):
                 raise FitsReadError("not a FITS file (it does not start with a SIMPLE card)")
@@ -392,6 +411,8 @@ def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256
         raise FitsReadError(f"IRAC file lacks required keyword(s) {', '.join(missing)}: not a Level-1 product")
     kind = product_kind(path, header)
     aorkey = header.get("AORKEY", int)
+    if aorkey <= 0:
+        raise FitsReadError(f"AORKEY must be a positive integer, not {aorkey}")
     channel = header.get("CHNLNUM", int)
     expid = header.get("EXPID", int)
     dcenum = header.get("DCENUM", int)

@@ -12,10 +12,12 @@ batch and unique constraints never see a duplicate.
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
 import socket
+import stat as stat_module
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -29,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from iracdb import __version__
 from iracdb.db.models import Aor, Exposure, File, IngestEvent, RejectedFile
 from iracdb.errors import BadOption
-from iracdb.fitsio import KINDS, FileRecord, Rejection, read_irac_file
+from iracdb.fitsio import KINDS, FileRecord, Rejection, not_regular, read_irac_file
 
 #: Files read and written per transaction.
 BATCH_FILES = 200
@@ -63,10 +65,12 @@ class IngestSummary:
 def walk(roots: Iterable[str]) -> Iterator[tuple[str, int, int, str | None]]:
     """Every regular file under ``roots`` (recursively) as ``(path, size in bytes, mtime in ns, problem)``.
 
-    ``problem`` is None, or why the entry cannot be catalogued (a folder that cannot be listed, a file name that is
-    not valid UTF-8). A root may itself be a file. Symbolic links to files are resolved to their target's path, so
-    a link and its target are one file; symbolic links to folders are not followed (no cycles). A file that vanishes
-    during the walk is skipped.
+    ``problem`` is None, or why the entry cannot be catalogued: a folder that cannot be listed, a file name that is
+    not valid UTF-8, an entry that is not a regular file (a FIFO, a socket, a device: never opened), a symbolic link
+    that is broken or loops, a symbolic link to a folder. Nothing under the roots is skipped silently, except files
+    that vanish during the walk. A root may itself be a file. Symbolic links to files are resolved to their
+    target's path, so a link and its target are one file; symbolic links to folders are not followed (no cycles,
+    no walking outside the tree): each is reported, as a loop when it points to its own folder or one above it.
     """
     seen: set[str] = set()
 
@@ -78,15 +82,41 @@ def walk(roots: Iterable[str]) -> Iterator[tuple[str, int, int, str | None]]:
             stat = os.stat(path)
         except FileNotFoundError:
             return  # renamed or deleted since it was listed
-        try:
-            path.encode("utf-8")
-        except UnicodeEncodeError:
-            shown = path.encode("utf-8", "backslashreplace").decode("utf-8")
-            yield shown, stat.st_size, stat.st_mtime_ns, "the file name is not valid UTF-8: rename it"
+        except OSError as exc:
+            yield _shown(path), 0, 0, _link_problem(exc)
             return
-        yield path, stat.st_size, stat.st_mtime_ns, None
+        if _shown(path) != path:
+            yield _shown(path), stat.st_size, stat.st_mtime_ns, "the file name is not valid UTF-8: rename it"
+            return
+        yield path, stat.st_size, stat.st_mtime_ns, not_regular(stat.st_mode)
+
+    def linked(path: str, folder: str) -> Iterator[tuple[str, int, int, str | None]]:
+        """A symbolic link found in ``folder``: its target file, or why it is not followed."""
+        try:
+            stat = os.stat(path)  # the target's
+        except FileNotFoundError:
+            if os.path.lexists(path):  # (else the link itself vanished)
+                target = _shown(os.path.realpath(path))
+                yield _shown(path), 0, 0, f"broken symbolic link: its target {target} does not exist"
+            return
+        except OSError as exc:  # a loop (ELOOP), or a link on the way that cannot be read
+            yield _shown(path), 0, 0, _link_problem(exc)
+            return
+        target = os.path.realpath(path)
+        if not stat_module.S_ISDIR(stat.st_mode):
+            yield from visit(target)
+            return
+        here = os.path.realpath(folder)
+        if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+            reason = f"symbolic link loop: it points to {_shown(target)}, its own folder or one above it (not followed)"
+        else:
+            reason = f"symbolic link to the folder {_shown(target)}: not followed (give that folder to ingest it)"
+        yield _shown(path), 0, 0, reason
 
     for root in roots:
+        if os.path.islink(root) and not os.path.exists(root):  # a broken or looping link given as a root
+            yield from linked(root, os.path.dirname(os.path.abspath(root)))
+            continue
         if not os.path.isdir(root):
             yield from visit(os.path.realpath(root))
             continue
@@ -96,17 +126,29 @@ def walk(roots: Iterable[str]) -> Iterator[tuple[str, int, int, str | None]]:
             try:
                 entries = sorted(os.scandir(folder), key=lambda e: e.name)
             except OSError as exc:
-                yield folder, 0, 0, f"folder cannot be read: {exc.strerror or exc}"
+                yield _shown(folder), 0, 0, f"folder cannot be read: {exc.strerror or exc}"
                 continue
             for entry in entries:
                 try:
-                    if entry.is_dir(follow_symlinks=False):
+                    if entry.is_symlink():
+                        yield from linked(entry.path, folder)
+                    elif entry.is_dir(follow_symlinks=False):
                         stack.append(entry.path)
-                    elif entry.is_file():
-                        # Roots are resolved and folder links not followed, so only a file link needs resolving.
-                        yield from visit(os.path.realpath(entry.path) if entry.is_symlink() else entry.path)
+                    else:  # a regular file, or a FIFO, socket or device (visit says which, and none is opened)
+                        yield from visit(entry.path)
                 except OSError:
                     continue  # vanished between listing and looking
+
+
+def _shown(path: str) -> str:
+    """``path`` as valid UTF-8 text (bytes that are not UTF-8 shown as ``\\xNN``): what the database can store."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _link_problem(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop: its target is itself, through one or more links (not followed)"
+    return f"cannot be read: {exc.strerror or exc}"
 
 
 def ingest(
@@ -138,9 +180,10 @@ def ingest(
         raise BadOption(f"--workers must be at least 1, not {workers}")
     resolved = []
     for root in roots:
-        if not os.path.exists(root):
+        if not os.path.lexists(root):
             raise BadOption(f"no such file or folder: {root}")
-        resolved.append(os.path.realpath(root))
+        # A broken or looping link given as a root is kept as given: the walk reports it.
+        resolved.append(os.path.realpath(root) if os.path.exists(root) else os.path.abspath(root))
     if not resolved:
         raise BadOption("nothing to ingest: give at least one folder or file")
 

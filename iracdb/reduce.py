@@ -240,9 +240,17 @@ class ReduceOptions:
             raise BadOption(f"--corrections must be auto, warm, cryo or none, not {self.corrections!r}")
         if self.subarray not in ("planes", "median"):
             raise BadOption(f"--subarray must be planes or median, not {self.subarray!r}")
+        # NaN fails every comparison; infinity is refused explicitly (before anything touches the database).
+        if not 0 < self.radius_px < math.inf:
+            raise BadOption(f"the aperture radius (--radius) must be positive and finite, not {self.radius_px} px")
+        if not 0 <= self.annulus_in_px < self.annulus_out_px < math.inf:
+            raise BadOption(
+                "the background annulus (--annulus IN OUT) needs 0 <= inner < outer radius, both finite, not "
+                f"{self.annulus_in_px} {self.annulus_out_px} px"
+            )
         summary.RejectRule.parse(self.reject)
         self.aperture_choice()
-        self.photometry_params(1.0)  # validates radii, methods, shift
+        self.photometry_params(1.0)  # validates methods, shift (and the radii again)
 
     def aperture_choice(self) -> float | Literal["auto", "none"]:
         """``auto``, ``none`` or the given number (validated)."""
@@ -732,48 +740,71 @@ def reduce(
     name = run_name.strip()
     if not name:
         raise BadOption("--run-name must not be empty")
-    run = _existing_run(engine, name)
-    if run is None:
-        run_id, notes = _create_run(engine, name, options, execution)
-    else:
-        _check_same(run, options)
-        if run["status"] == "complete":
-            return _report(engine, run["id"], 0, [], [], already_complete=True)
-        if not execution.resume:
-            raise RunConflict(
-                f"run {name!r} exists and is {run['status']} ({run['n_units_done']} of {run['n_units']} AOR units "
-                f"done); add --resume to finish it, or choose another --run-name"
-            )
-        run_id, notes = run["id"], []
-    with _run_lock(engine, run_id, name):
-        if run is not None:
+    with _run_lock(engine, name, options):
+        run = _existing_run(engine, name)
+        created = None if run is not None else _create_run(engine, name, options, execution)
+        if created is None and run is None:
+            # Another process created it between our look and our write (SQLite; PostgreSQL holds the name lock).
+            run = _existing_run(engine, name)
+        if created is not None:
+            run_id, notes = created
+        else:
+            assert run is not None
+            _check_same(run, options)
+            if run["status"] == "complete":
+                return _report(engine, run["id"], 0, [], [], already_complete=True)
+            _refuse_live(run)
+            if not execution.resume:
+                raise RunConflict(
+                    f"run {name!r} exists and is {run['status']} ({run['n_units_done']} of {run['n_units']} AOR "
+                    f"units done); add --resume to finish it, or choose another --run-name"
+                )
+            run_id, notes = run["id"], []
             _take_over(engine, run, execution)
         return _execute_run(engine, run_id, options, execution, progress, notes)
 
 
-#: PostgreSQL advisory-lock class of runs (the second key is the run id).
-_RUN_LOCK_CLASS = 0x1ACDB02
-
-
 @contextmanager
-def _run_lock(engine: Engine, run_id: int, name: str) -> Iterator[None]:
-    """On PostgreSQL, hold a session advisory lock on the run while this process reduces it, so that no other
-    process (on any host) resumes it at the same time. (SQLite: the host + pid check of :func:`_take_over`.)"""
+def _run_lock(engine: Engine, name: str, options: ReduceOptions) -> Iterator[None]:
+    """On PostgreSQL, hold a session advisory lock on the run's name while this process creates and reduces it,
+    so that no other process (on any host) creates, resumes or takes it over at the same time: one that tries is
+    refused at once, in one line (:class:`~iracdb.errors.RunConflict`), and the lock goes with the connection if
+    this process dies. SQLite has no such lock: its run creation re-reads the name in a write transaction (which
+    SQLite serialises), and :func:`_refuse_live` and :func:`_take_over` check the host and process id."""
     if is_sqlite(engine):
         yield
         return
+    key = {"key": _run_lock_key(name)}
     with engine.connect() as conn:
-        locked = conn.execute(
-            text("SELECT pg_try_advisory_lock(:cls, :run)"), {"cls": _RUN_LOCK_CLASS, "run": run_id}
-        ).scalar_one()
+        locked = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar_one()
         conn.commit()
         if not locked:
-            raise RunConflict(f"run {name!r} is being reduced by another process right now")
+            run = _existing_run(engine, name)
+            if run is None:
+                raise RunConflict(f"run {name!r} is being created by another process right now")
+            _check_same(run, options)
+            if run["status"] == "complete":  # finished, its process about to let go: nothing to lock
+                yield
+                return
+            raise RunConflict(f"run {name!r} is being reduced by process {run['pid']} on {run['host']} right now")
         try:
             yield
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:cls, :run)"), {"cls": _RUN_LOCK_CLASS, "run": run_id})
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
             conn.commit()
+
+
+def _run_lock_key(name: str) -> int:
+    """The PostgreSQL advisory-lock key of a run name: 64 bits of its SHA-256 (a signed bigint)."""
+    digest = hashlib.sha256(f"iracdb run {name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _refuse_live(run: dict[str, Any]) -> None:
+    """Refuse a run that a live process on this host is reducing (another process created or resumed it)."""
+    name, pid, host = run["name"], run["pid"], run["host"]
+    if run["status"] == "running" and host == socket.gethostname() and pid and pid != os.getpid() and _alive(pid):
+        raise RunConflict(f"run {name!r} is being reduced by process {pid} on {host} right now")
 
 
 def _existing_run(engine: Engine, name: str) -> dict[str, Any] | None:
@@ -849,6 +880,8 @@ class _UnitPlan:
     mission: str
     object: str | None
     n_exposures: int
+    naxis1: int | None = None  # the smallest image of the unit, pixels (None: not catalogued)
+    naxis2: int | None = None
 
 
 def _selection(options: ReduceOptions) -> list[Any]:
@@ -872,16 +905,16 @@ def _plan_units(conn: Connection, options: ReduceOptions) -> tuple[list[_UnitPla
     has_file = select(File.id).where(File.exposure_id == Exposure.id, File.kind == options.file_type).exists()
     query = (
         select(Exposure.aorkey, Exposure.channel, func.min(Exposure.mission), func.min(Exposure.object),
-               func.count(Exposure.id))
+               func.count(Exposure.id), func.min(Exposure.naxis1), func.min(Exposure.naxis2))
         .where(has_file, *_selection(options))
         .group_by(Exposure.aorkey, Exposure.channel)
         .order_by(Exposure.aorkey, Exposure.channel)
     )
     units = []
-    for aorkey, channel, mission, object_, count in conn.execute(query):
+    for aorkey, channel, mission, object_, count, naxis1, naxis2 in conn.execute(query):
         if options.object is not None and not object_matches(object_, options.object):
             continue
-        units.append(_UnitPlan(aorkey, channel, mission, object_, count))
+        units.append(_UnitPlan(aorkey, channel, mission, object_, count, naxis1, naxis2))
     without = conn.execute(
         select(func.count(Exposure.id)).where(~has_file, *_selection(options))
     ).scalar_one()
@@ -900,7 +933,34 @@ def _plan_units(conn: Connection, options: ReduceOptions) -> tuple[list[_UnitPla
         chosen = ", ".join(w for w in what if w) or "the whole catalogue"
         raise BadOption(f"nothing to reduce: no {options.file_type} images with a target in {chosen}"
                         + (f" ({'; '.join(notes)})" if notes else ""))
+    _check_apertures(options, units)
     return units, notes
+
+
+def _max_aperture_px(naxis1: int, naxis2: int) -> float:
+    """The largest aperture or annulus radius, pixels, that makes sense on a ``naxis1`` x ``naxis2`` image: its
+    diagonal. A circle of that radius centred anywhere on the image (the target must be on it) already holds
+    every pixel, so a larger one measures nothing more (32 x 32 subarray: 45.25 px; 256 x 256 frame: 362.04 px).
+    """
+    return math.hypot(naxis1, naxis2)
+
+
+def _check_apertures(options: ReduceOptions, units: Sequence[_UnitPlan]) -> None:
+    """Refuse an aperture or annulus larger than the smallest selected image can hold (see :func:`_max_aperture_px`),
+    before the run exists, naming that image."""
+    sized = [u for u in units if u.naxis1 and u.naxis2]
+    if not sized:
+        return
+    unit = min(sized, key=lambda u: _max_aperture_px(u.naxis1, u.naxis2))  # type: ignore[arg-type]
+    limit = _max_aperture_px(unit.naxis1, unit.naxis2)  # type: ignore[arg-type]
+    shown = math.floor(limit * 100) / 100  # rounded down: the value shown is itself accepted
+    for what, value in (("aperture radius (--radius)", options.radius_px),
+                        ("annulus outer radius (--annulus)", options.annulus_out_px)):
+        if value > limit:
+            raise BadOption(
+                f"the {what} {value:g} px does not fit the {unit.naxis1}x{unit.naxis2}-pixel images of AOR "
+                f"{unit.aorkey} ch{unit.channel}: at most their diagonal, {shown:.2f} px (or select other AORs)"
+            )
 
 
 def _resolve(options: ReduceOptions, missions_channels: Iterable[tuple[str, int]]) -> dict[str, Any]:
@@ -940,9 +1000,15 @@ def _resolve(options: ReduceOptions, missions_channels: Iterable[tuple[str, int]
 
 def _create_run(
     engine: Engine, name: str, options: ReduceOptions, execution: Execution
-) -> tuple[int, list[str]]:
+) -> tuple[int, list[str]] | None:
+    """Plan and record the run ``name``: its row, targets and pending units, in one transaction. None when a run
+    of that name exists by now (created by another process since the caller looked)."""
     now = _now()
     with engine.begin() as conn:
+        # On SQLite the transaction holds the write lock from its start (BEGIN IMMEDIATE): nobody can create the
+        # run between this look and the insert. (PostgreSQL: the caller holds the run name's advisory lock.)
+        if conn.execute(select(Run.id).where(Run.name == name)).first() is not None:
+            return None
         units, notes = _plan_units(conn, options)
         resolved = _resolve(options, ((u.mission, u.channel) for u in units))
         if notes:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 from astropy.io import fits
 from sqlalchemy import Engine, text
 
+from iracdb.db.engine import make_engine
 from iracdb.fitsio import Rejection, read_irac_file
 from iracdb.ingest import ingest
 
@@ -287,6 +290,107 @@ def test_symlink_and_its_target_are_one_file(engine: Engine, real_archive: Path)
         assert summary.n_rejected == 0 and summary.n_seen == 80
     assert _scalar(engine, "SELECT path FROM files WHERE kind = 'bcd' AND size_bytes = :s",
                    s=os.path.getsize(real_archive / FULL_BCD)) == str((real_archive / FULL_BCD).resolve())
+
+
+def _ingest_cli(db_url: str, *roots: Path) -> subprocess.CompletedProcess[str]:
+    """``iracdb ingest`` in a real process, with a timeout: an ingest that hangs fails the test instead."""
+    return subprocess.run([sys.executable, "-m", "iracdb", "ingest", *map(str, roots), "--db", db_url],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_fifos_sockets_and_devices_are_rejected_unopened(db_url: str, real_archive: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO given as a root, or found in a folder, is never opened (opening one for reading waits for a
+    writer: ingest used to hang for good); it is rejected with the reason, like a socket or a device."""
+    os.mkfifo(real_archive / "r46987776" / "pipe_bcd.fits")
+    root_fifo = tmp_path / "root_fifo"
+    os.mkfifo(root_fifo)
+    monkeypatch.chdir(real_archive)  # a relative socket path: AF_UNIX paths are short
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind("a_socket")
+        result = _ingest_cli(db_url, real_archive, root_fifo, Path("/dev/null"))
+    assert result.returncode == 4, result.stderr
+    assert "80 new" in result.stdout and "4 rejected" in result.stdout, result.stdout
+    not_regular = "not a regular file: only regular files are read"
+    assert sorted(line for line in result.stderr.splitlines() if line.startswith("rejected: ")) == sorted([
+        f"rejected: {real_archive / 'r46987776' / 'pipe_bcd.fits'}: a FIFO (named pipe), {not_regular}",
+        f"rejected: {root_fifo}: a FIFO (named pipe), {not_regular}",
+        f"rejected: {real_archive / 'a_socket'}: a socket, {not_regular}",
+        f"rejected: /dev/null: a character device, {not_regular}",
+    ])
+    engine = make_engine(db_url)
+    try:
+        assert _scalar(engine, "SELECT count(*) FROM files") == 80
+        assert _scalar(engine, "SELECT count(*) FROM rejected_files") == 4
+    finally:
+        engine.dispose()
+
+
+def test_reading_a_fifo_never_waits_for_a_writer(tmp_path: Path) -> None:
+    """What the walk could not see (a file replaced by a FIFO after it was listed) is caught when it is opened."""
+    fifo = tmp_path / "late_bcd.fits"
+    os.mkfifo(fifo)
+    results: list[object] = []
+    reader = threading.Thread(target=lambda: results.append(read_irac_file(str(fifo))), daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert not reader.is_alive(), "read_irac_file is waiting for a writer on a FIFO"
+    [result] = results
+    assert isinstance(result, Rejection) and "a FIFO (named pipe), not a regular file" in result.reason
+
+
+def test_symbolic_link_loops_and_folder_links_are_rejected_with_the_reason(engine: Engine, real_archive: Path,
+                                                                          tmp_path: Path) -> None:
+    links = real_archive / "links"
+    links.mkdir()
+    (links / "ping").symlink_to("pong")  # a loop of two links
+    (links / "pong").symlink_to("ping")
+    (links / "self").symlink_to("self")
+    (links / "up").symlink_to("..")  # points to an ancestor: would walk the tree forever if followed
+    (links / "here").symlink_to(".")
+    (links / "gone_bcd.fits").symlink_to(tmp_path / "missing_bcd.fits")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (links / "away").symlink_to(elsewhere)
+    root_loop = tmp_path / "root_loop"
+    root_loop.symlink_to(root_loop)
+    summary = ingest(engine, [str(real_archive), str(root_loop)])
+    loop = "symbolic link loop: its target is itself, through one or more links (not followed)"
+    expected = {
+        str(links / "ping"): loop,
+        str(links / "pong"): loop,
+        str(links / "self"): loop,
+        str(root_loop): loop,
+        str(links / "up"): f"symbolic link loop: it points to {real_archive}, its own folder or one above it "
+                           "(not followed)",
+        str(links / "here"): f"symbolic link loop: it points to {links}, its own folder or one above it "
+                             "(not followed)",
+        str(links / "gone_bcd.fits"): f"broken symbolic link: its target {tmp_path / 'missing_bcd.fits'} does not "
+                                      "exist",
+        str(links / "away"): f"symbolic link to the folder {elsewhere}: not followed (give that folder to ingest "
+                             "it)",
+    }
+    assert dict(summary.rejected) == expected
+    assert summary.n_new == 80 and _scalar(engine, "SELECT count(*) FROM files") == 80
+    stored = {r["path"]: r["reason"] for r in _rows(engine, "SELECT path, reason FROM rejected_files")}
+    assert stored == expected
+
+
+def test_a_negative_or_zero_aorkey_is_rejected(engine: Engine, real_archive: Path) -> None:
+    header = fits.getheader(real_archive / FULL_BCD)
+    odd = real_archive / "odd"
+    odd.mkdir()
+    for name, aorkey in [("negative_bcd.fits", -46987776), ("zero_bcd.fits", 0)]:
+        changed = header.copy()
+        changed["AORKEY"] = aorkey
+        fits.PrimaryHDU(np.zeros((256, 256), np.float32), header=changed).writeto(odd / name)
+    summary = ingest(engine, [str(real_archive)])
+    assert {Path(p).name: r for p, r in summary.rejected} == {
+        "negative_bcd.fits": "AORKEY must be a positive integer, not -46987776",
+        "zero_bcd.fits": "AORKEY must be a positive integer, not 0",
+    }
+    assert summary.n_new == 80
+    assert _scalar(engine, "SELECT count(*) FROM aors WHERE aorkey <= 0") == 0
 
 
 def test_values_the_database_cannot_hold_are_rejections(engine: Engine, real_archive: Path) -> None:

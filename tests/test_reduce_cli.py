@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from iracdb.cli import app
 from iracdb.db.engine import make_engine
+from iracdb.flags import Flag
 from iracdb.ingest import ingest
 from iracdb.reduce import ReduceOptions, Target, read_targets_file, reduce, summary_rows
 from iracdb.synth import AorSpec, SynthArchive, write_archive
@@ -74,7 +75,7 @@ def test_bad_options_are_one_line_with_exit_2(catalogued: str, tmp_path: Path) -
         ((*base, "--target", "400 100"), "cannot read the sky position '400 100'"),
         ((*base, "--target", "12:00:00"), "a sky position is 'RA DEC'"),
         ((*base, "--targets-file", str(tmp_path / "missing.csv")), "cannot read the targets file"),
-        ((*base, "--auto", "--radius", "0"), "the aperture radius must be positive"),
+        ((*base, "--auto", "--radius", "0"), "the aperture radius (--radius) must be positive and finite"),
         ((*base, "--auto", "--annulus", "7", "3"), "0 <= inner < outer"),
         ((*base, "--auto", "--object", "nothing like it"), "nothing to reduce"),
         (("reduce", "--run-name", " ", "--auto", "--db", catalogued), "--run-name must not be empty"),
@@ -92,6 +93,49 @@ def test_bad_options_are_one_line_with_exit_2(catalogued: str, tmp_path: Path) -
     for args in ((*base, "--auto", "--centroid", "peak"), (*base, "--auto", "--corrections", "lukewarm"),
                  (*base, "--auto", "--file-type", "bunc"), (*base, "--auto", "--subarray", "mean")):
         assert run(*args).exit_code == 2, args
+
+
+def test_apertures_the_images_cannot_hold_are_refused_before_the_run_exists(catalogued: str) -> None:
+    """Non-finite, non-positive or inverted radii, and apertures or annuli wider than the diagonal of the
+    smallest selected image (ALPHA: 32 x 32 px, 45.25 px; BETA: 256 x 256 px, 362.03 px): one line, exit 2, no
+    run row, and the name stays usable. A radius just inside the bound runs (its rows flagged)."""
+    base = ("reduce", "--run-name", "big", "--auto", "--db", catalogued)
+    subarray = "does not fit the 32x32-pixel images of AOR 71000064 ch2: at most their diagonal, 45.25 px"
+    full = "does not fit the 256x256-pixel images of AOR 71000320 ch1: at most their diagonal, 362.03 px"
+    for extra, words in [
+        (("--radius", "1000"), f"the aperture radius (--radius) 1000 px {subarray}"),
+        (("--radius", "1e6"), f"the aperture radius (--radius) 1e+06 px {subarray}"),
+        (("--radius", "45.26"), subarray),
+        (("--radius", "362.04", "--aor", "71000320"), full),
+        (("--annulus", "3", "1e9"), f"the annulus outer radius (--annulus) 1e+09 px {subarray}"),
+        (("--annulus", "3", "46", "--channel", "2"), subarray),
+        (("--radius", "inf"), "the aperture radius (--radius) must be positive and finite, not inf px"),
+        (("--radius", "nan"), "the aperture radius (--radius) must be positive and finite, not nan px"),
+        (("--radius", "-1"), "must be positive and finite, not -1.0 px"),
+        (("--annulus", "3", "inf"), "needs 0 <= inner < outer radius, both finite, not 3.0 inf px"),
+        (("--annulus", "nan", "7"), "needs 0 <= inner < outer radius, both finite, not nan 7.0 px"),
+        (("--annulus", "-1", "7"), "needs 0 <= inner < outer radius"),
+        (("--annulus", "5", "5"), "needs 0 <= inner < outer radius"),
+    ]:
+        result = run(*base, *extra)
+        assert result.exit_code == 2, (extra, result.output)
+        assert result.stderr.startswith("iracdb: error: ") and words in result.stderr, (extra, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output, result.stderr
+    engine = make_engine(catalogued)
+    try:
+        assert _rows(engine, "SELECT count(*) AS n FROM runs")[0]["n"] == 0
+        # the name is still free; the largest radius each image holds runs, its rows flagged off the edge
+        ok = run(*base, "--radius", "45.25", "--aor", "71000064")
+        assert ok.exit_code == 0, ok.output
+        rows = _rows(engine, "SELECT flags, aperture_area_px FROM measurements")
+        assert len(rows) == 128 and all(r["flags"] & Flag.APERTURE_OFF_EDGE for r in rows)
+        assert all(900 < r["aperture_area_px"] <= 32 * 32 + 1e-6 for r in rows)  # the image, less bad pixels
+        wide = run("reduce", "--run-name", "wide", "--auto", "--aor", "71000320", "--annulus", "3", "362.03",
+                   "--db", catalogued)
+        assert wide.exit_code == 0, wide.output
+        assert _rows(engine, "SELECT status FROM runs WHERE name = 'wide'")[0]["status"] == "complete"
+    finally:
+        engine.dispose()
 
 
 def test_summary_table_is_printed(catalogued: str, tmp_path: Path) -> None:

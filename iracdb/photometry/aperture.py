@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from iracdb.errors import BadOption
+
 
 def _quadrant_area(X: NDArray[np.float64], Y: NDArray[np.float64], r: float) -> NDArray[np.float64]:
     """Signed area of the circle of radius ``r`` at the origin within the rectangle spanned by (0, 0) and (X, Y).
@@ -261,8 +263,18 @@ def aperture_sum(
     -------
     ApertureSum
     """
+    if not np.isfinite(radius):
+        raise BadOption(f"the aperture radius must be finite, not {radius} px")
     half = int(np.ceil(radius)) + 1
-    win = windows(clean, x, y, half)
+    _, ny, nx = clean.shape
+    wx, wy = x, y
+    if half > max(ny, nx) - 1:
+        # A circle wider than the image: a window of half-size max(ny, nx) - 1 centred on any image pixel holds
+        # the whole image, and pixels beyond it are outside the image anyway, so the window is centred on the
+        # image pixel nearest to the centre (the circle keeps its true centre): memory bounded by the image.
+        half = max(ny, nx) - 1
+        wx, wy = np.clip(x, 0, nx - 1), np.clip(y, 0, ny - 1)  # NaN stays NaN
+    win = windows(clean, wx, wy, half)
     unc = None if uncertainty is None else win.take(uncertainty)
     return aperture_in_windows(win, unc, x - win.x0, y - win.y0, radius)
 

@@ -199,15 +199,23 @@ def annulus_pixels(
     n, ny, nx = clean.shape
     # Only pixels that can fall in the annulus for some sub-pixel centre near the nearest integer pixel.
     reach = int(np.ceil(r_out)) + 1
-    dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
-    d = np.hypot(dx, dy)
-    keep = (d >= r_in - np.sqrt(0.5)) & (d < r_out + np.sqrt(0.5))
-    dx, dy = dx[keep], dy[keep]
     finite = np.isfinite(x) & np.isfinite(y)
     xs = np.where(finite, x, 0.0)
     ys = np.where(finite, y, 0.0)
     cx = np.floor(xs + 0.5).astype(np.int64)
     cy = np.floor(ys + 0.5).astype(np.int64)
+    if reach > max(ny, nx) - 1:
+        # An annulus wider than the image: every pixel within max(ny, nx) - 1 of an image pixel is a candidate
+        # (the ring test below picks the annulus), around the image pixel nearest to the centre; pixels beyond
+        # are outside the image anyway. Memory is bounded by the image, not by the radius.
+        reach = max(ny, nx) - 1
+        cx, cy = np.clip(cx, 0, nx - 1), np.clip(cy, 0, ny - 1)
+        dy, dx = (a.ravel() for a in np.mgrid[-reach : reach + 1, -reach : reach + 1])
+    else:
+        dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+        d = np.hypot(dx, dy)
+        keep = (d >= r_in - np.sqrt(0.5)) & (d < r_out + np.sqrt(0.5))
+        dx, dy = dx[keep], dy[keep]
     rows = cy[:, None] + dy
     cols = cx[:, None] + dx
     outside = (rows < 0) | (rows >= ny) | (cols < 0) | (cols >= nx) | ~finite[:, None]
@@ -248,8 +256,8 @@ def annulus_background(
     -------
     Background
     """
-    if not 0 <= r_in < r_out:
-        raise BadOption(f"the background annulus needs 0 <= inner < outer radius, got {r_in}, {r_out} px")
+    if not 0 <= r_in < r_out < math.inf:
+        raise BadOption(f"the background annulus needs 0 <= inner < outer radius, both finite, got {r_in}, {r_out} px")
     vals, nominal = annulus_pixels(clean, x, y, r_in, r_out)
     return background_of(vals, nominal, method, sigma, maxiters)
 

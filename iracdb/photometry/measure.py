@@ -10,7 +10,8 @@ Every pixel the measurement reads is cut once per plane, in one window around th
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -38,6 +39,10 @@ from iracdb.photometry.corrections import (
 _BIT = {name: int(member) for name, member in Flag.__members__.items()}
 
 CorrectionChoice = Literal["numpy", "idl", "maps", "reach", "hora", "none"]
+
+#: :func:`measure` cuts at most this many shared-window pixels at once (a few tens of MB of working arrays): 2048
+#: subarray planes at the default radii in one batch, fewer planes per batch when the aperture is larger.
+MAX_WINDOW_PIXELS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -98,14 +103,15 @@ class PhotometryParams:
     min_background_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        if not self.radius_px > 0:
-            raise BadOption(f"the aperture radius must be positive, not {self.radius_px} px")
-        if not 0 <= self.annulus_in_px < self.annulus_out_px:
+        # Comparisons are False for NaN; infinity is refused explicitly (a window cannot be infinite).
+        if not 0 < self.radius_px < math.inf:
+            raise BadOption(f"the aperture radius must be positive and finite, not {self.radius_px} px")
+        if not 0 <= self.annulus_in_px < self.annulus_out_px < math.inf:
             raise BadOption(
-                f"the background annulus needs 0 <= inner < outer radius, not {self.annulus_in_px}-"
+                f"the background annulus needs 0 <= inner < outer radius, both finite, not {self.annulus_in_px}-"
                 f"{self.annulus_out_px} px"
             )
-        if not self.centroid_radius_px > 0 or self.gauss_box_px < 2:
+        if not 0 < self.centroid_radius_px < math.inf or self.gauss_box_px < 2:
             raise BadOption("the centroid window must be positive and the Gaussian box at least 2 px")
         if self.centroid not in ("moment", "gauss"):
             raise BadOption(f"centroid method must be 'moment' or 'gauss', not {self.centroid!r}")
@@ -119,8 +125,8 @@ class PhotometryParams:
             raise BadOption("pp_only and al_only cannot both be set")
         if self.pixel_area not in ("nominal", "header"):
             raise BadOption(f"pixel_area must be 'nominal' or 'header', not {self.pixel_area!r}")
-        if not self.max_shift_px > 0:
-            raise BadOption(f"the maximum centroid shift must be positive, not {self.max_shift_px} px")
+        if not 0 < self.max_shift_px < math.inf:
+            raise BadOption(f"the maximum centroid shift must be positive and finite, not {self.max_shift_px} px")
         if isinstance(self.aperture_correction, str):
             if self.aperture_correction not in ("table", "none"):
                 raise BadOption(
@@ -383,9 +389,35 @@ def measure(
         raise BadOption("corrections='maps' needs the correction maps (see corrections.load_correction_maps)")
     if params.corrections == "idl":
         load_idl()
+    geo = _geometry(
+        params.radius_px, params.annulus_in_px, params.annulus_out_px, params.centroid_radius_px,
+        params.max_shift_px, max(stack.shape[1:]),
+    )
+    # Planes are measured in batches whose shared windows hold at most MAX_WINDOW_PIXELS pixels: a subarray
+    # cube's 64 planes (or an AOR's thousands) at the default radii in one batch, fewer planes at a time for a
+    # large aperture, so that memory stays bounded whatever the radii and the number of planes.
+    step = max(1, MAX_WINDOW_PIXELS // geo.size**2)
+    batches = [slice(start, start + step) for start in range(0, n, step)] or [slice(0, 0)]
+    parts = []
     # Failed planes carry NaN through the arithmetic by design; their flags say why.
     with np.errstate(divide="ignore", invalid="ignore"):
-        return _measure(stack, unc, msk, xe, ye, info, params, maps, apc, pixel_sr)
+        for b in batches:
+            parts.append(_measure(
+                stack[b], None if unc is None else unc[b], None if msk is None else msk[b], xe[b], ye[b], info,
+                params, maps, apc, pixel_sr, geo,
+            ))
+    return parts[0] if len(parts) == 1 else _concatenate(parts)
+
+
+def _concatenate(parts: list[Photometry]) -> Photometry:
+    """The results of consecutive batches of planes as one :class:`Photometry`."""
+    first = parts[0]
+    arrays = {
+        f.name: np.concatenate([getattr(p, f.name) for p in parts])
+        for f in fields(Photometry) if isinstance(getattr(first, f.name), np.ndarray)
+    }
+    return replace(first, **arrays)
+
 
 @dataclass(frozen=True)
 class _Geometry:
@@ -395,6 +427,11 @@ class _Geometry:
     expected position and cut once (values, bad pixels, mask and uncertainty): the annulus around the expected
     position, the moment-centroid window, and the annulus and aperture around the centre finally used, which is
     at most ``max_shift_px`` from the expected position, all lie inside it.
+
+    The window is clipped to the image: the expected pixel lies in the image and the centre used within ``shift``
+    pixels of it, so no image pixel is further than ``extent - 1 + shift`` pixels (along x or y) from a centre,
+    and annulus candidates or aperture pixels beyond that are always outside the image. A radius larger than the
+    image therefore costs no more memory than one as large as the image.
     """
 
     half: int
@@ -409,18 +446,23 @@ class _Geometry:
 
 
 @lru_cache(maxsize=32)
-def _geometry(radius: float, r_in: float, r_out: float, centroid_radius: float, max_shift: float) -> _Geometry:
-    reach = int(np.ceil(r_out)) + 1
+def _geometry(
+    radius: float, r_in: float, r_out: float, centroid_radius: float, max_shift: float, extent: int
+) -> _Geometry:
+    """The shared window of images at most ``extent`` pixels wide and high (see :class:`_Geometry`)."""
+    # |round(a) - round(b)| <= floor(|a - b|) + 1, and the centre used is within max_shift of the expected one.
+    shift = int(np.floor(max_shift)) + 1
+    limit = extent - 1 + shift  # farthest image pixel from a centre used, along x or y
+    reach = min(int(np.ceil(r_out)) + 1, limit)
     dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
     d = np.hypot(dx, dy)
     keep = (d >= r_in - np.sqrt(0.5)) & (d < r_out + np.sqrt(0.5))  # the candidates of annulus_pixels
     dx, dy = dx[keep], dy[keep]
     centroid_reach = max_shift + 1.5  # how far the moment centroid may wander: see _measure
     centroid_half = int(np.ceil(centroid_radius + centroid_reach)) + 1  # as moment_centroid
-    ap_half = int(np.ceil(radius)) + 1
-    # |round(a) - round(b)| <= floor(|a - b|) + 1, and the centre used is within max_shift of the expected one.
-    shift = int(np.floor(max_shift)) + 1
-    half = max(centroid_half, int(max(np.abs(dx).max(), np.abs(dy).max())) + shift, ap_half + shift)
+    ap_half = min(int(np.ceil(radius)) + 1, limit)
+    ann_half = int(max(np.abs(dx).max(initial=0), np.abs(dy).max(initial=0)))
+    half = max(centroid_half, ann_half + shift, ap_half + shift)
     size = 2 * half + 1
     a = np.arange(-ap_half, ap_half + 1)
     return _Geometry(
@@ -551,15 +593,12 @@ def _measure(
     maps: CorrectionMaps | None,
     apc: float | None,
     pixel_sr: float,
+    geo: _Geometry,
 ) -> Photometry:
     n, ny, nx = stack.shape
     x_expected, y_expected = xe.copy(), ye.copy()
 
     clean = Stack(stack, msk, params.mask_bits, unc)
-    geo = _geometry(
-        params.radius_px, params.annulus_in_px, params.annulus_out_px, params.centroid_radius_px,
-        params.max_shift_px,
-    )
 
     finite = np.isfinite(xe) & np.isfinite(ye)
     in_fov = finite & (xe >= -0.5) & (xe < nx - 0.5) & (ye >= -0.5) & (ye < ny - 0.5)
