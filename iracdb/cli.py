@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -714,14 +715,16 @@ def _write_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 
 
 def _write_json(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A JSON array of objects to stdout, an object at a time: the same text as ``json.dumps(list, indent=1)``."""
-    write = sys.stdout.write
-    separator = "[\n "
-    for row in rows:
-        text = json.dumps(dict(zip(columns, row, strict=True)), indent=1, default=str)
-        write(separator + text.replace("\n", "\n "))  # one level deeper (JSON text has no raw newline in strings)
-        separator = ",\n "
-    write("[]\n" if separator == "[\n " else "\n]\n")
+    """A JSON array of objects to stdout, written a batch at a time: the same text as ``json.dumps(list, indent=1)``
+    of all the rows."""
+    encoder = json.JSONEncoder(indent=1, default=str)  # one encoder, a batch per call: the per-call cost is high
+    rows = iter(rows)
+    opening = "[\n"
+    while batch := [dict(zip(columns, row, strict=True)) for row in itertools.islice(rows, 1000)]:
+        text = encoder.encode(batch)  # "[\n {...},\n {...}\n]": keep what is between the brackets
+        sys.stdout.write(opening + text[2:-2])
+        opening = ",\n"
+    sys.stdout.write("[]\n" if opening == "[\n" else "\n]\n")
 
 
 def _silence_stdout() -> None:

@@ -213,6 +213,15 @@ def test_sql_json_and_csv_are_streamed_in_the_usual_format(reader: str) -> None:
     as_csv = run("sql", query, "--format", "csv", "--db", reader).stdout
     assert as_csv.splitlines()[0] == ",".join(expected.columns)
     assert [r["flux_mjy"] for r in csv.DictReader(io.StringIO(as_csv))] == [repr(r["flux_mjy"]) for r in rows]
+    many = "SELECT i.aorkey, i.expid, i.flux_mjy, r.name FROM image_photometry i, runs r, runs s ORDER BY 1, 2, 3, 4"
+    engine = make_engine(reader)
+    try:
+        expected = run_read_only(engine, many)
+    finally:
+        engine.dispose()
+    assert len(expected.rows) > 1000
+    as_json = json.dumps([dict(zip(expected.columns, row, strict=True)) for row in expected.rows], indent=1)
+    assert run("sql", many, "--format", "json", "--db", reader).stdout == as_json + "\n"
     empty = "SELECT aorkey, channel FROM aor_photometry WHERE false"
     assert run("sql", empty, "--format", "json", "--db", reader).stdout == "[]\n"
     assert run("sql", empty, "--format", "csv", "--db", reader).stdout == "aorkey,channel\n"

@@ -479,8 +479,14 @@ def _hint(engine: Engine) -> str:
     return f"the views image_photometry and aor_photometry hold the results; list every table and view with: {listing}"
 
 
+#: Value types that are plain already.
+_PLAIN_TYPES = frozenset({int, float, str, bool, type(None), bytes})
+
+
 def _plain(value: Any) -> Any:
     """A database value as plain Python: numbers, str, bool, bytes or None (dates as ISO 8601 text)."""
+    if type(value) in _PLAIN_TYPES:  # most values: skip the checks below
+        return value
     if isinstance(value, Decimal):
         if value.is_finite() and value == value.to_integral_value():
             return int(value)
