@@ -20,9 +20,11 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from iracdb.cli import SUMMARY_TABLE_COLUMNS, app
+from iracdb.config import resolve_db_url
 from iracdb.db import queries
 from iracdb.db.engine import make_engine
 from iracdb.db.readonly import run_read_only
+from iracdb.errors import BadOption
 from iracdb.ingest import ingest
 from iracdb.reduce import ReduceOptions, Target, reduce
 from iracdb.synth import AorSpec, SynthArchive, write_archive
@@ -286,6 +288,20 @@ def test_db_create_reader_then_sql_through_the_environment(reduced: str) -> None
             conn.execute(sa.text(f"DROP ROLE IF EXISTS {name}"))
             conn.commit()
         engine.dispose()
+
+
+def test_reader_url_comes_first_for_sql_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IRACDB_DB_URL", "postgresql://owner@h/d")
+    monkeypatch.setenv("IRACDB_READER_URL", "postgresql://reader@h/d")
+    assert resolve_db_url(None, reader=True) == "postgresql+psycopg://reader@h/d"
+    assert resolve_db_url(None) == "postgresql+psycopg://owner@h/d"
+    assert resolve_db_url("other.sqlite", reader=True) == "sqlite:///other.sqlite"
+    monkeypatch.setenv("IRACDB_READER_URL", "")
+    assert resolve_db_url(None, reader=True) == "postgresql+psycopg://owner@h/d"
+    monkeypatch.setenv("IRACDB_READER_URL", "postgresql+psycopg:/reader:pw@h/d")
+    with pytest.raises(BadOption, match=r"^\$IRACDB_READER_URL looks like a database URL") as error:
+        resolve_db_url(None, reader=True)
+    assert "pw" not in str(error.value)
 
 
 @pytest.mark.parametrize(("args", "env", "message"), [
