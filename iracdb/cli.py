@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import json
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -138,15 +139,18 @@ def _errors_to_exit() -> Iterator[None]:
 
 
 @contextmanager
-def _database(db: str | None, *, ensure: bool = True, create: bool = False) -> Iterator[Engine]:
+def _database(
+    db: str | None, *, ensure: bool = True, create: bool = False, reader: bool = False
+) -> Iterator[Engine]:
     """Open the database for one command, turning errors into exit statuses; closed at the end.
 
     With ``ensure``, a brand-new database gets the schema and an outdated one is refused. Only with ``create`` (the
     commands that write a catalogue or a schema) may a SQLite file that does not exist be created: for any other
-    command a missing file is a mistyped --db.
+    command a missing file is a mistyped --db. With ``reader`` (``iracdb sql``), ``$IRACDB_READER_URL`` is used
+    before ``$IRACDB_DB_URL``.
     """
     with _errors_to_exit():
-        url = resolve_db_url(db)
+        url = resolve_db_url(db, reader=reader)
         engine = make_engine(url, create=create)
         try:
             if ensure:
@@ -251,6 +255,50 @@ def db_check(db: DbOption = None) -> None:
     with _database(db) as engine:
         migrate.check(engine)
         stdout.print("models and migrations agree")
+
+
+@db_app.command("create-reader", cls=_Command)
+def db_create_reader(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The role's name, e.g. iracdb_reader.")],
+    password_env: Annotated[
+        str | None,
+        typer.Option("--password-env", metavar="VAR", help="Take the role's password from environment variable VAR."),
+    ] = None,
+    no_password: Annotated[
+        bool,
+        typer.Option("--no-password", help="Set no password (keep an existing one; or peer/certificate login)."),
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Create (or update) a PostgreSQL login role that may only read the archive, for `iracdb sql`.
+
+    Connect with --db as the archive's owner (with CREATEROLE) or a superuser. The role gets LOGIN and nothing else,
+    SELECT on the archive's tables and views (and on those a later `iracdb db upgrade` by the same owner adds). Without
+    --password-env or --no-password the password is asked for. Prints the role's URL (password as ***): give it to
+    `iracdb sql` with --db or $IRACDB_READER_URL. Safe to run again.
+    """
+    import os
+
+    from iracdb.db.reader import create_reader
+
+    with _errors_to_exit():
+        if password_env is not None and no_password:
+            raise BadOption("give --password-env VAR or --no-password, not both")
+        password: str | None = None
+        if password_env is not None:
+            password = os.environ.get(password_env) or None
+            if password is None:
+                raise BadOption(f"--password-env {password_env}: the environment variable is not set or empty")
+        elif not no_password:
+            if not sys.stdin.isatty():
+                raise BadOption("no terminal to ask for the password on: give --password-env VAR or --no-password")
+            password = typer.prompt(f"password for {name}", hide_input=True, confirmation_prompt=True)
+    with _database(db) as engine:
+        reader = create_reader(engine, name, password=password)
+    say = functools.partial(stdout.print, markup=False, highlight=False, soft_wrap=True)
+    say(f"{'created' if reader.created else 'updated'} read-only role {reader.name!r}: SELECT on "
+        f"{reader.n_relations} tables and views in schema {reader.schema!r}")
+    say(f"iracdb sql URL: {reader.url}  (--db URL, or export IRACDB_READER_URL=URL)")
 
 
 # --- catalogue ------------------------------------------------------------------------------------------------
@@ -619,6 +667,19 @@ def export(
                  markup=False, highlight=False, soft_wrap=True)
 
 
+#: `iracdb sql`'s --db: a read-only role's URL comes first.
+ReaderDbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        metavar="URL",
+        help="Database URL (sqlite:///FILE, a plain file path, or postgresql+psycopg://READER@HOST/DB: a read-only "
+        "role, see `iracdb db create-reader`). Default: $IRACDB_READER_URL, else $IRACDB_DB_URL, else ./iracdb.sqlite.",
+        show_default=False,
+    ),
+]
+
+
 @app.command(cls=_Command)
 def sql(
     query: Annotated[str, typer.Argument(metavar="QUERY", help="One SQL statement, e.g. \"SELECT * FROM runs\".")],
@@ -627,25 +688,66 @@ def sql(
         typer.Option("--max-rows", metavar="N", help="Print at most N rows. Default: 1000 for table, all otherwise."),
     ] = None,
     fmt: FormatOption = OutputFormat.table,
-    db: DbOption = None,
+    db: ReaderDbOption = None,
 ) -> None:
     """Run one read-only SQL query and print its rows; the database refuses any write.
 
-    The views image_photometry and aor_photometry give every run's rows with the export's columns. Exit status 2 when
-    the query is refused or invalid.
+    The views image_photometry and aor_photometry give every run's rows with the export's columns. csv and json are
+    written as the rows arrive, so any number of rows prints in little memory. On PostgreSQL, connect as a read-only
+    role (`iracdb db create-reader`): a superuser is refused. Exit status 2 when the query is refused or invalid, or
+    cancelled after 300 s.
     """
-    from iracdb.db.readonly import run_read_only
+    from iracdb.db.readonly import stream_read_only
 
     if max_rows is not None and max_rows < 1:
         with _errors_to_exit():
             raise BadOption(f"--max-rows must be at least 1, not {max_rows}")
     limit = max_rows if max_rows is not None else (1000 if fmt is OutputFormat.table else None)
-    with _database(db) as engine:
-        result = run_read_only(engine, query, max_rows=limit)
-    rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
-    _print_rows(rows, result.columns, fmt, title="")
+    # ensure=False: a read-only command never creates or migrates a schema (a read-only role could not anyway).
+    with _database(db, ensure=False, reader=True) as engine, stream_read_only(engine, query, max_rows=limit) as result:
+        if fmt is OutputFormat.table:
+            rows = [dict(zip(result.columns, row, strict=True)) for row in result]
+            _print_rows(rows, result.columns, fmt, title="")
+        else:
+            try:
+                (_write_csv if fmt is OutputFormat.csv else _write_json)(result.columns, result)
+                sys.stdout.flush()
+            except BrokenPipeError:  # `iracdb sql ... | head`: the reader has all it wants; stop the query
+                _silence_stdout()
+                return
     if result.truncated:
         stderr.print(f"note: only the first {limit} rows are shown (--max-rows)", markup=False, highlight=False)
+
+
+def _write_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """CSV to stdout, a row at a time (NULL as an empty field)."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if value is None else value for value in row])
+
+
+def _write_json(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A JSON array of objects to stdout, written a batch at a time: the same text as ``json.dumps(list, indent=1)``
+    of all the rows."""
+    encoder = json.JSONEncoder(indent=1, default=str)  # one encoder, a batch per call: the per-call cost is high
+    rows = iter(rows)
+    opening = "[\n"
+    while batch := [dict(zip(columns, row, strict=True)) for row in itertools.islice(rows, 1000)]:
+        text = encoder.encode(batch)  # "[\n {...},\n {...}\n]": keep what is between the brackets
+        sys.stdout.write(opening + text[2:-2])
+        opening = ",\n"
+    sys.stdout.write("[]\n" if opening == "[\n" else "\n]\n")
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail on a closed pipe again."""
+    import os
+
+    with suppress(OSError, ValueError):  # ValueError: no file descriptor (e.g. captured in tests)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 @app.command(cls=_Command)

@@ -7,6 +7,8 @@ from iracdb.errors import BadOption
 
 #: Environment variable that names the database when ``--db`` is not given.
 DB_URL_ENV = "IRACDB_DB_URL"
+#: Environment variable that ``iracdb sql`` reads first: the URL of a read-only role (``iracdb db create-reader``).
+READER_URL_ENV = "IRACDB_READER_URL"
 #: The database used when neither ``--db`` nor ``IRACDB_DB_URL`` is given: a SQLite file in the current folder.
 DEFAULT_DB_PATH = "iracdb.sqlite"
 
@@ -21,17 +23,23 @@ _USERINFO = re.compile(r":[^/]*@")
 _CONNINFO = re.compile(r"(?i)^\s*(host|hostaddr|port|dbname|user|password|passfile|service|sslmode)\s*=")
 
 
-def resolve_db_url(cli_value: str | None) -> str:
+def resolve_db_url(cli_value: str | None, *, reader: bool = False) -> str:
     """The database URL to use: ``--db`` if given, else ``$IRACDB_DB_URL``, else ``sqlite:///./iracdb.sqlite``.
+
+    With ``reader`` (``iracdb sql``), ``$IRACDB_READER_URL`` comes before ``$IRACDB_DB_URL``.
 
     A bare file path (no ``://``) is taken as a SQLite database file, unless it looks like a mistyped URL (a scheme
     with a malformed separator, ``postgresql+psycopg:/...`` or ``postgresql+psycopg//...``; ``USER:PASSWORD@``
     without a scheme) or a libpq connection string (``host=... password=...``): that is refused with BadOption,
     without repeating the value (it may hold a password).
     """
-    value = cli_value or os.environ.get(DB_URL_ENV) or DEFAULT_DB_PATH
+    names = (READER_URL_ENV, DB_URL_ENV) if reader else (DB_URL_ENV,)
+    source, value = "--db", cli_value
+    for name in names:
+        if not value:
+            source, value = f"${name}", os.environ.get(name)
+    value = value or DEFAULT_DB_PATH
     if "://" not in value:
-        source = "--db" if cli_value else f"${DB_URL_ENV}"
         if _MALFORMED_URL.match(value):
             raise BadOption(
                 f"{source} looks like a database URL with a malformed scheme separator; expected scheme://... "

@@ -59,6 +59,10 @@ class PostgresServer:
         self.admin = create_engine(self.url, isolation_level="AUTOCOMMIT", pool_size=1)
         self.created: list[str] = []
         self.template: str | None = None
+        # Roles are cluster-wide: this run's read-only role has a unique name, and is dropped after the databases.
+        self.reader = f"iracdb_reader_{_RUN_ID}"
+        self.reader_password = uuid.uuid4().hex
+        self.reader_made = False
 
     def url_for(self, name: str) -> str:
         return self.url.set(database=name).render_as_string(hide_password=False)
@@ -71,10 +75,26 @@ class PostgresServer:
         self.created.append(name)
         return self.url_for(name)
 
+    def reader_url(self, url: str) -> str:
+        """URL of this run's read-only role (made by ``iracdb db create-reader``'s function) on the database at
+        ``url``."""
+        from iracdb.db.reader import create_reader
+
+        engine = make_engine(url)
+        try:
+            self.reader_made = True
+            create_reader(engine, self.reader, password=self.reader_password)
+        finally:
+            engine.dispose()
+        return make_url(url).set(username=self.reader, password=self.reader_password).render_as_string(
+            hide_password=False)
+
     def drop_all(self) -> None:
         with self.admin.connect() as conn:
             for name in reversed(self.created):
                 conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            if self.reader_made:  # its grants went with the databases
+                conn.execute(text(f"DROP ROLE IF EXISTS {self.reader}"))
         self.admin.dispose()
 
 
@@ -132,6 +152,16 @@ def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{path}"
     server: PostgresServer = request.getfixturevalue("pg_server")
     return server.create(template=request.getfixturevalue("pg_template"))
+
+
+@pytest.fixture
+def reader_url(backend: str, db_url: str, request: pytest.FixtureRequest) -> str:
+    """URL of the test's database for ``iracdb sql``: on PostgreSQL as a read-only login role (``iracdb sql``
+    refuses a superuser), on SQLite ``db_url`` itself (no roles; the authorizer makes it read-only)."""
+    if backend == "sqlite":
+        return db_url
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    return server.reader_url(db_url)
 
 
 @pytest.fixture

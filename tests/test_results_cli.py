@@ -1,23 +1,31 @@
 """The result commands on the command line, on both backends: `runs`, `show`, `summary`, `export`, `sql`, `plot`,
-`compare`; one-line errors with their exit statuses; no password anywhere; the README's SQL examples run."""
+`compare`, `db create-reader`; one-line errors with their exit statuses; no password anywhere; the README's SQL
+examples run. `sql` on PostgreSQL connects as a read-only role (a superuser is refused)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 import re
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import text as sql_text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from iracdb.cli import SUMMARY_TABLE_COLUMNS, app
+from iracdb.config import resolve_db_url
 from iracdb.db import queries
 from iracdb.db.engine import make_engine
 from iracdb.db.readonly import run_read_only
+from iracdb.errors import BadOption
 from iracdb.ingest import ingest
 from iracdb.reduce import ReduceOptions, Target, reduce
 from iracdb.synth import AorSpec, SynthArchive, write_archive
@@ -48,6 +56,12 @@ def reduced(db_url: str, archive: SynthArchive) -> str:
         reduce(engine, name, ReduceOptions(targets=(Target(name="auto"),), aperture_correction=factor))
     engine.dispose()
     return db_url
+
+
+@pytest.fixture
+def reader(reduced: str, reader_url: str) -> str:
+    """URL of ``reduced`` for `iracdb sql`: a read-only role on PostgreSQL, the same file on SQLite."""
+    return reader_url
 
 
 def test_runs_lists_both_runs(reduced: str) -> None:
@@ -100,8 +114,10 @@ def test_summary_table_csv_and_json_agree(reduced: str) -> None:
         (("export", "a", "--format", "xlsx"), "xlsx", 2),
     ],
 )
-def test_errors_are_one_line(reduced: str, tmp_path: Path, args: tuple[str, ...], message: str, status: int) -> None:
-    result = runner.invoke(app, [*args, "--db", reduced], catch_exceptions=False)
+def test_errors_are_one_line(reduced: str, tmp_path: Path, args: tuple[str, ...], message: str, status: int,
+                             request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("reader") if args[0] == "sql" else reduced
+    result = runner.invoke(app, [*args, "--db", url], catch_exceptions=False)
     assert result.exit_code == status, result.output
     lines = result.stderr.strip().splitlines()
     if args[-2:] != ("--format", "xlsx"):  # typer's own usage error for an unknown choice is a box of lines
@@ -131,16 +147,16 @@ def test_export_writes_the_files(reduced: str, tmp_path: Path) -> None:
     assert parquet.exit_code == 0 and (out / "a_img_data.parquet").stat().st_size > 0
 
 
-def test_sql_prints_rows_and_refuses_writes(reduced: str) -> None:
+def test_sql_prints_rows_and_refuses_writes(reduced: str, reader: str) -> None:
     query = "SELECT aorkey, channel, flux_mjy FROM aor_photometry WHERE run = 'a' ORDER BY aorkey"
-    as_json = json.loads(run("sql", query, "--format", "json", "--db", reduced).stdout)
+    as_json = json.loads(run("sql", query, "--format", "json", "--db", reader).stdout)
     assert [r["aorkey"] for r in as_json] == [SUB.aorkey, FULL.aorkey]
-    table = run("sql", query, "--db", reduced)
+    table = run("sql", query, "--db", reader)
     assert table.exit_code == 0 and str(SUB.aorkey) in table.stdout
-    truncated = run("sql", "SELECT * FROM image_photometry", "--max-rows", "5", "--format", "csv", "--db", reduced)
+    truncated = run("sql", "SELECT * FROM image_photometry", "--max-rows", "5", "--format", "csv", "--db", reader)
     assert len(truncated.stdout.strip().splitlines()) == 6 and "only the first 5 rows" in truncated.stderr
     for statement in ("UPDATE runs SET name = 'x'", "DROP TABLE measurements", "INSERT INTO runs (name) VALUES ('x')"):
-        refused = runner.invoke(app, ["sql", statement, "--db", reduced], catch_exceptions=False)
+        refused = runner.invoke(app, ["sql", statement, "--db", reader], catch_exceptions=False)
         assert refused.exit_code == 2 and "read-only" in refused.stderr, refused.stderr
     assert len(json.loads(run("runs", "--format", "json", "--db", reduced).stdout)) == 2
 
@@ -213,9 +229,10 @@ def test_compare_shows_the_known_difference(reduced: str) -> None:
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # a SQLite URL has no password
-def test_password_never_appears(reduced: str, tmp_path: Path) -> None:
+def test_password_never_appears(reduced: str, reader: str, tmp_path: Path) -> None:
     url = make_url(reduced).set(password="s3cretPW")  # trust authentication ignores it
     secret_url = url.render_as_string(hide_password=False)
+    reader_secret = make_url(reader).set(password="s3cretPW").render_as_string(hide_password=False)
     out = tmp_path / "out"
     outputs = [
         run("runs", "--db", secret_url), run("show", "a", "--db", secret_url),
@@ -225,12 +242,161 @@ def test_password_never_appears(reduced: str, tmp_path: Path) -> None:
         run("sql", "SELECT * FROM runs", "--db", secret_url), run("compare", "a", "b", "--db", secret_url),
         runner.invoke(app, ["sql", "DELETE FROM runs", "--db", secret_url]),
         runner.invoke(app, ["summary", "nope", "--db", secret_url]),
+        run("sql", "SELECT * FROM runs", "--db", reader_secret),
+        runner.invoke(app, ["sql", "DELETE FROM runs", "--db", reader_secret]),
+        runner.invoke(app, ["sql", "SELECT * FROM pg_authid", "--db", reader_secret]),
     ]
     for result in outputs:
         assert "s3cretPW" not in result.stdout + result.stderr
     assert outputs[0].exit_code == 0 and outputs[4].exit_code == 0
+    assert outputs[6].exit_code == 2 and "create-reader" in outputs[6].stderr  # the superuser, refused
+    assert outputs[10].exit_code == 0 and outputs[11].exit_code == 2
+    assert outputs[12].exit_code == 2 and "permission denied for table pg_authid" in outputs[12].stderr
     files = list(out.iterdir())
     assert len(files) >= 6 and all(b"s3cretPW" not in path.read_bytes() for path in files)
+
+
+def test_sql_json_and_csv_are_streamed_in_the_usual_format(reader: str) -> None:
+    """Written a row at a time, json is still exactly ``json.dumps(rows, indent=1)`` and csv the csv module's."""
+    query = "SELECT run, aorkey, channel, flux_mjy, target, NULL AS missing FROM aor_photometry ORDER BY run, aorkey"
+    engine = make_engine(reader)
+    try:
+        expected = run_read_only(engine, query)
+    finally:
+        engine.dispose()
+    rows = [dict(zip(expected.columns, row, strict=True)) for row in expected.rows]
+    assert len(rows) == 4
+    assert run("sql", query, "--format", "json", "--db", reader).stdout == json.dumps(rows, indent=1) + "\n"
+    as_csv = run("sql", query, "--format", "csv", "--db", reader).stdout
+    assert as_csv.splitlines()[0] == ",".join(expected.columns)
+    assert [r["flux_mjy"] for r in csv.DictReader(io.StringIO(as_csv))] == [repr(r["flux_mjy"]) for r in rows]
+    many = "SELECT i.aorkey, i.expid, i.flux_mjy, r.name FROM image_photometry i, runs r, runs s ORDER BY 1, 2, 3, 4"
+    engine = make_engine(reader)
+    try:
+        expected = run_read_only(engine, many)
+    finally:
+        engine.dispose()
+    assert len(expected.rows) > 1000
+    as_json = json.dumps([dict(zip(expected.columns, row, strict=True)) for row in expected.rows], indent=1)
+    assert run("sql", many, "--format", "json", "--db", reader).stdout == as_json + "\n"
+    empty = "SELECT aorkey, channel FROM aor_photometry WHERE false"
+    assert run("sql", empty, "--format", "json", "--db", reader).stdout == "[]\n"
+    assert run("sql", empty, "--format", "csv", "--db", reader).stdout == "aorkey,channel\n"
+
+
+def test_sql_stops_quietly_when_the_pipe_closes(reader: str) -> None:
+    """`iracdb sql ... | head`: the query stops when head has read enough, with no traceback and status 0."""
+    endless = "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 50000000) SELECT x FROM r"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-m", "iracdb", "sql", endless, "--format", "csv", "--db", reader],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert child.stdout is not None and child.stderr is not None
+    assert [child.stdout.readline() for _ in range(3)] == [b"x\n", b"1\n", b"2\n"]
+    child.stdout.close()
+    assert child.wait(timeout=120) == 0
+    with child.stderr:
+        assert child.stderr.read() == b""
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_sql_refuses_a_superuser_in_one_line(reduced: str) -> None:
+    secret = make_url(reduced).set(password="s3cretPW").render_as_string(hide_password=False)
+    for args, env in ((["--db", secret], {}), ([], {"IRACDB_DB_URL": secret, "IRACDB_READER_URL": ""})):
+        result = runner.invoke(app, ["sql", "SELECT set_config('role', 'postgres', true), current_user", *args],
+                               env=env, catch_exceptions=False)
+        assert result.exit_code == 2 and result.stdout == ""
+        assert result.stderr.count("\n") == 1 and "s3cretPW" not in result.stderr
+        assert result.stderr.startswith(f"iracdb: error: iracdb sql will not run as PostgreSQL role "
+                                        f"{make_url(reduced).username!r}: it is a superuser; connect as a read-only "
+                                        "login role instead: create one with `iracdb db create-reader NAME --db "
+                                        "ADMIN_URL`, then give its URL with --db or $IRACDB_READER_URL")
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_db_create_reader_then_sql_through_the_environment(reduced: str) -> None:
+    name = f"iracdb_test_cli_reader_{uuid.uuid4().hex[:8]}"
+    env = {"IRACDB_TEST_READER_PW": "pw-not-shown"}
+    try:
+        made = runner.invoke(app, ["db", "create-reader", name, "--password-env", "IRACDB_TEST_READER_PW",
+                                   "--db", reduced], env=env, catch_exceptions=False)
+        assert made.exit_code == 0, made.output
+        reader_url = make_url(reduced).set(username=name, password="pw-not-shown")
+        shown = reader_url.render_as_string(hide_password=True)
+        assert made.stdout.splitlines() == [
+            f"created read-only role '{name}': SELECT on 14 tables and views in schema 'public'",
+            f"iracdb sql URL: {shown}  (--db URL, or export IRACDB_READER_URL=URL)"]
+        assert "pw-not-shown" not in made.output
+        again = runner.invoke(app, ["db", "create-reader", name, "--no-password", "--db", reduced])
+        assert again.exit_code == 0 and again.stdout.startswith(f"updated read-only role '{name}'")
+        # $IRACDB_READER_URL before $IRACDB_DB_URL, for sql only; --db before both.
+        both = {"IRACDB_READER_URL": reader_url.render_as_string(hide_password=False), "IRACDB_DB_URL": reduced}
+        result = runner.invoke(app, ["sql", "SELECT current_user AS who, count(*) AS n FROM runs", "--format", "csv"],
+                               env=both, catch_exceptions=False)
+        assert (result.exit_code, result.stdout) == (0, f"who,n\n{name},2\n"), result.output
+        assert runner.invoke(app, ["runs", "--format", "json"], env=both).exit_code == 0  # the owner's URL
+        refused = runner.invoke(app, ["sql", "SELECT 1", "--db", reduced], env=both)
+        assert refused.exit_code == 2 and "it is a superuser" in refused.stderr
+    finally:
+        engine = make_engine(reduced)
+        with engine.connect() as conn:
+            conn.execute(sa.text(f"DROP OWNED BY {name}"))
+            conn.execute(sa.text(f"DROP ROLE IF EXISTS {name}"))
+            conn.commit()
+        engine.dispose()
+
+
+def test_reader_url_comes_first_for_sql_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IRACDB_DB_URL", "postgresql://owner@h/d")
+    monkeypatch.setenv("IRACDB_READER_URL", "postgresql://reader@h/d")
+    assert resolve_db_url(None, reader=True) == "postgresql+psycopg://reader@h/d"
+    assert resolve_db_url(None) == "postgresql+psycopg://owner@h/d"
+    assert resolve_db_url("other.sqlite", reader=True) == "sqlite:///other.sqlite"
+    monkeypatch.setenv("IRACDB_READER_URL", "")
+    assert resolve_db_url(None, reader=True) == "postgresql+psycopg://owner@h/d"
+    monkeypatch.setenv("IRACDB_READER_URL", "postgresql+psycopg:/reader:pw@h/d")
+    with pytest.raises(BadOption, match=r"^\$IRACDB_READER_URL looks like a database URL") as error:
+        resolve_db_url(None, reader=True)
+    assert "pw" not in str(error.value)
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["--password-env", "V", "--no-password"], {"V": "x"}, "not both"),
+    (["--password-env", "IRACDB_TEST_UNSET"], {"IRACDB_TEST_UNSET": ""}, "not set or empty"),
+    ([], {}, "no terminal to ask for the password on: give --password-env VAR or --no-password"),
+    (["--no-password"], {}, None),  # SQLite: no roles; PostgreSQL: 'pg_x' is PostgreSQL's
+])
+def test_db_create_reader_errors_are_one_line(db_url: str, backend: str, args: list[str], env: dict[str, str],
+                                              message: str | None) -> None:
+    if message is None:
+        message = "SQLite has no roles: iracdb sql already reads" if backend == "sqlite" else "use lower-case letters"
+    result = runner.invoke(app, ["db", "create-reader", "pg_x", *args, "--db", db_url], env=env, input="")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_sql_never_creates_a_schema(backend: str, empty_db_url: str, request: pytest.FixtureRequest) -> None:
+    """A read-only command does not create (or migrate) the schema of an empty database, unlike the others."""
+    url = empty_db_url if backend == "sqlite" else request.getfixturevalue("pg_server").reader_url(empty_db_url)
+    result = runner.invoke(app, ["sql", "SELECT * FROM runs", "--db", url])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert re.search(r"(no such table: runs|relation \"runs\" does not exist); the views", result.stderr)
+    engine = make_engine(empty_db_url)
+    try:
+        assert sa.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
+
+
+def test_sql_on_a_database_it_cannot_open_is_one_line(backend: str, db_url: str, tmp_path: Path) -> None:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/no/such/folder/x.sqlite"
+    else:
+        url = make_url(db_url).set(username="iracdb_no_such_role", password="s3cretPW").render_as_string(
+            hide_password=False)
+    result = runner.invoke(app, ["sql", "SELECT 1", "--db", url])
+    assert result.exit_code == 3, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("iracdb: error: cannot open database ")
+    assert "s3cretPW" not in result.stderr
 
 
 def _readme_sql() -> list[str]:
@@ -240,10 +406,10 @@ def _readme_sql() -> list[str]:
     return [s for s in statements if s]
 
 
-def test_readme_sql_examples_run(reduced: str) -> None:
+def test_readme_sql_examples_run(reader: str) -> None:
     statements = _readme_sql()
     assert len(statements) >= 5
-    engine = make_engine(reduced)
+    engine = make_engine(reader)
     try:
         for statement in statements:
             run_read_only(engine, statement.replace("'xo3'", "'a'").replace("46466816", str(SUB.aorkey)))
