@@ -516,8 +516,8 @@ def reduce(
             stderr.print(f"unreadable: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
         if report.already_complete:
             stdout.print(f"run {report.name!r} is already complete (same parameters); nothing to do", markup=False)
-        rows = reduction.summary_rows(engine, report.name)
-        _print_rows(rows, reduction.SUMMARY_COLUMNS, OutputFormat.table, title=f"run {report.name}: per-AOR summary")
+        rows = queries.run_summary(engine, report.name)
+        _print_rows(rows, SUMMARY_TABLE_COLUMNS, OutputFormat.table, title=f"run {report.name}: per-AOR summary")
         stdout.print(
             f"run {report.name!r}: {report.status}; {report.n_units_done} of {report.n_units} AOR units "
             f"({report.n_units_this_time} this time), {report.n_images} image rows, {report.n_flagged} flagged, "

@@ -64,11 +64,12 @@ import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
 from iracdb import __version__
+from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS, Column
 from iracdb.db import views
 from iracdb.db.engine import is_sqlite, mask_secrets, safe_url
 from iracdb.db.queries import get_run
 from iracdb.errors import BadOption, UserError
-from iracdb.flags import Flag
+from iracdb.flags import NOT_USED, Flag
 from iracdb.outputs import (
     cannot_write,
     check_outputs,
@@ -80,7 +81,6 @@ from iracdb.outputs import (
     place,
     remove_stale_partials,
 )
-from iracdb.summary import SUMMARY_EXCLUDED
 
 #: The formats :func:`export_run` writes.
 EXPORT_FORMATS: tuple[str, ...] = ("csv", "parquet", "ecsv", "votable")
@@ -100,30 +100,15 @@ Progress = Callable[[int, int], None]
 
 #: Columns decoded from ``flags`` here (bit by bit) rather than fetched from the view: the same values, less I/O.
 _FLAG_BITS: dict[str, int] = {f"flag_{member.name.lower()}": int(member) for member in Flag if member and member.name}
-#: Bits that keep an image out of its AOR's summary, as ``image_photometry.used`` has them (migration 0003).
-_NOT_USED = int(SUMMARY_EXCLUDED | Flag.OUTLIER)
-
-_IMAGE_INT = frozenset({"aorkey", "channel", "target_index", "expid", "dcenum", "plane", "n_combined", "sky_npix",
-                        "flags"})
-_IMAGE_STR = frozenset({"target", "file"})
-_AOR_INT = frozenset({"aorkey", "channel", "target_index", "dither_positions", "cycles", "n_total", "n_used",
-                      "n_rejected", "n_flagged"})
-_AOR_STR = frozenset({"target", "object", "date_obs", "mission", "read_mode", "dither_scale", "reject_rule",
-                      "correction"})
-
-#: The ``image_photometry`` columns that are renamed ``measurements`` columns (migration 0003), for reading the
-#: image rows from ``measurements`` itself; the others have the same name in both.
-_IMAGE_FROM_MEASUREMENTS = {
-    "xc": "x_px", "yc": "y_px", "xc_full": "x_full_px", "yc_full": "y_full_px", "x_expected": "x_expected_px",
-    "y_expected": "y_expected_px", "fwhm_x": "fwhm_x_px", "fwhm_y": "fwhm_y_px", "sky": "background_mjy_sr",
-    "sky_err": "background_err_mjy_sr", "sky_npix": "background_npix", "aperture_area": "aperture_area_px",
-    "raw_flux": "raw_sum_mjy_sr", "raw_flux_err": "raw_sum_err_mjy_sr", "net_flux": "net_sum_mjy_sr",
-    "net_flux_err": "net_sum_err_mjy_sr", "correction": "correction_factor", "ap_corr": "aperture_correction",
-}
-#: ``image_photometry`` columns computed here from other columns, as the view computes them: ``target`` (the
-#: target's name, from ``target_index``), ``file`` (the input's path, from ``input_id``), ``used`` and ``flag_*``
-#: (from ``flags``). Each text value fetched costs a Python string per row, more than the rest of the row.
-_IMAGE_DERIVED = frozenset({"target", "file", "used", *_FLAG_BITS})
+#: Arrow type of each registry storage type.
+_ARROW_TYPES = {"int": pa.int64(), "bigint": pa.int64(), "float": pa.float64(), "text": pa.string(),
+                "bool": pa.bool_()}
+#: ``image_photometry`` columns computed here from other columns, as the view computes them (the registry's
+#: ``view`` columns): ``target`` (the target's name, from ``target_index``), ``file`` (the input's path, from
+#: ``input_id``), ``used`` (:data:`iracdb.flags.NOT_USED`) and ``flag_*`` (from ``flags``). Each text value fetched
+#: costs a Python string per row, more than the rest of the row. Every other column has the same name in
+#: ``measurements``.
+_IMAGE_DERIVED = frozenset(c.name for c in IMAGE_COLUMNS if c.source == "view")
 
 
 @dataclass(frozen=True)
@@ -131,15 +116,13 @@ class _Table:
     """One exported table: its view, its columns (no ``run``), their Arrow schema and the SQL that streams it.
 
     ``base``: read the rows from that base table (``measurements``) of the run's id rather than from the view of
-    the run's name, with :data:`_IMAGE_FROM_MEASUREMENTS` and :data:`_IMAGE_DERIVED`.
+    the run's name (the same column names), computing :data:`_IMAGE_DERIVED` here.
     """
 
     key: str
     view: str
-    columns: tuple[views.Column, ...]
+    columns: tuple[Column, ...]
     order: tuple[str, ...]
-    ints: frozenset[str]
-    strings: frozenset[str]
     base: str | None = None
     schema: pa.Schema = field(init=False)
     fetched: tuple[str, ...] = field(init=False)
@@ -161,14 +144,14 @@ class _Table:
     def names(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.columns)
 
+    @property
+    def types(self) -> dict[str, str]:
+        return {column.name: column.type for column in self.columns}
+
     def arrow_type(self, name: str) -> pa.DataType:
-        if name in self.ints or name == "input_id":
+        if name == "input_id":
             return pa.int64()
-        if name in self.strings:
-            return pa.string()
-        if name == "used" or name in _FLAG_BITS:
-            return pa.bool_()
-        return pa.float64()
+        return _ARROW_TYPES[self.types[name]]
 
     def sql(self) -> str:
         """The query of the run's rows, in order; its parameter ``run`` is the run's id for a ``base`` table, else
@@ -176,7 +159,7 @@ class _Table:
         if not self.base:
             return (f"SELECT {', '.join(self.fetched)} FROM {self.view} WHERE run = :run "
                     f"ORDER BY {', '.join(self.order)}")
-        selected = ", ".join(f"m.{_IMAGE_FROM_MEASUREMENTS.get(n, n)}" for n in self.fetched)
+        selected = ", ".join(f"m.{n}" for n in self.fetched)
         return (f"SELECT {selected} FROM {self.base} AS m WHERE m.run_id = :run "
                 f"ORDER BY {', '.join(f'm.{n}' for n in self.order)}")
 
@@ -200,7 +183,7 @@ class _Table:
             by_name["target"] = names.targets.take(by_name["target_index"])
             by_name["file"] = names.paths.take(by_name["input_id"])
             measured = by_name["flux_mjy"].is_valid().to_numpy(zero_copy_only=False)
-            by_name["used"] = pa.array(((flags & _NOT_USED) == 0) & measured, type=pa.bool_())
+            by_name["used"] = pa.array(((flags & int(NOT_USED)) == 0) & measured, type=pa.bool_())
         arrays = []
         for name in self.names:
             if name in by_name:
@@ -260,10 +243,10 @@ class _Names:
                    _Lookup([(r["id"], r["path"]) for r in paths], other_paths))
 
 
-_AOR_TABLE = _Table("aor", views.AOR_VIEW, tuple(c for c in views.AOR_COLUMNS if c.name != "run"),
-                    ("aorkey", "channel", "target_index"), _AOR_INT, _AOR_STR)
-_IMAGE_TABLE = _Table("img", views.IMAGE_VIEW, tuple(c for c in views.IMAGE_COLUMNS if c.name != "run"),
-                      views.IMAGE_ORDER, _IMAGE_INT, _IMAGE_STR, base="measurements")
+_AOR_TABLE = _Table("aor", views.AOR_VIEW, tuple(c for c in AOR_COLUMNS if c.exported and c.name != "run"),
+                    views.AOR_ORDER)
+_IMAGE_TABLE = _Table("img", views.IMAGE_VIEW, tuple(c for c in IMAGE_COLUMNS if c.exported and c.name != "run"),
+                      views.IMAGE_ORDER, base="measurements")
 
 # --------------------------------------------------------------------------------------------------------------
 # Reading one consistent snapshot

@@ -51,6 +51,16 @@ UNUSABLE = (
     | Flag.FILE_UNREADABLE
 )
 
+#: Bits that keep an image out of its AOR's summary (and out of outlier rejection): :data:`UNUSABLE` (no
+#: meaningful flux at all), plus two bits whose flux is a number but not a measurement of the target that may be
+#: averaged: ``CENTROID_SHIFTED`` (the aperture was not placed on the measured centroid, so it sampled the PSF wing
+#: or another source) and ``SATURATED`` (the aperture holds a saturated pixel, so the flux is biased low).
+#: :func:`iracdb.summary.summarize` applies it.
+SUMMARY_EXCLUDED = UNUSABLE | Flag.CENTROID_SHIFTED | Flag.SATURATED
+#: Bits that mean an image was not used in its AOR's summary: :data:`SUMMARY_EXCLUDED` or rejected as an
+#: ``OUTLIER``. The ``used`` column of the views and exports is "none of these bits and a measured flux".
+NOT_USED = SUMMARY_EXCLUDED | Flag.OUTLIER
+
 
 def decode(value: int) -> list[str]:
     """Names (lower case) of the bits set in ``value``, in bit order."""

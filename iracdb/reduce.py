@@ -41,6 +41,7 @@ from numpy.typing import ArrayLike
 from sqlalchemy import Connection, Engine, and_, func, insert, select, text, update
 
 from iracdb import __version__, summary
+from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS
 from iracdb.db import queries
 from iracdb.db.engine import is_sqlite, mask_secrets
 from iracdb.db.models import AorSummary, Exposure, File, Measurement, Run, RunInput, RunTarget, RunUnit
@@ -373,28 +374,14 @@ class Chunk:
     exposures: tuple[ExposureWork, ...]
 
 
-#: The per-image columns a worker returns (numpy arrays of equal length), in the order of the measurements table.
-ROW_COLUMNS = (
-    "expid", "dcenum", "plane", "n_combined", "target_index", "exposure_id", "mjd", "bmjd",
-    "x_expected_px", "y_expected_px", "x_centroid_px", "y_centroid_px", "x_px", "y_px", "x_full_px", "y_full_px",
-    "shift_px", "fwhm_x_px", "fwhm_y_px", "background_mjy_sr", "background_err_mjy_sr", "background_std_mjy_sr",
-    "background_npix", "aperture_area_px", "raw_sum_mjy_sr", "raw_sum_err_mjy_sr", "net_sum_mjy_sr",
-    "net_sum_err_mjy_sr", "correction_factor", "aperture_correction", "flux_mjy", "flux_err_mjy", "flags",
-)
-_INT_COLUMNS = frozenset({"expid", "dcenum", "plane", "n_combined", "target_index", "exposure_id", "flags"})
-#: Photometry field -> measurements column.
-_FROM_PHOTOMETRY = {
-    "x_expected": "x_expected_px", "y_expected": "y_expected_px", "x_centroid": "x_centroid_px",
-    "y_centroid": "y_centroid_px", "x": "x_px", "y": "y_px", "x_full": "x_full_px", "y_full": "y_full_px",
-    "shift_px": "shift_px", "fwhm_x_px": "fwhm_x_px", "fwhm_y_px": "fwhm_y_px",
-    "background_mjy_sr": "background_mjy_sr", "background_err_mjy_sr": "background_err_mjy_sr",
-    "background_std_mjy_sr": "background_std_mjy_sr", "background_npix": "background_npix",
-    "aperture_area_px": "aperture_area_px", "raw_sum_mjy_sr": "raw_sum_mjy_sr",
-    "raw_sum_err_mjy_sr": "raw_sum_err_mjy_sr", "net_sum_mjy_sr": "net_sum_mjy_sr",
-    "net_sum_err_mjy_sr": "net_sum_err_mjy_sr", "correction_factor": "correction_factor",
-    "aperture_correction": "aperture_correction", "flux_mjy": "flux_mjy", "flux_err_mjy": "flux_err_mjy",
-    "flags": "flags",
-}
+#: The stored per-image columns (:data:`iracdb.columns.IMAGE_COLUMNS`).
+_STORED_IMAGE_COLUMNS = tuple(c for c in IMAGE_COLUMNS if c.stored)
+#: The per-image columns a worker returns (numpy arrays of equal length): the exposure's id (the writer turns it
+#: into the science input's) and every stored column but the two the writer sets for the whole unit.
+ROW_COLUMNS = ("exposure_id", *(c.name for c in _STORED_IMAGE_COLUMNS if c.name not in ("aorkey", "channel")))
+_INT_COLUMNS = frozenset({"exposure_id", *(c.name for c in _STORED_IMAGE_COLUMNS if c.type in ("int", "bigint"))})
+#: The columns the photometry core computes (each a field of Photometry, named by the column's ``origin``).
+_PHOTOMETRY_COLUMNS = tuple(c for c in IMAGE_COLUMNS if c.source == "photometry")
 
 
 @dataclass
@@ -647,9 +634,11 @@ def _columns_from(
         "n_combined": n_combined.astype(np.int64), "target_index": np.full(n, target_index, dtype=np.int64),
         "exposure_id": ids[exposure_of_image, 0], "mjd": times[0], "bmjd": times[1],
     }
-    for source, column in _FROM_PHOTOMETRY.items():
-        columns[column] = np.asarray(getattr(phot, source))
-    columns["background_npix"] = columns["background_npix"].astype(np.float64)  # NULL-able like the others
+    for column in _PHOTOMETRY_COLUMNS:
+        values = np.asarray(getattr(phot, column.origin))
+        # A count (sky_npix) as floats, so that a value not measured can be NaN (NULL) like the others; not flags.
+        is_count = column.type == "int" and column.name != "flags"
+        columns[column.name] = values.astype(np.float64) if is_count else values
     return columns
 
 
@@ -1325,7 +1314,27 @@ def _map_dask(fn: Callable[[Chunk], ChunkResult], chunks: Iterator[Chunk], sched
 # Writing (the driver alone)
 # --------------------------------------------------------------------------------------------------------------
 
-_MEASUREMENT_COLUMNS = ("run_id", "aorkey", "channel", *ROW_COLUMNS[:5], "exposure_id", "input_id", *ROW_COLUMNS[6:])
+_MEASUREMENT_COLUMNS = ("run_id", "aorkey", "channel", "input_id", *ROW_COLUMNS)
+
+
+#: The stored per-AOR columns (:data:`iracdb.columns.AOR_COLUMNS`).
+_STORED_AOR_COLUMNS = tuple(c for c in AOR_COLUMNS if c.stored and c.source != "key")
+
+
+def aor_facts(exposures: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The AOR columns that come from the catalogue (``source="exposure"``), from a unit's exposures: the first
+    exposure's OBJECT, DATE_OBS, mission, read mode and times, the first dither scale given, the number of distinct
+    dither positions and the largest cycle number."""
+    first = exposures[0] if exposures else {}
+    dither_pos = {e["dither_pos"] for e in exposures if e["dither_pos"] is not None}
+    cycles = [e["cycle_num"] for e in exposures if e["cycle_num"] is not None]
+    scales = [e["dither_scale"] for e in exposures if e["dither_scale"]]
+    return {
+        "object": first.get("object"), "date_obs": first.get("date_obs"), "mission": first.get("mission"),
+        "read_mode": first.get("read_mode"), "frame_time_s": first.get("frame_time_s"),
+        "exposure_time_s": first.get("exposure_time_s"), "dither_scale": scales[0] if scales else None,
+        "dither_positions": len(dither_pos) or None, "cycles": max(cycles) if cycles else None,
+    }
 
 
 class _Writer:
@@ -1367,14 +1376,12 @@ class _Writer:
             )
 
     def _summaries(self, unit: _Unit, columns: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """One ``aor_summaries`` row per target (the registry's stored AOR columns), and the flags with outliers."""
         flags = columns["flags"].astype(np.int64)
+        facts = aor_facts(unit.exposures)
+        mission = facts["mission"]
+        choice = self.resolved["per_mission_channel"].get(f"{mission}:ch{unit.channel}", {"correction": "none"})
         rows = []
-        first = unit.exposures[0] if unit.exposures else {}
-        mission = first.get("mission")
-        choice = self.resolved["per_mission_channel"].get(f"{mission}:ch{unit.channel}", {})
-        dither_pos = {e["dither_pos"] for e in unit.exposures if e["dither_pos"] is not None}
-        cycles = [e["cycle_num"] for e in unit.exposures if e["cycle_num"] is not None]
-        scales = [e["dither_scale"] for e in unit.exposures if e["dither_scale"]]
         for target_index, _target in unit.targets:
             mine = columns["target_index"] == target_index
             stats = summary.summarize(
@@ -1382,22 +1389,17 @@ class _Writer:
                 columns["bmjd"][mine], flags[mine], self.rule,
             )
             flags[mine] = summary.with_outlier_flags(flags[mine], stats.outlier)
-            rows.append({
-                "run_id": self.run_id, "aorkey": unit.aorkey, "channel": unit.channel, "target_index": target_index,
-                "object": first.get("object"), "n_total": stats.n_total, "n_flagged": stats.n_flagged,
-                "n_rejected": stats.n_rejected, "n_used": stats.n_used, "reject_rule": stats.reject_rule,
-                "mean_flux_mjy": _sql(stats.mean_flux_mjy), "median_flux_mjy": _sql(stats.median_flux_mjy),
-                "std_flux_mjy": _sql(stats.std_flux_mjy), "flux_err_mjy": _sql(stats.flux_err_mjy),
-                "mean_image_err_mjy": _sql(stats.mean_image_err_mjy), "spread_pct": _sql(stats.spread_pct),
-                "mean_mjd": _sql(stats.mean_mjd), "mean_bmjd": _sql(stats.mean_bmjd),
-                "first_mjd": _sql(stats.first_mjd), "first_date_obs": first.get("date_obs"), "mission": mission,
-                "read_mode": first.get("read_mode"), "frame_time_s": first.get("frame_time_s"),
-                "exposure_time_s": first.get("exposure_time_s"),
-                "dither_scale": scales[0] if scales else None,
-                "dither_positions": len(dither_pos) or None, "cycles": max(cycles) if cycles else None,
-                "correction": choice.get("correction", "none"),
-                "aperture_correction": choice.get("aperture_correction"),
-            })
+            row: dict[str, Any] = {"run_id": self.run_id, "aorkey": unit.aorkey, "channel": unit.channel,
+                                   "target_index": target_index}
+            for column in _STORED_AOR_COLUMNS:
+                if column.source == "summary":
+                    value = getattr(stats, column.name)
+                    row[column.name] = _sql(value) if column.type == "float" else value
+                elif column.source == "exposure":
+                    row[column.name] = facts[column.name]
+                elif column.source == "run":
+                    row[column.name] = choice.get(column.origin)
+            rows.append(row)
         return rows, flags
 
     def _write_inputs(self, conn: Connection, unit: _Unit) -> dict[str, int]:
@@ -1424,7 +1426,7 @@ class _Writer:
             "input_id": [science.get(e) for e in columns["exposure_id"].astype(np.int64).tolist()],
         }
         for name in ROW_COLUMNS:
-            values[name] = _column_values(columns[name], integer=name in _INT_COLUMNS or name == "background_npix")
+            values[name] = _column_values(columns[name], integer=name in _INT_COLUMNS)
         rows = list(zip(*(values[name] for name in _MEASUREMENT_COLUMNS), strict=True))
         names = ", ".join(_MEASUREMENT_COLUMNS)
         if self.postgres:
@@ -1489,28 +1491,7 @@ def _column_values(values: np.ndarray, *, integer: bool) -> list[Any]:
     return values.tolist()
 
 
-#: Columns of :func:`summary_rows` (the short per-AOR table printed after a reduction).
-SUMMARY_COLUMNS = (
-    "aorkey", "channel", "target", "object", "mission", "read_mode", "n_total", "n_used", "n_rejected",
-    "n_flagged", "mean_flux_mjy", "flux_err_mjy", "std_flux_mjy", "spread_pct", "mean_mjd",
-)
-
-
-def summary_rows(engine: Engine, run_name: str) -> list[dict[str, Any]]:
-    """The per-AOR summaries of a run, one dict per (AOR, channel, target), ordered by AOR, channel, target."""
-    run = get_run(engine, run_name)
-    query = (
-        select(*AorSummary.__table__.columns, RunTarget.name.label("target"))
-        .join(RunTarget, and_(RunTarget.run_id == AorSummary.run_id,
-                              RunTarget.target_index == AorSummary.target_index))
-        .where(AorSummary.run_id == run["id"])
-        .order_by(AorSummary.aorkey, AorSummary.channel, AorSummary.target_index)
-    )
-    with engine.connect() as conn:
-        return [dict(row) for row in conn.execute(query).mappings()]
-
-
 __all__ = [
-    "SUMMARY_COLUMNS", "Chunk", "ChunkResult", "Execution", "ReduceOptions", "RunReport", "Target", "get_run",
-    "measure_chunk", "parse_sky_position", "read_targets_file", "reduce", "summary_rows",
+    "Chunk", "ChunkResult", "Execution", "ReduceOptions", "RunReport", "Target", "aor_facts", "get_run",
+    "measure_chunk", "parse_sky_position", "read_targets_file", "reduce",
 ]

@@ -12,7 +12,7 @@ Three differences from the 2018 script this project replaces (see ``irac-photome
   is stored with every summary (:attr:`AorStats.reject_rule`).
 - **The "Error" is the error of the mean.** The old ``Error (mJy)`` column was the *population* standard deviation
   of the fluxes (the scatter of one image, ``ddof=0``). :attr:`AorStats.flux_err_mjy` is the standard error of the
-  mean flux, ``std(ddof=1) / sqrt(n_used)``; the scatter itself is :attr:`AorStats.std_flux_mjy` (sample std) and the
+  mean flux, ``std(ddof=1) / sqrt(n_used)``; the scatter itself is :attr:`AorStats.std_mjy` (sample std) and the
   mean per-image photometric error, which the old script never computed, is :attr:`AorStats.mean_image_err_mjy`.
 - **Failed images are kept, flagged and counted,** never silently dropped: :attr:`AorStats.n_flagged` counts them.
 
@@ -30,9 +30,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from iracdb import flags as _flags
 from iracdb.errors import BadOption
-from iracdb.flags import Flag
+from iracdb.flags import SUMMARY_EXCLUDED, Flag
 
 __all__ = [
     "SUMMARY_EXCLUDED",
@@ -43,13 +42,6 @@ __all__ = [
     "with_outlier_flags",
 ]
 
-#: Flag bits that keep an image out of the AOR summary (and out of outlier rejection).
-#:
-#: :data:`iracdb.flags.UNUSABLE` (no meaningful flux at all), plus two bits whose flux is a number but not a
-#: measurement of the target that may be averaged: ``CENTROID_SHIFTED`` (the aperture was not placed on the measured
-#: centroid, so it sampled the PSF wing or another source) and ``SATURATED`` (the aperture holds a saturated pixel,
-#: so the flux is biased low). Defined here, once; :func:`summarize` is the only place that applies it.
-SUMMARY_EXCLUDED: Flag = _flags.UNUSABLE | Flag.CENTROID_SHIFTED | Flag.SATURATED
 
 #: Upper bound on the passes of iterative sigma clipping (it normally converges in two or three).
 MAX_SIGMA_ITERATIONS = 20
@@ -239,22 +231,22 @@ class AorStats:
         Images that enter the statistics; ``n_used + n_rejected + n_flagged == n_total``.
     reject_rule : str
         Canonical text of the rule applied (``none``, ``minmax``, ``sigma:3``...).
-    mean_flux_mjy : float
+    flux_mjy : float
         Mean flux, mJy.
     median_flux_mjy : float
         Median flux, mJy.
-    std_flux_mjy : float
+    std_mjy : float
         Sample standard deviation (``ddof=1``) of the fluxes, mJy: the scatter of one image. NaN when
         ``n_used < 2``. (The 2018 script's "Error" was the *population* std, ``ddof=0``.)
     flux_err_mjy : float
-        Standard error of the mean flux, ``std_flux_mjy / sqrt(n_used)``, mJy. NaN when ``n_used < 2``.
+        Standard error of the mean flux, ``std_mjy / sqrt(n_used)``, mJy. NaN when ``n_used < 2``.
     mean_image_err_mjy : float
         Mean of the per-image photometric errors, mJy (NaN if one of them is NaN).
     spread_pct : float
-        ``100 * std_flux_mjy / |mean_flux_mjy|``, percent. NaN when the std is NaN or the mean is 0.
-    mean_mjd : float
+        ``100 * std_mjy / |flux_mjy|``, percent. NaN when the std is NaN or the mean is 0.
+    mjd : float
         Mean MJD (days) of the used images that have a finite MJD.
-    mean_bmjd : float
+    bmjd : float
         Mean barycentric MJD (days) of the used images that have a finite BMJD.
     first_mjd, last_mjd : float
         Earliest and latest MJD (days) over *all* images with a finite MJD, used or not.
@@ -266,14 +258,14 @@ class AorStats:
     n_rejected: int
     n_used: int
     reject_rule: str
-    mean_flux_mjy: float
+    flux_mjy: float
     median_flux_mjy: float
-    std_flux_mjy: float
+    std_mjy: float
     flux_err_mjy: float
     mean_image_err_mjy: float
     spread_pct: float
-    mean_mjd: float
-    mean_bmjd: float
+    mjd: float
+    bmjd: float
     first_mjd: float
     last_mjd: float
 
@@ -363,14 +355,14 @@ def summarize(
         n_rejected=int(outlier.sum()),
         n_used=n_used,
         reject_rule=str(rule),
-        mean_flux_mjy=mean,
+        flux_mjy=mean,
         median_flux_mjy=median,
-        std_flux_mjy=std,
+        std_mjy=std,
         flux_err_mjy=err_of_mean,
         mean_image_err_mjy=_sorted_mean(err[used]),
         spread_pct=spread,
-        mean_mjd=_sorted_mean(t_used[np.isfinite(t_used)]),
-        mean_bmjd=_sorted_mean(tb_used[np.isfinite(tb_used)]),
+        mjd=_sorted_mean(t_used[np.isfinite(t_used)]),
+        bmjd=_sorted_mean(tb_used[np.isfinite(tb_used)]),
         first_mjd=float(t_all.min()) if t_all.size else math.nan,
         last_mjd=float(t_all.max()) if t_all.size else math.nan,
     )

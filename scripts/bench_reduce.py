@@ -197,8 +197,8 @@ def child(spec_json: str) -> None:
             {"name": name},
         ).scalar_one()
         fluxes = conn.execute(
-            text("SELECT s.mean_flux_mjy FROM aor_summaries s JOIN runs r ON r.id = s.run_id "
-                 "WHERE r.name = :name AND s.mean_flux_mjy IS NOT NULL"), {"name": name}
+            text("SELECT s.flux_mjy FROM aor_summaries s JOIN runs r ON r.id = s.run_id "
+                 "WHERE r.name = :name AND s.flux_mjy IS NOT NULL"), {"name": name}
         ).scalars().all()
     engine.dispose()
     print("RESULT " + json.dumps({

@@ -22,6 +22,7 @@ from reduce_helpers import sql_rows
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from iracdb import columns
 from iracdb.db import views
 from iracdb.db.engine import make_engine
 from iracdb.db.models import Run
@@ -45,8 +46,8 @@ STEM = "spot%20check%2F1"
 #: Three targets: the alpha star, the brightest source (auto), and a position in no image (NULL measurements).
 OPTIONS = ReduceOptions(targets=(Target("alpha", ALPHA.ra_deg, ALPHA.dec_deg), Target("auto"),
                                  Target("nowhere", 10.0, -45.0)), aperture_correction="none")
-AOR_NAMES = tuple(n for n in views.AOR_COLUMN_NAMES if n != "run")
-IMAGE_NAMES = tuple(n for n in views.IMAGE_COLUMN_NAMES if n != "run")
+AOR_NAMES = tuple(n for n in columns.AOR_COLUMN_NAMES if n != "run")
+IMAGE_NAMES = tuple(n for n in columns.IMAGE_COLUMN_NAMES if n != "run")
 BOOL_COLUMNS = {"used", *(n for n in IMAGE_NAMES if n.startswith("flag_"))}
 
 

@@ -22,7 +22,8 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ProgrammingError
 
-from iracdb.db import readonly, views
+from iracdb import columns
+from iracdb.db import readonly
 from iracdb.db.engine import is_sqlite, make_engine
 from iracdb.db.reader import ReaderSetupError, create_reader
 from iracdb.db.readonly import (
@@ -48,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Writes and tricks refused on both backends (or, where the database reads them as bad syntax, QueryError).
 WRITES = [
     "INSERT INTO run_targets (run_id, target_index, name) SELECT run_id, target_index + 10, name FROM run_targets",
-    "UPDATE aor_summaries SET mean_flux_mjy = 0",
+    "UPDATE aor_summaries SET flux_mjy = 0",
     "DELETE FROM measurements",
     "DELETE FROM runs",
     "CREATE TABLE scratch (x integer)",
@@ -134,7 +135,7 @@ def snapshot(engine: Engine) -> dict:
             "columns": {t: [c["name"] for c in schema.get_columns(t)] for t in tables},
             "indexes": {t: sorted(str(i["name"]) for i in schema.get_indexes(t)) for t in tables},
             "rows": {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in tables},
-            "fluxes": conn.execute(text("SELECT sum(mean_flux_mjy) FROM aor_summaries")).scalar_one(),
+            "fluxes": conn.execute(text("SELECT sum(flux_mjy) FROM aor_summaries")).scalar_one(),
         }
         if is_sqlite(engine):
             for pragma in ("user_version", "journal_mode", "foreign_keys", "query_only"):
@@ -155,10 +156,10 @@ def assert_refused(engine: Engine, reader: Engine, statement: str) -> None:
 
 def test_views_have_their_documented_columns(reader: Engine) -> None:
     image = run_read_only(reader, "SELECT * FROM image_photometry ORDER BY aorkey, expid")
-    assert image.columns == views.IMAGE_COLUMN_NAMES
+    assert image.columns == columns.IMAGE_COLUMN_NAMES
     assert len(image.rows) == 4 and not image.truncated
     aor = run_read_only(reader, "SELECT * FROM aor_photometry ORDER BY aorkey;")
-    assert aor.columns == views.AOR_COLUMN_NAMES
+    assert aor.columns == columns.AOR_COLUMN_NAMES
     assert [(row[1], row[2]) for row in aor.rows] == [(GAMMA.aorkey, 1), (DELTA.aorkey, 2)]
     assert all(isinstance(v, int | float | str | bool | None) for row in image.rows + aor.rows for v in row)
 

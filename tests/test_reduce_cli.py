@@ -16,10 +16,11 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from iracdb.cli import app
+from iracdb.db import queries
 from iracdb.db.engine import make_engine
 from iracdb.flags import Flag
 from iracdb.ingest import ingest
-from iracdb.reduce import ReduceOptions, Target, read_targets_file, reduce, summary_rows
+from iracdb.reduce import ReduceOptions, Target, read_targets_file, reduce
 from iracdb.synth import AorSpec, SynthArchive, write_archive
 
 runner = CliRunner()
@@ -127,9 +128,9 @@ def test_apertures_the_images_cannot_hold_are_refused_before_the_run_exists(cata
         # the name is still free; the largest radius each image holds runs, its rows flagged off the edge
         ok = run(*base, "--radius", "45.25", "--aor", "71000064")
         assert ok.exit_code == 0, ok.output
-        rows = _rows(engine, "SELECT flags, aperture_area_px FROM measurements")
+        rows = _rows(engine, "SELECT flags, aperture_area FROM measurements")
         assert len(rows) == 128 and all(r["flags"] & Flag.APERTURE_OFF_EDGE for r in rows)
-        assert all(900 < r["aperture_area_px"] <= 32 * 32 + 1e-6 for r in rows)  # the image, less bad pixels
+        assert all(900 < r["aperture_area"] <= 32 * 32 + 1e-6 for r in rows)  # the image, less bad pixels
         wide = run("reduce", "--run-name", "wide", "--auto", "--aor", "71000320", "--annulus", "3", "362.03",
                    "--db", catalogued)
         assert wide.exit_code == 0, wide.output
@@ -149,10 +150,10 @@ def test_summary_table_is_printed(catalogued: str, tmp_path: Path) -> None:
     assert "71000064" in out and "the alpha star" in out and "ALPHA ch2 sub" in out
     assert "run 'first': complete; 1 of 1 AOR units (1 this time), 128 image rows" in out
     engine = make_engine(catalogued)
-    [row] = summary_rows(engine, "first")
+    [row] = queries.run_summary(engine, "first")
     engine.dispose()
     shown = [float(x) for x in re.findall(r"\d+\.\d+", out)]
-    assert any(abs(x - row["mean_flux_mjy"]) < 1e-3 for x in shown), out  # the mean flux is shown
+    assert any(abs(x - row["flux_mjy"]) < 1e-3 for x in shown), out  # the mean flux is shown
     # BETA has no target: a note on stderr, not an error
     assert "note: 1 AOR-channel(s) have no target in the targets given and are not measured: 71000320/ch1" in (
         result.stderr)
@@ -166,17 +167,17 @@ def test_summary_table_is_printed(catalogued: str, tmp_path: Path) -> None:
 
 
 def test_summary_rows(catalogued: str) -> None:
-    """The library function behind the printed table."""
+    """The library function behind the printed table (the aor_photometry view, as `iracdb summary`)."""
     engine = make_engine(catalogued)
     try:
         reduce(engine, "rows", ReduceOptions(targets=(Target("alpha", ALPHA.ra_deg, ALPHA.dec_deg),
                                                       Target("auto"))))
-        rows = summary_rows(engine, "rows")
+        rows = queries.run_summary(engine, "rows")
         assert [(r["aorkey"], r["channel"], r["target"]) for r in rows] == [
             (71000064, 2, "alpha"), (71000064, 2, "auto"), (71000320, 1, "alpha"), (71000320, 1, "auto")]
         for r in rows:
             assert r["n_total"] in (128, 3) and r["reject_rule"] == "sigma:3"
-        assert rows[0]["mean_flux_mjy"] == pytest.approx(rows[1]["mean_flux_mjy"], rel=1e-3)
+        assert rows[0]["flux_mjy"] == pytest.approx(rows[1]["flux_mjy"], rel=1e-3)
     finally:
         engine.dispose()
 
@@ -219,7 +220,7 @@ def test_every_option_reaches_the_run(catalogued: str, tmp_path: Path) -> None:
     rows = _rows(engine, "SELECT * FROM measurements WHERE run_id = :r ORDER BY expid, target_index",
                  r=run_row["id"])
     assert len(rows) == 3 * 4 and {r["aorkey"] for r in rows} == {BETA.aorkey}
-    assert {r["aperture_correction"] for r in rows} == {1.02}
+    assert {r["ap_corr"] for r in rows} == {1.02}
     engine.dispose()
 
 

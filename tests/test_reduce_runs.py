@@ -322,7 +322,7 @@ def test_unreadable_files_give_flagged_rows_and_the_run_goes_on(engine: Engine, 
     for row in rows:
         if (row["aorkey"], row["expid"]) in bad:
             assert row["flags"] == Flag.FILE_UNREADABLE, row
-            assert row["flux_mjy"] is None and row["x_centroid_px"] is None and row["background_mjy_sr"] is None
+            assert row["flux_mjy"] is None and row["x_centroid"] is None and row["sky"] is None
             assert row["mjd"] is not None  # identity and time are kept
         else:
             assert not row["flags"] & Flag.FILE_UNREADABLE
@@ -354,7 +354,7 @@ def test_an_exposure_without_a_wcs_does_not_shift_the_others(engine: Engine, sma
         path = folder / f"SPITZER_I1_71000320_{row['expid']:04d}_0000_2_bcd.fits"
         x, y = sky_to_pixel(fits.getheader(path), 277.1303, 26.8440)
         assert not row["flags"] & Flag.COORD_CONVERSION_FAILED
-        assert abs(row["x_expected_px"] - float(x)) < 1e-6 and abs(row["y_expected_px"] - float(y)) < 1e-6
+        assert abs(row["x_expected"] - float(x)) < 1e-6 and abs(row["y_expected"] - float(y)) < 1e-6
 
 
 # --------------------------------------------------------------------------------------------------------------

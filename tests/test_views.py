@@ -1,5 +1,5 @@
-"""The readable views (migration 0003) on both backends: their columns are the documented ones, their flag columns
-follow the flag registry, their values are the stored values, and `iracdb summary`/`runs` read them."""
+"""The readable views (migrations 0003, 0004) on both backends: their columns are the documented ones, their flag
+columns follow the flag registry, their values are the stored values, and `iracdb summary`/`runs` read them."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 from reduce_helpers import sql_rows
 from sqlalchemy import Engine, inspect
 
+from iracdb.columns import AOR_COLUMN_NAMES, IMAGE_COLUMN_NAMES
 from iracdb.db import migrate, queries
-from iracdb.db.views import AOR_COLUMN_NAMES, AOR_VIEW, IMAGE_COLUMN_NAMES, IMAGE_ORDER, IMAGE_VIEW
+from iracdb.db.views import AOR_VIEW, IMAGE_ORDER, IMAGE_VIEW
 from iracdb.errors import NoSuchAor, NoSuchRun
 from iracdb.flags import Flag, column_names
 from iracdb.ingest import ingest
@@ -71,9 +72,9 @@ def test_image_view_values_are_the_stored_values(reduced: Engine) -> None:
                                "ORDER BY m.aorkey, m.channel, m.expid, m.dcenum, m.plane, m.target_index")
     view = sql_rows(reduced, f"SELECT * FROM {IMAGE_VIEW} WHERE run = 'v1' ORDER BY {', '.join(IMAGE_ORDER)}")
     assert len(view) == len(stored) > 0
-    renamed = {"xc": "x_px", "yc": "y_px", "xc_full": "x_full_px", "sky": "background_mjy_sr",
-               "raw_flux": "raw_sum_mjy_sr", "net_flux": "net_sum_mjy_sr", "correction": "correction_factor",
-               "ap_corr": "aperture_correction", "fwhm_x": "fwhm_x_px", "file": "path"}
+    renamed = {"xc": "xc", "yc": "yc", "xc_full": "xc_full", "sky": "sky", "raw_flux": "raw_flux",
+               "net_flux": "net_flux", "correction": "correction", "ap_corr": "ap_corr", "fwhm_x": "fwhm_x",
+               "file": "path"}  # one name per quantity (migration 0004): only the joined path differs
     n_null = 0
     for row, original in zip(view, stored, strict=True):
         for column, source in {**renamed, "flux_mjy": "flux_mjy", "flags": "flags", "plane": "plane"}.items():
@@ -96,8 +97,8 @@ def test_aor_view_values_are_the_stored_summaries(reduced: Engine) -> None:
     for row, original in zip(view, stored, strict=True):
         assert (row["aorkey"], row["channel"], row["target_index"]) == (
             original["aorkey"], original["channel"], original["target_index"])
-        assert row["flux_mjy"] == original["mean_flux_mjy"] and row["std_mjy"] == original["std_flux_mjy"]
-        assert row["flux_err_mjy"] == original["flux_err_mjy"] and row["date_obs"] == original["first_date_obs"]
+        assert row["flux_mjy"] == original["flux_mjy"] and row["std_mjy"] == original["std_mjy"]
+        assert row["flux_err_mjy"] == original["flux_err_mjy"] and row["date_obs"] == original["date_obs"]
         assert row["target"] == ("auto", "nowhere")[row["target_index"]]
     auto = [row for row in view if row["target"] == "auto"]
     assert all(row["n_used"] > 0 and math.isfinite(row["flux_mjy"]) for row in auto)

@@ -14,22 +14,27 @@ mission) on both backends.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     DateTime,
     Float,
     ForeignKey,
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS
+from iracdb.columns import Column as RegistryColumn
 from iracdb.fitsio import KINDS
 
 #: The IRAC channels (CHNLNUM).
@@ -299,92 +304,47 @@ class RunInput(Base):
     sha256: Mapped[str] = mapped_column(String(64))
 
 
+def _result_columns(columns: tuple[RegistryColumn, ...]) -> list[Column[Any]]:
+    """The stored columns of a result table, from the column registry (name, type, NULL-ability, description)."""
+    types = {"int": Integer, "bigint": BigInteger, "float": Float}
+    return [
+        Column(c.name, types[c.type]() if c.type in types else (String(c.length) if c.length else Text()),
+               nullable=c.nullable, doc=f"{c.description} [{c.unit}]" if c.unit else c.description)
+        for c in columns if c.stored
+    ]
+
+
 class Measurement(Base):
     """One measured image of a run: a full-array frame or a subarray plane (or a cube's median), for one target.
 
-    Positions are 0-based pixels with the centre of the bottom-left pixel at (0, 0); ``x_px``/``y_px`` are in the
-    image itself (subarray pixels for subarray data), ``x_full_px``/``y_full_px`` on the full array. Sums are
-    MJy/sr summed over the aperture's pixels. NULL marks a value that could not be measured; ``flags`` says why.
+    The result columns are :data:`iracdb.columns.IMAGE_COLUMNS` (stored ones), with their units there. NULL marks a
+    value that could not be measured; ``flags`` says why.
     """
 
-    __tablename__ = "measurements"
-    __table_args__ = (UniqueConstraint("run_id", "aorkey", "channel", "expid", "dcenum", "plane", "target_index"),)
-
-    id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    aorkey: Mapped[int] = mapped_column(BigInteger)
-    channel: Mapped[int] = mapped_column(Integer)
-    expid: Mapped[int] = mapped_column(Integer)
-    dcenum: Mapped[int] = mapped_column(Integer)
-    plane: Mapped[int] = mapped_column(Integer, doc="subarray plane 0..63; 0 for a full-array frame or a median")
-    n_combined: Mapped[int] = mapped_column(Integer, doc="planes combined into the image (64 for a cube median)")
-    target_index: Mapped[int] = mapped_column(Integer)
-    exposure_id: Mapped[int | None] = mapped_column(ForeignKey("exposures.id", ondelete="SET NULL"), index=True)
-    input_id: Mapped[int | None] = mapped_column(
-        ForeignKey("run_inputs.id", ondelete="CASCADE"), index=True, doc="the science file measured"
+    __table__ = Table(
+        "measurements",
+        Base.metadata,
+        Column("id", _BIG_ID, primary_key=True),
+        Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+        Column("exposure_id", ForeignKey("exposures.id", ondelete="SET NULL"), index=True),
+        Column("input_id", ForeignKey("run_inputs.id", ondelete="CASCADE"), index=True,
+               doc="the science file measured"),
+        *_result_columns(IMAGE_COLUMNS),
+        UniqueConstraint("run_id", "aorkey", "channel", "expid", "dcenum", "plane", "target_index"),
     )
-    mjd: Mapped[float | None] = mapped_column(Float, doc="middle of the image [MJD, UTC]")
-    bmjd: Mapped[float | None] = mapped_column(Float, doc="middle of the image [barycentric MJD]")
-    x_expected_px: Mapped[float | None] = mapped_column(Float, doc="where the target was expected [px]")
-    y_expected_px: Mapped[float | None] = mapped_column(Float)
-    x_centroid_px: Mapped[float | None] = mapped_column(Float, doc="measured centroid [px]")
-    y_centroid_px: Mapped[float | None] = mapped_column(Float)
-    x_px: Mapped[float | None] = mapped_column(Float, doc="aperture centre used [image px]")
-    y_px: Mapped[float | None] = mapped_column(Float)
-    x_full_px: Mapped[float | None] = mapped_column(Float, doc="aperture centre used [full-array px]")
-    y_full_px: Mapped[float | None] = mapped_column(Float)
-    shift_px: Mapped[float | None] = mapped_column(Float, doc="centroid - expected position [px]")
-    fwhm_x_px: Mapped[float | None] = mapped_column(Float)
-    fwhm_y_px: Mapped[float | None] = mapped_column(Float)
-    background_mjy_sr: Mapped[float | None] = mapped_column(Float, doc="background per pixel [MJy/sr]")
-    background_err_mjy_sr: Mapped[float | None] = mapped_column(Float)
-    background_std_mjy_sr: Mapped[float | None] = mapped_column(Float, doc="scatter of the annulus pixels [MJy/sr]")
-    background_npix: Mapped[int | None] = mapped_column(Integer)
-    aperture_area_px: Mapped[float | None] = mapped_column(Float, doc="usable aperture area [px^2]")
-    raw_sum_mjy_sr: Mapped[float | None] = mapped_column(Float, doc="aperture sum [MJy/sr x px]")
-    raw_sum_err_mjy_sr: Mapped[float | None] = mapped_column(Float)
-    net_sum_mjy_sr: Mapped[float | None] = mapped_column(Float, doc="aperture sum - background [MJy/sr x px]")
-    net_sum_err_mjy_sr: Mapped[float | None] = mapped_column(Float)
-    correction_factor: Mapped[float | None] = mapped_column(Float, doc="pixel-phase x array-location divisor")
-    aperture_correction: Mapped[float | None] = mapped_column(Float, doc="multiplicative aperture correction")
-    flux_mjy: Mapped[float | None] = mapped_column(Float, doc="corrected flux density [mJy]")
-    flux_err_mjy: Mapped[float | None] = mapped_column(Float, doc="1-sigma photometric error [mJy]")
-    flags: Mapped[int] = mapped_column(Integer, doc="iracdb.flags.Flag bits")
 
 
 class AorSummary(Base):
-    """The per-AOR result of a run: one row per (AOR, channel, target), from the images that were used."""
+    """The per-AOR result of a run: one row per (AOR, channel, target), from the images that were used.
 
-    __tablename__ = "aor_summaries"
-    __table_args__ = (UniqueConstraint("run_id", "aorkey", "channel", "target_index"),)
+    The result columns are :data:`iracdb.columns.AOR_COLUMNS` (stored ones).
+    """
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    aorkey: Mapped[int] = mapped_column(BigInteger)
-    channel: Mapped[int] = mapped_column(Integer)
-    target_index: Mapped[int] = mapped_column(Integer)
-    object: Mapped[str | None] = mapped_column(Text, doc="OBJECT of the AOR's first exposure")
-    n_total: Mapped[int] = mapped_column(Integer, doc="images measured")
-    n_flagged: Mapped[int] = mapped_column(Integer, doc="images whose flags keep them out")
-    n_rejected: Mapped[int] = mapped_column(Integer, doc="images rejected by the outlier rule")
-    n_used: Mapped[int] = mapped_column(Integer, doc="images in the statistics")
-    reject_rule: Mapped[str] = mapped_column(Text, doc="none, minmax or sigma:N")
-    mean_flux_mjy: Mapped[float | None] = mapped_column(Float, doc="mean flux of the used images [mJy]")
-    median_flux_mjy: Mapped[float | None] = mapped_column(Float)
-    std_flux_mjy: Mapped[float | None] = mapped_column(Float, doc="sample standard deviation [mJy]")
-    flux_err_mjy: Mapped[float | None] = mapped_column(Float, doc="error of the mean, std / sqrt(n_used) [mJy]")
-    mean_image_err_mjy: Mapped[float | None] = mapped_column(Float, doc="mean per-image photometric error [mJy]")
-    spread_pct: Mapped[float | None] = mapped_column(Float, doc="100 x std / mean [%]")
-    mean_mjd: Mapped[float | None] = mapped_column(Float, doc="mean time of the used images [MJD, UTC]")
-    mean_bmjd: Mapped[float | None] = mapped_column(Float, doc="[barycentric MJD]")
-    first_mjd: Mapped[float | None] = mapped_column(Float)
-    first_date_obs: Mapped[str | None] = mapped_column(Text, doc="DATE_OBS of the first exposure (UTC)")
-    mission: Mapped[str | None] = mapped_column(String(8))
-    read_mode: Mapped[str | None] = mapped_column(Text)
-    frame_time_s: Mapped[float | None] = mapped_column(Float, doc="FRAMTIME [s]")
-    exposure_time_s: Mapped[float | None] = mapped_column(Float, doc="EXPTIME [s]")
-    dither_scale: Mapped[str | None] = mapped_column(Text, doc="DITHSCAL (NULL when not dithered)")
-    dither_positions: Mapped[int | None] = mapped_column(Integer, doc="distinct DITHPOS values")
-    cycles: Mapped[int | None] = mapped_column(Integer, doc="largest CYCLENUM")
-    correction: Mapped[str] = mapped_column(Text, doc="photometric correction applied, e.g. numpy:warm")
-    aperture_correction: Mapped[float | None] = mapped_column(Float, doc="aperture correction applied (NULL: none)")
+    __table__ = Table(
+        "aor_summaries",
+        Base.metadata,
+        Column("id", Integer, primary_key=True),
+        Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+        *_result_columns(AOR_COLUMNS),
+        UniqueConstraint("run_id", "aorkey", "channel", "target_index"),
+    )

@@ -7,8 +7,9 @@ from typing import Any
 
 from sqlalchemy import Engine, distinct, func, select, text
 
+from iracdb.columns import AOR_COLUMN_NAMES
 from iracdb.db.models import CHANNELS, MISSIONS, Aor, Exposure, File, RejectedFile, Run
-from iracdb.db.views import AOR_COLUMN_NAMES, AOR_ORDER, AOR_VIEW
+from iracdb.db.views import AOR_ORDER, AOR_VIEW
 from iracdb.errors import BadOption, NoSuchAor, NoSuchRun
 from iracdb.fitsio import KINDS
 

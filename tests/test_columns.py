@@ -1,0 +1,83 @@
+"""The column registry is the one definition: the models, the views (and the head migration's frozen copy of their
+SQL), the reduction's rows, the export schema and the README's column tables all follow it."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+from pathlib import Path
+
+from iracdb import columns
+from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS
+from iracdb.db import migrate, models, views
+from iracdb.db.engine import make_engine
+from iracdb.photometry.measure import Photometry
+from iracdb.reduce import _STORED_AOR_COLUMNS, ROW_COLUMNS, aor_facts
+from iracdb.summary import AorStats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _head_migration():
+    head = migrate.head_revision(make_engine("sqlite://"))
+    [path] = (ROOT / "migrations" / "versions").glob(f"{head}_*.py")
+    spec = importlib.util.spec_from_file_location(f"migration_{head}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_names_are_unique_and_sources_known() -> None:
+    for registry in (IMAGE_COLUMNS, AOR_COLUMNS):
+        names = [c.name for c in registry]
+        assert len(names) == len(set(names))
+        for column in registry:
+            assert (column.source == "view") == bool(column.expression), column.name
+            assert column.type != "bool" or column.source == "view", column.name
+
+
+def test_the_head_migration_froze_what_the_registry_renders() -> None:
+    head = _head_migration()
+    assert head.IMAGE_PHOTOMETRY.strip() == views.image_view_sql().strip()
+    assert head.AOR_PHOTOMETRY.strip() == views.aor_view_sql().strip()
+
+
+def test_models_store_exactly_the_registry_columns() -> None:
+    structure = {"id", "run_id", "exposure_id", "input_id"}
+    for model, registry in ((models.Measurement, IMAGE_COLUMNS), (models.AorSummary, AOR_COLUMNS)):
+        table = model.__table__
+        stored = {c.name: c for c in registry if c.stored}
+        assert set(table.columns.keys()) - structure == set(stored)
+        for name, column in stored.items():
+            assert table.c[name].nullable == column.nullable, name
+
+
+def test_every_computed_column_has_its_source() -> None:
+    photometry_fields = {f.name for f in dataclasses.fields(Photometry)}
+    stats_fields = {f.name for f in dataclasses.fields(AorStats)}
+    for column in IMAGE_COLUMNS:
+        if column.source == "photometry":
+            assert column.origin in photometry_fields, column.name
+    assert set(ROW_COLUMNS) == {"exposure_id"} | {c.name for c in IMAGE_COLUMNS if c.stored} - {"aorkey", "channel"}
+    assert {c.name for c in AOR_COLUMNS if c.source == "summary"} <= stats_fields
+    assert set(aor_facts([])) == {c.name for c in AOR_COLUMNS if c.source == "exposure"}
+    assert {c.source for c in _STORED_AOR_COLUMNS} == {"summary", "exposure", "run"}
+
+
+def test_flag_columns_follow_the_flag_registry() -> None:
+    from iracdb.flags import NOT_USED, column_names
+
+    assert [c for c in columns.IMAGE_COLUMN_NAMES if c.startswith("flag_")] == column_names()
+    [used] = [c for c in IMAGE_COLUMNS if c.name == "used"]
+    assert f"m.flags & {int(NOT_USED)}" in used.expression
+
+
+def test_readme_column_tables_are_generated_from_the_registry() -> None:
+    text = (ROOT / "README.md").read_text()
+    for title, registry in (("RUN_aor_data", AOR_COLUMNS), ("RUN_img_data", IMAGE_COLUMNS)):
+        found = re.search(rf"<!-- columns:{title} -->\n(.*?)<!-- /columns:{title} -->", text, flags=re.S)
+        assert found, f"README has no generated table for {title}"
+        assert found.group(1) == columns.markdown_table(registry), (
+            f"README's {title} table differs from the registry: paste `python -m iracdb.columns` output")
