@@ -31,6 +31,15 @@ from sqlalchemy.exc import OperationalError
 from typer.core import TyperCommand
 
 from iracdb import __version__
+from iracdb.choices import (
+    BACKGROUND_METHODS,
+    CENTROID_METHODS,
+    CORRECTION_SETS,
+    EXPORT_FORMATS,
+    FILE_TYPES,
+    REJECT_RULES,
+    SUBARRAY_MODES,
+)
 from iracdb.config import resolve_db_url
 from iracdb.db import migrate, queries
 from iracdb.db.engine import make_engine, mask_secrets, safe_url
@@ -384,31 +393,26 @@ def rejected(fmt: FormatOption = OutputFormat.table, db: DbOption = None) -> Non
 # --- reduction ------------------------------------------------------------------------------------------------
 
 
-class FileType(StrEnum):
-    bcd = "bcd"
-    cbcd = "cbcd"
+def _choice_enum(name: str, choices: dict[str, str]) -> Any:
+    """A StrEnum of the library's closed choices, for typer (which checks the value and lists the choices)."""
+    return StrEnum(name, {value: value for value in choices})
 
 
-class CentroidChoice(StrEnum):
-    moment = "moment"
-    gauss = "gauss"
+def _choice_help(text: str, choices: dict[str, str]) -> str:
+    """``text`` followed by what each choice means, from the library's definition."""
+    return f"{text}: " + "; ".join(f"{value}: {meaning}" for value, meaning in choices.items()) + "."
 
 
-class BackgroundChoice(StrEnum):
-    median = "median"
-    mean = "mean"
+def _metavar(choices: dict[str, str]) -> str:
+    return "|".join(choices)
 
 
-class CorrectionsChoice(StrEnum):
-    auto = "auto"
-    warm = "warm"
-    cryo = "cryo"
-    none = "none"
-
-
-class SubarrayChoice(StrEnum):
-    planes = "planes"
-    median = "median"
+FileType = _choice_enum("FileType", FILE_TYPES)
+CentroidChoice = _choice_enum("CentroidChoice", CENTROID_METHODS)
+BackgroundChoice = _choice_enum("BackgroundChoice", BACKGROUND_METHODS)
+CorrectionsChoice = _choice_enum("CorrectionsChoice", CORRECTION_SETS)
+SubarrayChoice = _choice_enum("SubarrayChoice", SUBARRAY_MODES)
+ExportFormat = _choice_enum("ExportFormat", EXPORT_FORMATS)
 
 
 @app.command(cls=_Command)
@@ -423,7 +427,8 @@ def reduce(
     ] = None,
     channel: ChannelOption = None,
     file_type: Annotated[
-        FileType, typer.Option("--file-type", metavar="bcd|cbcd", help="Which images to measure.")
+        FileType,
+        typer.Option("--file-type", metavar=_metavar(FILE_TYPES), help=_choice_help("Which images", FILE_TYPES)),
     ] = FileType.bcd,
     target: Annotated[
         list[str] | None,
@@ -442,17 +447,19 @@ def reduce(
         tuple[float, float], typer.Option("--annulus", metavar="IN OUT", help="Background annulus radii, pixels.")
     ] = (3.0, 7.0),
     centroid: Annotated[
-        CentroidChoice, typer.Option("--centroid", metavar="moment|gauss", help="Centroid method.")
+        CentroidChoice,
+        typer.Option("--centroid", metavar=_metavar(CENTROID_METHODS),
+                     help=_choice_help("Centroid method", CENTROID_METHODS)),
     ] = CentroidChoice.moment,
     background: Annotated[
         BackgroundChoice,
-        typer.Option("--background", metavar="median|mean", help="Annulus background: clipped median or mean."),
+        typer.Option("--background", metavar=_metavar(BACKGROUND_METHODS),
+                     help=_choice_help("Annulus background", BACKGROUND_METHODS)),
     ] = BackgroundChoice.median,
     corrections: Annotated[
         CorrectionsChoice,
-        typer.Option("--corrections", metavar="auto|warm|cryo|none",
-                     help="Pixel-phase x array-location correction: each AOR's mission (auto), warm or cryo "
-                     "coefficients, or none."),
+        typer.Option("--corrections", metavar=_metavar(CORRECTION_SETS),
+                     help=_choice_help("Pixel-phase x array-location correction", CORRECTION_SETS)),
     ] = CorrectionsChoice.auto,
     aperture_correction: Annotated[
         str,
@@ -460,11 +467,13 @@ def reduce(
                      help="auto: the published value for the aperture (none, recorded, if there is none)."),
     ] = "auto",
     reject: Annotated[
-        str, typer.Option("--reject", metavar="none|minmax|sigma:N", help="Per-AOR outlier rule.")
+        str, typer.Option("--reject", metavar=_metavar(REJECT_RULES), help=_choice_help("Per-AOR outlier rule",
+                                                                                          REJECT_RULES))
     ] = "sigma:3",
     subarray: Annotated[
         SubarrayChoice,
-        typer.Option("--subarray", metavar="planes|median", help="Every plane of a cube, or the cube's median."),
+        typer.Option("--subarray", metavar=_metavar(SUBARRAY_MODES),
+                     help=_choice_help("Subarray cubes", SUBARRAY_MODES)),
     ] = SubarrayChoice.planes,
     workers: Annotated[int, typer.Option("--workers", "-j", metavar="N", help="Local worker processes.")] = 1,
     scheduler: Annotated[
@@ -619,13 +628,6 @@ def summary(
     _print_rows(rows, columns, fmt, title=f"run {run_name}: per-AOR photometry")
 
 
-class ExportFormat(StrEnum):
-    csv = "csv"
-    parquet = "parquet"
-    ecsv = "ecsv"
-    votable = "votable"
-
-
 @app.command(cls=_Command)
 def export(
     run_name: RunArgument,
@@ -634,7 +636,8 @@ def export(
     ] = Path("."),
     fmt: Annotated[
         ExportFormat,
-        typer.Option("--format", "-f", metavar="csv|parquet|ecsv|votable", help="Format of the two tables."),
+        typer.Option("--format", "-f", metavar=_metavar(EXPORT_FORMATS),
+                     help=_choice_help("Format of the two tables", EXPORT_FORMATS)),
     ] = ExportFormat.csv,
     overwrite: OverwriteOption = False,
     db: DbOption = None,

@@ -64,6 +64,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
 from iracdb import __version__
+from iracdb.choices import EXPORT_FORMATS
 from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS, Column
 from iracdb.db import views
 from iracdb.db.engine import is_sqlite, mask_secrets, safe_url
@@ -82,8 +83,6 @@ from iracdb.outputs import (
     remove_stale_partials,
 )
 
-#: The formats :func:`export_run` writes.
-EXPORT_FORMATS: tuple[str, ...] = ("csv", "parquet", "ecsv", "votable")
 #: File name extension of the two tables in each format.
 EXTENSIONS = {"csv": "csv", "parquet": "parquet", "ecsv": "ecsv", "votable": "vot"}
 #: Rows fetched from the database and written per batch (small batches stay in the CPU caches: 5,000 rows fetch

@@ -41,6 +41,7 @@ from numpy.typing import ArrayLike
 from sqlalchemy import Connection, Engine, and_, func, insert, select, text, update
 
 from iracdb import __version__, summary
+from iracdb.choices import CORRECTION_SETS, FILE_TYPES, SUBARRAY_MODES, one_of
 from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS
 from iracdb.db import queries
 from iracdb.db.engine import is_sqlite, mask_secrets
@@ -65,6 +66,7 @@ SECONDS_PER_DAY = 86400.0
 
 FileType = Literal["bcd", "cbcd"]
 SubarrayMode = Literal["planes", "median"]
+
 
 # --------------------------------------------------------------------------------------------------------------
 # Options
@@ -233,14 +235,14 @@ class ReduceOptions:
     def __post_init__(self) -> None:
         if not self.targets:
             raise BadOption("say where to measure: --target 'RA DEC', --targets-file FILE or --auto")
-        if self.file_type not in ("bcd", "cbcd"):
-            raise BadOption(f"--file-type must be bcd or cbcd, not {self.file_type!r}")
+        if self.file_type not in FILE_TYPES:
+            raise BadOption(f"--file-type must be {one_of(FILE_TYPES)}, not {self.file_type!r}")
         if self.channel is not None and self.channel not in (1, 2, 3, 4):
             raise BadOption(f"--channel must be 1, 2, 3 or 4, not {self.channel}")
-        if self.corrections not in ("auto", "warm", "cryo", "none"):
-            raise BadOption(f"--corrections must be auto, warm, cryo or none, not {self.corrections!r}")
-        if self.subarray not in ("planes", "median"):
-            raise BadOption(f"--subarray must be planes or median, not {self.subarray!r}")
+        if self.corrections not in CORRECTION_SETS:
+            raise BadOption(f"--corrections must be {one_of(CORRECTION_SETS)}, not {self.corrections!r}")
+        if self.subarray not in SUBARRAY_MODES:
+            raise BadOption(f"--subarray must be {one_of(SUBARRAY_MODES)}, not {self.subarray!r}")
         # NaN fails every comparison; infinity is refused explicitly (before anything touches the database).
         if not 0 < self.radius_px < math.inf:
             raise BadOption(f"the aperture radius (--radius) must be positive and finite, not {self.radius_px} px")

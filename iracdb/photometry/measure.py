@@ -19,6 +19,7 @@ import numpy as np
 from astropy.io import fits
 from numpy.typing import ArrayLike, NDArray
 
+from iracdb.choices import BACKGROUND_METHODS, CENTROID_METHODS, one_of
 from iracdb.errors import BadOption
 from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
 from iracdb.photometry import apcorr, units
@@ -113,10 +114,10 @@ class PhotometryParams:
             )
         if not 0 < self.centroid_radius_px < math.inf or self.gauss_box_px < 2:
             raise BadOption("the centroid window must be positive and the Gaussian box at least 2 px")
-        if self.centroid not in ("moment", "gauss"):
-            raise BadOption(f"centroid method must be 'moment' or 'gauss', not {self.centroid!r}")
-        if self.background not in ("median", "mean"):
-            raise BadOption(f"background method must be 'median' or 'mean', not {self.background!r}")
+        if self.centroid not in CENTROID_METHODS:
+            raise BadOption(f"centroid method must be {one_of(CENTROID_METHODS)}, not {self.centroid!r}")
+        if self.background not in BACKGROUND_METHODS:
+            raise BadOption(f"background method must be {one_of(BACKGROUND_METHODS)}, not {self.background!r}")
         if self.corrections not in ("numpy", "idl", "maps", "reach", "hora", "none"):
             raise BadOption(
                 f"corrections must be one of numpy, idl, maps, reach, hora, none, not {self.corrections!r}"
