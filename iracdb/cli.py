@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
 from rich.console import Console
@@ -71,12 +71,13 @@ class _Command(TyperCommand):
     (typer would print ``{paths}...`` in the usage line and ``<list[Path]>`` beside each argument.)
     """
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    # ctx: click's Context (typer vendors click privately, so it is typed Any here).
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         # Keep the arguments as given, for the record of the command line (sys.argv is wrong when called in-process).
         ctx.meta["iracdb.args"] = list(args)
         return super().parse_args(ctx, args)
 
-    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar or ""]
         for param in self.get_params(ctx):
             if param.param_type_name == "argument":
@@ -85,7 +86,7 @@ class _Command(TyperCommand):
                 pieces.extend(param.get_usage_pieces(ctx))
         return [piece for piece in pieces if piece]
 
-    def format_options(self, ctx: typer.Context, formatter: Any) -> None:  # formatter: click's HelpFormatter
+    def format_options(self, ctx: Any, formatter: Any) -> None:  # formatter: click's HelpFormatter
         arguments, options = [], []
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
@@ -407,12 +408,20 @@ def _metavar(choices: dict[str, str]) -> str:
     return "|".join(choices)
 
 
-FileType = _choice_enum("FileType", FILE_TYPES)
-CentroidChoice = _choice_enum("CentroidChoice", CENTROID_METHODS)
-BackgroundChoice = _choice_enum("BackgroundChoice", BACKGROUND_METHODS)
-CorrectionsChoice = _choice_enum("CorrectionsChoice", CORRECTION_SETS)
-SubarrayChoice = _choice_enum("SubarrayChoice", SUBARRAY_MODES)
-ExportFormat = _choice_enum("ExportFormat", EXPORT_FORMATS)
+if TYPE_CHECKING:  # built at run time from the library's choices; to a type checker, any StrEnum
+    FileType: TypeAlias = StrEnum
+    CentroidChoice: TypeAlias = StrEnum
+    BackgroundChoice: TypeAlias = StrEnum
+    CorrectionsChoice: TypeAlias = StrEnum
+    SubarrayChoice: TypeAlias = StrEnum
+    ExportFormat: TypeAlias = StrEnum
+else:
+    FileType = _choice_enum("FileType", FILE_TYPES)
+    CentroidChoice = _choice_enum("CentroidChoice", CENTROID_METHODS)
+    BackgroundChoice = _choice_enum("BackgroundChoice", BACKGROUND_METHODS)
+    CorrectionsChoice = _choice_enum("CorrectionsChoice", CORRECTION_SETS)
+    SubarrayChoice = _choice_enum("SubarrayChoice", SUBARRAY_MODES)
+    ExportFormat = _choice_enum("ExportFormat", EXPORT_FORMATS)
 
 
 @app.command(cls=_Command)
@@ -429,7 +438,7 @@ def reduce(
     file_type: Annotated[
         FileType,
         typer.Option("--file-type", metavar=_metavar(FILE_TYPES), help=_choice_help("Which images", FILE_TYPES)),
-    ] = FileType.bcd,
+    ] = FileType("bcd"),
     target: Annotated[
         list[str] | None,
         typer.Option("--target", metavar="'RA DEC'", help="Target position, degrees or sexagesimal (repeatable)."),
@@ -450,17 +459,17 @@ def reduce(
         CentroidChoice,
         typer.Option("--centroid", metavar=_metavar(CENTROID_METHODS),
                      help=_choice_help("Centroid method", CENTROID_METHODS)),
-    ] = CentroidChoice.moment,
+    ] = CentroidChoice("moment"),
     background: Annotated[
         BackgroundChoice,
         typer.Option("--background", metavar=_metavar(BACKGROUND_METHODS),
                      help=_choice_help("Annulus background", BACKGROUND_METHODS)),
-    ] = BackgroundChoice.median,
+    ] = BackgroundChoice("median"),
     corrections: Annotated[
         CorrectionsChoice,
         typer.Option("--corrections", metavar=_metavar(CORRECTION_SETS),
                      help=_choice_help("Pixel-phase x array-location correction", CORRECTION_SETS)),
-    ] = CorrectionsChoice.auto,
+    ] = CorrectionsChoice("auto"),
     aperture_correction: Annotated[
         str,
         typer.Option("--aperture-correction", metavar="auto|VALUE|none",
@@ -474,7 +483,7 @@ def reduce(
         SubarrayChoice,
         typer.Option("--subarray", metavar=_metavar(SUBARRAY_MODES),
                      help=_choice_help("Subarray cubes", SUBARRAY_MODES)),
-    ] = SubarrayChoice.planes,
+    ] = SubarrayChoice("planes"),
     workers: Annotated[int, typer.Option("--workers", "-j", metavar="N", help="Local worker processes.")] = 1,
     scheduler: Annotated[
         str | None,
@@ -638,7 +647,7 @@ def export(
         ExportFormat,
         typer.Option("--format", "-f", metavar=_metavar(EXPORT_FORMATS),
                      help=_choice_help("Format of the two tables", EXPORT_FORMATS)),
-    ] = ExportFormat.csv,
+    ] = ExportFormat("csv"),
     overwrite: OverwriteOption = False,
     db: DbOption = None,
 ) -> None:

@@ -219,17 +219,17 @@ class ReduceOptions:
     aorkeys: tuple[int, ...] = ()
     object: str | None = None
     channel: int | None = None
-    file_type: FileType = "bcd"
+    file_type: str = "bcd"
     targets: tuple[Target, ...] = ()
     radius_px: float = 3.0
     annulus_in_px: float = 3.0
     annulus_out_px: float = 7.0
-    centroid: Literal["moment", "gauss"] = "moment"
-    background: Literal["median", "mean"] = "median"
-    corrections: Literal["auto", "warm", "cryo", "none"] = "auto"
+    centroid: str = "moment"
+    background: str = "median"
+    corrections: str = "auto"
     aperture_correction: str = "auto"
     reject: str = "sigma:3"
-    subarray: SubarrayMode = "planes"
+    subarray: str = "planes"
     max_shift_px: float = 2.0
 
     def __post_init__(self) -> None:
