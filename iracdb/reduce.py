@@ -46,8 +46,8 @@ from iracdb.db.engine import is_sqlite, mask_secrets
 from iracdb.db.models import AorSummary, Exposure, File, Measurement, Run, RunInput, RunTarget, RunUnit
 from iracdb.errors import BadOption, RunConflict, RunInterrupted, UserError
 from iracdb.fitsio import UNCERTAINTY_KIND
+from iracdb.fitsio.image import FrameReadError, ImageFile, read_image, wcs_keywords
 from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
-from iracdb.frames import FrameReadError, ImageFile, read_image, wcs_keywords
 from iracdb.photometry import apcorr
 from iracdb.photometry.measure import ImageInfo, Photometry, PhotometryParams, measure
 from iracdb.photometry.tansip import TanSip

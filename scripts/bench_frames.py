@@ -1,4 +1,4 @@
-"""Benchmark of image reading (iracdb.frames.read_image) and of the vectorised TAN-SIP sky -> pixel transform.
+"""Benchmark of image reading (iracdb.fitsio.image.read_image) and of the vectorised TAN-SIP sky -> pixel transform.
 
 Prints, in one process (one core), on copies of the real IRAC files in a temporary folder (the page cache is warm
 after the first pass; best of ``--repeat`` passes):
@@ -27,7 +27,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from iracdb.frames import read_image, wcs_keywords
+from iracdb.fitsio.image import read_image, wcs_keywords
 from iracdb.photometry import ImageInfo, PhotometryParams, measure
 from iracdb.photometry.tansip import TanSip
 

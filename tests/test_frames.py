@@ -12,8 +12,8 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from iracdb import frames
-from iracdb.frames import FRAME_KEYWORDS, FrameReadError, read_image, wcs_keywords
+from iracdb.fitsio import image as frames
+from iracdb.fitsio.image import FRAME_KEYWORDS, FrameReadError, read_image, wcs_keywords
 from iracdb.photometry.tansip import TanSip
 from tests.conftest import FULL_ARRAY_AOR_DIR, SUBARRAY_AOR_DIR
 

@@ -2,9 +2,9 @@
 
 :func:`read_image` reads an IRAC Level-1 image (a BCD, its ``_bunc``/``_bimsk`` companions, a subarray cube or a
 ``_sub2d`` product) with one ``open`` and, for a whole file, one ``read``; the header is split by
-:func:`iracdb.fitsio.split_header` (no ``astropy.io.fits.Header``) and the pixels are a numpy view of the bytes read
-(big-endian, as stored; no copy). A file that cannot be read raises :class:`FrameReadError` with a one-line reason,
-which reduction records as ``FILE_UNREADABLE`` for that frame (it never stops a run).
+:func:`iracdb.fitsio.header.split_header` (no ``astropy.io.fits.Header``) and the pixels are a numpy view of the
+bytes read (big-endian, as stored; no copy). A file that cannot be read raises :class:`FrameReadError` with a
+one-line reason, which reduction records as ``FILE_UNREADABLE`` for that frame (it never stops a run).
 
 :func:`wcs_keywords` picks the WCS keywords out of the cards for
 :meth:`iracdb.photometry.tansip.TanSip.from_keywords`.
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from iracdb.fitsio import BLOCK_BYTES, FitsReadError, HeaderCards, find_end_card, split_header
+from iracdb.fitsio.header import BLOCK_BYTES, FitsReadError, HeaderCards, find_end_card, split_header
 from iracdb.photometry.tansip import WCS_KEYWORDS
 
 __all__ = ["FRAME_KEYWORDS", "FrameReadError", "ImageFile", "read_image", "wcs_keywords"]
@@ -63,7 +63,7 @@ class ImageFile:
     ----------
     path : str
         The file read.
-    cards : iracdb.fitsio.HeaderCards
+    cards : iracdb.fitsio.header.HeaderCards
         Every card of the primary header, :data:`FRAME_KEYWORDS` indexed (``cards.get("EXPTIME", float)``).
     data : numpy.ndarray
         ``(n, ny, nx)`` pixels (a 2-D image is ``n = 1``), in the header's unit (``BUNIT``, MJy/sr for a BCD).
@@ -165,7 +165,7 @@ def wcs_keywords(cards: HeaderCards) -> dict[str, float | str | None]:
 
     Parameters
     ----------
-    cards : iracdb.fitsio.HeaderCards
+    cards : iracdb.fitsio.header.HeaderCards
         Header cards indexed with (at least) :data:`iracdb.photometry.tansip.WCS_KEYWORDS`, e.g.
         :attr:`ImageFile.cards`.
 
