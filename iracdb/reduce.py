@@ -44,9 +44,9 @@ from iracdb import __version__, summary
 from iracdb.db import queries
 from iracdb.db.engine import is_sqlite, mask_secrets
 from iracdb.db.models import AorSummary, Exposure, File, Measurement, Run, RunInput, RunTarget, RunUnit
-from iracdb.errors import BadOption, RunConflict, RunInterrupted, UserError
+from iracdb.errors import BadOption, NotIracFile, RunConflict, RunInterrupted, UserError
 from iracdb.fitsio import UNCERTAINTY_KIND
-from iracdb.fitsio.image import FrameReadError, ImageFile, read_image, wcs_keywords
+from iracdb.fitsio.image import ImageFile, read_image, wcs_keywords
 from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
 from iracdb.photometry import apcorr
 from iracdb.photometry.measure import ImageInfo, Photometry, PhotometryParams, measure
@@ -456,7 +456,7 @@ class _Unreadable(Exception):
 def _read(ref: FileRef) -> ImageFile:
     try:
         return read_image(ref.path, size_bytes=ref.size_bytes, mtime_ns=ref.mtime_ns)
-    except FrameReadError as exc:
+    except NotIracFile as exc:
         raise _Unreadable(ref.path, str(exc)) from exc
 
 

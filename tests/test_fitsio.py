@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from astropy.io import fits
 
-from iracdb.fitsio import INGEST_KEYWORDS, FitsReadError, parse_value, product_kind, split_header
+from iracdb.errors import NotIracFile
+from iracdb.fitsio import INGEST_KEYWORDS, parse_value, product_kind, split_header
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -56,9 +57,9 @@ def test_bad_values_and_files() -> None:
         parse_value("'unterminated", str)
     with pytest.raises(ValueError):
         parse_value("2.5", int)
-    with pytest.raises(FitsReadError, match="not a FITS file"):
+    with pytest.raises(NotIracFile, match="not a FITS file"):
         split_header(b"PK\x03\x04 a zip file")
-    with pytest.raises(FitsReadError, match="without an END card"):
+    with pytest.raises(NotIracFile, match="without an END card"):
         split_header(b"SIMPLE  =                    T" + b" " * 50)
 
 
@@ -100,5 +101,5 @@ def test_long_strings_over_continue_cards() -> None:
 def test_control_bytes_in_a_header_are_refused() -> None:
     data = bytearray(fits.Header({"SIMPLE": True, "BITPIX": 8, "NAXIS": 0}).tostring().encode("ascii"))
     data[85] = 0
-    with pytest.raises(FitsReadError, match="card 2 holds the byte 0x00"):
+    with pytest.raises(NotIracFile, match="card 2 holds the byte 0x00"):
         split_header(bytes(data))

@@ -12,8 +12,9 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
+from iracdb.errors import NotIracFile
 from iracdb.fitsio import image as frames
-from iracdb.fitsio.image import FRAME_KEYWORDS, FrameReadError, read_image, wcs_keywords
+from iracdb.fitsio.image import FRAME_KEYWORDS, read_image, wcs_keywords
 from iracdb.photometry.tansip import TanSip
 from tests.conftest import FULL_ARRAY_AOR_DIR, SUBARRAY_AOR_DIR
 
@@ -115,7 +116,7 @@ def test_catalogued_size_and_mtime_match(copy_of) -> None:
 def test_size_mismatch_raises(copy_of) -> None:
     path = copy_of()
     stat = path.stat()
-    with pytest.raises(FrameReadError, match=rf"^changed since ingest: size {stat.st_size} bytes, catalogued 123"):
+    with pytest.raises(NotIracFile, match=rf"^changed since ingest: size {stat.st_size} bytes, catalogued 123"):
         read_image(path, size_bytes=123, mtime_ns=stat.st_mtime_ns)
 
 
@@ -123,7 +124,7 @@ def test_mtime_mismatch_raises(copy_of) -> None:
     path = copy_of()
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    with pytest.raises(FrameReadError, match=rf"^changed since ingest: mtime .* catalogued {stat.st_mtime_ns}"):
+    with pytest.raises(NotIracFile, match=rf"^changed since ingest: mtime .* catalogued {stat.st_mtime_ns}"):
         read_image(path, size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
 
 
@@ -134,7 +135,7 @@ def test_truncated_data_raises(copy_of, short_bytes: int, rows: tuple[int, int] 
     image = read_image(path)
     with open(path, "r+b") as handle:
         handle.truncate(image.cards.header_bytes + image.data.nbytes - short_bytes)
-    with pytest.raises(FrameReadError, match=r"^truncated FITS file: \d+ bytes, its header promises \d+"):
+    with pytest.raises(NotIracFile, match=r"^truncated FITS file: \d+ bytes, its header promises \d+"):
         read_image(path, rows=rows)
 
 
@@ -152,31 +153,31 @@ def test_truncated_header_raises(copy_of) -> None:
     path = copy_of()
     with open(path, "r+b") as handle:
         handle.truncate(2880 * 3)
-    with pytest.raises(FrameReadError, match=r"^truncated FITS header"):
+    with pytest.raises(NotIracFile, match=r"^truncated FITS header"):
         read_image(path)
 
 
 def test_not_fits_raises(tmp_path: Path) -> None:
     path = tmp_path / "notes.fits"
     path.write_text("this is not a FITS file\n" * 200)
-    with pytest.raises(FrameReadError, match=r"^not a FITS file"):
+    with pytest.raises(NotIracFile, match=r"^not a FITS file"):
         read_image(path)
 
 
 def test_empty_file_raises(tmp_path: Path) -> None:
     path = tmp_path / "empty.fits"
     path.write_bytes(b"")
-    with pytest.raises(FrameReadError, match=r"^not a FITS file"):
+    with pytest.raises(NotIracFile, match=r"^not a FITS file"):
         read_image(path)
 
 
 def test_missing_file_raises(tmp_path: Path) -> None:
-    with pytest.raises(FrameReadError, match=r"^file not found$"):
+    with pytest.raises(NotIracFile, match=r"^file not found$"):
         read_image(tmp_path / "gone.fits")
 
 
 def test_directory_raises(tmp_path: Path) -> None:
-    with pytest.raises(FrameReadError, match=r"^cannot be read: Is a directory"):
+    with pytest.raises(NotIracFile, match=r"^cannot be read: Is a directory"):
         read_image(tmp_path)
 
 
@@ -204,7 +205,7 @@ def _raw_fits(cards: dict[str, object], data: bytes = b"") -> bytes:
 def test_unsupported_layout_raises(tmp_path: Path, cards: dict, message: str) -> None:
     path = tmp_path / "odd.fits"
     path.write_bytes(_raw_fits(cards, b"\0" * 2880))
-    with pytest.raises(FrameReadError, match=message):
+    with pytest.raises(NotIracFile, match=message):
         read_image(path)
 
 

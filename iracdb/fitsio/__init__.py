@@ -11,7 +11,6 @@ header facts) is imported on its own, so that the catalogue side (ingest, ``db/`
 from iracdb.fitsio.header import (
     BLOCK_BYTES,
     CARD_BYTES,
-    FitsReadError,
     HeaderCards,
     data_bytes,
     find_end_card,
@@ -46,7 +45,6 @@ __all__ = [
     "SCIENCE_KINDS",
     "UNCERTAINTY_KIND",
     "FileRecord",
-    "FitsReadError",
     "HeaderCards",
     "Rejection",
     "data_bytes",

@@ -1,7 +1,8 @@
 """FITS primary headers -> cards and values, fast. No SQL, no numpy.
 
 Headers are parsed straight from the file's header blocks (2880-byte blocks of 80-character cards), which is an
-order of magnitude faster than building an ``astropy.io.fits.Header``.
+order of magnitude faster than building an ``astropy.io.fits.Header``. Every problem with a file raises
+:class:`iracdb.errors.NotIracFile`, whose message is the one-line reason (the caller adds the path).
 """
 
 from __future__ import annotations
@@ -11,12 +12,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from iracdb.errors import NotIracFile
+
 BLOCK_BYTES = 2880
 CARD_BYTES = 80
-
-
-class FitsReadError(Exception):
-    """A file that cannot be catalogued; the message is the reason recorded for it."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +53,7 @@ class HeaderCards:
                     value = value[:-1] + (parse_value(card[8:], str) or "")
             return value
         except ValueError as exc:
-            raise FitsReadError(f"keyword {keyword} has an unreadable value {raw.strip()!r}") from exc
-
+            raise NotIracFile(f"keyword {keyword} has an unreadable value {raw.strip()!r}") from exc
 
 
 def parse_value(raw: str, kind: type = str) -> Any:
@@ -116,20 +114,20 @@ _PRINTABLE = bytes(range(0x20, 0x7F))
 
 
 def split_header(data: bytes, keywords: frozenset[str] | None = None) -> HeaderCards:
-    """Split the primary header at the start of ``data`` into cards; raise FitsReadError if it is not FITS.
+    """Split the primary header at the start of ``data`` into cards; raise NotIracFile if it is not FITS.
 
     With ``keywords``, only those keywords are indexed (every card is still kept); ingest needs ~70 of a BCD's
     ~670 cards, and skipping the rest halves the parsing time.
     """
     if not data.startswith(b"SIMPLE  ="):
-        raise FitsReadError("not a FITS file (it does not start with a SIMPLE card)")
+        raise NotIracFile("not a FITS file (it does not start with a SIMPLE card)")
     position = find_end_card(data)
     if position == -1:
-        raise FitsReadError(f"truncated FITS header: it stops after {len(data)} bytes without an END card")
+        raise NotIracFile(f"truncated FITS header: it stops after {len(data)} bytes without an END card")
     # translate() is a fast C loop; the regex only runs to say where a bad byte is.
     bad = _NOT_PRINTABLE.search(data, 0, position) if data[:position].translate(None, _PRINTABLE) else None
     if bad is not None:
-        raise FitsReadError(
+        raise NotIracFile(
             f"not valid FITS: header card {bad.start() // CARD_BYTES + 1} holds the byte 0x{data[bad.start()]:02x} "
             "(header cards must be printable ASCII)"
         )
@@ -164,13 +162,13 @@ def data_bytes(header: HeaderCards) -> int:
     bitpix = header.get("BITPIX", int)
     naxis = header.get("NAXIS", int)
     if bitpix is None or naxis is None:
-        raise FitsReadError("FITS header lacks BITPIX or NAXIS")
+        raise NotIracFile("FITS header lacks BITPIX or NAXIS")
     if naxis == 0:
         return 0
     count = 1
     for axis in range(1, naxis + 1):
         length = header.get(f"NAXIS{axis}", int)
         if length is None:
-            raise FitsReadError(f"FITS header lacks NAXIS{axis}")
+            raise NotIracFile(f"FITS header lacks NAXIS{axis}")
         count *= length
     return count * abs(bitpix) // 8

@@ -3,8 +3,8 @@
 :func:`read_image` reads an IRAC Level-1 image (a BCD, its ``_bunc``/``_bimsk`` companions, a subarray cube or a
 ``_sub2d`` product) with one ``open`` and, for a whole file, one ``read``; the header is split by
 :func:`iracdb.fitsio.header.split_header` (no ``astropy.io.fits.Header``) and the pixels are a numpy view of the
-bytes read (big-endian, as stored; no copy). A file that cannot be read raises :class:`FrameReadError` with a
-one-line reason, which reduction records as ``FILE_UNREADABLE`` for that frame (it never stops a run).
+bytes read (big-endian, as stored; no copy). A file that cannot be read raises :class:`iracdb.errors.NotIracFile`
+with a one-line reason, which reduction records as ``FILE_UNREADABLE`` for that frame (it never stops a run).
 
 :func:`wcs_keywords` picks the WCS keywords out of the cards for
 :meth:`iracdb.photometry.tansip.TanSip.from_keywords`.
@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from iracdb.fitsio.header import BLOCK_BYTES, FitsReadError, HeaderCards, find_end_card, split_header
+from iracdb.errors import NotIracFile
+from iracdb.fitsio.header import BLOCK_BYTES, HeaderCards, find_end_card, split_header
 from iracdb.photometry.tansip import WCS_KEYWORDS
 
-__all__ = ["FRAME_KEYWORDS", "FrameReadError", "ImageFile", "read_image", "wcs_keywords"]
+__all__ = ["FRAME_KEYWORDS", "ImageFile", "read_image", "wcs_keywords"]
 
 #: Keywords indexed in :attr:`ImageFile.cards`: structure, identity, times, calibration, pointing and the WCS/SIP.
 FRAME_KEYWORDS = frozenset(
@@ -49,10 +50,6 @@ _DTYPES = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64: np.d
 WHOLE_READ_BYTES = 8 << 20
 #: Bytes read for the header when the whole file is not read at once (a 670-card IRAC header is 54,720 bytes).
 HEADER_READ_BYTES = 40 * BLOCK_BYTES
-
-
-class FrameReadError(Exception):
-    """An image file that cannot be read; the message is the one-line reason (the caller adds the path)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +100,7 @@ def read_image(
         The file.
     size_bytes, mtime_ns : int, optional
         The file's size (bytes) and modification time (ns) as catalogued at ingest; a file whose size or
-        modification time differs raises ``FrameReadError("changed since ingest: ...")`` before it is read.
+        modification time differs raises ``NotIracFile("changed since ingest: ...")`` before it is read.
     rows : (int, int), optional
         Read only rows ``y0 <= y < y1`` (0-based, clipped to the image) of every plane: the rest of the pixel data
         is not read, and the returned array has the full shape with NaN outside the band (so that pixel
@@ -116,7 +113,7 @@ def read_image(
 
     Raises
     ------
-    FrameReadError
+    NotIracFile
         The file is missing or unreadable, changed since ingest, not FITS, truncated, or not an image with a
         supported ``BITPIX`` (8, 16, 32, 64, -32, -64) and ``NAXIS`` (2 or 3). The message names the problem.
     """
@@ -124,9 +121,9 @@ def read_image(
     try:
         fd = os.open(name, os.O_RDONLY)
     except FileNotFoundError:
-        raise FrameReadError("file not found") from None
+        raise NotIracFile("file not found") from None
     except OSError as exc:
-        raise FrameReadError(f"cannot be opened: {exc.strerror or exc}") from None
+        raise NotIracFile(f"cannot be opened: {exc.strerror or exc}") from None
     try:
         stat = os.fstat(fd)
         _check_unchanged(stat, size_bytes, mtime_ns)
@@ -138,7 +135,7 @@ def read_image(
         count = shape[0] * shape[1] * shape[2]
         nbytes = count * dtype.itemsize
         if size < header_end + nbytes:
-            raise FrameReadError(
+            raise NotIracFile(
                 f"truncated FITS file: {size} bytes, its header promises {header_end + nbytes} "
                 f"({header_end} of header, {nbytes} of data)"
             )
@@ -154,7 +151,7 @@ def read_image(
             if scale is not None:
                 data = _scaled(data, *scale, cards)
     except OSError as exc:
-        raise FrameReadError(f"cannot be read: {exc.strerror or exc}") from None
+        raise NotIracFile(f"cannot be read: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
     return ImageFile(path=name, cards=cards, data=data, size_bytes=size, mtime_ns=stat.st_mtime_ns)
@@ -184,7 +181,7 @@ def wcs_keywords(cards: HeaderCards) -> dict[str, float | str | None]:
         for key in keys:
             try:
                 out[key] = cards.get(key, float)
-            except FitsReadError:
+            except NotIracFile:
                 out[key] = cards.get(key, str)
     for key in ("CTYPE1", "CTYPE2"):
         if key in index:
@@ -204,7 +201,7 @@ def _check_unchanged(stat: os.stat_result, size_bytes: int | None, mtime_ns: int
     if mtime_ns is not None and stat.st_mtime_ns != mtime_ns:
         changes.append(f"mtime {stat.st_mtime_ns} ns, catalogued {mtime_ns}")
     if changes:
-        raise FrameReadError("changed since ingest: " + "; ".join(changes) + " (run `iracdb ingest` again)")
+        raise NotIracFile("changed since ingest: " + "; ".join(changes) + " (run `iracdb ingest` again)")
 
 
 def _read_at(fd: int, offset: int, nbytes: int) -> bytearray:
@@ -224,38 +221,32 @@ def _read_at(fd: int, offset: int, nbytes: int) -> bytearray:
 def _header(fd: int, buffer: bytearray, size: int) -> tuple[HeaderCards, int]:
     """Split the header at the start of ``buffer`` (reading more of the file if its END card is not in it)."""
     if not buffer.startswith(b"SIMPLE  ="):
-        raise FrameReadError("not a FITS file (it does not start with a SIMPLE card)")
+        raise NotIracFile("not a FITS file (it does not start with a SIMPLE card)")
     while find_end_card(buffer) == -1 and len(buffer) < size:
         more = _read_at(fd, len(buffer), min(size - len(buffer), 4 * HEADER_READ_BYTES))
         if not more:
             break
         buffer += more
-    try:
-        cards = split_header(buffer, FRAME_KEYWORDS)
-    except FitsReadError as exc:
-        raise FrameReadError(str(exc)) from None
+    cards = split_header(buffer, FRAME_KEYWORDS)
     return cards, cards.header_bytes
 
 
 def _layout(cards: HeaderCards) -> tuple[np.dtype, tuple[int, int, int], tuple[float, float] | None]:
     """dtype as stored, ``(n, ny, nx)`` and the (BSCALE, BZERO) to apply (None for none) of the primary image."""
-    try:
-        bitpix = cards.get("BITPIX", int)
-        naxis = cards.get("NAXIS", int)
-        axes = [cards.get(f"NAXIS{i}", int) for i in range(1, (naxis or 0) + 1)] if naxis in (2, 3) else []
-        bscale = cards.get("BSCALE", float)
-        bzero = cards.get("BZERO", float)
-    except FitsReadError as exc:
-        raise FrameReadError(str(exc)) from None
+    bitpix = cards.get("BITPIX", int)
+    naxis = cards.get("NAXIS", int)
+    axes = [cards.get(f"NAXIS{i}", int) for i in range(1, (naxis or 0) + 1)] if naxis in (2, 3) else []
+    bscale = cards.get("BSCALE", float)
+    bzero = cards.get("BZERO", float)
     if bitpix is None or naxis is None:
-        raise FrameReadError("FITS header lacks BITPIX or NAXIS")
+        raise NotIracFile("FITS header lacks BITPIX or NAXIS")
     dtype = _DTYPES.get(bitpix)
     if dtype is None:
-        raise FrameReadError(f"unsupported BITPIX = {bitpix} (not 8, 16, 32, 64, -32 or -64)")
+        raise NotIracFile(f"unsupported BITPIX = {bitpix} (not 8, 16, 32, 64, -32 or -64)")
     if naxis not in (2, 3):
-        raise FrameReadError(f"unsupported NAXIS = {naxis}: not a 2-D image or a cube")
+        raise NotIracFile(f"unsupported NAXIS = {naxis}: not a 2-D image or a cube")
     if any(length is None or length <= 0 for length in axes):
-        raise FrameReadError(f"FITS header has no usable NAXIS1..NAXIS{naxis} ({axes})")
+        raise NotIracFile(f"FITS header has no usable NAXIS1..NAXIS{naxis} ({axes})")
     shape = (axes[2] if naxis == 3 else 1, axes[1], axes[0])
     scale = None
     if (bscale is not None and bscale != 1.0) or (bzero is not None and bzero != 0.0):
@@ -299,5 +290,5 @@ def _read_band(
         stop = k * plane_bytes + y1 * row_bytes
         got = os.preadv(fd, [flat[start:stop]], header_end + start)
         if got != stop - start:
-            raise FrameReadError("truncated FITS file: the data ends inside the requested rows")
+            raise NotIracFile("truncated FITS file: the data ends inside the requested rows")
     return out

@@ -13,8 +13,8 @@ import stat as stat_module
 from dataclasses import dataclass, field
 from typing import Any
 
-from iracdb.errors import BadOption
-from iracdb.fitsio.header import FitsReadError, HeaderCards, data_bytes, find_end_card, split_header
+from iracdb.errors import BadOption, NotIracFile
+from iracdb.fitsio.header import HeaderCards, data_bytes, find_end_card, split_header
 from iracdb.mission import mission_from_mjd
 
 #: Product kinds, in order of preference as the source of an exposure's catalogued header columns.
@@ -183,7 +183,7 @@ def _check_integer_ranges(values: dict[str, Any]) -> None:
         if isinstance(value, int) and not isinstance(value, bool):
             limit = _INT_LIMITS[column in _BIGINT_COLUMNS or column == "aorkey"]
             if not -limit <= value < limit:
-                raise FitsReadError(f"{column} = {value} is out of range for an IRAC header value")
+                raise NotIracFile(f"{column} = {value} is out of range for an IRAC header value")
 
 
 def not_regular(mode: int) -> str | None:
@@ -212,10 +212,10 @@ def read_irac_file(path: str) -> FileRecord | Rejection:
             stat = os.fstat(handle.fileno())
             problem = not_regular(stat.st_mode)
             if problem is not None:
-                raise FitsReadError(problem)
+                raise NotIracFile(problem)
             head = handle.read(READ_CHUNK_BYTES)
             if not head.startswith(b"SIMPLE  ="):
-                raise FitsReadError("not a FITS file (it does not start with a SIMPLE card)")
+                raise NotIracFile("not a FITS file (it does not start with a SIMPLE card)")
             while find_end_card(head) == -1:
                 more = handle.read(READ_CHUNK_BYTES)
                 if not more:
@@ -229,7 +229,7 @@ def read_irac_file(path: str) -> FileRecord | Rejection:
         return _record_from_header(path, head, size, stat.st_mtime_ns, digest.hexdigest())
     except OSError as exc:
         return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
-    except FitsReadError as exc:
+    except NotIracFile as exc:
         return Rejection(path, stat.st_size, stat.st_mtime_ns, str(exc))
 
 
@@ -238,18 +238,18 @@ def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256
     header = split_header(head, INGEST_KEYWORDS)
     expected = header.header_bytes + data_bytes(header)
     if size < expected:
-        raise FitsReadError(f"truncated FITS file: {size} bytes, the header promises at least {expected}")
+        raise NotIracFile(f"truncated FITS file: {size} bytes, the header promises at least {expected}")
     instrument = header.get("INSTRUME")
     if instrument is None or instrument.strip().upper() != "IRAC":
         shown = "no INSTRUME keyword" if instrument is None else f"INSTRUME = {instrument!r}"
-        raise FitsReadError(f"FITS but not an IRAC file ({shown})")
+        raise NotIracFile(f"FITS but not an IRAC file ({shown})")
     missing = [key for key in IDENTITY_KEYWORDS if header.get(key, str) is None]
     if missing:
-        raise FitsReadError(f"IRAC file lacks required keyword(s) {', '.join(missing)}: not a Level-1 product")
+        raise NotIracFile(f"IRAC file lacks required keyword(s) {', '.join(missing)}: not a Level-1 product")
     kind = product_kind(path, header)
     aorkey = header.get("AORKEY", int)
     if aorkey <= 0:
-        raise FitsReadError(f"AORKEY must be a positive integer, not {aorkey}")
+        raise NotIracFile(f"AORKEY must be a positive integer, not {aorkey}")
     channel = header.get("CHNLNUM", int)
     expid = header.get("EXPID", int)
     dcenum = header.get("DCENUM", int)
@@ -257,21 +257,21 @@ def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256
     if kind not in ("sub2d", "unc2d", "cov2d", "msk2d"):
         missing = [key for key in EXPOSURE_KEYWORDS if header.get(key, str) is None]
         if missing:
-            raise FitsReadError(f"IRAC {kind} file lacks required keyword(s) {', '.join(missing)}")
+            raise NotIracFile(f"IRAC {kind} file lacks required keyword(s) {', '.join(missing)}")
     elif dcenum is None and dpid is None:
-        raise FitsReadError(f"IRAC {kind} file has neither DCENUM nor DPID: cannot link it to its exposure")
+        raise NotIracFile(f"IRAC {kind} file has neither DCENUM nor DPID: cannot link it to its exposure")
 
     exposure = {column: header.get(key, kind_) for key, (column, kind_) in EXPOSURE_COLUMNS.items()}
     _check_integer_ranges({**exposure, "aorkey": aorkey, "expid": expid, "dcenum": dcenum, "channel": channel})
     if channel not in (1, 2, 3, 4):
-        raise FitsReadError(f"CHNLNUM = {channel} is not an IRAC channel (1-4)")
+        raise NotIracFile(f"CHNLNUM = {channel} is not an IRAC channel (1-4)")
     naxis = header.get("NAXIS", int) or 0
     exposure["n_planes"] = header.get("NAXIS3", int) if naxis == 3 else 1
     if exposure["mjd_obs"] is not None:
         try:
             exposure["mission"] = mission_from_mjd(exposure["mjd_obs"])
         except BadOption as exc:
-            raise FitsReadError(str(exc)) from exc
+            raise NotIracFile(str(exc)) from exc
     exposure["header_source_kind"] = kind
     aor = {column: header.get(key, kind_) for key, (column, kind_) in AOR_COLUMNS.items()}
     return FileRecord(
