@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ from iracdb.errors import NotIracFile
 
 BLOCK_BYTES = 2880
 CARD_BYTES = 80
+#: How every FITS file starts: the SIMPLE card's keyword and value indicator.
+SIGNATURE = b"SIMPLE  ="
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,7 @@ def split_header(data: bytes, keywords: frozenset[str] | None = None) -> HeaderC
     With ``keywords``, only those keywords are indexed (every card is still kept); ingest needs ~70 of a BCD's
     ~670 cards, and skipping the rest halves the parsing time.
     """
-    if not data.startswith(b"SIMPLE  ="):
-        raise NotIracFile("not a FITS file (it does not start with a SIMPLE card)")
+    check_signature(data)
     position = find_end_card(data)
     if position == -1:
         raise NotIracFile(f"truncated FITS header: it stops after {len(data)} bytes without an END card")
@@ -142,6 +144,45 @@ def split_header(data: bytes, keywords: frozenset[str] | None = None) -> HeaderC
         padded = _padded(keywords)
         index = {cards[i][:8].rstrip(): i for i in numbered if cards[i][:8] in padded and cards[i][8:10] == "= "}
     return HeaderCards(cards=cards, index=index, header_bytes=header_bytes)
+
+
+def check_signature(data: bytes) -> None:
+    """Raise :class:`~iracdb.errors.NotIracFile` unless ``data``, a file's first bytes, start like a FITS file."""
+    if not data.startswith(SIGNATURE):
+        raise NotIracFile("not a FITS file (it does not start with a SIMPLE card)")
+
+
+def read_header_bytes(first: bytes, read_more: Callable[[int], bytes]) -> bytes:
+    """A file's first bytes, extended until they hold the primary header's END card or the file ends.
+
+    The signature is checked before anything more is read, so that a large file that is not FITS is not read.
+
+    Parameters
+    ----------
+    first : bytes or bytearray
+        The file's first bytes (a bytearray is extended in place).
+    read_more : callable
+        ``read_more(n)``: the bytes that follow the file's first ``n`` bytes (some or all of them; empty at the end
+        of the file).
+
+    Returns
+    -------
+    bytes or bytearray
+        ``first`` and what was read after it; :func:`split_header` says whether the END card is in it.
+
+    Raises
+    ------
+    iracdb.errors.NotIracFile
+        ``first`` does not start with a SIMPLE card.
+    """
+    check_signature(first)
+    data = first
+    while find_end_card(data) == -1:
+        more = read_more(len(data))
+        if not more:
+            break  # split_header says how it is truncated
+        data += more
+    return data
 
 
 def find_end_card(data: bytes) -> int:

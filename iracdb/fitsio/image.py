@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from iracdb.errors import NotIracFile
-from iracdb.fitsio.header import BLOCK_BYTES, HeaderCards, find_end_card, split_header
+from iracdb.fitsio.header import BLOCK_BYTES, HeaderCards, read_header_bytes, split_header
 from iracdb.photometry.tansip import WCS_KEYWORDS
 
 __all__ = ["FRAME_KEYWORDS", "ImageFile", "read_image", "wcs_keywords"]
@@ -129,8 +129,12 @@ def read_image(
         _check_unchanged(stat, size_bytes, mtime_ns)
         size = stat.st_size
         whole = rows is None and size <= WHOLE_READ_BYTES
-        buffer = _read_at(fd, 0, size if whole else min(size, HEADER_READ_BYTES))
-        cards, header_end = _header(fd, buffer, size)
+        buffer = read_header_bytes(
+            _read_at(fd, 0, size if whole else min(size, HEADER_READ_BYTES)),
+            lambda have: _read_at(fd, have, max(0, min(size - have, 4 * HEADER_READ_BYTES))),
+        )
+        cards = split_header(buffer, FRAME_KEYWORDS)
+        header_end = cards.header_bytes
         dtype, shape, scale = _layout(cards)
         count = shape[0] * shape[1] * shape[2]
         nbytes = count * dtype.itemsize
@@ -216,19 +220,6 @@ def _read_at(fd: int, offset: int, nbytes: int) -> bytearray:
             break
         done += got
     return buffer
-
-
-def _header(fd: int, buffer: bytearray, size: int) -> tuple[HeaderCards, int]:
-    """Split the header at the start of ``buffer`` (reading more of the file if its END card is not in it)."""
-    if not buffer.startswith(b"SIMPLE  ="):
-        raise NotIracFile("not a FITS file (it does not start with a SIMPLE card)")
-    while find_end_card(buffer) == -1 and len(buffer) < size:
-        more = _read_at(fd, len(buffer), min(size - len(buffer), 4 * HEADER_READ_BYTES))
-        if not more:
-            break
-        buffer += more
-    cards = split_header(buffer, FRAME_KEYWORDS)
-    return cards, cards.header_bytes
 
 
 def _layout(cards: HeaderCards) -> tuple[np.dtype, tuple[int, int, int], tuple[float, float] | None]:

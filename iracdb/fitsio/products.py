@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iracdb.errors import BadOption, NotIracFile
-from iracdb.fitsio.header import HeaderCards, data_bytes, find_end_card, split_header
+from iracdb.fitsio.header import HeaderCards, data_bytes, read_header_bytes, split_header
 from iracdb.mission import mission_from_mjd
 
 #: Product kinds, in order of preference as the source of an exposure's catalogued header columns.
@@ -213,14 +213,7 @@ def read_irac_file(path: str) -> FileRecord | Rejection:
             problem = not_regular(stat.st_mode)
             if problem is not None:
                 raise NotIracFile(problem)
-            head = handle.read(READ_CHUNK_BYTES)
-            if not head.startswith(b"SIMPLE  ="):
-                raise NotIracFile("not a FITS file (it does not start with a SIMPLE card)")
-            while find_end_card(head) == -1:
-                more = handle.read(READ_CHUNK_BYTES)
-                if not more:
-                    break  # split_header says how it is truncated
-                head += more
+            head = read_header_bytes(handle.read(READ_CHUNK_BYTES), lambda _: handle.read(READ_CHUNK_BYTES))
             digest = hashlib.sha256(head)
             size = len(head)
             for chunk in iter(lambda: handle.read(READ_CHUNK_BYTES), b""):
