@@ -46,7 +46,7 @@ from iracdb.db.engine import is_sqlite, mask_secrets
 from iracdb.db.models import AorSummary, Exposure, File, Measurement, Run, RunInput, RunTarget, RunUnit
 from iracdb.errors import BadOption, NotIracFile, RunConflict, RunInterrupted, UserError
 from iracdb.fitsio import UNCERTAINTY_KIND
-from iracdb.fitsio.image import ImageFile, read_image, wcs_keywords
+from iracdb.fitsio.image import ImageFile, image_info, read_image, wcs_keywords
 from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
 from iracdb.photometry import apcorr
 from iracdb.photometry.measure import ImageInfo, Photometry, PhotometryParams, measure
@@ -475,15 +475,7 @@ def _load(work: ExposureWork) -> _Loaded:
 
 
 def _image_info(image: ImageFile, chunk: Chunk) -> ImageInfo:
-    cards = image.cards
-    readmode = (cards.get("READMODE") or "").strip().upper()
-    return ImageInfo(
-        channel=chunk.channel, mission=chunk.correction_mission,  # type: ignore[arg-type]
-        subarray=readmode == "SUB" if readmode else image.data.shape[0] > 1,
-        gain=cards.get("GAIN", float), ronoise=cards.get("RONOISE", float), exptime=cards.get("EXPTIME", float),
-        fluxconv=cards.get("FLUXCONV", float), pxscal1=cards.get("PXSCAL1", float),
-        pxscal2=cards.get("PXSCAL2", float),
-    )
+    return image_info(image.cards, channel=chunk.channel, mission=chunk.correction_mission)
 
 
 def _measure_group(

@@ -12,9 +12,9 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from iracdb.errors import NotIracFile
+from iracdb.errors import BadOption, NotIracFile
 from iracdb.fitsio import image as frames
-from iracdb.fitsio.image import FRAME_KEYWORDS, read_image, wcs_keywords
+from iracdb.fitsio.image import FRAME_KEYWORDS, image_info, read_image, wcs_keywords
 from iracdb.photometry.tansip import TanSip
 from tests.conftest import FULL_ARRAY_AOR_DIR, SUBARRAY_AOR_DIR
 
@@ -89,6 +89,29 @@ def test_wcs_keywords_of_a_file_without_wcs() -> None:
     assert "CTYPE1" not in keywords
     with pytest.raises(ValueError, match="CTYPE1 is missing"):
         TanSip.from_keywords(keywords)
+
+
+@pytest.mark.parametrize("path", [Path(f"{SUB_STEM}bcd.fits"), Path(f"{FULL_STEM}cbcd.fits")], ids=["sub", "full"])
+def test_image_info_from_cards_and_from_astropy(path: Path) -> None:
+    header = fits.getheader(path)
+    info = image_info(read_image(path).cards)
+    assert info == image_info(header)
+    assert (info.channel, info.mission, info.subarray) == (2, "warm", header["NAXIS"] == 3)
+    assert (info.gain, info.ronoise, info.exptime, info.fluxconv, info.pxscal1, info.pxscal2) == tuple(
+        header[key] for key in ("GAIN", "RONOISE", "EXPTIME", "FLUXCONV", "PXSCAL1", "PXSCAL2")
+    )
+
+
+def test_image_info_with_channel_and_mission_given(tmp_path: Path) -> None:
+    cards = read_image(f"{SUB_STEM}bcd.fits").cards
+    assert image_info(cards, mission="cryo").mission == "cryo"  # reduce --corrections cryo on warm data
+    path = tmp_path / "bare.fits"
+    path.write_bytes(_raw_fits({"BITPIX": -32, "NAXIS": 2, "NAXIS1": 4, "NAXIS2": 4, "EXPTIME": 2.0}, b"\0" * 64))
+    bare = read_image(path).cards
+    info = image_info(bare, channel=4, mission="warm")
+    assert (info.channel, info.mission, info.subarray, info.exptime, info.gain) == (4, "warm", False, 2.0, None)
+    with pytest.raises(BadOption, match="lacks CHNLNUM or MJD_OBS"):
+        image_info(bare)
 
 
 # ----------------------------------------------------------------------------------------------------------------

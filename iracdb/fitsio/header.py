@@ -198,6 +198,22 @@ def _padded(keywords: frozenset[str]) -> frozenset[str]:
     return frozenset(keyword.ljust(8) for keyword in keywords)
 
 
+def n_planes(header: HeaderCards) -> int | None:
+    """Planes of the primary image: ``NAXIS3`` of a cube (``NAXIS = 3``; None without NAXIS3), else 1."""
+    return header.get("NAXIS3", int) if header.get("NAXIS", int) == 3 else 1
+
+
+def is_subarray(header: HeaderCards) -> bool:
+    """Whether the file holds IRAC subarray data (32 x 32 pixels at a corner of the array; cubes of 64 planes).
+
+    The one rule: ``READMODE = 'SUB'`` when the header gives the read mode, else a cube of more than one plane.
+    """
+    readmode = header.get("READMODE")
+    if readmode is not None:
+        return readmode.upper() == "SUB"
+    return (n_planes(header) or 0) > 1
+
+
 def data_bytes(header: HeaderCards) -> int:
     """Size of the primary data array in bytes (unpadded), from BITPIX and NAXISn."""
     bitpix = header.get("BITPIX", int)

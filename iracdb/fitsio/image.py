@@ -6,24 +6,29 @@
 bytes read (big-endian, as stored; no copy). A file that cannot be read raises :class:`iracdb.errors.NotIracFile`
 with a one-line reason, which reduction records as ``FILE_UNREADABLE`` for that frame (it never stops a run).
 
-:func:`wcs_keywords` picks the WCS keywords out of the cards for
-:meth:`iracdb.photometry.tansip.TanSip.from_keywords`.
+:func:`image_info` reads what the photometry needs to know about an image (:class:`ImageInfo`) from its header, and
+:func:`wcs_keywords` picks the WCS keywords out of the cards for :meth:`iracdb.photometry.tansip.TanSip.from_keywords`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from iracdb.errors import NotIracFile
-from iracdb.fitsio.header import BLOCK_BYTES, HeaderCards, read_header_bytes, split_header
+from iracdb.errors import BadOption, NotIracFile
+from iracdb.fitsio.header import BLOCK_BYTES, HeaderCards, is_subarray, read_header_bytes, split_header
+from iracdb.mission import mission_from_mjd
+from iracdb.photometry.measure import ImageInfo
 from iracdb.photometry.tansip import WCS_KEYWORDS
 
-__all__ = ["FRAME_KEYWORDS", "ImageFile", "read_image", "wcs_keywords"]
+if TYPE_CHECKING:
+    from astropy.io import fits
+
+__all__ = ["FRAME_KEYWORDS", "ImageFile", "image_info", "read_image", "wcs_keywords"]
 
 #: Keywords indexed in :attr:`ImageFile.cards`: structure, identity, times, calibration, pointing and the WCS/SIP.
 FRAME_KEYWORDS = frozenset(
@@ -191,6 +196,52 @@ def wcs_keywords(cards: HeaderCards) -> dict[str, float | str | None]:
         if key in index:
             out[key] = cards.get(key, str)
     return out
+
+
+def image_info(
+    header: HeaderCards | fits.Header, *, channel: int | None = None, mission: str | None = None
+) -> ImageInfo:
+    """What the photometry needs to know about an IRAC image, from its primary header.
+
+    Parameters
+    ----------
+    header : iracdb.fitsio.header.HeaderCards or astropy.io.fits.Header
+        The primary header: :attr:`ImageFile.cards`, or e.g. ``astropy.io.fits.getheader(path)``.
+    channel : int, optional
+        IRAC channel, 1-4. Default: ``CHNLNUM``.
+    mission : {"warm", "cryo"}, optional
+        The mission whose correction coefficients apply. Default: from ``MJD_OBS``
+        (:func:`iracdb.mission.mission_from_mjd`). Reduction passes the catalogue's channel and the run's correction
+        mission (``--corrections`` may force one).
+
+    Returns
+    -------
+    ImageInfo
+        Channel, mission, subarray (:func:`iracdb.fitsio.header.is_subarray`), and ``GAIN`` (electrons/DN),
+        ``RONOISE`` (electrons), ``EXPTIME`` (s), ``FLUXCONV`` ((MJy/sr)/(DN/s)), ``PXSCAL1``/``PXSCAL2``
+        (arcsec/pixel), each None when the header lacks it.
+
+    Raises
+    ------
+    iracdb.errors.BadOption
+        ``channel`` or ``mission`` is not given and the header lacks ``CHNLNUM`` or ``MJD_OBS``.
+    iracdb.errors.NotIracFile
+        One of these keywords has a value that is not a number.
+    """
+    cards = header if isinstance(header, HeaderCards) else split_header(header.tostring().encode("ascii"))
+    if channel is None:
+        channel = cards.get("CHNLNUM", int)
+    if mission is None:
+        mjd = cards.get("MJD_OBS", float)
+        mission = None if mjd is None else mission_from_mjd(mjd)
+    if channel is None or mission is None:
+        raise BadOption("the header lacks CHNLNUM or MJD_OBS; is this an IRAC BCD header?")
+    return ImageInfo(
+        channel=channel, mission=cast(Literal["warm", "cryo"], mission), subarray=is_subarray(cards),
+        gain=cards.get("GAIN", float), ronoise=cards.get("RONOISE", float), exptime=cards.get("EXPTIME", float),
+        fluxconv=cards.get("FLUXCONV", float), pxscal1=cards.get("PXSCAL1", float),
+        pxscal2=cards.get("PXSCAL2", float),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------

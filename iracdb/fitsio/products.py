@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iracdb.errors import BadOption, NotIracFile
-from iracdb.fitsio.header import HeaderCards, data_bytes, read_header_bytes, split_header
+from iracdb.fitsio.header import HeaderCards, data_bytes, is_subarray, n_planes, read_header_bytes, split_header
 from iracdb.mission import mission_from_mjd
 
 #: Product kinds, in order of preference as the source of an exposure's catalogued header columns.
@@ -143,7 +143,7 @@ def product_kind(path: str, header: HeaderCards) -> str:
     suffix = match.group(1).lower() if match else None
     bitpix = header.get("BITPIX", int)
     naxis = header.get("NAXIS", int) or 0
-    subarray_2d = naxis == 2 and (header.get("READMODE") or "").upper() == "SUB"
+    subarray_2d = naxis == 2 and is_subarray(header)
     if bitpix is not None and bitpix > 0:
         if naxis == 3 or "PROCBITS" in header:
             return "bimsk"
@@ -258,8 +258,7 @@ def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256
     _check_integer_ranges({**exposure, "aorkey": aorkey, "expid": expid, "dcenum": dcenum, "channel": channel})
     if channel not in (1, 2, 3, 4):
         raise NotIracFile(f"CHNLNUM = {channel} is not an IRAC channel (1-4)")
-    naxis = header.get("NAXIS", int) or 0
-    exposure["n_planes"] = header.get("NAXIS3", int) if naxis == 3 else 1
+    exposure["n_planes"] = n_planes(header)
     if exposure["mjd_obs"] is not None:
         try:
             exposure["mission"] = mission_from_mjd(exposure["mjd_obs"])
