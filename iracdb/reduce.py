@@ -47,7 +47,7 @@ from iracdb.db.models import AorSummary, Exposure, File, Measurement, Run, RunIn
 from iracdb.errors import BadOption, NotIracFile, RunConflict, RunInterrupted, UserError
 from iracdb.fitsio import UNCERTAINTY_KIND
 from iracdb.fitsio.image import ImageFile, image_info, read_image, wcs_keywords
-from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
+from iracdb.flags import SATURATION_BITS, Flag
 from iracdb.photometry import apcorr
 from iracdb.photometry.measure import ImageInfo, Photometry, PhotometryParams, measure
 from iracdb.photometry.tansip import TanSip
@@ -483,7 +483,7 @@ def _measure_group(
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """Measure the exposures of one group for every target; yield (exposure_id, rows of that exposure+target)."""
     median = chunk.subarray_mode == "median" and info.subarray
-    data, unc, mask = _stack(items, median)
+    data, unc, mask = _stack(items, median, chunk.params.mask_bits)
     per_image = np.array([1 if median else item.science.data.shape[0] for item in items])
     starts = np.concatenate([[0], np.cumsum(per_image)])
     n = int(starts[-1])
@@ -504,9 +504,12 @@ def _measure_group(
             yield item.work.exposure_id, {name: values[rows] for name, values in columns.items()}
 
 
-def _stack(items: list[_Loaded], median: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def _stack(
+    items: list[_Loaded], median: bool, mask_bits: int
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The images of a group as one (n, ny, nx) stack, with uncertainty and mask stacks when every exposure has
-    them (a group where only some have a companion measures without it: the error model must be one per call)."""
+    them (a group where only some have a companion measures without it: the error model must be one per call).
+    With ``median``, each cube's median image, leaving out the pixels with any of ``mask_bits``."""
     data = [item.science.data for item in items]
     unc = None if any(item.uncertainty is None for item in items) else [item.uncertainty.data for item in items]  # type: ignore[union-attr]
     mask = None if any(item.mask is None for item in items) else [item.mask.data for item in items]  # type: ignore[union-attr]
@@ -516,14 +519,15 @@ def _stack(items: list[_Loaded], median: bool) -> tuple[np.ndarray, np.ndarray |
             None if unc is None else np.concatenate(unc),
             None if mask is None else np.concatenate(mask),
         )
-    return _median_images(data, unc, mask)
+    return _median_images(data, unc, mask, mask_bits)
 
 
 def _median_images(
-    data: list[np.ndarray], unc: list[np.ndarray] | None, mask: list[np.ndarray] | None
+    data: list[np.ndarray], unc: list[np.ndarray] | None, mask: list[np.ndarray] | None, mask_bits: int
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Each cube's median image (bad and masked pixels left out of the median), its uncertainty and a mask that
-    keeps only the saturation bits of any plane (the other bad pixels are already left out).
+    """Each cube's median image (bad pixels and those with any of ``mask_bits``, the photometry's
+    :attr:`~iracdb.photometry.measure.PhotometryParams.mask_bits`, left out of the median), its uncertainty and a
+    mask that keeps only the saturation bits of any plane (the other bad pixels are already left out).
 
     The uncertainty of a median of n values is taken as sqrt(pi/2) times that of their mean.
     """
@@ -531,7 +535,7 @@ def _median_images(
     for k, cube in enumerate(data):
         values = cube.astype(np.float64)
         if mask is not None:
-            values[(mask[k] & PROCBITS) != 0] = np.nan
+            values[(mask[k] & mask_bits) != 0] = np.nan
         if unc is not None:
             values[~np.isfinite(unc[k])] = np.nan
         valid = np.isfinite(values)
