@@ -49,7 +49,9 @@ class NoSuchAor(LookupError, UserError):
 
 
 class NotIracFile(ValueError, UserError):
-    """A file that is not an IRAC Level-1 FITS file (or cannot be read as one)."""
+    """A file that is not an IRAC Level-1 FITS file (or cannot be read as one): the one exception of
+    :mod:`iracdb.fitsio`. The message is the one-line reason, without the path; ingest records it as the file's
+    rejection, reduction as the frame's ``FILE_UNREADABLE``."""
 
 
 class NoSuchRun(LookupError, UserError):

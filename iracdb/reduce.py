@@ -46,10 +46,10 @@ from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS
 from iracdb.db import queries
 from iracdb.db.engine import is_sqlite, mask_secrets
 from iracdb.db.models import AorSummary, Exposure, File, Measurement, Run, RunInput, RunTarget, RunUnit
-from iracdb.errors import BadOption, RunConflict, RunInterrupted, UserError
+from iracdb.errors import BadOption, NotIracFile, RunConflict, RunInterrupted, UserError
 from iracdb.fitsio import UNCERTAINTY_KIND
-from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
-from iracdb.frames import FrameReadError, ImageFile, read_image, wcs_keywords
+from iracdb.fitsio.image import ImageFile, image_info, read_image, wcs_keywords
+from iracdb.flags import SATURATION_BITS, Flag
 from iracdb.photometry import apcorr
 from iracdb.photometry.measure import ImageInfo, Photometry, PhotometryParams, measure
 from iracdb.photometry.tansip import TanSip
@@ -445,7 +445,7 @@ class _Unreadable(Exception):
 def _read(ref: FileRef) -> ImageFile:
     try:
         return read_image(ref.path, size_bytes=ref.size_bytes, mtime_ns=ref.mtime_ns)
-    except FrameReadError as exc:
+    except NotIracFile as exc:
         raise _Unreadable(ref.path, str(exc)) from exc
 
 
@@ -464,15 +464,7 @@ def _load(work: ExposureWork) -> _Loaded:
 
 
 def _image_info(image: ImageFile, chunk: Chunk) -> ImageInfo:
-    cards = image.cards
-    readmode = (cards.get("READMODE") or "").strip().upper()
-    return ImageInfo(
-        channel=chunk.channel, mission=chunk.correction_mission,  # type: ignore[arg-type]
-        subarray=readmode == "SUB" if readmode else image.data.shape[0] > 1,
-        gain=cards.get("GAIN", float), ronoise=cards.get("RONOISE", float), exptime=cards.get("EXPTIME", float),
-        fluxconv=cards.get("FLUXCONV", float), pxscal1=cards.get("PXSCAL1", float),
-        pxscal2=cards.get("PXSCAL2", float),
-    )
+    return image_info(image.cards, channel=chunk.channel, mission=chunk.correction_mission)
 
 
 def _measure_group(
@@ -480,7 +472,7 @@ def _measure_group(
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """Measure the exposures of one group for every target; yield (exposure_id, rows of that exposure+target)."""
     median = chunk.subarray_mode == "median" and info.subarray
-    data, unc, mask = _stack(items, median)
+    data, unc, mask = _stack(items, median, chunk.params.mask_bits)
     per_image = np.array([1 if median else item.science.data.shape[0] for item in items])
     starts = np.concatenate([[0], np.cumsum(per_image)])
     n = int(starts[-1])
@@ -501,9 +493,12 @@ def _measure_group(
             yield item.work.exposure_id, {name: values[rows] for name, values in columns.items()}
 
 
-def _stack(items: list[_Loaded], median: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def _stack(
+    items: list[_Loaded], median: bool, mask_bits: int
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The images of a group as one (n, ny, nx) stack, with uncertainty and mask stacks when every exposure has
-    them (a group where only some have a companion measures without it: the error model must be one per call)."""
+    them (a group where only some have a companion measures without it: the error model must be one per call).
+    With ``median``, each cube's median image, leaving out the pixels with any of ``mask_bits``."""
     data = [item.science.data for item in items]
     unc = None if any(item.uncertainty is None for item in items) else [item.uncertainty.data for item in items]  # type: ignore[union-attr]
     mask = None if any(item.mask is None for item in items) else [item.mask.data for item in items]  # type: ignore[union-attr]
@@ -513,14 +508,15 @@ def _stack(items: list[_Loaded], median: bool) -> tuple[np.ndarray, np.ndarray |
             None if unc is None else np.concatenate(unc),
             None if mask is None else np.concatenate(mask),
         )
-    return _median_images(data, unc, mask)
+    return _median_images(data, unc, mask, mask_bits)
 
 
 def _median_images(
-    data: list[np.ndarray], unc: list[np.ndarray] | None, mask: list[np.ndarray] | None
+    data: list[np.ndarray], unc: list[np.ndarray] | None, mask: list[np.ndarray] | None, mask_bits: int
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Each cube's median image (bad and masked pixels left out of the median), its uncertainty and a mask that
-    keeps only the saturation bits of any plane (the other bad pixels are already left out).
+    """Each cube's median image (bad pixels and those with any of ``mask_bits``, the photometry's
+    :attr:`~iracdb.photometry.measure.PhotometryParams.mask_bits`, left out of the median), its uncertainty and a
+    mask that keeps only the saturation bits of any plane (the other bad pixels are already left out).
 
     The uncertainty of a median of n values is taken as sqrt(pi/2) times that of their mean.
     """
@@ -528,7 +524,7 @@ def _median_images(
     for k, cube in enumerate(data):
         values = cube.astype(np.float64)
         if mask is not None:
-            values[(mask[k] & PROCBITS) != 0] = np.nan
+            values[(mask[k] & mask_bits) != 0] = np.nan
         if unc is not None:
             values[~np.isfinite(unc[k])] = np.nan
         valid = np.isfinite(values)

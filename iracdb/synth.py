@@ -39,6 +39,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from iracdb.errors import BadOption, CannotWrite, OutputExists
+from iracdb.flags import PROCBITS
 from iracdb.outputs import check_outputs
 from iracdb.photometry.psf import IRAC_FWHM_PX
 from iracdb.photometry.units import CRYO_END_MJD, nominal_pixel_sr
@@ -81,8 +82,6 @@ _ZODY = {1: 0.12, 2: 0.17, 3: 1.8, 4: 6.5}
 _ISM = {1: 0.02, 2: 0.013, 3: 0.15, 4: 0.5}
 #: Default star fluxes (mJy), roughly a K ~ 9 star.
 _DEFAULT_FLUX_MJY = {1: 100.0, 2: 65.0, 3: 42.0, 4: 23.0}
-#: Subarray corner in full-array pixels (the /SUBARRAY offsets of §3).
-_SUB_OFFSET = {1: (8, 216), 2: (8, 216), 3: (8, 8), 4: (8, 8)}
 _MASK_BAD = 16384
 _MASK_RADHIT = 512
 _SUB_PLANES = 64
@@ -1516,7 +1515,7 @@ class _Templates:
                     "Set if pixel is not linear", "Set if pixel is uncorrected saturation",
                     "Set if data is bad or missing")  # fmt: skip
         out += [_card(f"BIT{bit:02d}", 2**bit, text) for bit, text in enumerate(meanings)]
-        out.append(_card("PROCBITS", 32256, "Processed Bits in IMASK"))
+        out.append(_card("PROCBITS", PROCBITS, "Processed Bits in IMASK"))
         flow = self._dataflow(v)
         wanted = ("DATE", "AORKEY", "DS_IDENT", "EXPID", "DCENUM", "FILE_VER", "RAWFILE", "CTD_VER", "EXPDFLAG",
                   "PAONUM", "CAMPAIGN", "DCEID", "DCEINSID", "PIPENUM", "SOS_VER", "PLVID", "PMSKFBID")  # fmt: skip

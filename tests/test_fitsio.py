@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from astropy.io import fits
 
-from iracdb.fitsio import INGEST_KEYWORDS, FitsReadError, parse_value, product_kind, split_header
+from iracdb.errors import NotIracFile
+from iracdb.fitsio import INGEST_KEYWORDS, parse_value, product_kind, split_header
+from iracdb.fitsio.header import is_subarray, n_planes
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -56,9 +58,9 @@ def test_bad_values_and_files() -> None:
         parse_value("'unterminated", str)
     with pytest.raises(ValueError):
         parse_value("2.5", int)
-    with pytest.raises(FitsReadError, match="not a FITS file"):
+    with pytest.raises(NotIracFile, match="not a FITS file"):
         split_header(b"PK\x03\x04 a zip file")
-    with pytest.raises(FitsReadError, match="without an END card"):
+    with pytest.raises(NotIracFile, match="without an END card"):
         split_header(b"SIMPLE  =                    T" + b" " * 50)
 
 
@@ -100,5 +102,32 @@ def test_long_strings_over_continue_cards() -> None:
 def test_control_bytes_in_a_header_are_refused() -> None:
     data = bytearray(fits.Header({"SIMPLE": True, "BITPIX": 8, "NAXIS": 0}).tostring().encode("ascii"))
     data[85] = 0
-    with pytest.raises(FitsReadError, match="card 2 holds the byte 0x00"):
+    with pytest.raises(NotIracFile, match="card 2 holds the byte 0x00"):
         split_header(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("cards", "planes", "subarray"),
+    [
+        ({"NAXIS": 3, "NAXIS3": 64, "READMODE": "SUB"}, 64, True),  # a subarray cube
+        ({"NAXIS": 2, "READMODE": "SUB"}, 1, True),  # a _sub2d product
+        ({"NAXIS": 2, "READMODE": "FULL"}, 1, False),
+        ({"NAXIS": 3, "NAXIS3": 64, "READMODE": "FULL"}, 64, False),  # the read mode, when given, decides
+        ({"NAXIS": 3, "NAXIS3": 64}, 64, True),  # without it, a cube of planes is subarray data
+        ({"NAXIS": 3, "NAXIS3": 1}, 1, False),
+        ({"NAXIS": 2}, 1, False),
+    ],
+)
+def test_one_subarray_rule(cards: dict, planes: int, subarray: bool) -> None:
+    header = split_header(fits.Header({"SIMPLE": True, "BITPIX": -32, **cards}).tostring().encode("ascii"))
+    assert n_planes(header) == planes
+    assert is_subarray(header) is subarray
+
+
+def test_real_subarray_and_full_array_files() -> None:
+    sub = SHARED_DATA / "irac" / "r46466816" / "ch2" / "bcd" / "SPITZER_I2_46466816_0000_0000_2_"
+    full = SHARED_DATA / "irac" / "r46987776" / "ch2" / "bcd" / "SPITZER_I2_46987776_0136_0000_2_"
+    for kind in ("bcd", "bunc", "bimsk", "sub2d", "unc2d"):
+        assert is_subarray(split_header(Path(f"{sub}{kind}.fits").read_bytes())), kind
+    for kind in ("bcd", "cbcd", "cbunc"):
+        assert not is_subarray(split_header(Path(f"{full}{kind}.fits").read_bytes())), kind

@@ -12,8 +12,9 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from iracdb import frames
-from iracdb.frames import FRAME_KEYWORDS, FrameReadError, read_image, wcs_keywords
+from iracdb.errors import BadOption, NotIracFile
+from iracdb.fitsio import image as frames
+from iracdb.fitsio.image import FRAME_KEYWORDS, image_info, read_image, wcs_keywords
 from iracdb.photometry.tansip import TanSip
 from tests.conftest import FULL_ARRAY_AOR_DIR, SUBARRAY_AOR_DIR
 
@@ -90,6 +91,29 @@ def test_wcs_keywords_of_a_file_without_wcs() -> None:
         TanSip.from_keywords(keywords)
 
 
+@pytest.mark.parametrize("path", [Path(f"{SUB_STEM}bcd.fits"), Path(f"{FULL_STEM}cbcd.fits")], ids=["sub", "full"])
+def test_image_info_from_cards_and_from_astropy(path: Path) -> None:
+    header = fits.getheader(path)
+    info = image_info(read_image(path).cards)
+    assert info == image_info(header)
+    assert (info.channel, info.mission, info.subarray) == (2, "warm", header["NAXIS"] == 3)
+    assert (info.gain, info.ronoise, info.exptime, info.fluxconv, info.pxscal1, info.pxscal2) == tuple(
+        header[key] for key in ("GAIN", "RONOISE", "EXPTIME", "FLUXCONV", "PXSCAL1", "PXSCAL2")
+    )
+
+
+def test_image_info_with_channel_and_mission_given(tmp_path: Path) -> None:
+    cards = read_image(f"{SUB_STEM}bcd.fits").cards
+    assert image_info(cards, mission="cryo").mission == "cryo"  # reduce --corrections cryo on warm data
+    path = tmp_path / "bare.fits"
+    path.write_bytes(_raw_fits({"BITPIX": -32, "NAXIS": 2, "NAXIS1": 4, "NAXIS2": 4, "EXPTIME": 2.0}, b"\0" * 64))
+    bare = read_image(path).cards
+    info = image_info(bare, channel=4, mission="warm")
+    assert (info.channel, info.mission, info.subarray, info.exptime, info.gain) == (4, "warm", False, 2.0, None)
+    with pytest.raises(BadOption, match="lacks CHNLNUM or MJD_OBS"):
+        image_info(bare)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # unreadable files
 # ----------------------------------------------------------------------------------------------------------------
@@ -115,7 +139,7 @@ def test_catalogued_size_and_mtime_match(copy_of) -> None:
 def test_size_mismatch_raises(copy_of) -> None:
     path = copy_of()
     stat = path.stat()
-    with pytest.raises(FrameReadError, match=rf"^changed since ingest: size {stat.st_size} bytes, catalogued 123"):
+    with pytest.raises(NotIracFile, match=rf"^changed since ingest: size {stat.st_size} bytes, catalogued 123"):
         read_image(path, size_bytes=123, mtime_ns=stat.st_mtime_ns)
 
 
@@ -123,7 +147,7 @@ def test_mtime_mismatch_raises(copy_of) -> None:
     path = copy_of()
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    with pytest.raises(FrameReadError, match=rf"^changed since ingest: mtime .* catalogued {stat.st_mtime_ns}"):
+    with pytest.raises(NotIracFile, match=rf"^changed since ingest: mtime .* catalogued {stat.st_mtime_ns}"):
         read_image(path, size_bytes=stat.st_size, mtime_ns=stat.st_mtime_ns)
 
 
@@ -134,7 +158,7 @@ def test_truncated_data_raises(copy_of, short_bytes: int, rows: tuple[int, int] 
     image = read_image(path)
     with open(path, "r+b") as handle:
         handle.truncate(image.cards.header_bytes + image.data.nbytes - short_bytes)
-    with pytest.raises(FrameReadError, match=r"^truncated FITS file: \d+ bytes, its header promises \d+"):
+    with pytest.raises(NotIracFile, match=r"^truncated FITS file: \d+ bytes, its header promises \d+"):
         read_image(path, rows=rows)
 
 
@@ -152,31 +176,31 @@ def test_truncated_header_raises(copy_of) -> None:
     path = copy_of()
     with open(path, "r+b") as handle:
         handle.truncate(2880 * 3)
-    with pytest.raises(FrameReadError, match=r"^truncated FITS header"):
+    with pytest.raises(NotIracFile, match=r"^truncated FITS header"):
         read_image(path)
 
 
 def test_not_fits_raises(tmp_path: Path) -> None:
     path = tmp_path / "notes.fits"
     path.write_text("this is not a FITS file\n" * 200)
-    with pytest.raises(FrameReadError, match=r"^not a FITS file"):
+    with pytest.raises(NotIracFile, match=r"^not a FITS file"):
         read_image(path)
 
 
 def test_empty_file_raises(tmp_path: Path) -> None:
     path = tmp_path / "empty.fits"
     path.write_bytes(b"")
-    with pytest.raises(FrameReadError, match=r"^not a FITS file"):
+    with pytest.raises(NotIracFile, match=r"^not a FITS file"):
         read_image(path)
 
 
 def test_missing_file_raises(tmp_path: Path) -> None:
-    with pytest.raises(FrameReadError, match=r"^file not found$"):
+    with pytest.raises(NotIracFile, match=r"^file not found$"):
         read_image(tmp_path / "gone.fits")
 
 
 def test_directory_raises(tmp_path: Path) -> None:
-    with pytest.raises(FrameReadError, match=r"^cannot be read: Is a directory"):
+    with pytest.raises(NotIracFile, match=r"^cannot be read: Is a directory"):
         read_image(tmp_path)
 
 
@@ -204,7 +228,7 @@ def _raw_fits(cards: dict[str, object], data: bytes = b"") -> bytes:
 def test_unsupported_layout_raises(tmp_path: Path, cards: dict, message: str) -> None:
     path = tmp_path / "odd.fits"
     path.write_bytes(_raw_fits(cards, b"\0" * 2880))
-    with pytest.raises(FrameReadError, match=message):
+    with pytest.raises(NotIracFile, match=message):
         read_image(path)
 
 

@@ -16,7 +16,6 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
-from astropy.io import fits
 from numpy.typing import ArrayLike, NDArray
 
 from iracdb.choices import BACKGROUND_METHODS, CENTROID_METHODS, one_of
@@ -139,7 +138,8 @@ class PhotometryParams:
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What the photometry needs to know about the images (from their header).
+    """What the photometry needs to know about the images (from their header: see
+    :func:`iracdb.fitsio.image.image_info`).
 
     Attributes
     ----------
@@ -176,26 +176,6 @@ class ImageInfo:
             raise BadOption(f"IRAC channel must be 1, 2, 3 or 4, not {self.channel!r}")
         if self.mission not in ("warm", "cryo"):
             raise BadOption(f"mission must be 'warm' or 'cryo', not {self.mission!r}")
-
-    @classmethod
-    def from_header(cls, header: fits.Header) -> ImageInfo:
-        """Read the facts from an IRAC BCD header (``CHNLNUM``, ``MJD_OBS``, ``READMODE``/``NAXIS``, ...)."""
-
-        def num(key: str) -> float | None:
-            value = header.get(key)
-            return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-        channel = header.get("CHNLNUM")
-        mjd = num("MJD_OBS")
-        if channel is None or mjd is None:
-            raise BadOption("the header lacks CHNLNUM or MJD_OBS; is this an IRAC BCD header?")
-        readmode = str(header.get("READMODE", "")).strip().upper()
-        subarray = readmode == "SUB" if readmode else header.get("NAXIS") == 3
-        return cls(
-            channel=int(channel), mission=units.mission_from_mjd(mjd), subarray=subarray,
-            gain=num("GAIN"), ronoise=num("RONOISE"), exptime=num("EXPTIME"), fluxconv=num("FLUXCONV"),
-            pxscal1=num("PXSCAL1"), pxscal2=num("PXSCAL2"),
-        )
 
     @property
     def full_array_offset(self) -> tuple[int, int]:

@@ -5,8 +5,9 @@ import pytest
 from astropy.io import fits
 from photutils.aperture import CircularAperture, aperture_photometry
 
+from iracdb.fitsio.image import image_info
 from iracdb.flags import PROCBITS, UNUSABLE
-from iracdb.photometry import ImageInfo, measure
+from iracdb.photometry import measure
 from iracdb.photometry.targets import brightest_near, celestial_wcs, pointing_pixel, sky_to_pixel
 
 
@@ -24,7 +25,7 @@ def _cubes(shared):
 def test_xo3_raw_sums_equal_photutils(shared):
     planes = 0
     for name, data, header, unc, mask in _cubes(shared):
-        info = ImageInfo.from_header(header)
+        info = image_info(header)
         assert info.subarray and info.channel == 2 and info.mission == "warm"
         x0, y0 = brightest_near(data, *pointing_pixel(header))
         r = measure(data, x0, y0, info, uncertainty=unc, mask=mask)
@@ -72,7 +73,7 @@ def test_full_frame_measured(shared):
     f = next((shared / "data" / "irac" / "r46987776" / "ch2" / "bcd").glob("*_cbcd.fits"))
     data, header = fits.getdata(f, header=True)
     unc = fits.getdata(f.with_name(f.name.replace("_cbcd", "_cbunc")))
-    info = ImageInfo.from_header(header)
+    info = image_info(header)
     assert not info.subarray and data.shape == (256, 256)
     # The brightest source within 20 px of the array centre.
     x0, y0 = brightest_near(data[None], 127.5, 127.5, radius_px=20)

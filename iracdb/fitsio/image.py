@@ -2,27 +2,33 @@
 
 :func:`read_image` reads an IRAC Level-1 image (a BCD, its ``_bunc``/``_bimsk`` companions, a subarray cube or a
 ``_sub2d`` product) with one ``open`` and, for a whole file, one ``read``; the header is split by
-:func:`iracdb.fitsio.split_header` (no ``astropy.io.fits.Header``) and the pixels are a numpy view of the bytes read
-(big-endian, as stored; no copy). A file that cannot be read raises :class:`FrameReadError` with a one-line reason,
-which reduction records as ``FILE_UNREADABLE`` for that frame (it never stops a run).
+:func:`iracdb.fitsio.header.split_header` (no ``astropy.io.fits.Header``) and the pixels are a numpy view of the
+bytes read (big-endian, as stored; no copy). A file that cannot be read raises :class:`iracdb.errors.NotIracFile`
+with a one-line reason, which reduction records as ``FILE_UNREADABLE`` for that frame (it never stops a run).
 
-:func:`wcs_keywords` picks the WCS keywords out of the cards for
-:meth:`iracdb.photometry.tansip.TanSip.from_keywords`.
+:func:`image_info` reads what the photometry needs to know about an image (:class:`ImageInfo`) from its header, and
+:func:`wcs_keywords` picks the WCS keywords out of the cards for :meth:`iracdb.photometry.tansip.TanSip.from_keywords`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
-from iracdb.fitsio import BLOCK_BYTES, FitsReadError, HeaderCards, find_end_card, split_header
+from iracdb.errors import BadOption, NotIracFile
+from iracdb.fitsio.header import BLOCK_BYTES, HeaderCards, is_subarray, read_header_bytes, split_header
+from iracdb.mission import mission_from_mjd
+from iracdb.photometry.measure import ImageInfo
 from iracdb.photometry.tansip import WCS_KEYWORDS
 
-__all__ = ["FRAME_KEYWORDS", "FrameReadError", "ImageFile", "read_image", "wcs_keywords"]
+if TYPE_CHECKING:
+    from astropy.io import fits
+
+__all__ = ["FRAME_KEYWORDS", "ImageFile", "image_info", "read_image", "wcs_keywords"]
 
 #: Keywords indexed in :attr:`ImageFile.cards`: structure, identity, times, calibration, pointing and the WCS/SIP.
 FRAME_KEYWORDS = frozenset(
@@ -51,10 +57,6 @@ WHOLE_READ_BYTES = 8 << 20
 HEADER_READ_BYTES = 40 * BLOCK_BYTES
 
 
-class FrameReadError(Exception):
-    """An image file that cannot be read; the message is the one-line reason (the caller adds the path)."""
-
-
 @dataclass(frozen=True)
 class ImageFile:
     """One image file read by :func:`read_image`.
@@ -63,7 +65,7 @@ class ImageFile:
     ----------
     path : str
         The file read.
-    cards : iracdb.fitsio.HeaderCards
+    cards : iracdb.fitsio.header.HeaderCards
         Every card of the primary header, :data:`FRAME_KEYWORDS` indexed (``cards.get("EXPTIME", float)``).
     data : numpy.ndarray
         ``(n, ny, nx)`` pixels (a 2-D image is ``n = 1``), in the header's unit (``BUNIT``, MJy/sr for a BCD).
@@ -103,7 +105,7 @@ def read_image(
         The file.
     size_bytes, mtime_ns : int, optional
         The file's size (bytes) and modification time (ns) as catalogued at ingest; a file whose size or
-        modification time differs raises ``FrameReadError("changed since ingest: ...")`` before it is read.
+        modification time differs raises ``NotIracFile("changed since ingest: ...")`` before it is read.
     rows : (int, int), optional
         Read only rows ``y0 <= y < y1`` (0-based, clipped to the image) of every plane: the rest of the pixel data
         is not read, and the returned array has the full shape with NaN outside the band (so that pixel
@@ -116,7 +118,7 @@ def read_image(
 
     Raises
     ------
-    FrameReadError
+    NotIracFile
         The file is missing or unreadable, changed since ingest, not FITS, truncated, or not an image with a
         supported ``BITPIX`` (8, 16, 32, 64, -32, -64) and ``NAXIS`` (2 or 3). The message names the problem.
     """
@@ -124,21 +126,25 @@ def read_image(
     try:
         fd = os.open(name, os.O_RDONLY)
     except FileNotFoundError:
-        raise FrameReadError("file not found") from None
+        raise NotIracFile("file not found") from None
     except OSError as exc:
-        raise FrameReadError(f"cannot be opened: {exc.strerror or exc}") from None
+        raise NotIracFile(f"cannot be opened: {exc.strerror or exc}") from None
     try:
         stat = os.fstat(fd)
         _check_unchanged(stat, size_bytes, mtime_ns)
         size = stat.st_size
         whole = rows is None and size <= WHOLE_READ_BYTES
-        buffer = _read_at(fd, 0, size if whole else min(size, HEADER_READ_BYTES))
-        cards, header_end = _header(fd, buffer, size)
+        buffer = read_header_bytes(
+            _read_at(fd, 0, size if whole else min(size, HEADER_READ_BYTES)),
+            lambda have: _read_at(fd, have, max(0, min(size - have, 4 * HEADER_READ_BYTES))),
+        )
+        cards = split_header(buffer, FRAME_KEYWORDS)
+        header_end = cards.header_bytes
         dtype, shape, scale = _layout(cards)
         count = shape[0] * shape[1] * shape[2]
         nbytes = count * dtype.itemsize
         if size < header_end + nbytes:
-            raise FrameReadError(
+            raise NotIracFile(
                 f"truncated FITS file: {size} bytes, its header promises {header_end + nbytes} "
                 f"({header_end} of header, {nbytes} of data)"
             )
@@ -154,7 +160,7 @@ def read_image(
             if scale is not None:
                 data = _scaled(data, *scale, cards)
     except OSError as exc:
-        raise FrameReadError(f"cannot be read: {exc.strerror or exc}") from None
+        raise NotIracFile(f"cannot be read: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
     return ImageFile(path=name, cards=cards, data=data, size_bytes=size, mtime_ns=stat.st_mtime_ns)
@@ -165,7 +171,7 @@ def wcs_keywords(cards: HeaderCards) -> dict[str, float | str | None]:
 
     Parameters
     ----------
-    cards : iracdb.fitsio.HeaderCards
+    cards : iracdb.fitsio.header.HeaderCards
         Header cards indexed with (at least) :data:`iracdb.photometry.tansip.WCS_KEYWORDS`, e.g.
         :attr:`ImageFile.cards`.
 
@@ -184,12 +190,58 @@ def wcs_keywords(cards: HeaderCards) -> dict[str, float | str | None]:
         for key in keys:
             try:
                 out[key] = cards.get(key, float)
-            except FitsReadError:
+            except NotIracFile:
                 out[key] = cards.get(key, str)
     for key in ("CTYPE1", "CTYPE2"):
         if key in index:
             out[key] = cards.get(key, str)
     return out
+
+
+def image_info(
+    header: HeaderCards | fits.Header, *, channel: int | None = None, mission: str | None = None
+) -> ImageInfo:
+    """What the photometry needs to know about an IRAC image, from its primary header.
+
+    Parameters
+    ----------
+    header : iracdb.fitsio.header.HeaderCards or astropy.io.fits.Header
+        The primary header: :attr:`ImageFile.cards`, or e.g. ``astropy.io.fits.getheader(path)``.
+    channel : int, optional
+        IRAC channel, 1-4. Default: ``CHNLNUM``.
+    mission : {"warm", "cryo"}, optional
+        The mission whose correction coefficients apply. Default: from ``MJD_OBS``
+        (:func:`iracdb.mission.mission_from_mjd`). Reduction passes the catalogue's channel and the run's correction
+        mission (``--corrections`` may force one).
+
+    Returns
+    -------
+    ImageInfo
+        Channel, mission, subarray (:func:`iracdb.fitsio.header.is_subarray`), and ``GAIN`` (electrons/DN),
+        ``RONOISE`` (electrons), ``EXPTIME`` (s), ``FLUXCONV`` ((MJy/sr)/(DN/s)), ``PXSCAL1``/``PXSCAL2``
+        (arcsec/pixel), each None when the header lacks it.
+
+    Raises
+    ------
+    iracdb.errors.BadOption
+        ``channel`` or ``mission`` is not given and the header lacks ``CHNLNUM`` or ``MJD_OBS``.
+    iracdb.errors.NotIracFile
+        One of these keywords has a value that is not a number.
+    """
+    cards = header if isinstance(header, HeaderCards) else split_header(header.tostring().encode("ascii"))
+    if channel is None:
+        channel = cards.get("CHNLNUM", int)
+    if mission is None:
+        mjd = cards.get("MJD_OBS", float)
+        mission = None if mjd is None else mission_from_mjd(mjd)
+    if channel is None or mission is None:
+        raise BadOption("the header lacks CHNLNUM or MJD_OBS; is this an IRAC BCD header?")
+    return ImageInfo(
+        channel=channel, mission=cast(Literal["warm", "cryo"], mission), subarray=is_subarray(cards),
+        gain=cards.get("GAIN", float), ronoise=cards.get("RONOISE", float), exptime=cards.get("EXPTIME", float),
+        fluxconv=cards.get("FLUXCONV", float), pxscal1=cards.get("PXSCAL1", float),
+        pxscal2=cards.get("PXSCAL2", float),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -204,7 +256,7 @@ def _check_unchanged(stat: os.stat_result, size_bytes: int | None, mtime_ns: int
     if mtime_ns is not None and stat.st_mtime_ns != mtime_ns:
         changes.append(f"mtime {stat.st_mtime_ns} ns, catalogued {mtime_ns}")
     if changes:
-        raise FrameReadError("changed since ingest: " + "; ".join(changes) + " (run `iracdb ingest` again)")
+        raise NotIracFile("changed since ingest: " + "; ".join(changes) + " (run `iracdb ingest` again)")
 
 
 def _read_at(fd: int, offset: int, nbytes: int) -> bytearray:
@@ -221,41 +273,22 @@ def _read_at(fd: int, offset: int, nbytes: int) -> bytearray:
     return buffer
 
 
-def _header(fd: int, buffer: bytearray, size: int) -> tuple[HeaderCards, int]:
-    """Split the header at the start of ``buffer`` (reading more of the file if its END card is not in it)."""
-    if not buffer.startswith(b"SIMPLE  ="):
-        raise FrameReadError("not a FITS file (it does not start with a SIMPLE card)")
-    while find_end_card(buffer) == -1 and len(buffer) < size:
-        more = _read_at(fd, len(buffer), min(size - len(buffer), 4 * HEADER_READ_BYTES))
-        if not more:
-            break
-        buffer += more
-    try:
-        cards = split_header(buffer, FRAME_KEYWORDS)
-    except FitsReadError as exc:
-        raise FrameReadError(str(exc)) from None
-    return cards, cards.header_bytes
-
-
 def _layout(cards: HeaderCards) -> tuple[np.dtype, tuple[int, int, int], tuple[float, float] | None]:
     """dtype as stored, ``(n, ny, nx)`` and the (BSCALE, BZERO) to apply (None for none) of the primary image."""
-    try:
-        bitpix = cards.get("BITPIX", int)
-        naxis = cards.get("NAXIS", int)
-        axes = [cards.get(f"NAXIS{i}", int) for i in range(1, (naxis or 0) + 1)] if naxis in (2, 3) else []
-        bscale = cards.get("BSCALE", float)
-        bzero = cards.get("BZERO", float)
-    except FitsReadError as exc:
-        raise FrameReadError(str(exc)) from None
+    bitpix = cards.get("BITPIX", int)
+    naxis = cards.get("NAXIS", int)
+    axes = [cards.get(f"NAXIS{i}", int) for i in range(1, (naxis or 0) + 1)] if naxis in (2, 3) else []
+    bscale = cards.get("BSCALE", float)
+    bzero = cards.get("BZERO", float)
     if bitpix is None or naxis is None:
-        raise FrameReadError("FITS header lacks BITPIX or NAXIS")
+        raise NotIracFile("FITS header lacks BITPIX or NAXIS")
     dtype = _DTYPES.get(bitpix)
     if dtype is None:
-        raise FrameReadError(f"unsupported BITPIX = {bitpix} (not 8, 16, 32, 64, -32 or -64)")
+        raise NotIracFile(f"unsupported BITPIX = {bitpix} (not 8, 16, 32, 64, -32 or -64)")
     if naxis not in (2, 3):
-        raise FrameReadError(f"unsupported NAXIS = {naxis}: not a 2-D image or a cube")
+        raise NotIracFile(f"unsupported NAXIS = {naxis}: not a 2-D image or a cube")
     if any(length is None or length <= 0 for length in axes):
-        raise FrameReadError(f"FITS header has no usable NAXIS1..NAXIS{naxis} ({axes})")
+        raise NotIracFile(f"FITS header has no usable NAXIS1..NAXIS{naxis} ({axes})")
     shape = (axes[2] if naxis == 3 else 1, axes[1], axes[0])
     scale = None
     if (bscale is not None and bscale != 1.0) or (bzero is not None and bzero != 0.0):
@@ -299,5 +332,5 @@ def _read_band(
         stop = k * plane_bytes + y1 * row_bytes
         got = os.preadv(fd, [flat[start:stop]], header_end + start)
         if got != stop - start:
-            raise FrameReadError("truncated FITS file: the data ends inside the requested rows")
+            raise NotIracFile("truncated FITS file: the data ends inside the requested rows")
     return out

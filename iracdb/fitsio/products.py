@@ -1,12 +1,11 @@
-"""FITS -> plain data: IRAC Level-1 headers, identity and product kind. No SQL here.
+"""IRAC Level-1 products -> what ingest catalogues: identity, product kind and header columns. No SQL here.
 
-Headers are parsed straight from the file's header blocks (2880-byte blocks of 80-character cards), which is an
-order of magnitude faster than building an ``astropy.io.fits.Header``; pixel data is never decoded, only hashed.
+:func:`read_irac_file` reads a file's primary header (see :mod:`iracdb.fitsio.header`) and checksums the file;
+pixel data is never decoded, only hashed.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import re
@@ -14,11 +13,9 @@ import stat as stat_module
 from dataclasses import dataclass, field
 from typing import Any
 
-from iracdb.errors import BadOption
+from iracdb.errors import BadOption, NotIracFile
+from iracdb.fitsio.header import HeaderCards, data_bytes, is_subarray, n_planes, read_header_bytes, split_header
 from iracdb.mission import mission_from_mjd
-
-BLOCK_BYTES = 2880
-CARD_BYTES = 80
 
 #: Product kinds, in order of preference as the source of an exposure's catalogued header columns.
 KINDS = ("bcd", "cbcd", "bunc", "cbunc", "bimsk", "sub2d", "unc2d", "cov2d", "msk2d")
@@ -102,48 +99,6 @@ INGEST_KEYWORDS = frozenset(
 )
 
 
-class FitsReadError(Exception):
-    """A file that cannot be catalogued; the message is the reason recorded for it."""
-
-
-@dataclass(frozen=True)
-class HeaderCards:
-    """A primary header: its cards, and where each keyword's first card is."""
-
-    cards: list[str]
-    #: keyword -> index in ``cards`` of its first ``KEYWORD = value`` card
-    index: dict[str, int]
-    header_bytes: int
-
-    def text(self) -> str:
-        """The header as text, one card per line, trailing blanks removed (pad to 80 to restore the cards)."""
-        return "\n".join(map(str.rstrip, self.cards))
-
-    def __contains__(self, keyword: str) -> bool:
-        return keyword in self.index
-
-    def get(self, keyword: str, kind: type = str) -> Any:
-        """The value of ``keyword`` as ``kind`` (str, int, float or bool), or None when absent or blank.
-
-        A long string continued over ``CONTINUE`` cards (the FITS long-string convention) is joined.
-        """
-        position = self.index.get(keyword)
-        if position is None:
-            return None
-        raw = self.cards[position][10:]
-        try:
-            value = parse_value(raw, kind)
-            if kind is str and value is not None:
-                following = self.cards[position + 1 :]
-                for card in following:
-                    if not (value.endswith("&") and card.startswith("CONTINUE")):
-                        break
-                    value = value[:-1] + (parse_value(card[8:], str) or "")
-            return value
-        except ValueError as exc:
-            raise FitsReadError(f"keyword {keyword} has an unreadable value {raw.strip()!r}") from exc
-
-
 @dataclass
 class FileRecord:
     """What ingest learns from one IRAC Level-1 file."""
@@ -174,124 +129,6 @@ class Rejection:
     reason: str
 
 
-def parse_value(raw: str, kind: type = str) -> Any:
-    """Parse the value field of a card (the text after ``= ``) as ``kind``; None for an empty value."""
-    text = raw.strip()
-    if text.startswith("'"):
-        value, _ = _parse_string(text)
-        if kind is str:
-            # Catalogue values are stripped both sides (e.g. HDRFRAME = '    long'); header_text keeps the card.
-            return value.strip() or None
-        text = value.strip()
-    else:
-        text = text.split("/", 1)[0].strip()
-    if text == "":
-        return None
-    if kind is str:
-        return text
-    if kind is bool:
-        if text in ("T", "F"):
-            return text == "T"
-        raise ValueError(text)
-    if kind is int:
-        try:
-            return int(text)
-        except ValueError:
-            number = float(text.replace("D", "E"))
-            if not number.is_integer():
-                raise
-            return int(number)
-    return float(text.replace("D", "E"))
-
-
-def _parse_string(text: str) -> tuple[str, str]:
-    # FITS strings are quoted with ' and a doubled '' stands for one quote.
-    end = text.find("'", 1)
-    if end == -1:
-        raise ValueError(f"unterminated string {text!r}")
-    if text[end + 1 : end + 2] != "'":
-        return text[1:end], text[end + 1 :]  # the usual case: no quote inside
-    out = []
-    i = 1
-    while i < len(text):
-        char = text[i]
-        if char == "'":
-            if text[i + 1 : i + 2] == "'":
-                out.append("'")
-                i += 2
-                continue
-            return "".join(out), text[i + 1 :]
-        out.append(char)
-        i += 1
-    raise ValueError(f"unterminated string {text!r}")
-
-
-_END_CARD = b"END" + b" " * 77
-_NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]")
-_PRINTABLE = bytes(range(0x20, 0x7F))
-
-
-def split_header(data: bytes, keywords: frozenset[str] | None = None) -> HeaderCards:
-    """Split the primary header at the start of ``data`` into cards; raise FitsReadError if it is not FITS.
-
-    With ``keywords``, only those keywords are indexed (every card is still kept); ingest needs ~70 of a BCD's
-    ~670 cards, and skipping the rest halves the parsing time.
-    """
-    if not data.startswith(b"SIMPLE  ="):
-        raise FitsReadError("not a FITS file (it does not start with a SIMPLE card)")
-    position = find_end_card(data)
-    if position == -1:
-        raise FitsReadError(f"truncated FITS header: it stops after {len(data)} bytes without an END card")
-    # translate() is a fast C loop; the regex only runs to say where a bad byte is.
-    bad = _NOT_PRINTABLE.search(data, 0, position) if data[:position].translate(None, _PRINTABLE) else None
-    if bad is not None:
-        raise FitsReadError(
-            f"not valid FITS: header card {bad.start() // CARD_BYTES + 1} holds the byte 0x{data[bad.start()]:02x} "
-            "(header cards must be printable ASCII)"
-        )
-    header_bytes = (position // BLOCK_BYTES + 1) * BLOCK_BYTES
-    text = data[:position].decode("ascii")
-    cards = [text[start : start + CARD_BYTES] for start in range(0, position, CARD_BYTES)]
-    # Reversed so that the first occurrence of a repeated keyword wins, as in astropy.
-    numbered = range(len(cards) - 1, -1, -1)
-    if keywords is None:
-        index = {cards[i][:8].rstrip(): i for i in numbered if cards[i][8:10] == "= "}
-    else:
-        padded = _padded(keywords)
-        index = {cards[i][:8].rstrip(): i for i in numbered if cards[i][:8] in padded and cards[i][8:10] == "= "}
-    return HeaderCards(cards=cards, index=index, header_bytes=header_bytes)
-
-
-def find_end_card(data: bytes) -> int:
-    """Offset of the END card in ``data`` (on a card boundary), or -1 when there is none yet."""
-    position = data.find(_END_CARD)
-    while position != -1 and position % CARD_BYTES:
-        position = data.find(_END_CARD, position + 1)  # an END inside a card's text: not the END card
-    return position
-
-
-@functools.cache
-def _padded(keywords: frozenset[str]) -> frozenset[str]:
-    return frozenset(keyword.ljust(8) for keyword in keywords)
-
-
-def data_bytes(header: HeaderCards) -> int:
-    """Size of the primary data array in bytes (unpadded), from BITPIX and NAXISn."""
-    bitpix = header.get("BITPIX", int)
-    naxis = header.get("NAXIS", int)
-    if bitpix is None or naxis is None:
-        raise FitsReadError("FITS header lacks BITPIX or NAXIS")
-    if naxis == 0:
-        return 0
-    count = 1
-    for axis in range(1, naxis + 1):
-        length = header.get(f"NAXIS{axis}", int)
-        if length is None:
-            raise FitsReadError(f"FITS header lacks NAXIS{axis}")
-        count *= length
-    return count * abs(bitpix) // 8
-
-
 def product_kind(path: str, header: HeaderCards) -> str:
     """The product kind of an IRAC Level-1 file (bcd, cbcd, bunc, cbunc, bimsk, sub2d, unc2d, cov2d, msk2d).
 
@@ -306,7 +143,7 @@ def product_kind(path: str, header: HeaderCards) -> str:
     suffix = match.group(1).lower() if match else None
     bitpix = header.get("BITPIX", int)
     naxis = header.get("NAXIS", int) or 0
-    subarray_2d = naxis == 2 and (header.get("READMODE") or "").upper() == "SUB"
+    subarray_2d = naxis == 2 and is_subarray(header)
     if bitpix is not None and bitpix > 0:
         if naxis == 3 or "PROCBITS" in header:
             return "bimsk"
@@ -346,7 +183,7 @@ def _check_integer_ranges(values: dict[str, Any]) -> None:
         if isinstance(value, int) and not isinstance(value, bool):
             limit = _INT_LIMITS[column in _BIGINT_COLUMNS or column == "aorkey"]
             if not -limit <= value < limit:
-                raise FitsReadError(f"{column} = {value} is out of range for an IRAC header value")
+                raise NotIracFile(f"{column} = {value} is out of range for an IRAC header value")
 
 
 def not_regular(mode: int) -> str | None:
@@ -375,15 +212,8 @@ def read_irac_file(path: str) -> FileRecord | Rejection:
             stat = os.fstat(handle.fileno())
             problem = not_regular(stat.st_mode)
             if problem is not None:
-                raise FitsReadError(problem)
-            head = handle.read(READ_CHUNK_BYTES)
-            if not head.startswith(b"SIMPLE  ="):
-                raise FitsReadError("not a FITS file (it does not start with a SIMPLE card)")
-            while find_end_card(head) == -1:
-                more = handle.read(READ_CHUNK_BYTES)
-                if not more:
-                    break  # split_header says how it is truncated
-                head += more
+                raise NotIracFile(problem)
+            head = read_header_bytes(handle.read(READ_CHUNK_BYTES), lambda _: handle.read(READ_CHUNK_BYTES))
             digest = hashlib.sha256(head)
             size = len(head)
             for chunk in iter(lambda: handle.read(READ_CHUNK_BYTES), b""):
@@ -392,7 +222,7 @@ def read_irac_file(path: str) -> FileRecord | Rejection:
         return _record_from_header(path, head, size, stat.st_mtime_ns, digest.hexdigest())
     except OSError as exc:
         return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
-    except FitsReadError as exc:
+    except NotIracFile as exc:
         return Rejection(path, stat.st_size, stat.st_mtime_ns, str(exc))
 
 
@@ -401,18 +231,18 @@ def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256
     header = split_header(head, INGEST_KEYWORDS)
     expected = header.header_bytes + data_bytes(header)
     if size < expected:
-        raise FitsReadError(f"truncated FITS file: {size} bytes, the header promises at least {expected}")
+        raise NotIracFile(f"truncated FITS file: {size} bytes, the header promises at least {expected}")
     instrument = header.get("INSTRUME")
     if instrument is None or instrument.strip().upper() != "IRAC":
         shown = "no INSTRUME keyword" if instrument is None else f"INSTRUME = {instrument!r}"
-        raise FitsReadError(f"FITS but not an IRAC file ({shown})")
+        raise NotIracFile(f"FITS but not an IRAC file ({shown})")
     missing = [key for key in IDENTITY_KEYWORDS if header.get(key, str) is None]
     if missing:
-        raise FitsReadError(f"IRAC file lacks required keyword(s) {', '.join(missing)}: not a Level-1 product")
+        raise NotIracFile(f"IRAC file lacks required keyword(s) {', '.join(missing)}: not a Level-1 product")
     kind = product_kind(path, header)
     aorkey = header.get("AORKEY", int)
     if aorkey <= 0:
-        raise FitsReadError(f"AORKEY must be a positive integer, not {aorkey}")
+        raise NotIracFile(f"AORKEY must be a positive integer, not {aorkey}")
     channel = header.get("CHNLNUM", int)
     expid = header.get("EXPID", int)
     dcenum = header.get("DCENUM", int)
@@ -420,21 +250,20 @@ def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256
     if kind not in ("sub2d", "unc2d", "cov2d", "msk2d"):
         missing = [key for key in EXPOSURE_KEYWORDS if header.get(key, str) is None]
         if missing:
-            raise FitsReadError(f"IRAC {kind} file lacks required keyword(s) {', '.join(missing)}")
+            raise NotIracFile(f"IRAC {kind} file lacks required keyword(s) {', '.join(missing)}")
     elif dcenum is None and dpid is None:
-        raise FitsReadError(f"IRAC {kind} file has neither DCENUM nor DPID: cannot link it to its exposure")
+        raise NotIracFile(f"IRAC {kind} file has neither DCENUM nor DPID: cannot link it to its exposure")
 
     exposure = {column: header.get(key, kind_) for key, (column, kind_) in EXPOSURE_COLUMNS.items()}
     _check_integer_ranges({**exposure, "aorkey": aorkey, "expid": expid, "dcenum": dcenum, "channel": channel})
     if channel not in (1, 2, 3, 4):
-        raise FitsReadError(f"CHNLNUM = {channel} is not an IRAC channel (1-4)")
-    naxis = header.get("NAXIS", int) or 0
-    exposure["n_planes"] = header.get("NAXIS3", int) if naxis == 3 else 1
+        raise NotIracFile(f"CHNLNUM = {channel} is not an IRAC channel (1-4)")
+    exposure["n_planes"] = n_planes(header)
     if exposure["mjd_obs"] is not None:
         try:
             exposure["mission"] = mission_from_mjd(exposure["mjd_obs"])
         except BadOption as exc:
-            raise FitsReadError(str(exc)) from exc
+            raise NotIracFile(str(exc)) from exc
     exposure["header_source_kind"] = kind
     aor = {column: header.get(key, kind_) for key, (column, kind_) in AOR_COLUMNS.items()}
     return FileRecord(
