@@ -169,17 +169,20 @@ def process_pool(workers: int, preload: Sequence[str] = ()) -> ProcessPoolExecut
 
 
 def _start_forkserver(preload: Sequence[str]) -> None:
-    """Start multiprocessing's fork server (and its resource tracker) unless it runs, ignoring SIGINT and SIGTERM
-    for life, as will every process forked from it.
+    """Start multiprocessing's fork server (and its resource tracker) unless they run, ignoring SIGINT and SIGTERM
+    for life, as will every process forked from the server.
 
     A terminal's Ctrl-C and a batch system's SIGTERM go to the whole process group: the server would die of one
     while it imports its preload (and the pool with it), and workers would print tracebacks. The driver handles
     them and stops its workers; they exit when it does.
     """
     import multiprocessing.forkserver
+    import multiprocessing.resource_tracker
 
     if preload:
         multiprocessing.get_context("forkserver").set_forkserver_preload(list(preload))
+    # The tracker first, outside: it ignores those signals by itself, and starting it unblocks them.
+    multiprocessing.resource_tracker.ensure_running()
     with _children_ignore(STOP_SIGNALS):
         multiprocessing.forkserver.ensure_running()
 
@@ -188,7 +191,7 @@ def _start_forkserver(preload: Sequence[str]) -> None:
 def _children_ignore(signals: Iterable[int]) -> Iterator[None]:
     """Processes started inside begin with ``signals`` ignored (an ignored signal stays ignored across exec, and
     Python keeps it so). This thread blocks them meanwhile (the few milliseconds a start takes) and handles them
-    after, as usual."""
+    after, as usual; nothing inside may unblock them (a signal would then be lost)."""
     if threading.current_thread() is not threading.main_thread():  # signal handlers can only be set there
         yield
         return
