@@ -27,7 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager, ContextDecorator, contextmanager, nullcontext
 from typing import Any, TypeVar
 
-from iracdb.errors import BadOption, ExecutionError, UserError
+from iracdb.errors import BadOption, ExecutionError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -128,11 +128,14 @@ class StopSignals(ContextDecorator):
     def interruptible(self) -> Iterator[None]:
         """A region where a signal raises :class:`Stop` at once (no database work inside)."""
         self.check()
-        self._waiting = True
+        # Python runs signal handlers in the main thread: only its regions count.
+        main = threading.current_thread() is threading.main_thread()
+        self._waiting = main
         try:
             yield
         finally:
-            self._waiting = False
+            if main:
+                self._waiting = False
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -285,10 +288,8 @@ def map_unordered(
     Raises
     ------
     iracdb.errors.ExecutionError
-        A local worker process died; a Dask cluster had no worker for :data:`DASK_NO_WORKERS_TIMEOUT_S` while
-        work was waiting; the Dask scheduler was lost; Dask workers kept dying on a task.
-    iracdb.errors.UserError
-        The Dask scheduler cannot be reached.
+        A local worker process died; the Dask scheduler cannot be reached or was lost; a Dask cluster had no
+        worker for :data:`DASK_NO_WORKERS_TIMEOUT_S` while work was waiting; Dask workers kept dying on a task.
     """
     interruptible: Callable[[], AbstractContextManager[Any]] = stop.interruptible if stop else nullcontext
     if scheduler is not None:
@@ -363,7 +364,7 @@ def _map_dask(
         try:
             client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT_S)
         except OSError as exc:
-            raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {_one_line(exc)}") from exc
+            raise ExecutionError(f"cannot reach the Dask scheduler at {scheduler}: {_one_line(exc)}") from exc
     finished = False
     try:
         with _lost(scheduler):
@@ -388,7 +389,8 @@ def _map_dask(
             idle_since = None
             for future in done:
                 if future.status == "error":
-                    error = future.exception()
+                    with _lost(scheduler):
+                        error = future.exception()
                     if isinstance(error, KilledWorker):
                         raise ExecutionError(f"Dask workers kept dying on a task: {_one_line(error)}") from error
                     future.result()  # the task's own exception: a bug, with its traceback

@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -328,7 +329,7 @@ def test_a_second_signal_ends_the_process_at_once() -> None:
 
 @pytest.mark.skipif(not LINUX, reason="reads /proc")
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # the pool does not depend on the database
-@pytest.mark.parametrize("command", ["ingest", "reduce"])
+@pytest.mark.parametrize("command", ["ingest", "reduce", "reduce-dask"])
 def test_kill_9_leaves_no_worker_behind(db_url: str, archive: SynthArchive, command: str) -> None:
     if command == "ingest":
         process = _iracdb("ingest", "--workers", "2", str(archive.root), "--db", db_url)
@@ -336,7 +337,8 @@ def test_kill_9_leaves_no_worker_behind(db_url: str, archive: SynthArchive, comm
         engine = make_engine(db_url)
         assert ingest(engine, [str(archive.root)]).n_rejected == 0
         engine.dispose()
-        process = _reduce(db_url, "killed", "--workers", "2")
+        execution = ("--workers", "2") if command == "reduce" else ("--scheduler", "local:2")
+        process = _reduce(db_url, "killed", *execution)
     pgid = process.pid
     try:
         # until a pool worker exists (forked by multiprocessing's fork server: not a child of the driver)
@@ -476,3 +478,18 @@ def test_a_dask_cluster_that_loses_its_workers_or_scheduler_fails_the_run(
     _resume_equals_uninterrupted(catalogued, db_url, "dask", "--scheduler", dask_cluster.address)
     with catalogued.connect() as conn:  # the resumed run records how it was executed
         assert conn.execute(text("SELECT execution FROM runs WHERE name = 'dask'")).scalar_one().startswith("dask:")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # the Dask side does not depend on the database
+def test_an_unreachable_dask_scheduler_fails_the_run(catalogued: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("distributed")
+    monkeypatch.setattr(workers, "DASK_CONNECT_TIMEOUT_S", 1)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    with pytest.raises(ExecutionError, match=f"run 'far' failed: cannot reach the Dask scheduler at {address}") as info:
+        reduce(catalogued, "far", FEW, Execution(scheduler=address))
+    assert info.value.exit_code == 3
+    run = _run(catalogued, "far")
+    assert run["status"] == "failed" and run["message"].startswith(f"cannot reach the Dask scheduler at {address}")
+    assert reduce(catalogued, "far", FEW, Execution(resume=True)).status == "complete"
