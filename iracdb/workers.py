@@ -130,7 +130,8 @@ class StopSignals(ContextDecorator):
         self.check()
         # Python runs signal handlers in the main thread: only its regions count.
         main = threading.current_thread() is threading.main_thread()
-        self._waiting = main
+        if main:
+            self._waiting = True
         try:
             yield
         finally:
