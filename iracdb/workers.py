@@ -344,69 +344,86 @@ def _map_dask(
     preload: Sequence[str],
     interruptible: Callable[[], AbstractContextManager[Any]],
 ) -> Iterator[R]:
-    import dask
-    from distributed import Client, KilledWorker, LocalCluster
-    from distributed import wait as dask_wait
+    import distributed  # noqa: F401 (its loggers exist once it is imported: silenced below)
 
-    cluster = None
-    if scheduler.startswith("local:"):
-        n = int(scheduler.split(":", 1)[1])
-        if n < 1:
-            raise BadOption("--scheduler local:N needs N >= 1")
-        method = "spawn" if sys.platform == "win32" else "forkserver"
-        if method == "forkserver":
-            _start_forkserver(preload)  # workers forked from it ignore the signals the driver handles
-        with dask.config.set({"distributed.worker.multiprocessing-method": method}):
-            # silence_logs: no warnings from workers whose tasks are cancelled when a run is stopped
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                   silence_logs=logging.ERROR)
-        client = Client(cluster)
-    else:
+    # distributed logs to stderr from its own thread (e.g. a traceback at INFO level when the scheduler's connection
+    # closes): what matters reaches the user as one line, from here.
+    with _quiet("distributed"):
+        client, cluster = _dask_client(scheduler, preload)
         try:
-            client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT_S)
-        except OSError as exc:
-            raise ExecutionError(f"cannot reach the Dask scheduler at {scheduler}: {_one_line(exc)}") from exc
-    finished = False
-    try:
-        with _lost(scheduler):
-            limit = max(1, sum(client.nthreads().values())) * in_flight_per_worker
-        iterator = iter(items)
-        pending: set[Any] = set()
-
-        def submit(n: int) -> None:
-            for item in itertools.islice(iterator, n):
-                with _lost(scheduler):
-                    pending.add(client.submit(fn, item, retries=DASK_RETRIES, pure=False))
-
-        submit(limit)
-        idle_since: float | None = None
-        while pending:
-            try:
-                with interruptible(), _lost(scheduler, idle=True):
-                    done, pending = dask_wait(pending, timeout=DASK_POLL_S, return_when=FIRST_COMPLETED)
-            except _Idle:
-                idle_since = _without_workers(client, scheduler, idle_since)
-                continue
-            idle_since = None
-            for future in done:
-                if future.status == "error":
-                    with _lost(scheduler):
-                        error = future.exception()
-                    if isinstance(error, KilledWorker):
-                        raise ExecutionError(f"Dask workers kept dying on a task: {_one_line(error)}") from error
-                    future.result()  # the task's own exception: a bug, with its traceback
-                with _lost(scheduler):
-                    result = future.result()
-                future.release()
-                yield result
-            submit(len(done))
-        finished = True
-    finally:
-        # After a failure distributed logs its own tracebacks while closing: the one-line error says it all.
-        with nullcontext() if finished else _quiet("distributed"):
+            yield from _map_on(client, fn, items, scheduler, in_flight_per_worker, interruptible)
+        finally:
             client.close()
             if cluster is not None:
                 cluster.close()
+
+
+def _dask_client(scheduler: str, preload: Sequence[str]) -> tuple[Any, Any]:
+    """A client of the scheduler, and the local cluster it runs (None for a tcp:// scheduler)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    if not scheduler.startswith("local:"):
+        try:
+            return Client(scheduler, timeout=DASK_CONNECT_TIMEOUT_S), None
+        except OSError as exc:
+            raise ExecutionError(f"cannot reach the Dask scheduler at {scheduler}: {_one_line(exc)}") from exc
+    n = int(scheduler.split(":", 1)[1])
+    if n < 1:
+        raise BadOption("--scheduler local:N needs N >= 1")
+    method = "spawn" if sys.platform == "win32" else "forkserver"
+    if method == "forkserver":
+        _start_forkserver(preload)  # workers forked from it ignore the signals the driver handles
+    with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+        # silence_logs: no warnings from workers whose tasks are cancelled when a run is stopped
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+def _map_on(
+    client: Any,
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    scheduler: str,
+    in_flight_per_worker: int,
+    interruptible: Callable[[], AbstractContextManager[Any]],
+) -> Iterator[R]:
+    from distributed import KilledWorker
+    from distributed import wait as dask_wait
+
+    with _lost(scheduler):
+        limit = max(1, sum(client.nthreads().values())) * in_flight_per_worker
+    iterator = iter(items)
+    pending: set[Any] = set()
+
+    def submit(n: int) -> None:
+        for item in itertools.islice(iterator, n):
+            with _lost(scheduler):
+                pending.add(client.submit(fn, item, retries=DASK_RETRIES, pure=False))
+
+    submit(limit)
+    idle_since: float | None = None
+    while pending:
+        try:
+            with interruptible(), _lost(scheduler, idle=True):
+                done, pending = dask_wait(pending, timeout=DASK_POLL_S, return_when=FIRST_COMPLETED)
+        except _Idle:
+            idle_since = _without_workers(client, scheduler, idle_since)
+            continue
+        idle_since = None
+        for future in done:
+            if future.status == "error":
+                with _lost(scheduler):
+                    error = future.exception()
+                if isinstance(error, KilledWorker):
+                    raise ExecutionError(f"Dask workers kept dying on a task: {_one_line(error)}") from error
+                future.result()  # the task's own exception: a bug, with its traceback
+            with _lost(scheduler):
+                result = future.result()
+            future.release()
+            yield result
+        submit(len(done))
 
 
 class _Idle(Exception):
