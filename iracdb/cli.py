@@ -498,8 +498,9 @@ def reduce(
     """Measure every image (every subarray plane) of the chosen AORs under a named run, and summarise each AOR.
 
     The run records its parameters, software versions and input files; its name cannot be reused with other
-    parameters. Each AOR is committed whole: after Ctrl-C or a crash, the same command with --resume finishes the
-    run. Exit status: 0 done (also when the run was already complete), 2 bad option, 3 database, 130 interrupted.
+    parameters. Each AOR is committed whole: after Ctrl-C, SIGTERM or a crash, the same command with --resume
+    finishes the run. Exit status: 0 done (also when the run was already complete), 2 bad option, 3 database, or
+    the workers could not do the work (Dask cluster without workers, scheduler lost), 130 Ctrl-C, 143 SIGTERM.
     """
     from iracdb import reduce as reduction
 

@@ -66,3 +66,16 @@ class RunInterrupted(UserError):
     """The run was stopped by the user (Ctrl-C); what was committed stays and ``--resume`` finishes it."""
 
     exit_code = 130
+
+
+class RunTerminated(RunInterrupted):
+    """The run was stopped by SIGTERM (a batch system, ``kill``); as :class:`RunInterrupted`, exit status 143."""
+
+    exit_code = 143
+
+
+class ExecutionError(UserError):
+    """The workers could not do the work: a Dask cluster left without workers or a lost scheduler, a local worker
+    process that died. The run is marked ``failed`` and ``--resume`` finishes it once the workers are back."""
+
+    exit_code = 3

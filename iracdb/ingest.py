@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import errno
 import json
-import multiprocessing
 import os
 import socket
 import stat as stat_module
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +30,7 @@ from iracdb import __version__
 from iracdb.db.models import Aor, Exposure, File, IngestEvent, RejectedFile
 from iracdb.errors import BadOption
 from iracdb.fitsio import KINDS, FileRecord, Rejection, not_regular, read_irac_file
+from iracdb.workers import process_pool
 
 #: Files read and written per transaction.
 BATCH_FILES = 200
@@ -230,8 +229,8 @@ def _read_all(paths: list[str], workers: int) -> Iterator[FileRecord | Rejection
     if workers == 1 or len(paths) < MIN_FILES_FOR_WORKERS:
         yield from map(read_irac_file, paths)
         return
-    # Workers only read files; forked from a clean server process, they share no connection or thread with us.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+    # Workers only read files; they share no connection or thread with us, and end when this process does.
+    with process_pool(workers) as pool:
         yield from pool.map(read_irac_file, paths, chunksize=16)
 
 

@@ -26,10 +26,8 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -40,13 +38,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sqlalchemy import Connection, Engine, and_, func, insert, select, text, update
 
-from iracdb import __version__, summary
+from iracdb import __version__, summary, workers
 from iracdb.choices import CORRECTION_SETS, FILE_TYPES, SUBARRAY_MODES, one_of
 from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS
 from iracdb.db import queries
 from iracdb.db.engine import is_sqlite, mask_secrets
 from iracdb.db.models import AorSummary, Exposure, File, Measurement, Run, RunInput, RunTarget, RunUnit
-from iracdb.errors import BadOption, NotIracFile, RunConflict, RunInterrupted, UserError
+from iracdb.errors import BadOption, ExecutionError, NotIracFile, RunConflict, RunInterrupted, RunTerminated
 from iracdb.fitsio import UNCERTAINTY_KIND
 from iracdb.fitsio.image import ImageFile, image_info, read_image, wcs_keywords
 from iracdb.flags import SATURATION_BITS, Flag
@@ -685,7 +683,12 @@ class RunReport:
 
 Progress = Callable[[int, int], None]
 
+#: While :func:`reduce` runs, SIGINT and SIGTERM are acted on only at safe points (never inside a database call):
+#: once the run exists, it is then marked ``interrupted``.
+_STOP = workers.StopSignals()
 
+
+@_STOP
 def reduce(
     engine: Engine,
     run_name: str,
@@ -721,7 +724,12 @@ def reduce(
     iracdb.errors.BadOption
         Nothing selected, an AOR not in the catalogue, an impossible choice.
     iracdb.errors.RunInterrupted
-        Ctrl-C: the run is marked ``interrupted``; committed AORs stay.
+        Ctrl-C (SIGINT): the run is marked ``interrupted``; committed AORs stay.
+    iracdb.errors.RunTerminated
+        SIGTERM: the same, exit status 143.
+    iracdb.errors.ExecutionError
+        The workers could not do the work (a Dask cluster without workers, a lost scheduler, a dead worker
+        process): the run is marked ``failed`` with the reason; committed AORs stay.
     """
     execution = execution or Execution()
     name = run_name.strip()
@@ -1079,19 +1087,31 @@ def _execute_run(
     done = 0
     if progress:
         progress(done0, total)
+    resume = f"`iracdb reduce --run-name {run['name']} --resume ...` with the same options finishes it"
     try:
-        for unit, results in _run_units(engine, pending, options, resolved, execution):
-            unreadable.extend(item for result in results for item in result.unreadable)
-            writer.write_unit(unit, results)
-            done += 1
-            if progress:
-                progress(done0 + done, total)
-    except KeyboardInterrupt:
-        _finish(engine, run_id, "interrupted", "interrupted by the user (Ctrl-C)")
-        raise RunInterrupted(
-            f"run {run['name']!r} interrupted: {done0 + done} of {total} AOR units are complete and kept; "
-            f"`iracdb reduce --run-name {run['name']} --resume ...` with the same options finishes it"
+        _STOP.check()  # a signal that arrived while the run was being planned
+        # closing(): the pool or cluster is stopped before the run is marked, whatever ends the loop.
+        with closing(_run_units(engine, pending, options, resolved, execution, _STOP)) as units:
+            for unit, results in units:
+                unreadable.extend(item for result in results for item in result.unreadable)
+                writer.write_unit(unit, results)
+                done += 1
+                if progress:
+                    progress(done0 + done, total)
+                _STOP.check()
+    except KeyboardInterrupt as exc:
+        terminated = getattr(exc, "signum", signal.SIGINT) == signal.SIGTERM
+        how = "stopped by SIGTERM" if terminated else "interrupted by the user (Ctrl-C)"
+        _finish(engine, run_id, "interrupted", how)
+        raise (RunTerminated if terminated else RunInterrupted)(
+            f"run {run['name']!r} {'stopped by SIGTERM' if terminated else 'interrupted'}: {done0 + done} of "
+            f"{total} AOR units are complete and kept; {resume}"
         ) from None
+    except ExecutionError as exc:
+        _finish(engine, run_id, "failed", str(exc)[:2000])
+        raise ExecutionError(
+            f"run {run['name']!r} failed: {exc}; {done0 + done} of {total} AOR units are complete and kept; {resume}"
+        ) from exc
     except BaseException as exc:
         _finish(engine, run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
         raise
@@ -1195,6 +1215,7 @@ def _run_units(
     options: ReduceOptions,
     resolved: dict[str, Any],
     execution: Execution,
+    stop: workers.StopSignals | None = None,
 ) -> Iterator[tuple[_Unit, list[ChunkResult]]]:
     """Yield each pending unit with its measured chunks, as soon as all of a unit's chunks are back."""
 
@@ -1217,7 +1238,11 @@ def _run_units(
                 empty.append(unit)
             yield from chunks
 
-    for result in _map(measure_chunk, work(), execution):
+    results = workers.map_unordered(
+        measure_chunk, work(), workers=execution.workers, scheduler=execution.scheduler,
+        in_flight_per_worker=CHUNKS_IN_FLIGHT_PER_WORKER, preload=["iracdb.reduce"], stop=stop,
+    )
+    for result in results:
         while empty:
             yield empty.pop(0), []
         unit, results, expected = waiting[result.unit_id]
@@ -1226,86 +1251,6 @@ def _run_units(
             del waiting[result.unit_id]
             yield unit, [results[i] for i in range(expected)]
     yield from ((unit, []) for unit in empty)
-
-
-def _map(fn: Callable[[Chunk], ChunkResult], chunks: Iterator[Chunk], execution: Execution) -> Iterator[ChunkResult]:
-    """``fn`` over ``chunks``: in this process, a local process pool, or a Dask cluster; results as they finish,
-    with a bounded number of chunks in flight."""
-    if execution.scheduler is not None:
-        yield from _map_dask(fn, chunks, execution.scheduler)
-    elif execution.workers == 1:
-        for chunk in chunks:
-            yield fn(chunk)
-    else:
-        yield from _map_processes(fn, chunks, execution.workers)
-
-
-def _ignore_sigint() -> None:
-    # Ctrl-C goes to the whole process group: only the driver handles it (and stops the pool).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _map_processes(fn: Callable[[Chunk], ChunkResult], chunks: Iterator[Chunk], workers: int) -> Iterator[ChunkResult]:
-    import multiprocessing
-
-    context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
-    if sys.platform != "win32":
-        # Workers forked from a server that has imported iracdb (numpy, astropy) start in milliseconds.
-        context.set_forkserver_preload(["iracdb.reduce"])
-    limit = workers * CHUNKS_IN_FLIGHT_PER_WORKER
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_sigint)
-    in_flight: set[Future[ChunkResult]] = set()
-    try:
-        for chunk in chunks:
-            in_flight.add(pool.submit(fn, chunk))
-            while len(in_flight) >= limit:
-                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield future.result()
-        while in_flight:
-            finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _map_dask(fn: Callable[[Chunk], ChunkResult], chunks: Iterator[Chunk], scheduler: str) -> Iterator[ChunkResult]:
-    from distributed import Client, LocalCluster, as_completed
-
-    cluster = None
-    if scheduler.startswith("local:"):
-        n = int(scheduler.split(":", 1)[1])
-        if n < 1:
-            raise BadOption("--scheduler local:N needs N >= 1")
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
-    else:
-        try:
-            client = Client(scheduler, timeout="30s")
-        except OSError as exc:
-            raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
-    try:
-        limit = max(1, sum(client.nthreads().values())) * CHUNKS_IN_FLIGHT_PER_WORKER
-        iterator = iter(chunks)
-        queue = as_completed()
-        count = 0
-        for chunk in iterator:
-            queue.add(client.submit(fn, chunk, retries=2, pure=False))
-            count += 1
-            if count >= limit:
-                break
-        for future in queue:
-            result = future.result()
-            future.release()
-            yield result
-            nxt = next(iterator, None)
-            if nxt is not None:
-                queue.add(client.submit(fn, nxt, retries=2, pure=False))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 # --------------------------------------------------------------------------------------------------------------
