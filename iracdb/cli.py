@@ -63,6 +63,8 @@ if not stdout.is_terminal:
 
 #: Exit status when a command ran but some of its input was rejected (distinct from 1, an uncaught exception).
 EXIT_SOME_REJECTED = 4
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 
 
 class _Command(TyperCommand):
@@ -146,6 +148,12 @@ def _errors_to_exit() -> Iterator[None]:
         # Masked again here: a message may quote a driver's text, which could hold a URL or a password parameter.
         stderr.print(f"iracdb: error: {mask_secrets(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        # Ctrl-C outside a reduction (which says more itself): what was committed stays, nothing half-written is
+        # left (exports write under temporary names), and the exit status says so.
+        stderr.print("iracdb: interrupted (Ctrl-C); what was already committed is kept", markup=False,
+                      highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 @contextmanager

@@ -251,15 +251,22 @@ def _stream_sqlite(engine: Engine, sql: str, batch: int) -> Iterator[Opened]:
         conn.execute("PRAGMA query_only = ON")
         conn.set_authorizer(_sqlite_authorizer(denied))
         # A non-zero return aborts the statement ("interrupted"), as PostgreSQL's statement_timeout does.
-        conn.set_progress_handler(lambda: time.monotonic() > deadline, _SQLITE_PROGRESS_STEPS)
+        timed_out: list[bool] = []
+
+        def past_deadline() -> bool:
+            if time.monotonic() > deadline:
+                timed_out.append(True)
+            return bool(timed_out)
+
+        conn.set_progress_handler(past_deadline, _SQLITE_PROGRESS_STEPS)
         try:
             cursor = conn.cursor()
             try:
-                with _sqlite_errors(engine, denied, timeout_s):
+                with _sqlite_errors(engine, denied, timeout_s, timed_out):
                     cursor.execute(sql)
                 # No description: e.g. only a comment, nothing to show.
                 columns = tuple(str(d[0]) for d in cursor.description or ())
-                yield columns, _sqlite_rows(engine, cursor, batch, denied, timeout_s)
+                yield columns, _sqlite_rows(engine, cursor, batch, denied, timeout_s, timed_out)
             finally:
                 cursor.close()
         finally:
@@ -269,11 +276,11 @@ def _stream_sqlite(engine: Engine, sql: str, batch: int) -> Iterator[Opened]:
 
 
 def _sqlite_rows(engine: Engine, cursor: sqlite3.Cursor, batch: int, denied: list[str],
-                 timeout_s: float) -> Iterator[tuple[Any, ...]]:
+                 timeout_s: float, timed_out: list[bool]) -> Iterator[tuple[Any, ...]]:
     if cursor.description is None:
         return
     while True:
-        with _sqlite_errors(engine, denied, timeout_s):
+        with _sqlite_errors(engine, denied, timeout_s, timed_out):
             rows = cursor.fetchmany(batch)
         if not rows:
             return
@@ -281,8 +288,13 @@ def _sqlite_rows(engine: Engine, cursor: sqlite3.Cursor, batch: int, denied: lis
 
 
 @contextlib.contextmanager
-def _sqlite_errors(engine: Engine, denied: list[str], timeout_s: float) -> Iterator[None]:
-    """Turn a :mod:`sqlite3` error of the user's statement into a one-line :class:`UserError`."""
+def _sqlite_errors(engine: Engine, denied: list[str], timeout_s: float, timed_out: list[bool]) -> Iterator[None]:
+    """Turn a :mod:`sqlite3` error of the user's statement into a one-line :class:`UserError`.
+
+    ``timed_out`` is not empty once the progress handler stopped the statement at its time limit; a statement
+    interrupted before that was stopped by Ctrl-C (the KeyboardInterrupt raised inside the progress handler is
+    swallowed by :mod:`sqlite3`, which only reports "interrupted"), so it is raised again here.
+    """
     try:
         yield
     except sqlite3.Error as exc:
@@ -294,6 +306,8 @@ def _sqlite_errors(engine: Engine, denied: list[str], timeout_s: float) -> Itera
         if "one statement at a time" in message:
             raise QueryError(f"iracdb sql runs one statement at a time ({message})") from None
         if message == "interrupted":  # only the progress handler interrupts this connection
+            if not timed_out:
+                raise KeyboardInterrupt from None
             raise QueryError(_cancelled(timeout_s)) from None
         raise QueryError(f"{message}; {_hint(engine)}") from None
 
