@@ -13,7 +13,8 @@ from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS
 from iracdb.db import migrate, models, views
 from iracdb.db.engine import make_engine
 from iracdb.photometry.measure import Photometry
-from iracdb.reduce import _STORED_AOR_COLUMNS, ROW_COLUMNS, aor_facts
+from iracdb.reduce.store import _STORED_AOR_COLUMNS, aor_facts
+from iracdb.reduce.worker import ROW_COLUMNS
 from iracdb.summary import AorStats
 
 ROOT = Path(__file__).resolve().parents[1]

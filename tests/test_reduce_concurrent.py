@@ -12,7 +12,7 @@ import pytest
 from reduce_helpers import run_record, sql_rows
 from sqlalchemy import Engine, text
 
-import iracdb.reduce as reduce_module
+import iracdb.reduce.run as reduce_module
 from iracdb.db.engine import make_engine
 from iracdb.errors import RunConflict
 from iracdb.ingest import ingest

@@ -22,7 +22,8 @@ from reduce_helpers import run_record as _run
 from reduce_helpers import sql_rows as _rows
 from sqlalchemy import Engine, text
 
-import iracdb.reduce as reduce_module
+import iracdb.reduce.run as reduce_module
+import iracdb.reduce.store as store_module
 from iracdb import __version__
 from iracdb.db.engine import make_engine
 from iracdb.errors import RunConflict, RunInterrupted
@@ -216,7 +217,7 @@ def test_same_name_same_parameters_is_complete_without_writing(small_engine: Eng
 
 def _stop_writer_at(monkeypatch: pytest.MonkeyPatch, call: int, exc: BaseException) -> None:
     """Make the writer raise ``exc`` instead of committing its ``call``-th unit (1-based)."""
-    original = reduce_module._Writer.write_unit
+    original = store_module.Writer.write_unit
     calls = {"n": 0}
 
     def write_unit(self, unit, results):  # type: ignore[no-untyped-def]
@@ -225,7 +226,7 @@ def _stop_writer_at(monkeypatch: pytest.MonkeyPatch, call: int, exc: BaseExcepti
             raise exc
         return original(self, unit, results)
 
-    monkeypatch.setattr(reduce_module._Writer, "write_unit", write_unit)
+    monkeypatch.setattr(store_module.Writer, "write_unit", write_unit)
 
 
 def test_a_unit_whose_files_left_the_catalogue_is_completed_without_rows(

@@ -1,0 +1,217 @@
+"""Writing a run's results (the driver alone): a unit's inputs, rows, summaries and ``complete`` mark in one
+transaction; rows by binary COPY on PostgreSQL, executemany on SQLite; columns from the registry."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, insert, update
+
+from iracdb import summary
+from iracdb.columns import AOR_COLUMNS
+from iracdb.db.engine import is_sqlite
+from iracdb.db.models import AorSummary, Measurement, Run, RunInput, RunUnit
+from iracdb.flags import Flag
+from iracdb.reduce.options import ReduceOptions, Target
+from iracdb.reduce.worker import _INT_COLUMNS, ROW_COLUMNS, ChunkResult
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A work unit as the driver plans it: one AOR and channel, its exposures and files, and its targets."""
+
+    id: int
+    aorkey: int
+    channel: int
+    exposures: tuple[dict[str, Any], ...]  # the planning rows: exposure facts + files
+    targets: tuple[tuple[int, Target], ...]
+
+
+
+_MEASUREMENT_COLUMNS = ("run_id", "aorkey", "channel", "input_id", *ROW_COLUMNS)
+
+
+#: The stored per-AOR columns (:data:`iracdb.columns.AOR_COLUMNS`).
+_STORED_AOR_COLUMNS = tuple(c for c in AOR_COLUMNS if c.stored and c.source != "key")
+
+
+def aor_facts(exposures: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The AOR columns that come from the catalogue (``source="exposure"``), from a unit's exposures: the first
+    exposure's OBJECT, DATE_OBS, mission, read mode and times, the first dither scale given, the number of distinct
+    dither positions and the largest cycle number."""
+    first = exposures[0] if exposures else {}
+    dither_pos = {e["dither_pos"] for e in exposures if e["dither_pos"] is not None}
+    cycles = [e["cycle_num"] for e in exposures if e["cycle_num"] is not None]
+    scales = [e["dither_scale"] for e in exposures if e["dither_scale"]]
+    return {
+        "object": first.get("object"), "date_obs": first.get("date_obs"), "mission": first.get("mission"),
+        "read_mode": first.get("read_mode"), "frame_time_s": first.get("frame_time_s"),
+        "exposure_time_s": first.get("exposure_time_s"), "dither_scale": scales[0] if scales else None,
+        "dither_positions": len(dither_pos) or None, "cycles": max(cycles) if cycles else None,
+    }
+
+
+class Writer:
+    """Writes a unit's inputs, rows, summaries and its ``complete`` mark in one transaction."""
+
+    def __init__(self, engine: Engine, run_id: int, options: ReduceOptions, resolved: dict[str, Any]) -> None:
+        self.engine = engine
+        self.run_id = run_id
+        self.options = options
+        self.rule = summary.RejectRule.parse(options.reject)
+        self.resolved = resolved
+        self.postgres = not is_sqlite(engine)
+
+    def write_unit(self, unit: Unit, results: list[ChunkResult]) -> None:
+        columns = (
+            {name: np.concatenate([r.columns[name] for r in results]) for name in ROW_COLUMNS}
+            if results else {name: np.zeros(0) for name in ROW_COLUMNS}
+        )
+        summaries, flags = self._summaries(unit, columns)
+        columns["flags"] = flags
+        n = len(flags)
+        excluded = int(((flags & int(summary.SUMMARY_EXCLUDED)) != 0).sum())
+        outliers = int(((flags & int(Flag.OUTLIER)) != 0).sum())
+        with self.engine.begin() as conn:
+            input_ids = self._write_inputs(conn, unit)
+            science = {e["id"]: input_ids[e["files"][self.options.file_type]["path"]] for e in unit.exposures}
+            self._write_rows(conn, unit, columns, science)
+            if summaries:
+                conn.execute(insert(AorSummary), summaries)
+            conn.execute(
+                update(RunUnit).where(RunUnit.id == unit.id)
+                .values(status="complete", n_images=n, finished_at=utc_now())
+            )
+            conn.execute(
+                update(Run).where(Run.id == self.run_id).values(
+                    n_units_done=Run.n_units_done + 1, n_images=Run.n_images + n,
+                    n_flagged=Run.n_flagged + excluded, n_outliers=Run.n_outliers + outliers,
+                )
+            )
+
+    def _summaries(self, unit: Unit, columns: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """One ``aor_summaries`` row per target (the registry's stored AOR columns), and the flags with outliers."""
+        flags = columns["flags"].astype(np.int64)
+        facts = aor_facts(unit.exposures)
+        mission = facts["mission"]
+        choice = self.resolved["per_mission_channel"].get(f"{mission}:ch{unit.channel}", {"correction": "none"})
+        rows = []
+        for target_index, _target in unit.targets:
+            mine = columns["target_index"] == target_index
+            stats = summary.summarize(
+                columns["flux_mjy"][mine], columns["flux_err_mjy"][mine], columns["mjd"][mine],
+                columns["bmjd"][mine], flags[mine], self.rule,
+            )
+            flags[mine] = summary.with_outlier_flags(flags[mine], stats.outlier)
+            row: dict[str, Any] = {"run_id": self.run_id, "aorkey": unit.aorkey, "channel": unit.channel,
+                                   "target_index": target_index}
+            for column in _STORED_AOR_COLUMNS:
+                if column.source == "summary":
+                    value = getattr(stats, column.name)
+                    row[column.name] = _sql(value) if column.type == "float" else value
+                elif column.source == "exposure":
+                    row[column.name] = facts[column.name]
+                elif column.source == "run":
+                    row[column.name] = choice.get(column.origin)
+            rows.append(row)
+        return rows, flags
+
+    def _write_inputs(self, conn: Connection, unit: Unit) -> dict[str, int]:
+        rows = [
+            {"run_id": self.run_id, "exposure_id": e["id"], "kind": kind, "path": f["path"],
+             "size_bytes": f["size_bytes"], "sha256": f["sha256"]}
+            for e in unit.exposures for kind, f in sorted(e["files"].items())
+        ]
+        if not rows:
+            return {}
+        result = conn.execute(
+            insert(RunInput).returning(RunInput.id, RunInput.path, sort_by_parameter_order=True), rows
+        )
+        return {path: id_ for id_, path in result.all()}
+
+    def _write_rows(
+        self, conn: Connection, unit: Unit, columns: dict[str, np.ndarray], science: dict[int, int]
+    ) -> None:
+        n = len(columns["flags"])
+        if n == 0:
+            return
+        values: dict[str, list[Any]] = {
+            "run_id": [self.run_id] * n, "aorkey": [unit.aorkey] * n, "channel": [unit.channel] * n,
+            "input_id": [science.get(e) for e in columns["exposure_id"].astype(np.int64).tolist()],
+        }
+        for name in ROW_COLUMNS:
+            values[name] = _column_values(columns[name], integer=name in _INT_COLUMNS)
+        rows = list(zip(*(values[name] for name in _MEASUREMENT_COLUMNS), strict=True))
+        names = ", ".join(_MEASUREMENT_COLUMNS)
+        if self.postgres:
+            # Binary COPY: ~6x faster than text COPY (no float -> text conversion); types must match exactly.
+            raw = conn.connection.driver_connection
+            sql = f"COPY measurements ({names}) FROM STDIN (FORMAT BINARY)"
+            with raw.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
+                copy.set_types(_pg_types())
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join("?" * len(_MEASUREMENT_COLUMNS))
+            conn.exec_driver_sql(f"INSERT INTO measurements ({names}) VALUES ({marks})", rows)
+
+
+@functools.cache
+def _pg_types() -> list[str]:
+    """PostgreSQL type of each of :data:`_MEASUREMENT_COLUMNS` (binary COPY needs them exactly)."""
+    from sqlalchemy import BigInteger, Float, Integer
+
+    table = Measurement.__table__
+    types = []
+    for name in _MEASUREMENT_COLUMNS:
+        kind = table.c[name].type
+        kind = kind.load_dialect_impl(_postgresql_dialect()) if hasattr(kind, "load_dialect_impl") else kind
+        if isinstance(kind, BigInteger):
+            types.append("int8")
+        elif isinstance(kind, Integer):
+            types.append("int4")
+        elif isinstance(kind, Float):
+            types.append("float8")
+        else:
+            raise TypeError(f"measurements.{name}: no binary COPY type for {kind!r}")
+    return types
+
+
+def _postgresql_dialect() -> Any:
+    from sqlalchemy.dialects import postgresql
+
+    return postgresql.dialect()
+
+
+def _sql(value: float) -> float | None:
+    """NaN -> NULL (a value that could not be computed is missing, never a NaN)."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _column_values(values: np.ndarray, *, integer: bool) -> list[Any]:
+    """A column as Python values with NaN -> None (ints stay ints)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values)
+        if integer:
+            out = values.astype(np.int64).tolist() if not bad.any() else [
+                None if b else int(v) for v, b in zip(values.tolist(), bad.tolist(), strict=True)]
+            return out
+        if bad.any():
+            items = values.astype(object)
+            items[bad] = None
+            return items.tolist()
+        return values.tolist()
+    return values.tolist()
+
+
