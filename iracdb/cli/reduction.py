@@ -1,0 +1,184 @@
+"""``iracdb reduce``: options parsed here, the work done by :func:`iracdb.reduce.reduce`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from iracdb.choices import (
+    BACKGROUND_METHODS,
+    CENTROID_METHODS,
+    CORRECTION_SETS,
+    FILE_TYPES,
+    REJECT_RULES,
+    SUBARRAY_MODES,
+)
+from iracdb.cli.app import (
+    SUMMARY_TABLE_COLUMNS,
+    ChannelOption,
+    DbOption,
+    OutputFormat,
+    _choice_enum,
+    _choice_help,
+    _Command,
+    _database,
+    _metavar,
+    _print_rows,
+    app,
+    stderr,
+    stdout,
+)
+from iracdb.db import queries
+
+if TYPE_CHECKING:  # built at run time from the library's choices; to a type checker, any StrEnum
+    FileType: TypeAlias = StrEnum
+    CentroidChoice: TypeAlias = StrEnum
+    BackgroundChoice: TypeAlias = StrEnum
+    CorrectionsChoice: TypeAlias = StrEnum
+    SubarrayChoice: TypeAlias = StrEnum
+else:
+    FileType = _choice_enum("FileType", FILE_TYPES)
+    CentroidChoice = _choice_enum("CentroidChoice", CENTROID_METHODS)
+    BackgroundChoice = _choice_enum("BackgroundChoice", BACKGROUND_METHODS)
+    CorrectionsChoice = _choice_enum("CorrectionsChoice", CORRECTION_SETS)
+    SubarrayChoice = _choice_enum("SubarrayChoice", SUBARRAY_MODES)
+
+
+@app.command(cls=_Command)
+def reduce(
+    ctx: typer.Context,
+    run_name: Annotated[str, typer.Option("--run-name", "-n", metavar="NAME", help="The run's unique name.")],
+    aor: Annotated[
+        list[int] | None, typer.Option("--aor", metavar="AORKEY", help="Only this AOR (repeatable). Default: all.")
+    ] = None,
+    object: Annotated[
+        str | None, typer.Option("--object", metavar="TEXT", help="Only AORs whose OBJECT contains TEXT.")
+    ] = None,
+    channel: ChannelOption = None,
+    file_type: Annotated[
+        FileType,
+        typer.Option("--file-type", metavar=_metavar(FILE_TYPES), help=_choice_help("Which images", FILE_TYPES)),
+    ] = FileType("bcd"),
+    target: Annotated[
+        list[str] | None,
+        typer.Option("--target", metavar="'RA DEC'", help="Target position, degrees or sexagesimal (repeatable)."),
+    ] = None,
+    targets_file: Annotated[
+        Path | None,
+        typer.Option("--targets-file", metavar="CSV", help="Targets: columns ra, dec and optionally aorkey, object, "
+                     "name (one row per target; a row with aorkey or object applies to those AORs only)."),
+    ] = None,
+    auto: Annotated[
+        bool, typer.Option("--auto", help="Measure the brightest source near each frame's commanded pointing.")
+    ] = False,
+    radius: Annotated[float, typer.Option("--radius", metavar="PX", help="Aperture radius, pixels.")] = 3.0,
+    annulus: Annotated[
+        tuple[float, float], typer.Option("--annulus", metavar="IN OUT", help="Background annulus radii, pixels.")
+    ] = (3.0, 7.0),
+    centroid: Annotated[
+        CentroidChoice,
+        typer.Option("--centroid", metavar=_metavar(CENTROID_METHODS),
+                     help=_choice_help("Centroid method", CENTROID_METHODS)),
+    ] = CentroidChoice("moment"),
+    background: Annotated[
+        BackgroundChoice,
+        typer.Option("--background", metavar=_metavar(BACKGROUND_METHODS),
+                     help=_choice_help("Annulus background", BACKGROUND_METHODS)),
+    ] = BackgroundChoice("median"),
+    corrections: Annotated[
+        CorrectionsChoice,
+        typer.Option("--corrections", metavar=_metavar(CORRECTION_SETS),
+                     help=_choice_help("Pixel-phase x array-location correction", CORRECTION_SETS)),
+    ] = CorrectionsChoice("auto"),
+    aperture_correction: Annotated[
+        str,
+        typer.Option("--aperture-correction", metavar="auto|VALUE|none",
+                     help="auto: the published value for the aperture (none, recorded, if there is none)."),
+    ] = "auto",
+    reject: Annotated[
+        str, typer.Option("--reject", metavar=_metavar(REJECT_RULES), help=_choice_help("Per-AOR outlier rule",
+                                                                                          REJECT_RULES))
+    ] = "sigma:3",
+    subarray: Annotated[
+        SubarrayChoice,
+        typer.Option("--subarray", metavar=_metavar(SUBARRAY_MODES),
+                     help=_choice_help("Subarray cubes", SUBARRAY_MODES)),
+    ] = SubarrayChoice("planes"),
+    workers: Annotated[int, typer.Option("--workers", "-j", metavar="N", help="Local worker processes.")] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", metavar="ADDRESS",
+                     help="Dask distributed scheduler: tcp://HOST:8786, or local:N for a local cluster."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish an interrupted, failed or killed run of this name.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Measure every image (every subarray plane) of the chosen AORs under a named run, and summarise each AOR.
+
+    The run records its parameters, software versions and input files; its name cannot be reused with other
+    parameters. Each AOR is committed whole: after Ctrl-C, SIGTERM or a crash, the same command with --resume
+    finishes the run. Exit status: 0 done (also when the run was already complete), 2 bad option, 3 database, or
+    the workers could not do the work (Dask cluster without workers, scheduler lost), 130 Ctrl-C, 143 SIGTERM.
+    """
+    from iracdb import reduce as reduction
+
+    with _database(db) as engine:
+        targets = [reduction.Target(name=_target_name(t), ra_deg=ra, dec_deg=dec)
+                   for t in target or [] for ra, dec in [reduction.parse_sky_position(t)]]
+        if targets_file is not None:
+            targets += reduction.read_targets_file(targets_file)
+        if auto:
+            targets.append(reduction.Target(name="auto"))
+        options = reduction.ReduceOptions(
+            aorkeys=tuple(aor or ()), object=object, channel=channel, file_type=file_type.value,
+            targets=tuple(targets), radius_px=radius, annulus_in_px=annulus[0], annulus_out_px=annulus[1],
+            centroid=centroid.value, background=background.value, corrections=corrections.value,
+            aperture_correction=aperture_correction, reject=reject, subarray=subarray.value,
+        )
+        execution = reduction.Execution(
+            workers=workers, scheduler=scheduler, resume=resume,
+            command_line=reduction.mask_command_line(_command_line(ctx)),
+        )
+        columns = (TextColumn("reducing AORs"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=stderr, disable=not stderr.is_terminal, transient=True) as bar:
+            task = bar.add_task("reduce", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            report = reduction.reduce(engine, run_name, options, execution, progress=progress)
+        for note in report.notes:
+            stderr.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+        for path, reason in report.unreadable:
+            stderr.print(f"unreadable: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
+        if report.already_complete:
+            stdout.print(f"run {report.name!r} is already complete (same parameters); nothing to do", markup=False)
+        rows = queries.run_summary(engine, report.name)
+        _print_rows(rows, SUMMARY_TABLE_COLUMNS, OutputFormat.table, title=f"run {report.name}: per-AOR summary")
+        stdout.print(
+            f"run {report.name!r}: {report.status}; {report.n_units_done} of {report.n_units} AOR units "
+            f"({report.n_units_this_time} this time), {report.n_images} image rows, {report.n_flagged} flagged, "
+            f"{report.n_outliers} outliers",
+            markup=False, highlight=False,
+        )
+
+
+def _command_line(ctx: typer.Context) -> list[str]:
+    """The running command as typed: ``iracdb``, the subcommand path and its arguments."""
+    args = list(ctx.meta.get("iracdb.args", []))
+    names = []
+    node: Any = ctx
+    while node is not None and node.parent is not None:  # the root's name may be "python -m iracdb"
+        names.append(node.info_name or "")
+        node = node.parent
+    return ["iracdb", *reversed(names), *args]
+
+
+def _target_name(text: str) -> str:
+    return " ".join(text.replace(",", " ").split())
