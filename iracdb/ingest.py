@@ -504,7 +504,7 @@ def _apply_headers(
         conn.execute(table.update().where(table.c.aorkey == aorkey).values(values))
 
 
-def _upsert_files(
+def _upsert_files(  # noqa: C901  (issue 11: t11-backends reduces it while moving its dialect branches)
     conn: Connection,
     records: list[FileRecord],
     exposure_ids: dict[str, int],
