@@ -177,8 +177,10 @@ def _workers() -> list[str]:
 @pytest.mark.parametrize("module", [*_layer("iracdb.photometry"), *_layer("iracdb.fitsio"), *_workers()])
 def test_pure_layers_import_no_database_terminal_or_dataframe(module: str) -> None:
     """photometry/, fitsio/ and reduce's worker run in every worker process: nothing they import, even through
-    other modules, reads a database, talks to the terminal or builds dataframes."""
-    bad = sorted(n for n in all_imports(module) if _under(n, (*HEAVY, *DRIVERS)))
+    other modules, reads a database, talks to the terminal or builds dataframes. (The worker may import the
+    reduce package and its other modules, as long as those import none of this.)"""
+    drivers = tuple(d for d in DRIVERS if not _under(module, (d,)))
+    bad = sorted(n for n in all_imports(module) if _under(n, (*HEAVY, *drivers)))
     assert not bad, f"{module} imports {bad}"
 
 
