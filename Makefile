@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 IRACDB_TEST_PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
 export IRACDB_TEST_PG_URL
 
-.PHONY: test demo lint install clean bench
+.PHONY: test demo lint typecheck install clean bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ install: $(BIN)/.installed
 
 lint: install
 	$(BIN)/ruff check iracdb migrations tests scripts
+
+# mypy on the package (settings in pyproject.toml). Not yet part of `lint`: iracdb/reduce.py and iracdb/db/ still
+# have type errors, fixed as reduce becomes a package and the backends move behind one interface (issue 11).
+typecheck: install
+	$(BIN)/mypy
 
 # IRACDB_REQUIRE_PG=1: a PostgreSQL test that cannot reach its server fails instead of skipping.
 test: lint
@@ -36,4 +41,4 @@ bench: install
 	$(BIN)/python scripts/bench_export.py
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo .pytest_cache .ruff_cache .mypy_cache

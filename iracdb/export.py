@@ -14,6 +14,8 @@
 ``RUN_provenance.json``
     The same provenance, machine-readable (see :func:`run_provenance`), plus what this export wrote.
 
+This module fetches; :mod:`iracdb.export_formats` writes the table files and :mod:`iracdb.export_log` the log.
+
 ``RUN`` is the run's name made safe for file names, one to one (:func:`iracdb.outputs.file_stem`: every byte outside
 ``[A-Za-z0-9._-]`` percent-encoded, so ``a/b`` is ``a%2Fb`` and never ``a_b``'s name); ``EXT`` is ``csv``,
 ``parquet``, ``ecsv`` or ``vot`` (VOTable). Columns, units and meanings are those of :mod:`iracdb.db.views`:
@@ -43,7 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import io
 import json
 import re
 from collections import deque
@@ -53,14 +54,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
-from xml.sax.saxutils import escape as xml_escape
-from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
 from iracdb import __version__
@@ -70,6 +66,8 @@ from iracdb.db import views
 from iracdb.db.engine import is_sqlite, mask_secrets, safe_url
 from iracdb.db.queries import get_run
 from iracdb.errors import BadOption, UserError
+from iracdb.export_formats import WRITERS, TableWriter
+from iracdb.export_log import AOR_LINE_COLUMNS, AorLine, write_log
 from iracdb.flags import NOT_USED, Flag
 from iracdb.outputs import (
     cannot_write,
@@ -88,8 +86,6 @@ EXTENSIONS = {"csv": "csv", "parquet": "parquet", "ecsv": "ecsv", "votable": "vo
 #: Rows fetched from the database and written per batch (small batches stay in the CPU caches: 5,000 rows fetch
 #: some 10 % faster than 25,000, and need less memory).
 BATCH_ROWS = 5_000
-#: Rows per Parquet row group: batches are gathered into row groups this large.
-ROW_GROUP_ROWS = 100_000
 
 Progress = Callable[[int, int], None]
 
@@ -448,174 +444,6 @@ def run_provenance(engine: Engine, run_name: str, *, with_inputs: bool = True) -
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Table writers: one per format, each taking record batches
-# --------------------------------------------------------------------------------------------------------------
-
-
-class _Writer:
-    def write(self, batch: pa.RecordBatch) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-class _CsvWriter(_Writer):
-    def __init__(self, path: Path, table: _Table, meta: dict[str, Any]) -> None:
-        options = pacsv.WriteOptions(include_header=True, quoting_style="needed")
-        self._writer = pacsv.CSVWriter(str(path), table.schema, write_options=options)
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        self._writer.write_batch(batch)
-
-    def close(self) -> None:
-        self._writer.close()
-
-
-class _ParquetWriter(_Writer):
-    def __init__(self, path: Path, table: _Table, meta: dict[str, Any]) -> None:
-        schema = table.schema.with_metadata({"iracdb_provenance": json.dumps(meta)})
-        self._writer = pq.ParquetWriter(str(path), schema)
-        self._schema = schema
-        self._pending: list[pa.RecordBatch] = []
-        self._rows = 0
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        self._pending.append(batch)
-        self._rows += batch.num_rows
-        if self._rows >= ROW_GROUP_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._pending:
-            table = pa.Table.from_batches(self._pending).replace_schema_metadata(self._schema.metadata)
-            self._writer.write_table(table, row_group_size=max(self._rows, 1))
-        self._pending, self._rows = [], 0
-
-    def close(self) -> None:
-        try:
-            self._flush()
-        finally:
-            self._writer.close()
-
-
-def _as_text(array: pa.Array, null: str) -> pa.Array:
-    """Numbers as their shortest round-trip text (Arrow's cast), NULL as ``null``."""
-    return pc.fill_null(pc.cast(array, pa.string()), null)
-
-
-class _EcsvWriter(_Writer):
-    """ECSV 1.0: astropy writes the header (dtypes, units, descriptions, provenance in ``meta``) of a table with
-    no rows; the data lines follow batch by batch (space-separated, strings quoted, missing values ``""``)."""
-
-    def __init__(self, path: Path, table: _Table, meta: dict[str, Any]) -> None:
-        from astropy.table import Column, Table
-
-        header = Table(meta={"iracdb_provenance": meta})
-        for column in table.columns:
-            kind = table.arrow_type(column.name)
-            dtype = {pa.int64(): np.int64, pa.float64(): np.float64, pa.string(): np.str_, pa.bool_(): np.bool_}[kind]
-            header[column.name] = Column(np.zeros(0, dtype=dtype), unit=column.unit or None,
-                                         description=column.description)
-        text = io.StringIO()
-        header.write(text, format="ascii.ecsv")
-        self._file = path.open("w", encoding="utf-8", newline="\n")
-        self._file.write(text.getvalue())
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows == 0:
-            return
-        columns = []
-        for array in batch.columns:
-            if pa.types.is_string(array.type):
-                quoted = pc.replace_substring(array, '"', '""')
-                columns.append(pc.fill_null(pc.binary_join_element_wise('"', quoted, '"', ""), '""'))
-            elif pa.types.is_boolean(array.type):
-                columns.append(pc.if_else(array, "True", "False"))
-            else:
-                columns.append(_as_text(array, '""'))
-        lines = pc.binary_join_element_wise(*columns, " ")
-        self._file.write("\n".join(lines.to_pylist()))
-        self._file.write("\n")
-
-    def close(self) -> None:
-        self._file.close()
-
-
-_VO_TYPES = {pa.int64(): 'datatype="long"', pa.float64(): 'datatype="double"',
-             pa.string(): 'datatype="char" arraysize="*"', pa.bool_(): 'datatype="boolean"'}
-
-
-def _vounit(unit: str) -> str | None:
-    """The unit in VOUnit syntax, or None when VOUnit cannot say it (``%``: dimensionless with a scale)."""
-    if not unit:
-        return None
-    from astropy import units as u
-
-    try:
-        return str(u.Unit(unit).to_string("vounit"))
-    except (ValueError, u.UnitsError):
-        return None
-
-
-class _VoTableWriter(_Writer):
-    """VOTable 1.4, TABLEDATA: FIELDs with unit (VOUnit) and DESCRIPTION, the provenance as INFO elements; rows
-    streamed batch by batch (XML-escaped; an empty TD is a missing value)."""
-
-    def __init__(self, path: Path, table: _Table, meta: dict[str, Any]) -> None:
-        self._file = path.open("w", encoding="utf-8", newline="\n")
-        run = meta.get("run", {})
-        out = ['<?xml version="1.0" encoding="utf-8"?>',
-               '<VOTABLE version="1.4" xmlns="http://www.ivoa.net/xml/VOTable/v1.3" '
-               'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
-               'xsi:schemaLocation="http://www.ivoa.net/xml/VOTable/v1.3 '
-               'http://www.ivoa.net/xml/VOTable/VOTable-1.4.xsd">',
-               f' <DESCRIPTION>iracdb run {xml_escape(str(run.get("name")))}: {table.key}_data</DESCRIPTION>',
-               ' <RESOURCE type="results">']
-        for name, value in (("run", run.get("name")), ("status", run.get("status")),
-                            ("params_hash", meta.get("params_hash")), ("iracdb_version", __version__)):
-            out.append(f"  <INFO name={quoteattr(name)} value={quoteattr(str(value))}/>")
-        out.append(f'  <INFO name="iracdb_provenance" value={quoteattr(json.dumps(meta))}/>')
-        out.append(f"  <TABLE name={quoteattr(table.key + '_data')}>")
-        for column in table.columns:
-            unit = _vounit(column.unit)
-            description = column.description
-            if column.unit and unit is None:
-                description = f"{description} [{column.unit}]"
-            unit_attr = f" unit={quoteattr(unit)}" if unit else ""
-            out.append(f"   <FIELD name={quoteattr(column.name)} {_VO_TYPES[table.arrow_type(column.name)]}"
-                       f"{unit_attr}><DESCRIPTION>{xml_escape(description)}</DESCRIPTION></FIELD>")
-        out += ["   <DATA>", "    <TABLEDATA>", ""]
-        self._file.write("\n".join(out))
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        if batch.num_rows == 0:
-            return
-        columns = []
-        for array in batch.columns:
-            if pa.types.is_string(array.type):
-                text = pc.replace_substring(array, "&", "&amp;")
-                text = pc.replace_substring(pc.replace_substring(text, "<", "&lt;"), ">", "&gt;")
-                columns.append(pc.fill_null(text, ""))
-            elif pa.types.is_boolean(array.type):
-                columns.append(pc.if_else(array, "T", "F"))
-            else:
-                columns.append(_as_text(array, ""))
-        cells = pc.binary_join_element_wise(*columns, "</TD><TD>")
-        lines = pc.binary_join_element_wise("<TR><TD>", cells, "</TD></TR>", "")
-        self._file.write("\n".join(lines.to_pylist()))
-        self._file.write("\n")
-
-    def close(self) -> None:
-        self._file.write("    </TABLEDATA>\n   </DATA>\n  </TABLE>\n </RESOURCE>\n</VOTABLE>\n")
-        self._file.close()
-
-
-_WRITERS: dict[str, type[_Writer]] = {
-    "csv": _CsvWriter, "parquet": _ParquetWriter, "ecsv": _EcsvWriter, "votable": _VoTableWriter,
-}
-
-# --------------------------------------------------------------------------------------------------------------
 # The export
 # --------------------------------------------------------------------------------------------------------------
 
@@ -694,7 +522,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _write_table(snap: _Snapshot, table: _Table, run: dict[str, Any], writer: _Writer, *,
+def _write_table(snap: _Snapshot, table: _Table, run: dict[str, Any], writer: TableWriter, *,
                  on_batch: Callable[[pa.RecordBatch], None] | None = None) -> int:
     """Stream a table's rows of ``run`` (its ``runs`` record) into ``writer``; the rows written.
 
@@ -795,7 +623,7 @@ def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path
     with _snapshot(engine) as snap:
         provenance = _provenance(engine, snap, run)
         embedded = {**provenance, "export": {"date": exported_at, "format": fmt, "iracdb_version": __version__}}
-        writer_class = _WRITERS[fmt]
+        writer_class = WRITERS[fmt]
 
         writer = writer_class(temps[0], _AOR_TABLE, embedded)
         try:
@@ -826,7 +654,8 @@ def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path
                        "out_dir": str(out_dir.resolve()), "files": [p.name for p in finals],
                        "n_aor_rows": n_aor, "n_image_rows": n_image}
         with temps[2].open("w", encoding="utf-8") as log:
-            _write_log(log, snap, run, provenance, export_info, flag_counts)
+            write_log(log, provenance, export_info, _aor_lines(snap, run["name"]), flag_counts.counts,
+                      _inputs(snap, run["id"]))
         with temps[3].open("w", encoding="utf-8") as out:
             _write_provenance_json(out, snap, run["id"], {**provenance, "export": export_info})
     return n_aor, n_image
@@ -847,116 +676,16 @@ def _write_provenance_json(out: IO[str], snap: _Snapshot, run_id: int, provenanc
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The log
+# The log: fetched here, formatted by iracdb.export_log
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _fmt(value: Any, spec: str = ".6g") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return format(value, spec)
-    return str(value)
-
-
-def _write_log(log: IO[str], snap: _Snapshot, run: dict[str, Any], prov: dict[str, Any],
-               export_info: dict[str, Any], flag_counts: _FlagCounts) -> None:
-    w = log.write
-    record, params = prov["run"], prov["parameters"] or {}
-    w(f"iracdb reduction run {run['name']!r}: log\n")
-    w(f"exported: {export_info['date']} by iracdb {__version__} ({export_info['format']})\n\n")
-    w("== Run\n")
-    for key in ("status", "created_at", "started_at", "finished_at"):
-        w(f"{key.replace('_at', '').replace('_', ' '):<10} {_fmt(record[key])}\n")
-    w(f"units      {record['n_units_done']} of {record['n_units']} AOR x channel units complete\n")
-    w(f"images     {record['n_images']} image rows, {record['n_flagged']} flagged, {record['n_outliers']} outliers\n")
-
-    w("\n== Parameters\n")
-    w(f"file type          {params.get('file_type')}\n")
-    w(f"selection          aorkeys={params.get('aorkeys') or 'all'} object={params.get('object')} "
-      f"channel={params.get('channel') or 'all'}\n")
-    w(f"aperture radius    {params.get('radius_px')} px\n")
-    w(f"annulus radii      {params.get('annulus_in_px')} - {params.get('annulus_out_px')} px\n")
-    w(f"centroid           {params.get('centroid')} (max shift {params.get('max_shift_px')} px)\n")
-    w(f"background         {params.get('background')}\n")
-    w(f"corrections        {params.get('corrections')}\n")
-    w(f"aperture corr.     {params.get('aperture_correction')}\n")
-    w(f"reject rule        {params.get('reject')}\n")
-    w(f"subarray mode      {params.get('subarray')}\n")
-    w(f"parameter hash     {prov['params_hash']}\n")
-    w("targets:\n")
-    for target in prov["targets"]:
-        where = ("auto (brightest source near the commanded pointing)" if target["ra_deg"] is None
-                 else f"RA {target['ra_deg']:.7f} deg, Dec {target['dec_deg']:+.7f} deg (ICRS)")
-        only = "".join(f", only {k} {target[k]}" for k in ("aorkey", "object") if target[k] is not None)
-        w(f"  [{target['target_index']}] {target['name']}: {where}{only}\n")
-    resolved = (prov["resolved"] or {}).get("per_mission_channel", {})
-    if resolved:
-        w("as applied, per mission and channel:\n")
-        for key, value in sorted(resolved.items()):
-            w(f"  {key}: correction {value.get('correction')}; aperture correction "
-              f"{_fmt(value.get('aperture_correction'))} ({value.get('aperture_correction_source')})\n")
-    w(f"channels: {', '.join(str(c) for c in prov['channels']) or '-'}; "
-      f"missions: {', '.join(prov['missions']) or '-'}\n")
-
-    w("\n== Per-AOR results (flux = mean of the used images; err = error of the mean; spread = 100 std / mean)\n")
-    w(f"{'aorkey':>10} {'ch':>2} {'target':<16} {'object':<20} {'used/total':>10} {'flux_mJy':>14} "
-      f"{'err_mJy':>11} {'spread_%':>8}\n")
-    problems: list[str] = []
-    sql = ("SELECT aorkey, channel, target_index, target, object, n_used, n_total, n_rejected, n_flagged, flux_mjy, "
-           f"flux_err_mjy, spread_pct FROM {views.AOR_VIEW} WHERE run = :run ORDER BY aorkey, channel, target_index")
-    for batch in snap.batches(sql, run=run["name"]):
-        for (aorkey, channel, index, target, object_, n_used, n_total, n_rejected, n_flagged, flux, err,
-             spread) in batch:
-            w(f"{aorkey:>10} {channel:>2} {_fmt(target):<16.16} {_fmt(object_):<20.20} "
-              f"{f'{n_used}/{n_total}':>10} {_fmt(flux, '.6f'):>14} {_fmt(err, '.6f'):>11} "
-              f"{_fmt(spread, '.3f'):>8}\n")
-            what = []
-            if not n_used:
-                what.append("no usable image")
-            counts = flag_counts.counts.get((int(aorkey), int(channel), int(index)), {})
-            listed = ", ".join(f"{name} x{n}" for name, n in counts.items() if name != "outlier")
-            if listed:
-                what.append(f"flagged images: {listed} ({n_flagged} of {n_total} kept out of the statistics)")
-            if n_rejected:
-                what.append(f"{n_rejected} outlier(s) rejected")
-            if what:
-                problems.append(f"  {aorkey} ch{channel} target {target!r}: {'; '.join(what)}\n")
-    pending = [u for u in prov["units"] if u["status"] != "complete"]
-    for unit in pending:
-        problems.append(f"  {unit['aorkey']} ch{unit['channel']}: not reduced (unit {unit['status']})\n")
-    for unit in prov["units"]:
-        if unit["status"] == "complete" and not unit["n_images"]:
-            problems.append(f"  {unit['aorkey']} ch{unit['channel']}: complete with no image rows\n")
-    w("\n== Problem AORs\n")
-    w("".join(problems) if problems else "  none\n")
-
-    w("\n== Comments\n")
-    w(f"  {record['message']}\n" if record["message"] else "  none\n")
-    for note in (prov["resolved"] or {}).get("notes", []):
-        w(f"  note: {note}\n")
-
-    w("\n== Provenance\n")
-    software = prov["software"]
-    w(f"iracdb version     {software['iracdb_version']}\n")
-    w(f"git revision       {software['git_revision'] or '-'}\n")
-    for package, version in sorted(software["versions"].items()):
-        w(f"  {package:<16} {version}\n")
-    for key in ("host", "user", "pid", "execution", "command_line", "database"):
-        w(f"{key.replace('_', ' '):<18} {_fmt(prov[key])}\n")
-
-    summary = prov["inputs_summary"]
-    w(f"\n== Inputs: {summary['count']} files, {summary['total_bytes']} bytes\n")
-    for kind, info in summary["by_kind"].items():
-        w(f"  {kind}: {info['count']} files, {info['bytes']} bytes\n")
-    w(f"{'size_bytes':>12} {'kind':<6} {'sha256':<64} path\n")
-    for item in _inputs(snap, run["id"]):
-        w(f"{item['size_bytes']:>12} {item['kind']:<6} {item['sha256']:<64} {item['path']}\n")
-
-    w("\n== Files of this export\n")
-    for name in export_info["files"]:
-        w(f"  {name}\n")
-    w(f"  rows: {export_info['n_aor_rows']} per-AOR, {export_info['n_image_rows']} per-image\n")
+def _aor_lines(snap: _Snapshot, run_name: str) -> Iterator[AorLine]:
+    """The run's per-AOR rows that the log shows, in the view's order, streamed."""
+    sql = (f"SELECT {', '.join(AOR_LINE_COLUMNS)} FROM {views.AOR_VIEW} WHERE run = :run "
+           "ORDER BY aorkey, channel, target_index")
+    for batch in snap.batches(sql, run=run_name):
+        yield from (AorLine(*row) for row in batch)
 
 
 __all__ = ["EXPORT_FORMATS", "EXTENSIONS", "ExportResult", "export_file_names", "export_run", "file_stem",

@@ -20,9 +20,9 @@ import stat as stat_module
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -72,71 +72,81 @@ def walk(roots: Iterable[str]) -> Iterator[tuple[str, int, int, str | None]]:
     no walking outside the tree): each is reported, as a loop when it points to its own folder or one above it.
     """
     seen: set[str] = set()
-
-    def visit(path: str) -> Iterator[tuple[str, int, int, str | None]]:
-        if path in seen:
-            return
-        seen.add(path)
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError:
-            return  # renamed or deleted since it was listed
-        except OSError as exc:
-            yield _shown(path), 0, 0, _link_problem(exc)
-            return
-        if _shown(path) != path:
-            yield _shown(path), stat.st_size, stat.st_mtime_ns, "the file name is not valid UTF-8: rename it"
-            return
-        yield path, stat.st_size, stat.st_mtime_ns, not_regular(stat.st_mode)
-
-    def linked(path: str, folder: str) -> Iterator[tuple[str, int, int, str | None]]:
-        """A symbolic link found in ``folder``: its target file, or why it is not followed."""
-        try:
-            stat = os.stat(path)  # the target's
-        except FileNotFoundError:
-            if os.path.lexists(path):  # (else the link itself vanished)
-                target = _shown(os.path.realpath(path))
-                yield _shown(path), 0, 0, f"broken symbolic link: its target {target} does not exist"
-            return
-        except OSError as exc:  # a loop (ELOOP), or a link on the way that cannot be read
-            yield _shown(path), 0, 0, _link_problem(exc)
-            return
-        target = os.path.realpath(path)
-        if not stat_module.S_ISDIR(stat.st_mode):
-            yield from visit(target)
-            return
-        here = os.path.realpath(folder)
-        if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
-            reason = f"symbolic link loop: it points to {_shown(target)}, its own folder or one above it (not followed)"
-        else:
-            reason = f"symbolic link to the folder {_shown(target)}: not followed (give that folder to ingest it)"
-        yield _shown(path), 0, 0, reason
-
     for root in roots:
         if os.path.islink(root) and not os.path.exists(root):  # a broken or looping link given as a root
-            yield from linked(root, os.path.dirname(os.path.abspath(root)))
+            yield from _linked(root, os.path.dirname(os.path.abspath(root)), seen)
+        elif not os.path.isdir(root):
+            yield from _visit(os.path.realpath(root), seen)
+        else:
+            yield from _walk_folder(root, seen)
+
+
+#: What :func:`walk` gives for each entry: (path, size in bytes, mtime in ns, problem or None).
+_Entry = tuple[str, int, int, str | None]
+
+
+def _walk_folder(root: str, seen: set[str]) -> Iterator[_Entry]:
+    """Every entry under the folder ``root``, folders in depth-first order and entries by name."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            yield _shown(folder), 0, 0, f"folder cannot be read: {exc.strerror or exc}"
             continue
-        if not os.path.isdir(root):
-            yield from visit(os.path.realpath(root))
-            continue
-        stack = [root]
-        while stack:
-            folder = stack.pop()
+        for entry in entries:
             try:
-                entries = sorted(os.scandir(folder), key=lambda e: e.name)
-            except OSError as exc:
-                yield _shown(folder), 0, 0, f"folder cannot be read: {exc.strerror or exc}"
-                continue
-            for entry in entries:
-                try:
-                    if entry.is_symlink():
-                        yield from linked(entry.path, folder)
-                    elif entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    else:  # a regular file, or a FIFO, socket or device (visit says which, and none is opened)
-                        yield from visit(entry.path)
-                except OSError:
-                    continue  # vanished between listing and looking
+                if entry.is_symlink():
+                    yield from _linked(entry.path, folder, seen)
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                else:  # a regular file, or a FIFO, socket or device (_visit says which, and none is opened)
+                    yield from _visit(entry.path, seen)
+            except OSError:
+                continue  # vanished between listing and looking
+
+
+def _visit(path: str, seen: set[str]) -> Iterator[_Entry]:
+    """The file at ``path`` (a real path), once: its size and mtime, or why it cannot be catalogued."""
+    if path in seen:
+        return
+    seen.add(path)
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return  # renamed or deleted since it was listed
+    except OSError as exc:
+        yield _shown(path), 0, 0, _link_problem(exc)
+        return
+    if _shown(path) != path:
+        yield _shown(path), stat.st_size, stat.st_mtime_ns, "the file name is not valid UTF-8: rename it"
+        return
+    yield path, stat.st_size, stat.st_mtime_ns, not_regular(stat.st_mode)
+
+
+def _linked(path: str, folder: str, seen: set[str]) -> Iterator[_Entry]:
+    """A symbolic link found in ``folder``: its target file, or why it is not followed."""
+    try:
+        stat = os.stat(path)  # the target's
+    except FileNotFoundError:
+        if os.path.lexists(path):  # (else the link itself vanished)
+            target = _shown(os.path.realpath(path))
+            yield _shown(path), 0, 0, f"broken symbolic link: its target {target} does not exist"
+        return
+    except OSError as exc:  # a loop (ELOOP), or a link on the way that cannot be read
+        yield _shown(path), 0, 0, _link_problem(exc)
+        return
+    target = os.path.realpath(path)
+    if not stat_module.S_ISDIR(stat.st_mode):
+        yield from _visit(target, seen)
+        return
+    here = os.path.realpath(folder)
+    if here == target or here.startswith(target.rstrip(os.sep) + os.sep):
+        reason = f"symbolic link loop: it points to {_shown(target)}, its own folder or one above it (not followed)"
+    else:
+        reason = f"symbolic link to the folder {_shown(target)}: not followed (give that folder to ingest it)"
+    yield _shown(path), 0, 0, reason
 
 
 def _shown(path: str) -> str:
@@ -177,48 +187,67 @@ def ingest(
     """
     if workers < 1:
         raise BadOption(f"--workers must be at least 1, not {workers}")
+    resolved = _resolve_roots(roots)
+    event_id = _start_event(engine, resolved, workers)
+    summary = IngestSummary(ingest_id=event_id)
+    rejected, to_read = _walk_catalogue(engine, resolved, summary)
+    _read_and_write(engine, to_read, workers, rejected, summary, progress)
+    _finish_event(engine, summary)
+    return summary
+
+
+def _resolve_roots(roots: Iterable[str]) -> list[str]:
+    """The roots as real paths; a broken or looping link given as a root is kept as given (the walk reports it)."""
     resolved = []
     for root in roots:
         if not os.path.lexists(root):
             raise BadOption(f"no such file or folder: {root}")
-        # A broken or looping link given as a root is kept as given: the walk reports it.
         resolved.append(os.path.realpath(root) if os.path.exists(root) else os.path.abspath(root))
     if not resolved:
         raise BadOption("nothing to ingest: give at least one folder or file")
+    return resolved
 
-    event_id = _start_event(engine, resolved, workers)
-    summary = IngestSummary(ingest_id=event_id)
-    known = _catalogued_files(engine, resolved)
+
+def _walk_catalogue(
+    engine: Engine, roots: list[str], summary: IngestSummary
+) -> tuple[list[FileRecord | Rejection], list[str]]:
+    """Walk the roots: the entries that cannot be catalogued, and the paths to read (new, or changed in size or
+    modification time since catalogued); counts seen and unchanged files in ``summary``."""
+    known = _catalogued_files(engine, roots)
     own_files = _database_files(engine)
+    rejected: list[FileRecord | Rejection] = []
     to_read: list[str] = []
-    batch: list[FileRecord | Rejection] = []
-    for path, size, mtime_ns, problem in walk(resolved):
+    for path, size, mtime_ns, problem in walk(roots):
         if path in own_files:
             continue  # the SQLite catalogue itself, when it lives inside the tree
         summary.n_seen += 1
         if problem is not None:
-            batch.append(Rejection(path, size, mtime_ns, problem))
+            rejected.append(Rejection(path, size, mtime_ns, problem))
         elif known.get(path) == (size, mtime_ns):
             summary.n_unchanged += 1
         else:
             to_read.append(path)
+    return rejected, to_read
 
-    deferred: list[FileRecord] = []  # linking kinds wait until every exposure of this ingest exists
+
+def _read_and_write(engine: Engine, to_read: list[str], workers: int, batch: list[FileRecord | Rejection],
+                    summary: IngestSummary, progress: ProgressCallback | None) -> None:
+    """Read the files ``to_read`` and write them, after ``batch``, :data:`BATCH_FILES` per transaction; the files
+    that only link to an exposure last, once every exposure of this ingest exists."""
+    deferred: list[FileRecord | Rejection] = []
     for done, result in enumerate(_read_all(to_read, workers), start=1):
         if isinstance(result, FileRecord) and result.kind not in CREATING_KINDS:
             deferred.append(result)
         else:
             batch.append(result)
         if len(batch) >= BATCH_FILES:
-            _write_batch(engine, batch, event_id, summary)
+            _write_batch(engine, batch, summary.ingest_id, summary)
             batch = []
         if progress is not None:
             progress(done, len(to_read))
-    _write_batch(engine, batch, event_id, summary)
+    _write_batch(engine, batch, summary.ingest_id, summary)
     for start in range(0, len(deferred), BATCH_FILES):
-        _write_batch(engine, deferred[start : start + BATCH_FILES], event_id, summary)
-    _finish_event(engine, summary)
-    return summary
+        _write_batch(engine, deferred[start : start + BATCH_FILES], summary.ingest_id, summary)
 
 
 #: Below this many files to read, starting worker processes costs more than it saves.
@@ -249,7 +278,7 @@ def _now() -> datetime:
 def _start_event(engine: Engine, roots: list[str], workers: int) -> int:
     with engine.begin() as conn:
         return conn.execute(
-            IngestEvent.__table__.insert().returning(IngestEvent.id),
+            insert(IngestEvent).returning(IngestEvent.id),
             {
                 "started_at": _now(),
                 "roots": json.dumps(roots),
@@ -434,6 +463,11 @@ def _exposure_values(record: FileRecord) -> dict[str, Any]:
     return {**record.exposure, "aorkey": aorkey, "channel": channel, "expid": expid, "dcenum": dcenum}
 
 
+def _table(model: type[Aor] | type[Exposure]) -> Table:
+    """The model's table (SQLAlchemy types ``__table__`` as any selectable: a class may map a join; these do not)."""
+    return cast(Table, model.__table__)
+
+
 def _apply_headers(
     conn: Connection, accepted: list[FileRecord], exposure_ids: dict[str, int], created_from: set[str]
 ) -> None:
@@ -453,7 +487,7 @@ def _apply_headers(
     # Rows just created from the very file that is best need nothing more.
     to_update = {key: record for key, record in best_for_exposure.items() if record.path not in created_from}
     if to_update:
-        table = Exposure.__table__
+        table = _table(Exposure)
         rows = conn.execute(select(table.c.id, table.c.header_source_kind).where(table.c.id.in_(sorted(to_update))))
         sources = {row.id: row.header_source_kind for row in rows}
         updates = [
@@ -463,14 +497,14 @@ def _apply_headers(
         ]
         if updates:
             conn.execute(table.update().where(table.c.id == bindparam("row_id")), updates)
-    table = Aor.__table__
+    table = _table(Aor)
     for aorkey in sorted(best_for_aor):
         # Keep what an earlier, better file told us where this one is silent.
         values = {column: func.coalesce(value, table.c[column]) for column, value in best_for_aor[aorkey].aor.items()}
         conn.execute(table.update().where(table.c.aorkey == aorkey).values(values))
 
 
-def _upsert_files(
+def _upsert_files(  # noqa: C901  (issue 11: t11-backends reduces it while moving its dialect branches)
     conn: Connection,
     records: list[FileRecord],
     exposure_ids: dict[str, int],

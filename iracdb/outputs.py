@@ -68,7 +68,8 @@ def file_stem(name: str) -> str:
 
 
 class _Url(Protocol):  # a sqlalchemy.engine.URL (this module imports no SQLAlchemy)
-    database: str | None
+    @property
+    def database(self) -> str | None: ...
 
     def get_backend_name(self) -> str: ...
 
@@ -268,7 +269,7 @@ def remove_stale_partials(folder: Path, names: Iterable[str]) -> list[Path]:
         The files removed.
     """
     prefixes = {_partial_prefix(name) for name in names}
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:

@@ -23,7 +23,7 @@ import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -197,7 +197,8 @@ def overview_figure(engine: Engine, run_name: str) -> Figure:
         title += (f"\n(first {len(shown)} of {len(panels)} panels shown: one per channel x target, "
                   "and per OBJECT for an auto target)")
     fig.suptitle(title, fontsize=11, parse_math=False)
-    top, bottom = fig.subfigures(2, 1, height_ratios=[n_rows * OVERVIEW_PANEL_IN, OVERVIEW_PHASE_IN])
+    # Two subfigures come as an array (the type stubs also allow one SubFigure, for subfigures(1, 1)).
+    top, bottom = cast(np.ndarray, fig.subfigures(2, 1, height_ratios=[n_rows * OVERVIEW_PANEL_IN, OVERVIEW_PHASE_IN]))
     axes = top.subplots(n_rows, 1, sharex=True, squeeze=False)[:, 0]
     if not shown:
         _note(axes[0], "no AOR in this run")
@@ -468,7 +469,7 @@ def _aor_series(engine: Engine, run_name: str, aorkey: int) -> list[AorSeries]:
         finite = np.isfinite(flux)
         used = np.array([bool(r.used) for r in rows], dtype=bool) & finite
         outlier = np.array([bool(r.flag_outlier) for r in rows], dtype=bool) & finite & ~used
-        target = rows[0].target if rows else summary.target
+        target = rows[0].target if rows else summaries[key].target  # a key without rows is a summary's
         out.append(AorSeries(
             channel=key[0], target_index=key[1], target=str(target), object=summary.object if summary else None,
             mjd=column["mjd"], flux=flux, flux_err=column["flux_err_mjy"], correction=column["correction"],
@@ -488,11 +489,12 @@ def _draw_light_curve(ax: Axes, s: AorSeries) -> None:
     unit, scale = ("h", 24.0) if span_min > 180.0 else ("min", 1440.0)
     t = (s.mjd - t0) * scale
     err = np.where(np.isfinite(s.flux_err), s.flux_err, 0.0)
-    for mask, style, name in (
+    styles: tuple[tuple[np.ndarray, dict[str, Any], str], ...] = (
         (s.used, dict(fmt="o", ms=3, color=_USED_COLOUR, elinewidth=0.6), "used"),
         (s.flagged, dict(fmt="s", ms=4, mfc="none", color=_FLAGGED_COLOUR, elinewidth=0.6), "flagged"),
         (s.outlier, dict(fmt="x", ms=6, color=_OUTLIER_COLOUR, elinewidth=0.6), "outlier"),
-    ):
+    )
+    for mask, style, name in styles:
         keep = mask & np.isfinite(t)
         if keep.any():
             ax.errorbar(t[keep], s.flux[keep], yerr=err[keep], label=f"{name} ({int(keep.sum())})", **style)

@@ -112,8 +112,10 @@ class RejectRule:
         if not isinstance(text, str):
             raise BadOption(f"reject rule must be text, got {text!r}; use {_ACCEPTED}")
         norm = text.strip().lower()
-        if norm in ("none", "minmax"):
-            return cls(norm)  # type: ignore[arg-type]
+        if norm == "none":
+            return cls("none")
+        if norm == "minmax":
+            return cls("minmax")
         if norm.startswith("sigma:"):
             number = norm[len("sigma:") :].strip()
             if _NUMBER.fullmatch(number):
@@ -133,7 +135,7 @@ class RejectRule:
 
 
 def _as_1d(name: str, values: npt.ArrayLike, dtype: type) -> np.ndarray:
-    array = np.asarray(values, dtype=dtype)
+    array: np.ndarray = np.asarray(values, dtype=dtype)
     if array.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array (one value per image), got shape {array.shape}")
     return array

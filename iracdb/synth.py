@@ -314,53 +314,77 @@ class AorSpec:
 
     # -- validation ------------------------------------------------------------------------------------------
     def _validate(self) -> None:
-        where = f"AorSpec(aorkey={self.aorkey})"
+        """Raise :class:`~iracdb.errors.BadOption` naming the first problem found, checked in this order."""
+        checks = (self._identity_problem, self._mode_problem, self._files_problem, self._levels_problem,
+                  self._dates_problem)
+        for check in checks:  # in order: a later check relies on the earlier ones (valid modes, channels)
+            problem = check()
+            if problem is not None:
+                raise BadOption(f"AorSpec(aorkey={self.aorkey}): {problem}")
+
+    def _identity_problem(self) -> str | None:
+        """The AOR key, the channels and the mission."""
         if not 0 < self.aorkey < 2**31:
-            raise BadOption(f"{where}: aorkey must be a positive 32-bit integer")
+            return "aorkey must be a positive 32-bit integer"
         if not self.channels or len(set(self.channels)) != len(self.channels):
-            raise BadOption(f"{where}: channels must be a non-empty tuple of distinct channels, got {self.channels}")
+            return f"channels must be a non-empty tuple of distinct channels, got {self.channels}"
         if not set(self.channels) <= {1, 2, 3, 4}:
-            raise BadOption(f"{where}: channels must be among 1-4, got {self.channels}")
+            return f"channels must be among 1-4, got {self.channels}"
         if self.mission not in ("cryo", "warm"):
-            raise BadOption(f"{where}: mission must be 'cryo' or 'warm', got {self.mission!r}")
+            return f"mission must be 'cryo' or 'warm', got {self.mission!r}"
         if self.mission == "warm" and not set(self.channels) <= {1, 2}:
-            raise BadOption(f"{where}: only channels 1 and 2 operate in the warm mission, got {self.channels}")
+            return f"only channels 1 and 2 operate in the warm mission, got {self.channels}"
+        return None
+
+    def _mode_problem(self) -> str | None:
+        """The read mode, exposures, frame time, dithering, HDR and PSF model."""
         if self.read_mode not in ("FULL", "SUB"):
-            raise BadOption(f"{where}: read_mode must be 'FULL' or 'SUB', got {self.read_mode!r}")
+            return f"read_mode must be 'FULL' or 'SUB', got {self.read_mode!r}"
         if self.n_exposures < 1 or self.n_exposures > 9999:
-            raise BadOption(f"{where}: n_exposures must be 1..9999, got {self.n_exposures}")
+            return f"n_exposures must be 1..9999, got {self.n_exposures}"
         modes = _FULL_MODES if self.read_mode == "FULL" else _SUB_MODES
         if float(self.framtime_s) not in modes:
-            raise BadOption(f"{where}: framtime_s must be one of {sorted(modes)} for {self.read_mode}, "
-                            f"got {self.framtime_s}")
+            return f"framtime_s must be one of {sorted(modes)} for {self.read_mode}, got {self.framtime_s}"
         if self.read_mode == "SUB" and (self.dithered or self.hdr):
-            raise BadOption(f"{where}: dithered and hdr apply to full-array AORs only")
+            return "dithered and hdr apply to full-array AORs only"
         if self.hdr and float(self.framtime_s) not in _HDR_SHORT:
-            raise BadOption(f"{where}: HDR mode needs a long frame of {sorted(_HDR_SHORT)} s")
+            return f"HDR mode needs a long frame of {sorted(_HDR_SHORT)} s"
         if self.dither_scale not in _DITHER_SCALE:
-            raise BadOption(f"{where}: dither_scale must be small, medium or large")
+            return "dither_scale must be small, medium or large"
         if self.psf_model not in ("gauss", "irac"):
-            raise BadOption(f"{where}: psf_model must be 'gauss' or 'irac'")
+            return "psf_model must be 'gauss' or 'irac'"
+        return None
+
+    def _files_problem(self) -> str | None:
+        """The file types written per exposure."""
         allowed = FULL_TYPES if self.read_mode == "FULL" else SUB_TYPES
         types = self.types()
         if not set(types) <= set(allowed) or len(set(types)) != len(types):
-            raise BadOption(f"{where}: file_types must be distinct names among {allowed}, got {types}")
+            return f"file_types must be distinct names among {allowed}, got {types}"
         if "bcd" not in types and "cbcd" not in types:
-            raise BadOption(f"{where}: file_types must include 'bcd' or 'cbcd'")
+            return "file_types must include 'bcd' or 'cbcd'"
+        return None
+
+    def _levels_problem(self) -> str | None:
+        """Bad-pixel and radiation-hit fractions, and each channel's flux, FWHM and background."""
         if not 0.0 <= self.nan_fraction < 0.5 or not 0.0 <= self.radhit_fraction < 0.1:
-            raise BadOption(f"{where}: nan_fraction must be in [0, 0.5) and radhit_fraction in [0, 0.1)")
+            return "nan_fraction must be in [0, 0.5) and radhit_fraction in [0, 0.1)"
         for ch in self.channels:
             if not self.star_flux_mjy(ch) > 0 or not self.fwhm(ch) > 0 or not self.background(ch) >= 0:
-                raise BadOption(f"{where}: flux and FWHM must be positive, background not negative (ch{ch})")
+                return f"flux and FWHM must be positive, background not negative (ch{ch})"
+        return None
+
+    def _dates_problem(self) -> str | None:
+        """The AOR's dates: within its mission and within Spitzer's."""
         start = self.start_mjd()
         end = start + self.duration_days()
         if self.mission == "cryo" and end > CRYO_END_MJD:
-            raise BadOption(f"{where}: a cryo AOR must end by MJD {CRYO_END_MJD} (2009-05-15), "
-                            f"this one runs {start:.5f}..{end:.5f}")
+            return f"a cryo AOR must end by MJD {CRYO_END_MJD} (2009-05-15), this one runs {start:.5f}..{end:.5f}"
         if self.mission == "warm" and start <= CRYO_END_MJD:
-            raise BadOption(f"{where}: a warm AOR must start after MJD {CRYO_END_MJD}, got {start:.5f}")
+            return f"a warm AOR must start after MJD {CRYO_END_MJD}, got {start:.5f}"
         if not 52880.0 < start < 58849.0:
-            raise BadOption(f"{where}: mjd_start must lie in the Spitzer mission (MJD 52880..58849)")
+            return "mjd_start must lie in the Spitzer mission (MJD 52880..58849)"
+        return None
 
     # -- derived values --------------------------------------------------------------------------------------
     def types(self) -> tuple[str, ...]:
@@ -641,7 +665,7 @@ def many_aors(
         step = (CRYO_END_MJD - 1.0 - first) / n_aors
     out = []
     for i in range(n_aors):
-        spec = dict(
+        spec: dict[str, Any] = dict(
             aorkey=first_aorkey + i,
             read_mode=read_mode,
             channels=channels,
@@ -823,7 +847,8 @@ def _cd_matrix(read_mode: str, channel: int, pa_deg: float) -> tuple[float, floa
     sx, sy = (s / 3600.0 for s in _PXSCAL_ARCSEC[(read_mode, channel)])
     pa = math.radians(pa_deg)
     cd = (-sx * math.cos(pa), sy * math.sin(pa), sx * math.sin(pa), sy * math.cos(pa))
-    return tuple(float(f"{v:.15g}") for v in cd)  # type: ignore[return-value]
+    a, b, c, d = (float(f"{v:.15g}") for v in cd)
+    return a, b, c, d
 
 
 def _make_wcs(read_mode: str, channel: int, pa_deg: float, crval: tuple[float, float]) -> WCS:
@@ -860,7 +885,7 @@ def _world_to_pixel(wcs: WCS, ra: float, dec: float) -> tuple[float, float]:
     return float(x), float(y)
 
 
-def _response(x: np.ndarray, y: np.ndarray, channel: int, mission: str, subarray: bool) -> np.ndarray:
+def _response(x: np.ndarray, y: np.ndarray, channel: int, mission: Mission, subarray: bool) -> np.ndarray:
     """Pixel-phase x array-location factor of §3 at the true positions (1 for warm ch3/ch4)."""
     from iracdb.photometry.corrections import correction_factor
 
@@ -966,9 +991,9 @@ def _write_channel(
     ism = _ISM[channel] * bkg_nominal / (_ZODY[channel] + _ISM[channel]) if bkg_nominal > 0 else 0.0
     templates = _Templates(spec, channel, pa_deg, pointing, rng)
     n_pix = size * size
-    permanent = np.zeros(n_pix, dtype=bool)
-    permanent[rng.choice(n_pix, size=round(n_pix * spec.nan_fraction / 2), replace=False)] = True
-    permanent = permanent.reshape(size, size)
+    permanent_flat = np.zeros(n_pix, dtype=bool)
+    permanent_flat[rng.choice(n_pix, size=round(n_pix * spec.nan_fraction / 2), replace=False)] = True
+    permanent = permanent_flat.reshape(size, size)
     yy, xx = np.mgrid[0:size, 0:size]
     types = spec.types()
     image_type = "bcd" if "bcd" in types else "cbcd"

@@ -54,9 +54,9 @@ def test_value_syntax(raw: str, kind: type, value: object) -> None:
 
 
 def test_bad_values_and_files() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unterminated string"):
         parse_value("'unterminated", str)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"invalid literal for int\(\)"):
         parse_value("2.5", int)
     with pytest.raises(NotIracFile, match="not a FITS file"):
         split_header(b"PK\x03\x04 a zip file")

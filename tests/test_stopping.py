@@ -242,11 +242,12 @@ def test_ctrl_c_inside_a_database_call_waits_for_a_safe_point(
                 try:
                     reduce(engine, name, FEW)
                 except RunInterrupted as exc:
-                    assert exc.exit_code == 130 and "--resume" in str(exc)
+                    stopped = exc
                 except BaseException as exc:  # a KeyboardInterrupt must fail this test, not end the session
                     pytest.fail(f"SIGINT after statement {k} of {n}: {type(exc).__name__}: {exc}")
                 else:
                     pytest.fail(f"SIGINT after statement {k} of {n} did not stop the run")
+            assert stopped.exit_code == 130 and "--resume" in str(stopped)
             run = _run(engine, name)
             assert (run["status"], run["message"]) == ("interrupted", "interrupted by the user (Ctrl-C)"), k
             _nothing_holds_a_lock(engine, db_url)
@@ -309,9 +310,14 @@ def test_a_held_signal_is_raised_at_the_next_safe_point() -> None:
             stop.check()
         assert info.value.signum == signal.SIGTERM and isinstance(info.value, KeyboardInterrupt)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # restored
-    with workers.StopSignals() as stop, pytest.raises(workers.Stop), stop.interruptible():
-        os.kill(os.getpid(), signal.SIGINT)  # in a safe region: raised at once
-        time.sleep(30)
+
+    def signal_in_a_safe_region(stop: workers.StopSignals) -> None:
+        with stop.interruptible():
+            os.kill(os.getpid(), signal.SIGINT)  # in a safe region: raised at once
+            time.sleep(30)
+
+    with workers.StopSignals() as stop, pytest.raises(workers.Stop):
+        signal_in_a_safe_region(stop)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 

@@ -11,7 +11,7 @@ import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from iracdb.errors import NotIracFile
 
@@ -116,7 +116,7 @@ _NOT_PRINTABLE = re.compile(rb"[^\x20-\x7e]")
 _PRINTABLE = bytes(range(0x20, 0x7F))
 
 
-def split_header(data: bytes, keywords: frozenset[str] | None = None) -> HeaderCards:
+def split_header(data: bytes | bytearray, keywords: frozenset[str] | None = None) -> HeaderCards:
     """Split the primary header at the start of ``data`` into cards; raise NotIracFile if it is not FITS.
 
     With ``keywords``, only those keywords are indexed (every card is still kept); ingest needs ~70 of a BCD's
@@ -146,13 +146,17 @@ def split_header(data: bytes, keywords: frozenset[str] | None = None) -> HeaderC
     return HeaderCards(cards=cards, index=index, header_bytes=header_bytes)
 
 
-def check_signature(data: bytes) -> None:
+def check_signature(data: bytes | bytearray) -> None:
     """Raise :class:`~iracdb.errors.NotIracFile` unless ``data``, a file's first bytes, start like a FITS file."""
     if not data.startswith(SIGNATURE):
         raise NotIracFile("not a FITS file (it does not start with a SIMPLE card)")
 
 
-def read_header_bytes(first: bytes, read_more: Callable[[int], bytes]) -> bytes:
+#: ``bytes`` or ``bytearray``: :func:`read_header_bytes` gives back what it was given.
+_Bytes = TypeVar("_Bytes", bytes, bytearray)
+
+
+def read_header_bytes(first: _Bytes, read_more: Callable[[int], bytes | bytearray]) -> _Bytes:
     """A file's first bytes, extended until they hold the primary header's END card or the file ends.
 
     The signature is checked before anything more is read, so that a large file that is not FITS is not read.
@@ -185,7 +189,7 @@ def read_header_bytes(first: bytes, read_more: Callable[[int], bytes]) -> bytes:
     return data
 
 
-def find_end_card(data: bytes) -> int:
+def find_end_card(data: bytes | bytearray) -> int:
     """Offset of the END card in ``data`` (on a card boundary), or -1 when there is none yet."""
     position = data.find(_END_CARD)
     while position != -1 and position % CARD_BYTES:

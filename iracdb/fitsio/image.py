@@ -49,7 +49,7 @@ FRAME_KEYWORDS = frozenset(
 
 _NUMERIC_WCS_KEYWORDS = WCS_KEYWORDS - {"CTYPE1", "CTYPE2"}
 #: FITS BITPIX -> numpy dtype as stored (big-endian).
-_DTYPES = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64: np.dtype(">i8"),
+_DTYPES: dict[int, np.dtype] = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64: np.dtype(">i8"),
            -32: np.dtype(">f4"), -64: np.dtype(">f8")}  # fmt: skip
 #: Files up to this size are read whole in one system call; larger ones header first, then only the data.
 WHOLE_READ_BYTES = 8 << 20
@@ -305,8 +305,8 @@ def _scaled(data: NDArray, bscale: float, bzero: float, cards: HeaderCards) -> N
         flipped = data.view(data.dtype.str.replace("i", "u")).astype(f"=u{data.dtype.itemsize}")
         flipped ^= np.array(1 << (bits - 1), dtype=flipped.dtype)
         return flipped if kind == "i" else flipped.view(np.int8)
-    out_dtype = np.float32 if kind in "iu" and bits <= 16 else np.float64
-    out = data.astype(out_dtype) * out_dtype(bscale) + out_dtype(bzero)
+    out_dtype = np.dtype(np.float32 if kind in "iu" and bits <= 16 else np.float64)
+    out = data.astype(out_dtype) * out_dtype.type(bscale) + out_dtype.type(bzero)
     blank = cards.get("BLANK", int) if kind in "iu" else None
     if blank is not None:
         out[data == blank] = np.nan
@@ -326,7 +326,7 @@ def _read_band(
         return out
     row_bytes = nx * dtype.itemsize
     plane_bytes = ny * row_bytes
-    flat = memoryview(out.reshape(-1).view(np.uint8))
+    flat = out.reshape(-1).view(np.uint8).data  # a memoryview of the bytes of `out`
     for k in range(n):
         start = k * plane_bytes + y0 * row_bytes
         stop = k * plane_bytes + y1 * row_bytes

@@ -177,6 +177,31 @@ _BIGINT_COLUMNS = frozenset({"dceid", "dpid"})
 _INT_LIMITS = {False: 2**31, True: 2**63}
 
 
+def _check_irac_level1(header: HeaderCards, size: int) -> None:
+    """Raise :class:`NotIracFile` unless the file is whole, IRAC's, and has the keywords of a Level-1 product."""
+    expected = header.header_bytes + data_bytes(header)
+    if size < expected:
+        raise NotIracFile(f"truncated FITS file: {size} bytes, the header promises at least {expected}")
+    instrument = header.get("INSTRUME")
+    if instrument is None or instrument.strip().upper() != "IRAC":
+        shown = "no INSTRUME keyword" if instrument is None else f"INSTRUME = {instrument!r}"
+        raise NotIracFile(f"FITS but not an IRAC file ({shown})")
+    missing = [key for key in IDENTITY_KEYWORDS if header.get(key, str) is None]
+    if missing:
+        raise NotIracFile(f"IRAC file lacks required keyword(s) {', '.join(missing)}: not a Level-1 product")
+
+
+def _check_exposure_link(header: HeaderCards, kind: str, dcenum: int | None, dpid: int | None) -> None:
+    """Raise :class:`NotIracFile` when a file cannot be linked to its exposure: an image without the exposure's
+    keywords, or a subarray product (``*2d``) with neither DCENUM nor DPID."""
+    if kind not in ("sub2d", "unc2d", "cov2d", "msk2d"):
+        missing = [key for key in EXPOSURE_KEYWORDS if header.get(key, str) is None]
+        if missing:
+            raise NotIracFile(f"IRAC {kind} file lacks required keyword(s) {', '.join(missing)}")
+    elif dcenum is None and dpid is None:
+        raise NotIracFile(f"IRAC {kind} file has neither DCENUM nor DPID: cannot link it to its exposure")
+
+
 def _check_integer_ranges(values: dict[str, Any]) -> None:
     """Reject integers the database columns cannot hold (SQLite would take them, PostgreSQL would not)."""
     for column, value in values.items():
@@ -229,16 +254,7 @@ def read_irac_file(path: str) -> FileRecord | Rejection:
 def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256: str) -> FileRecord:
     """``head``: the file's first bytes, the whole primary header included; ``size``: the file's bytes."""
     header = split_header(head, INGEST_KEYWORDS)
-    expected = header.header_bytes + data_bytes(header)
-    if size < expected:
-        raise NotIracFile(f"truncated FITS file: {size} bytes, the header promises at least {expected}")
-    instrument = header.get("INSTRUME")
-    if instrument is None or instrument.strip().upper() != "IRAC":
-        shown = "no INSTRUME keyword" if instrument is None else f"INSTRUME = {instrument!r}"
-        raise NotIracFile(f"FITS but not an IRAC file ({shown})")
-    missing = [key for key in IDENTITY_KEYWORDS if header.get(key, str) is None]
-    if missing:
-        raise NotIracFile(f"IRAC file lacks required keyword(s) {', '.join(missing)}: not a Level-1 product")
+    _check_irac_level1(header, size)
     kind = product_kind(path, header)
     aorkey = header.get("AORKEY", int)
     if aorkey <= 0:
@@ -247,12 +263,7 @@ def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256
     expid = header.get("EXPID", int)
     dcenum = header.get("DCENUM", int)
     dpid = header.get("DPID", int)
-    if kind not in ("sub2d", "unc2d", "cov2d", "msk2d"):
-        missing = [key for key in EXPOSURE_KEYWORDS if header.get(key, str) is None]
-        if missing:
-            raise NotIracFile(f"IRAC {kind} file lacks required keyword(s) {', '.join(missing)}")
-    elif dcenum is None and dpid is None:
-        raise NotIracFile(f"IRAC {kind} file has neither DCENUM nor DPID: cannot link it to its exposure")
+    _check_exposure_link(header, kind, dcenum, dpid)
 
     exposure = {column: header.get(key, kind_) for key, (column, kind_) in EXPOSURE_COLUMNS.items()}
     _check_integer_ranges({**exposure, "aorkey": aorkey, "expid": expid, "dcenum": dcenum, "channel": channel})

@@ -67,7 +67,7 @@ _EDGES: dict[int, NDArray[np.float64]] = {}
 def _edges(m: int) -> NDArray[np.float64]:
     edges = _EDGES.get(m)
     if edges is None:
-        edges = _EDGES[m] = np.arange(m + 1) - 0.5
+        edges = _EDGES[m] = np.arange(m + 1, dtype=np.float64) - 0.5
     return edges
 
 

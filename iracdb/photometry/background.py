@@ -95,11 +95,11 @@ def clipped_median(
     srt_flat = srt.ravel()
     ref = np.where(count > 0, srt_flat[base + np.maximum((count - 1) // 2, 0)], 0.0)
     d = np.where(finite, srt - ref[:, None], 0.0)  # centred to limit cancellation in the sums
-    c1 = np.zeros((n, k + 1))
-    c2 = np.zeros((n, k + 1))
-    np.cumsum(d, axis=1, out=c1[:, 1:])
-    np.cumsum(d * d, axis=1, out=c2[:, 1:])
-    c1, c2 = c1.ravel(), c2.ravel()
+    cumsum1 = np.zeros((n, k + 1))
+    cumsum2 = np.zeros((n, k + 1))
+    np.cumsum(d, axis=1, out=cumsum1[:, 1:])
+    np.cumsum(d * d, axis=1, out=cumsum2[:, 1:])
+    c1, c2 = cumsum1.ravel(), cumsum2.ravel()
     srt_f = np.where(finite, srt, np.inf)
     srt_ff = srt_f.ravel()
 

@@ -274,10 +274,10 @@ def gauss_centroid(
     good = np.isfinite(v) & start_ok[:, None, None]
     v = np.where(good, v, 0.0)
     wgt = good.astype(np.float64)
-    edges = np.arange(s + 1) - 0.5
+    edges = np.arange(s + 1, dtype=np.float64) - 0.5
     sig0 = np.broadcast_to(np.asarray(fwhm0, dtype=np.float64) / FWHM_PER_SIGMA, (n,))
     b0 = np.where(np.isfinite(background), background, 0.0)
-    p = np.stack([
+    p: NDArray[np.float64] = np.stack([
         np.maximum(np.sum((v - b0[:, None, None]) * wgt, axis=(1, 2)), 1e-30),
         np.where(start_ok, x0 - win.x0, box), np.where(start_ok, y0 - win.y0, box),
         np.where(np.isfinite(sig0), sig0, 0.6), np.where(np.isfinite(sig0), sig0, 0.6), b0,

@@ -4,8 +4,8 @@
 one result per plane, vectorised over the planes. Failed planes are kept, with NaN values and flag bits.
 
 Every pixel the measurement reads is cut once per plane, in one window around the expected position (see
-:class:`_Geometry`); the steps then index into it. The numbers are those of the step functions of the submodules
-(``annulus_background``, ``moment_centroid``, ``aperture_sum``) called on the whole stack, bit for bit.
+:mod:`iracdb.photometry.shared`); the steps then index into it. The numbers are those of the step functions of the
+submodules (``annulus_background``, ``moment_centroid``, ``aperture_sum``) called on the whole stack, bit for bit.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -22,7 +22,7 @@ from iracdb.choices import BACKGROUND_METHODS, CENTROID_METHODS, one_of
 from iracdb.errors import BadOption
 from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
 from iracdb.photometry import apcorr, units
-from iracdb.photometry.aperture import Stack, Windows, aperture_in_windows, flat_index, pick
+from iracdb.photometry.aperture import ApertureSum, Stack, Windows, aperture_in_windows
 from iracdb.photometry.background import Background, BackgroundMethod, background_of
 from iracdb.photometry.centroid import Centroid, CentroidMethod, gauss_centroid, moment_in_windows
 from iracdb.photometry.corrections import (
@@ -33,6 +33,14 @@ from iracdb.photometry.corrections import (
     is_correctable,
     load_idl,
     map_correction_factor,
+)
+from iracdb.photometry.shared import (
+    Geometry,
+    Nearest,
+    SharedWindows,
+    annulus_in_windows,
+    cut_windows,
+    window_geometry,
 )
 
 #: Flag bits as plain ints (numpy arithmetic with the enum members is slow).
@@ -103,6 +111,12 @@ class PhotometryParams:
     min_background_fraction: float = 0.5
 
     def __post_init__(self) -> None:
+        # In this order: the first problem found is the one reported.
+        self._check_windows()
+        self._check_methods()
+        self._check_shift_and_aperture_correction()
+
+    def _check_windows(self) -> None:
         # Comparisons are False for NaN; infinity is refused explicitly (a window cannot be infinite).
         if not 0 < self.radius_px < math.inf:
             raise BadOption(f"the aperture radius must be positive and finite, not {self.radius_px} px")
@@ -113,6 +127,8 @@ class PhotometryParams:
             )
         if not 0 < self.centroid_radius_px < math.inf or self.gauss_box_px < 2:
             raise BadOption("the centroid window must be positive and the Gaussian box at least 2 px")
+
+    def _check_methods(self) -> None:
         if self.centroid not in CENTROID_METHODS:
             raise BadOption(f"centroid method must be {one_of(CENTROID_METHODS)}, not {self.centroid!r}")
         if self.background not in BACKGROUND_METHODS:
@@ -125,6 +141,8 @@ class PhotometryParams:
             raise BadOption("pp_only and al_only cannot both be set")
         if self.pixel_area not in ("nominal", "header"):
             raise BadOption(f"pixel_area must be 'nominal' or 'header', not {self.pixel_area!r}")
+
+    def _check_shift_and_aperture_correction(self) -> None:
         if not 0 < self.max_shift_px < math.inf:
             raise BadOption(f"the maximum centroid shift must be positive and finite, not {self.max_shift_px} px")
         if isinstance(self.aperture_correction, str):
@@ -370,14 +388,14 @@ def measure(
         raise BadOption("corrections='maps' needs the correction maps (see corrections.load_correction_maps)")
     if params.corrections == "idl":
         load_idl()
-    geo = _geometry(
+    geometry = window_geometry(
         params.radius_px, params.annulus_in_px, params.annulus_out_px, params.centroid_radius_px,
         params.max_shift_px, max(stack.shape[1:]),
     )
     # Planes are measured in batches whose shared windows hold at most MAX_WINDOW_PIXELS pixels: a subarray
     # cube's 64 planes (or an AOR's thousands) at the default radii in one batch, fewer planes at a time for a
     # large aperture, so that memory stays bounded whatever the radii and the number of planes.
-    step = max(1, MAX_WINDOW_PIXELS // geo.size**2)
+    step = max(1, MAX_WINDOW_PIXELS // geometry.size**2)
     batches = [slice(start, start + step) for start in range(0, n, step)] or [slice(0, 0)]
     parts = []
     # Failed planes carry NaN through the arithmetic by design; their flags say why.
@@ -385,7 +403,7 @@ def measure(
         for b in batches:
             parts.append(_measure(
                 stack[b], None if unc is None else unc[b], None if msk is None else msk[b], xe[b], ye[b], info,
-                params, maps, apc, pixel_sr, geo,
+                params, maps, apc, pixel_sr, geometry,
             ))
     return parts[0] if len(parts) == 1 else _concatenate(parts)
 
@@ -393,294 +411,74 @@ def measure(
 def _concatenate(parts: list[Photometry]) -> Photometry:
     """The results of consecutive batches of planes as one :class:`Photometry`."""
     first = parts[0]
-    arrays = {
+    arrays: dict[str, Any] = {
         f.name: np.concatenate([getattr(p, f.name) for p in parts])
         for f in fields(Photometry) if isinstance(getattr(first, f.name), np.ndarray)
     }
     return replace(first, **arrays)
 
 
-@dataclass(frozen=True)
-class _Geometry:
-    """Index grids of one run's shared window (they depend on the radii and the maximum shift only).
-
-    Every plane is measured from one ``(s, s)`` window, ``s = 2 * half + 1``, centred on the pixel nearest to the
-    expected position and cut once (values, bad pixels, mask and uncertainty): the annulus around the expected
-    position, the moment-centroid window, and the annulus and aperture around the centre finally used, which is
-    at most ``max_shift_px`` from the expected position, all lie inside it.
-
-    The window is clipped to the image: the expected pixel lies in the image and the centre used within ``shift``
-    pixels of it, so no image pixel is further than ``extent - 1 + shift`` pixels (along x or y) from a centre,
-    and annulus candidates or aperture pixels beyond that are always outside the image. A radius larger than the
-    image therefore costs no more memory than one as large as the image.
-    """
-
-    half: int
-    size: int
-    ann_dx: NDArray[np.int64]  # annulus candidate pixels, offsets from the centre pixel (as annulus_pixels)
-    ann_dy: NDArray[np.int64]
-    ann_flat: NDArray[np.int64]  # ... as flat offsets in the window
-    centroid_half: int  # half-size of the moment-centroid window (as moment_centroid)
-    ap_half: int  # half-size of the aperture window (as aperture_sum)
-    ap_flat: NDArray[np.int64]  # flat offsets of the aperture window's pixels from its centre
-    shift: int  # largest |offset| of the final centre pixel from the expected one
-
-
-@lru_cache(maxsize=32)
-def _geometry(
-    radius: float, r_in: float, r_out: float, centroid_radius: float, max_shift: float, extent: int
-) -> _Geometry:
-    """The shared window of images at most ``extent`` pixels wide and high (see :class:`_Geometry`)."""
-    # |round(a) - round(b)| <= floor(|a - b|) + 1, and the centre used is within max_shift of the expected one.
-    shift = int(np.floor(max_shift)) + 1
-    limit = extent - 1 + shift  # farthest image pixel from a centre used, along x or y
-    reach = min(int(np.ceil(r_out)) + 1, limit)
-    dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
-    d = np.hypot(dx, dy)
-    keep = (d >= r_in - np.sqrt(0.5)) & (d < r_out + np.sqrt(0.5))  # the candidates of annulus_pixels
-    dx, dy = dx[keep], dy[keep]
-    centroid_reach = max_shift + 1.5  # how far the moment centroid may wander: see _measure
-    centroid_half = int(np.ceil(centroid_radius + centroid_reach)) + 1  # as moment_centroid
-    ap_half = min(int(np.ceil(radius)) + 1, limit)
-    ann_half = int(max(np.abs(dx).max(initial=0), np.abs(dy).max(initial=0)))
-    half = max(centroid_half, ann_half + shift, ap_half + shift)
-    size = 2 * half + 1
-    a = np.arange(-ap_half, ap_half + 1)
-    return _Geometry(
-        half, size, dx, dy, dy * size + dx, centroid_half, ap_half, (a[:, None] * size + a).ravel(), shift
-    )
-
-
-@dataclass(frozen=True)
-class _Shared:
-    """The shared windows of a stack (see :class:`_Geometry`), flat per plane: ``(n, s * s)``."""
-
-    values: NDArray[np.float64]  # NaN at bad pixels and outside the image
-    outside: NDArray[np.bool_]
-    mask: NDArray | None
-    unc: NDArray | None
-    cx: NDArray[np.int64]  # window centre pixel (a far-away sentinel for non-finite positions)
-    cy: NDArray[np.int64]
-
-
-def _cut(clean: Stack, x: NDArray[np.float64], y: NDArray[np.float64], geo: _Geometry) -> _Shared:
-    """Cut the shared window of every plane once, with its mask and uncertainty, as
-    :func:`~iracdb.photometry.aperture.windows` would (same centre, outside pixels, bad-pixel rule)."""
-    n = len(x)
-    _, ny, nx = clean.shape
-    finite = np.isfinite(x) & np.isfinite(y)
-    cx = np.where(finite, np.floor(np.where(finite, x, 0) + 0.5), -(10**6)).astype(np.int64)
-    cy = np.where(finite, np.floor(np.where(finite, y, 0) + 0.5), -(10**6)).astype(np.int64)
-    off = np.arange(-geo.half, geo.half + 1)
-    rows = cy[:, None] + off
-    cols = cx[:, None] + off
-    outside = ~(((rows >= 0) & (rows < ny))[:, :, None] & ((cols >= 0) & (cols < nx))[:, None, :])
-    index = (
-        np.arange(n)[:, None, None],
-        np.minimum(np.maximum(rows, 0), ny - 1)[:, :, None],
-        np.minimum(np.maximum(cols, 0), nx - 1)[:, None, :],
-    )
-    flat = flat_index(clean.shape, index)
-    mask = None if clean.mask is None else pick(clean.mask, index, flat)
-    unc = None if clean.uncertainty is None else pick(clean.uncertainty, index, flat)
-    if 4 * outside.size >= clean.data.size:
-        # The windows cover much of the stack (a subarray cube): the bad-pixel rule in one sequential pass over
-        # whole images is faster than on scattered window pixels; the same pixels come out NaN.
-        values = pick(_cleaned(clean), index, flat)
-        values[outside] = np.nan
-    else:
-        values = pick(clean.data, index, flat).astype(np.float64)
-        bad = outside.copy()
-        if mask is not None and clean.mask_bits:
-            bad |= (mask & clean.mask_bits) != 0
-        if unc is not None:
-            bad |= ~np.isfinite(unc)
-        values[bad] = np.nan
-    shape = (n, geo.size * geo.size)
-    return _Shared(
-        values.reshape(shape), outside.reshape(shape), None if mask is None else mask.reshape(shape),
-        None if unc is None else unc.reshape(shape), cx, cy,
-    )
-
-
-def _cleaned(clean: Stack) -> NDArray[np.float64]:
-    """The whole stack as float64 with NaN at its bad pixels (see :class:`Stack`)."""
-    values = clean.data.astype(np.float64)
-    bad = None
-    if clean.mask is not None and clean.mask_bits:
-        bad = (clean.mask & clean.mask_bits) != 0
-    if clean.uncertainty is not None:
-        bad = ~np.isfinite(clean.uncertainty) if bad is None else bad | ~np.isfinite(clean.uncertainty)
-    if bad is not None:
-        values[bad] = np.nan
-    return values
-
-
-def _offsets(sh: _Shared, x: NDArray[np.float64], y: NDArray[np.float64], geo: _Geometry):
-    """Pixel nearest to ``(x, y)`` (0 where not finite) and its offset from the window centre (0 where not
-    finite; such planes have an all-outside window)."""
-    finite = np.isfinite(x) & np.isfinite(y)
-    xs = np.where(finite, x, 0.0)
-    ys = np.where(finite, y, 0.0)
-    cx = np.floor(xs + 0.5).astype(np.int64)
-    cy = np.floor(ys + 0.5).astype(np.int64)
-    ox = np.where(finite, cx - sh.cx, 0)
-    oy = np.where(finite, cy - sh.cy, 0)
-    if np.abs(ox).max(initial=0) > geo.shift or np.abs(oy).max(initial=0) > geo.shift:
-        raise RuntimeError("a centre left the shared window")  # cannot happen: see _geometry
-    return xs, ys, cx, cy, ox, oy
-
-
-def _annulus(
-    sh: _Shared, x: NDArray[np.float64], y: NDArray[np.float64], geo: _Geometry, r_in: float, r_out: float
-) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.int64], tuple[NDArray[np.int64], ...]]:
-    """Annulus values (NaN where not used), ring membership and nominal count around ``(x, y)``: what
-    :func:`~iracdb.photometry.background.annulus_pixels` gives, from the shared windows; and the nearest pixel
-    and its offset from the window centre (``cx, cy, ox, oy`` of :func:`_offsets`)."""
-    xs, ys, cx, cy, ox, oy = _offsets(sh, x, y, geo)
-    n, size2 = sh.values.shape
-    start = np.arange(n) * size2 + (geo.half + oy) * geo.size + (geo.half + ox)
-    index = start[:, None] + geo.ann_flat
-    values = sh.values.reshape(-1)[index]
-    outside = sh.outside.reshape(-1)[index]
-    px = (cx[:, None] + geo.ann_dx) - xs[:, None]  # as annulus_pixels, operation for operation
-    py = (cy[:, None] + geo.ann_dy) - ys[:, None]
-    d2 = px * px + py * py
-    ring = (d2 >= r_in * r_in) & (d2 < r_out * r_out)
-    return np.where(ring, values, np.nan), ring, np.sum(ring & ~outside, axis=1), (cx, cy, ox, oy)
+_Array = TypeVar("_Array", bound=np.ndarray)
 
 
 def _merge(old: Background, new: Background, idx: NDArray[np.int64]) -> Background:
     """``old`` with the planes ``idx`` replaced by ``new`` (computed for those planes only)."""
-    parts = []
-    for a, b in zip(
-        (old.level, old.error, old.std, old.npix, old.nominal_npix),
-        (new.level, new.error, new.std, new.npix, new.nominal_npix), strict=True,
-    ):
-        a = a.copy()
-        a[idx] = b
-        parts.append(a)
-    return Background(*parts)
+
+    def merged(a: _Array, b: _Array) -> _Array:
+        out = a.copy()
+        out[idx] = b
+        return out
+
+    return Background(merged(old.level, new.level), merged(old.error, new.error), merged(old.std, new.std),
+                      merged(old.npix, new.npix), merged(old.nominal_npix, new.nominal_npix))
 
 
 def _measure(
     stack: NDArray,
-    unc: NDArray | None,
-    msk: NDArray | None,
-    xe: NDArray[np.float64],
-    ye: NDArray[np.float64],
+    uncertainty: NDArray | None,
+    mask: NDArray | None,
+    x_expected: NDArray[np.float64],
+    y_expected: NDArray[np.float64],
     info: ImageInfo,
     params: PhotometryParams,
     maps: CorrectionMaps | None,
     apc: float | None,
     pixel_sr: float,
-    geo: _Geometry,
+    geometry: Geometry,
 ) -> Photometry:
+    """Measure one batch of planes (see :func:`measure`) from their shared windows: centroid, background at the
+    centre used, aperture sum, errors, flags, corrections."""
     n, ny, nx = stack.shape
-    x_expected, y_expected = xe.copy(), ye.copy()
-
-    clean = Stack(stack, msk, params.mask_bits, unc)
-
-    finite = np.isfinite(xe) & np.isfinite(ye)
-    in_fov = finite & (xe >= -0.5) & (xe < nx - 0.5) & (ye >= -0.5) & (ye < ny - 0.5)
-    flags = (~finite * _BIT["COORD_CONVERSION_FAILED"]) | ((finite & ~in_fov) * _BIT["NOT_IN_FOV"])
-    xe[~in_fov] = np.nan
-    ye[~in_fov] = np.nan
-    sh = _cut(clean, xe, ye, geo)  # every pixel the measurement reads, once
+    clean = Stack(stack, mask, params.mask_bits, uncertainty)
+    in_fov, flags = _field_of_view(x_expected, y_expected, nx, ny)
+    # Where the measurement starts: the expected position, NaN off the image.
+    x_start = np.where(in_fov, x_expected, np.nan)
+    y_start = np.where(in_fov, y_expected, np.nan)
+    shared = cut_windows(clean, x_start, y_start, geometry)  # every pixel the measurement reads, once
 
     # Centroid on the image minus the background around the expected position.
     r_in, r_out = params.annulus_in_px, params.annulus_out_px
-    vals0, ring0, nominal0, _ = _annulus(sh, xe, ye, geo, r_in, r_out)
-    bkg0 = background_of(vals0, nominal0, params.background, params.clip_sigma)
-    # The centroid may wander a little beyond max_shift_px, so that a shift is measured before it is flagged
-    # (moment_centroid with reach = max_shift_px + 1.5, on the part of the shared window it would have cut).
-    h, hc = geo.half, geo.centroid_half
-    active = in_fov & np.isfinite(bkg0.level)
-    win = sh.values.reshape(n, geo.size, geo.size)[:, h - hc : h + hc + 1, h - hc : h + hc + 1]
-    v = np.where(np.isfinite(win), win - bkg0.level[:, None, None], 0.0)
-    x0, y0 = sh.cx - hc, sh.cy - hc
-    mx, my, fx, fy, ok = moment_in_windows(v, xe - x0, ye - y0, active, params.centroid_radius_px)
-    cen = Centroid(mx + x0, my + y0, fx, fy, ok)
-    if params.centroid == "gauss":  # as centroid(): the fit starts from the moment centroid
-        f0 = np.sqrt(cen.fwhm_x * cen.fwhm_y)
-        cen = gauss_centroid(
-            clean, np.where(cen.ok, cen.x, xe), np.where(cen.ok, cen.y, ye), bkg0.level,
-            np.where(np.isfinite(f0), f0, 1.5), params.gauss_box_px,
-        )
-    shift = np.hypot(cen.x - xe, cen.y - ye)
-    shifted = cen.ok & (shift > params.max_shift_px)
-    use = cen.ok & ~shifted
-    flags |= ((in_fov & ~cen.ok) * _BIT["CENTROID_FAILED"]) | ((in_fov & shifted) * _BIT["CENTROID_SHIFTED"])
-    xc = np.where(use, cen.x, xe)
-    yc = np.where(use, cen.y, ye)
+    start_values, start_ring, start_nominal, _ = annulus_in_windows(shared, x_start, y_start, geometry, r_in, r_out)
+    start_bkg = background_of(start_values, start_nominal, params.background, params.clip_sigma)
+    active = in_fov & np.isfinite(start_bkg.level)
+    centroid = _centroid(clean, shared, geometry, x_start, y_start, active, start_bkg.level, params)
+    shift = np.hypot(centroid.x - x_start, centroid.y - y_start)
+    shifted = centroid.ok & (shift > params.max_shift_px)
+    use = centroid.ok & ~shifted
+    flags |= ((in_fov & ~centroid.ok) * _BIT["CENTROID_FAILED"]) | ((in_fov & shifted) * _BIT["CENTROID_SHIFTED"])
+    x = np.where(use, centroid.x, x_start)  # the centre used
+    y = np.where(use, centroid.y, y_start)
 
-    # The background around the centre used. Where it has the same nearest pixel and the same annulus pixels
-    # as the expected position (the centroid failed or was not used, or barely moved), the first background is
-    # that plane's answer exactly (same values, same order): it is only recomputed for the other planes.
-    vals, ring, nominal, (cxa, cya, ox, oy) = _annulus(sh, xc, yc, geo, r_in, r_out)
-    redo = np.flatnonzero((ox != 0) | (oy != 0) | (ring != ring0).any(axis=1))
-    if redo.size == n:
-        bkg = background_of(vals, nominal, params.background, params.clip_sigma)
-    elif redo.size == 0:
-        bkg = bkg0
-    else:
-        bkg = _merge(bkg0, background_of(vals[redo], nominal[redo], params.background, params.clip_sigma), redo)
-
-    # The aperture, from the shared window around the centre used (as aperture_sum).
-    start = np.arange(n) * geo.size**2 + (h + oy) * geo.size + (h + ox)
-    index = start[:, None] + geo.ap_flat
-    sa = 2 * geo.ap_half + 1
-    ap_shape = (n, sa, sa)
-    empty = np.empty((n, 0), np.int64)  # image rows and columns are not needed: the companions come cut too
-    ap_win = Windows(
-        sh.values.reshape(-1)[index].reshape(ap_shape), sh.outside.reshape(-1)[index].reshape(ap_shape),
-        cxa - geo.ap_half, cya - geo.ap_half, empty, empty, np.arange(n),
-    )
-    ap_mask = None if sh.mask is None else sh.mask.reshape(-1)[index].reshape(ap_shape)
-    ap_unc = None if sh.unc is None else sh.unc.reshape(-1)[index].reshape(ap_shape)
-    ap = aperture_in_windows(ap_win, ap_unc, xc - ap_win.x0, yc - ap_win.y0, params.radius_px)
-
-    # Per-pixel variance of the aperture sum when there is no uncertainty companion.
-    if unc is None:
-        w2 = np.where(np.isfinite(ap.window.values), ap.weights**2, 0.0)
-    if unc is not None:
-        error_model = "uncertainty"
-        raw_var = ap.variance
-    elif None not in (info.gain, info.ronoise, info.exptime, info.fluxconv) and info.gain * info.exptime > 0:
-        error_model = "gain"
-        e_per_unit = info.exptime * info.gain / info.fluxconv  # electrons per (MJy/sr) in one pixel
-        v = np.where(np.isfinite(ap.window.values), ap.window.values, 0.0)
-        pix_var = (np.maximum(v, 0.0) * e_per_unit + info.ronoise**2) / e_per_unit**2
-        raw_var = np.sum(w2 * pix_var, axis=(1, 2)) * np.where(np.isfinite(ap.sum), 1.0, np.nan)
-    else:
-        error_model = "background"
-        raw_var = np.sum(w2, axis=(1, 2)) * bkg.std**2
-
+    bkg, nearest = _background_at(shared, geometry, x, y, start_ring, start_bkg, params)
+    ap, ap_mask = _aperture_at(shared, geometry, nearest, x, y, params.radius_px)
+    raw_var, error_model = _raw_variance(ap, bkg, info, has_uncertainty=uncertainty is not None)
     net = ap.sum - ap.area * bkg.level
     net_var = raw_var + (ap.area * bkg.error) ** 2
 
-    # Flag bits of the planes in the field (bool x int: the bit or 0).
-    bits = (ap.n_bad > 0) * _BIT["MASKED_IN_APERTURE"]
-    if msk is not None:
-        sat = (ap_mask & SATURATION_BITS) != 0
-        hit = (sat & (ap.weights > 0) & ~ap.window.outside).any(axis=(1, 2))
-        bits |= hit * _BIT["SATURATED"]
-    r, ro = params.radius_px, r_out
-    off = (xc - r < -0.5) | (xc + r > nx - 0.5) | (yc - r < -0.5) | (yc + r > ny - 0.5)
-    bits |= off * _BIT["APERTURE_OFF_EDGE"]
-    off = (xc - ro < -0.5) | (xc + ro > nx - 0.5) | (yc - ro < -0.5) | (yc + ro > ny - 0.5)
-    bits |= off * _BIT["ANNULUS_OFF_EDGE"]
-    few = bkg.npix < params.min_background_fraction * np.pi * (r_out**2 - r_in**2)
-    bits |= few * _BIT["FEW_BACKGROUND_PIXELS"]
-
-    factor = _correction(xc, yc, info, params, maps)
-    uncorrectable = params.corrections in ("numpy", "idl") and not is_correctable(info.channel, info.mission)
-    if params.corrections == "none" or uncorrectable:
-        bits |= _BIT["NO_PHOTOMETRIC_CORRECTION"]
-    if apc is None:
-        bits |= _BIT["NO_APERTURE_CORRECTION"]
+    bits = _quality_bits(ap, ap_mask, bkg, x, y, nx, ny, params)
+    factor = _correction(x, y, info, params, maps)
+    bits |= _correction_bits(info, params, apc)
     apc_value = 1.0 if apc is None else apc
-
     to_mjy = units.mjy_per_mjy_sr_px(pixel_sr) * apc_value / factor
     flux = net * to_mjy
     flux_err = np.sqrt(net_var) * to_mjy
@@ -688,19 +486,19 @@ def _measure(
     bits |= ~finite_values * _BIT["NON_FINITE"]
     flags |= bits * in_fov
 
-    ox, oy = info.full_array_offset
+    full_dx, full_dy = info.full_array_offset
     return Photometry(
-        x_expected=x_expected,
-        y_expected=y_expected,
-        x_centroid=cen.x,
-        y_centroid=cen.y,
+        x_expected=x_expected.copy(),
+        y_expected=y_expected.copy(),
+        x_centroid=centroid.x,
+        y_centroid=centroid.y,
         shift_px=shift,
-        x=xc,
-        y=yc,
-        x_full=xc + ox,
-        y_full=yc + oy,
-        fwhm_x_px=cen.fwhm_x,
-        fwhm_y_px=cen.fwhm_y,
+        x=x,
+        y=y,
+        x_full=x + full_dx,
+        y_full=y + full_dy,
+        fwhm_x_px=centroid.fwhm_x,
+        fwhm_y_px=centroid.fwhm_y,
         background_mjy_sr=bkg.level,
         background_err_mjy_sr=bkg.error,
         background_std_mjy_sr=bkg.std,
@@ -718,6 +516,138 @@ def _measure(
         pixel_sr=pixel_sr,
         error_model=error_model,
     )
+
+
+def _field_of_view(
+    x: NDArray[np.float64], y: NDArray[np.float64], nx: int, ny: int
+) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
+    """Which expected positions lie on the image, and the flags of those that do not (not finite: the coordinate
+    conversion failed; finite: outside the field of view)."""
+    finite = np.isfinite(x) & np.isfinite(y)
+    in_fov = finite & (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+    flags = (~finite * _BIT["COORD_CONVERSION_FAILED"]) | ((finite & ~in_fov) * _BIT["NOT_IN_FOV"])
+    return in_fov, flags
+
+
+def _centroid(
+    clean: Stack, shared: SharedWindows, geometry: Geometry, x_start: NDArray[np.float64], y_start: NDArray[np.float64],
+    active: NDArray[np.bool_], background: NDArray[np.float64], params: PhotometryParams,
+) -> Centroid:
+    """The centroid of the planes ``active``, on the image minus ``background`` (per plane, MJy/sr).
+
+    The moment centroid may wander a little beyond ``max_shift_px``, so that a shift is measured before it is
+    flagged (moment_centroid with reach = max_shift_px + 1.5, on the part of the shared window it would have cut).
+    """
+    n = len(x_start)
+    half, centroid_half = geometry.half, geometry.centroid_half
+    lo, hi = half - centroid_half, half + centroid_half + 1
+    window = shared.values.reshape(n, geometry.size, geometry.size)[:, lo:hi, lo:hi]
+    values = np.where(np.isfinite(window), window - background[:, None, None], 0.0)
+    x0, y0 = shared.cx - centroid_half, shared.cy - centroid_half
+    mx, my, fx, fy, ok = moment_in_windows(values, x_start - x0, y_start - y0, active, params.centroid_radius_px)
+    found = Centroid(mx + x0, my + y0, fx, fy, ok)
+    if params.centroid == "gauss":  # as centroid(): the fit starts from the moment centroid
+        fwhm0 = np.sqrt(found.fwhm_x * found.fwhm_y)
+        found = gauss_centroid(
+            clean, np.where(found.ok, found.x, x_start), np.where(found.ok, found.y, y_start), background,
+            np.where(np.isfinite(fwhm0), fwhm0, 1.5), params.gauss_box_px,
+        )
+    return found
+
+
+def _background_at(
+    shared: SharedWindows, geometry: Geometry, x: NDArray[np.float64], y: NDArray[np.float64],
+    start_ring: NDArray[np.bool_], start_bkg: Background, params: PhotometryParams,
+) -> tuple[Background, Nearest]:
+    """The background around the centre used ``(x, y)``, and the pixel nearest to that centre.
+
+    Where it has the same nearest pixel and the same annulus pixels as the expected position (the centroid failed
+    or was not used, or barely moved), the first background ``start_bkg`` (of the annulus ``start_ring``) is that
+    plane's answer exactly (same values, same order): it is only recomputed for the other planes.
+    """
+    values, ring, nominal, nearest = annulus_in_windows(
+        shared, x, y, geometry, params.annulus_in_px, params.annulus_out_px)
+    redo = np.flatnonzero((nearest.dx != 0) | (nearest.dy != 0) | (ring != start_ring).any(axis=1))
+    if redo.size == len(x):
+        return background_of(values, nominal, params.background, params.clip_sigma), nearest
+    if redo.size == 0:
+        return start_bkg, nearest
+    redone = background_of(values[redo], nominal[redo], params.background, params.clip_sigma)
+    return _merge(start_bkg, redone, redo), nearest
+
+
+def _aperture_at(
+    shared: SharedWindows, geometry: Geometry, nearest: Nearest, x: NDArray[np.float64], y: NDArray[np.float64],
+    radius: float,
+) -> tuple[ApertureSum, NDArray | None]:
+    """The aperture sum around the centre used ``(x, y)`` (its nearest pixel ``nearest``), from the shared window
+    (as aperture_sum), and the mask bits of the aperture's window (None without a mask)."""
+    n = len(x)
+    start = np.arange(n) * geometry.size**2 + (geometry.half + nearest.dy) * geometry.size + (
+        geometry.half + nearest.dx)
+    index = start[:, None] + geometry.ap_flat
+    side = 2 * geometry.ap_half + 1
+    shape = (n, side, side)
+    empty = np.empty((n, 0), np.int64)  # image rows and columns are not needed: the companions come cut too
+    window = Windows(
+        shared.values.reshape(-1)[index].reshape(shape), shared.outside.reshape(-1)[index].reshape(shape),
+        nearest.px - geometry.ap_half, nearest.py - geometry.ap_half, empty, empty, np.arange(n),
+    )
+    window_mask = None if shared.mask is None else shared.mask.reshape(-1)[index].reshape(shape)
+    window_unc = None if shared.unc is None else shared.unc.reshape(-1)[index].reshape(shape)
+    return aperture_in_windows(window, window_unc, x - window.x0, y - window.y0, radius), window_mask
+
+
+def _raw_variance(
+    ap: ApertureSum, bkg: Background, info: ImageInfo, *, has_uncertainty: bool
+) -> tuple[NDArray[np.float64], str]:
+    """Variance of the aperture sum ((MJy/sr x px)²) and the error model that gave it: the uncertainty companion;
+    else Poisson and read noise from the header (GAIN, RONOISE, EXPTIME, FLUXCONV); else the annulus scatter."""
+    if has_uncertainty:
+        return ap.variance, "uncertainty"
+    weights2 = np.where(np.isfinite(ap.window.values), ap.weights**2, 0.0)
+    gain, ronoise, exptime, fluxconv = info.gain, info.ronoise, info.exptime, info.fluxconv
+    if gain is not None and ronoise is not None and exptime is not None and fluxconv is not None and (
+            gain * exptime > 0):
+        e_per_unit = exptime * gain / fluxconv  # electrons per (MJy/sr) in one pixel
+        values = np.where(np.isfinite(ap.window.values), ap.window.values, 0.0)
+        pixel_var = (np.maximum(values, 0.0) * e_per_unit + ronoise**2) / e_per_unit**2
+        return np.sum(weights2 * pixel_var, axis=(1, 2)) * np.where(np.isfinite(ap.sum), 1.0, np.nan), "gain"
+    return np.sum(weights2, axis=(1, 2)) * bkg.std**2, "background"
+
+
+def _off_edge(x: NDArray[np.float64], y: NDArray[np.float64], radius: float, nx: int, ny: int) -> NDArray[np.bool_]:
+    """Whether a circle of ``radius`` px about ``(x, y)`` reaches beyond an ``(ny, nx)`` image."""
+    return (x - radius < -0.5) | (x + radius > nx - 0.5) | (y - radius < -0.5) | (y + radius > ny - 0.5)
+
+
+def _quality_bits(
+    ap: ApertureSum, ap_mask: NDArray | None, bkg: Background, x: NDArray[np.float64], y: NDArray[np.float64],
+    nx: int, ny: int, params: PhotometryParams,
+) -> NDArray[np.int64]:
+    """The flag bits of the aperture and the annulus around the centre used ``(x, y)``."""
+    bits = (ap.n_bad > 0) * _BIT["MASKED_IN_APERTURE"]
+    if ap_mask is not None:
+        saturated = (ap_mask & SATURATION_BITS) != 0
+        hit = (saturated & (ap.weights > 0) & ~ap.window.outside).any(axis=(1, 2))
+        bits |= hit * _BIT["SATURATED"]
+    bits |= _off_edge(x, y, params.radius_px, nx, ny) * _BIT["APERTURE_OFF_EDGE"]
+    bits |= _off_edge(x, y, params.annulus_out_px, nx, ny) * _BIT["ANNULUS_OFF_EDGE"]
+    r_in, r_out = params.annulus_in_px, params.annulus_out_px
+    few = bkg.npix < params.min_background_fraction * np.pi * (r_out**2 - r_in**2)
+    bits |= few * _BIT["FEW_BACKGROUND_PIXELS"]
+    return bits
+
+
+def _correction_bits(info: ImageInfo, params: PhotometryParams, apc: float | None) -> int:
+    """The flag bits of the corrections not applied (the same for every plane)."""
+    bits = 0
+    uncorrectable = params.corrections in ("numpy", "idl") and not is_correctable(info.channel, info.mission)
+    if params.corrections == "none" or uncorrectable:
+        bits |= _BIT["NO_PHOTOMETRIC_CORRECTION"]
+    if apc is None:
+        bits |= _BIT["NO_APERTURE_CORRECTION"]
+    return bits
 
 
 def _correction(
@@ -738,7 +668,8 @@ def _correction(
     if choice == "none":
         return nan
     if choice == "maps":
-        return map_correction_factor(x, y, maps, info.full_array_offset)  # type: ignore[arg-type]
+        assert maps is not None  # measure() refuses corrections="maps" without maps, before any work
+        return map_correction_factor(x, y, maps, info.full_array_offset)
     if choice == "idl":
         ok = np.isfinite(nan)
         out = nan.copy()

@@ -138,7 +138,7 @@ def enclosed_fraction(radius_px: ArrayLike, model: str = "gauss", fwhm: float = 
         Dimensionless fraction in [0, 1] (continuous PSF, before pixel integration).
     """
     r = np.asarray(radius_px, dtype=np.float64)
-    return sum(w * -np.expm1(-(r**2) / (2 * s**2)) for w, s in components(model, fwhm))
+    return sum((w * -np.expm1(-(r**2) / (2 * s**2)) for w, s in components(model, fwhm)), np.zeros_like(r))
 
 
 def annulus_mean(

@@ -451,9 +451,9 @@ def _sip_pair(values: Mapping[str, float | int | str | None], first: str, second
     out = []
     for prefix, order in ((first, order_a), (second, order_b)):
         keys, flat = _sip_layout(prefix, order, m)
-        raw = [values.get(key) for key in keys]
+        given = [values.get(key) for key in keys]
         try:  # the usual case: numbers (or number text) and gaps, in one pass
-            numbers = [0.0 if value is None else float(value) for value in raw]
+            numbers = [0.0 if value is None else float(value) for value in given]
             if not all(map(math.isfinite, numbers)):
                 raise ValueError
         except (TypeError, ValueError):

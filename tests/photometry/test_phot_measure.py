@@ -191,7 +191,7 @@ def test_reported_error_matches_scatter(model):
     assert reported == pytest.approx(scatter, rel=0.10)
 
 
-@pytest.mark.parametrize("mission,channel,subarray", [("warm", 1, False), ("warm", 2, True), ("cryo", 1, True),
+@pytest.mark.parametrize(("mission", "channel", "subarray"), [("warm", 1, False), ("warm", 2, True), ("cryo", 1, True),
                                                       ("cryo", 2, False), ("cryo", 4, False)])
 def test_injected_response_removed(mission, channel, subarray):
     """Stars multiplied by the pixel-phase x array-location response come back to 1e-6 (noise-free).
