@@ -44,7 +44,7 @@ ALLOWED = [
     ("iracdb/reduce/store.py", "sqlalchemy"),  # only the worker is held to the pure rule
     ("iracdb/db/probe.py", "sqlalchemy"),
     ("iracdb/db/probe.py", "iracdb.columns"),
-    ("iracdb/cli.py", "typer"),
+    ("iracdb/cli/app.py", "typer"),
     ("iracdb/export.py", "sqlalchemy"),
 ]
 
