@@ -12,11 +12,13 @@ import math
 import os
 import re
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from iracdb import summary
 from iracdb.choices import CORRECTION_SETS, FILE_TYPES, SUBARRAY_MODES, one_of
 from iracdb.errors import BadOption
+from iracdb.photometry.background import BackgroundMethod
+from iracdb.photometry.centroid import CentroidMethod
 from iracdb.photometry.measure import PhotometryParams
 
 FileType = Literal["bcd", "cbcd"]
@@ -223,7 +225,9 @@ class ReduceOptions:
         """The photometry core's parameters, with the aperture correction resolved for one mission and channel."""
         return PhotometryParams(
             radius_px=self.radius_px, annulus_in_px=self.annulus_in_px, annulus_out_px=self.annulus_out_px,
-            centroid=self.centroid, background=self.background, max_shift_px=self.max_shift_px,
+            # checked against iracdb.choices when the options were made
+            centroid=cast(CentroidMethod, self.centroid), background=cast(BackgroundMethod, self.background),
+            max_shift_px=self.max_shift_px,
             corrections="none" if self.corrections == "none" else "numpy",
             aperture_correction="none" if aperture_correction is None else aperture_correction,
         )

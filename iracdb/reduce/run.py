@@ -19,7 +19,7 @@ import platform
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -586,7 +586,7 @@ def _run_units(
     resolved: dict[str, Any],
     execution: Execution,
     stop: workers.StopSignals | None = None,
-) -> Iterator[tuple[Unit, list[ChunkResult]]]:
+) -> Generator[tuple[Unit, list[ChunkResult]], None, None]:
     """Yield each pending unit with its measured chunks, as soon as all of a unit's chunks are back."""
 
     def units() -> Iterator[Unit]:
@@ -608,11 +608,11 @@ def _run_units(
                 empty.append(unit)
             yield from chunks
 
-    results = workers.map_unordered(
+    measured = workers.map_unordered(
         measure_chunk, work(), workers=execution.workers, scheduler=execution.scheduler,
         in_flight_per_worker=CHUNKS_IN_FLIGHT_PER_WORKER, preload=["iracdb.reduce.worker"], stop=stop,
     )
-    for result in results:
+    for result in measured:
         while empty:
             yield empty.pop(0), []
         unit, results, expected = waiting[result.unit_id]

@@ -20,7 +20,7 @@ from iracdb.flags import SATURATION_BITS, Flag
 from iracdb.photometry.measure import ImageInfo, Photometry, PhotometryParams, measure
 from iracdb.photometry.tansip import TanSip
 from iracdb.photometry.targets import brightest_near
-from iracdb.reduce.options import SubarrayMode, Target
+from iracdb.reduce.options import Target
 
 #: Search radius of ``--auto`` around the commanded pointing, pixels.
 AUTO_SEARCH_RADIUS_PX = 5.0
@@ -64,7 +64,7 @@ class Chunk:
     channel: int
     correction_mission: str  # the coefficient set: the data's mission, or the one forced by --corrections
     params: PhotometryParams
-    subarray_mode: SubarrayMode
+    subarray_mode: str  # iracdb.choices.SUBARRAY_MODES
     targets: tuple[tuple[int, Target], ...]
     exposures: tuple[ExposureWork, ...]
 
