@@ -6,8 +6,8 @@ batches, each batch one transaction. A bad file never stops the walk: it is reco
 reason, and every good file is still committed.
 
 Concurrent ingests of the same tree are safe: every write transaction first takes a database-wide ingest lock
-(a PostgreSQL advisory lock; SQLite's write lock), then re-reads what it needs, so two ingests interleave batch by
-batch and unique constraints never see a duplicate.
+(:meth:`iracdb.db.backend.Backend.ingest_lock`: a PostgreSQL advisory lock; SQLite's write lock), then re-reads what
+it needs, so two ingests interleave batch by batch and unique constraints never see a duplicate.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 
 from iracdb import __version__
+from iracdb.db.backend import backend_for, database_files
 from iracdb.db.models import Aor, Exposure, File, IngestEvent, RejectedFile
 from iracdb.errors import BadOption
 from iracdb.fitsio import KINDS, FileRecord, Rejection, not_regular, read_irac_file
@@ -36,8 +36,6 @@ from iracdb.workers import process_pool
 BATCH_FILES = 200
 #: Kinds that may create an exposure row (they carry its full identity); the others only link to one.
 CREATING_KINDS = ("bcd", "cbcd", "bunc", "cbunc", "bimsk")
-#: Key of the PostgreSQL advisory lock that serialises ingest write transactions.
-_INGEST_LOCK_KEY = 0x1AC_DB_01
 _RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 
 #: Called with (files done, files to read) while files are being read.
@@ -235,11 +233,8 @@ def _read_all(paths: list[str], workers: int) -> Iterator[FileRecord | Rejection
 
 
 def _database_files(engine: Engine) -> set[str]:
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if not database or database == ":memory:":
-        return set()
-    path = os.path.realpath(database)
-    return {path + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+    """The real paths of the database's own files (a SQLite catalogue may live inside the tree it catalogues)."""
+    return {os.path.realpath(path) for path in database_files(engine.url)}
 
 
 def _now() -> datetime:
@@ -298,15 +293,6 @@ def _catalogued_files(engine: Engine, roots: list[str]) -> dict[str, tuple[int, 
     return known
 
 
-def _insert(conn: Connection, table: Any) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
-def _lock(conn: Connection) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INGEST_LOCK_KEY})
-
-
 def _write_batch(
     engine: Engine, batch: list[FileRecord | Rejection], event_id: int, summary: IngestSummary
 ) -> None:
@@ -336,7 +322,7 @@ def _write_transaction(
     counts = IngestSummary(ingest_id=event_id)  # added to ``summary`` only once the transaction commits
     now = _now()
     with engine.begin() as conn:
-        _lock(conn)
+        backend_for(conn).ingest_lock(conn)
         touched_aorkeys = {record.aorkey for record in records}
         if records:
             _ensure_aors(conn, touched_aorkeys, now)
@@ -355,7 +341,7 @@ def _write_transaction(
 
 def _ensure_aors(conn: Connection, aorkeys: set[int], now: datetime) -> None:
     rows = [{"aorkey": aorkey, "updated_at": now} for aorkey in sorted(aorkeys)]
-    conn.execute(_insert(conn, Aor.__table__).on_conflict_do_nothing(), rows)
+    backend_for(conn).insert_new(conn, Aor.__table__, rows)
 
 
 def _exposure_map(conn: Connection, aorkeys: set[int]) -> dict[tuple[int, int, int, int], Any]:
@@ -399,7 +385,7 @@ def _ensure_exposures(
                 best[identity] = record
     if best:
         rows = [_exposure_values(best[identity]) for identity in sorted(best)]
-        conn.execute(_insert(conn, Exposure.__table__).on_conflict_do_nothing(), rows)
+        backend_for(conn).insert_new(conn, Exposure.__table__, rows)
         existing = _exposure_map(conn, aorkeys)
 
     by_dpid = {(r.aorkey, r.channel, r.expid, r.dpid): r for r in existing.values() if r.dpid is not None}
@@ -624,14 +610,8 @@ def _record_rejections(conn: Connection, rejections: list[Rejection], event_id: 
         }
         for item in rejections
     }
-    table = RejectedFile.__table__
-    statement = _insert(conn, table)
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c.path],
-        set_={column: statement.excluded[column] for column in ("reason", "size_bytes", "mtime_ns", "rejected_at",
-                                                                 "ingest_id")},
-    )
-    conn.execute(statement, [rows[path] for path in sorted(rows)])
+    backend_for(conn).upsert(conn, RejectedFile.__table__, [rows[path] for path in sorted(rows)], key=["path"],
+                             update=["reason", "size_bytes", "mtime_ns", "rejected_at", "ingest_id"])
     return touched
 
 
