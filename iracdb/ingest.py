@@ -466,89 +466,129 @@ def _upsert_files(
     counts: IngestSummary,
 ) -> tuple[list[FileRecord], set[int]]:
     """Catalogue the files; return the records that got a row, and the exposures that rows were taken from."""
-    columns = (File.id, File.path, File.sha256, File.exposure_id, File.kind)
-    paths = [record.path for record in records]
-    by_path = {row.path: _Slot(*row) for row in conn.execute(select(*columns).where(File.path.in_(paths)))}
-    in_exposures = File.exposure_id.in_(sorted(set(exposure_ids.values())))
-    slots = {(row.exposure_id, row.kind): _Slot(*row) for row in conn.execute(select(*columns).where(in_exposures))}
+    rows = _FileRows.load(conn, [record.path for record in records], set(exposure_ids.values()), counts)
     accepted: list[FileRecord] = []
-    left: set[int] = set()  # exposures a file row moved away from: they may be left without files
-    new_rows = []
     for record in records:
-        exposure_id = exposure_ids[record.path]
-        values = {
-            "exposure_id": exposure_id,
-            "path": record.path,
-            "kind": record.kind,
-            "size_bytes": record.size_bytes,
-            "mtime_ns": record.mtime_ns,
-            "sha256": record.sha256,
-            "header_text": record.header_text,
-            "n_header_cards": record.n_header_cards,
-            "ingested_at": now,
-            "ingest_id": event_id,
-        }
-        slot = slots.get((exposure_id, record.kind))
-        same_path = by_path.get(record.path)
-        if same_path is not None and (slot is None or slot.id == same_path.id):
-            # A catalogued file whose size or mtime changed: re-read, row updated (touched only: unchanged).
-            conn.execute(update(File).where(File.id == same_path.id).values(values))
-            if same_path.sha256 == record.sha256:
-                counts.n_unchanged += 1
-            else:
-                counts.n_updated += 1
-            if same_path.exposure_id != exposure_id:  # it now belongs to another exposure
-                left.add(same_path.exposure_id)
-                slots.pop((same_path.exposure_id, same_path.kind), None)
-            slots[(exposure_id, record.kind)] = replace(same_path, exposure_id=exposure_id, kind=record.kind)
+        catalogued = rows.place(record, _file_values(record, exposure_ids[record.path], event_id, now))
+        if catalogued is None:
             accepted.append(record)
-            continue
-        if slot is not None and slot.path != record.path and os.path.exists(slot.path):
-            what = "an identical copy of" if slot.sha256 == record.sha256 else "a different file for the same"
-            rejections.append(
-                Rejection(
-                    record.path,
-                    record.size_bytes,
-                    record.mtime_ns,
-                    f"{what} {record.kind} of AOR {record.aorkey} ch{record.channel} EXPID {record.expid} "
-                    f"DCENUM {record.dcenum}, already catalogued from {slot.path}",
-                )
-            )
-            continue
-        if same_path is not None:
-            # This path held another file before (e.g. `mv b a` over a catalogued a): that row describes
-            # nothing on disk any more.
-            conn.execute(delete(File).where(File.id == same_path.id))
-            left.add(same_path.exposure_id)
-            slots.pop((same_path.exposure_id, same_path.kind), None)
-        if slot is not None and slot.path != record.path:
-            # The catalogued file of this slot is gone: this one is it, moved (same content) or replaced.
-            conn.execute(update(File).where(File.id == slot.id).values(values))
-            if slot.sha256 == record.sha256:
-                counts.n_moved += 1
-            else:
-                counts.n_updated += 1
-            slots[(exposure_id, record.kind)] = replace(slot, path=record.path, sha256=record.sha256)
-            accepted.append(record)
-            continue
-        new_rows.append(values)
-        slots[(exposure_id, record.kind)] = _Slot(None, record.path, record.sha256, exposure_id, record.kind)
-        accepted.append(record)
-    if new_rows:
-        conn.execute(File.__table__.insert(), new_rows)
-        counts.n_new += len(new_rows)
+        else:
+            rejections.append(_duplicate(record, catalogued))
+    rows.insert_new()
     if accepted:
         conn.execute(delete(RejectedFile).where(RejectedFile.path.in_([record.path for record in accepted])))
-    return accepted, left
+    return accepted, rows.left
+
+
+def _file_values(record: FileRecord, exposure_id: int, event_id: int, now: datetime) -> dict[str, Any]:
+    """The ``files`` row of ``record`` (without its id)."""
+    return {
+        "exposure_id": exposure_id,
+        "path": record.path,
+        "kind": record.kind,
+        "size_bytes": record.size_bytes,
+        "mtime_ns": record.mtime_ns,
+        "sha256": record.sha256,
+        "header_text": record.header_text,
+        "n_header_cards": record.n_header_cards,
+        "ingested_at": now,
+        "ingest_id": event_id,
+    }
+
+
+def _duplicate(record: FileRecord, catalogued: _Slot) -> Rejection:
+    """The rejection of ``record``: its exposure's slot for its kind holds ``catalogued``, another file on disk."""
+    what = "an identical copy of" if catalogued.sha256 == record.sha256 else "a different file for the same"
+    return Rejection(
+        record.path,
+        record.size_bytes,
+        record.mtime_ns,
+        f"{what} {record.kind} of AOR {record.aorkey} ch{record.channel} EXPID {record.expid} "
+        f"DCENUM {record.dcenum}, already catalogued from {catalogued.path}",
+    )
 
 
 @dataclass(frozen=True)
 class _Slot:
+    """A catalogued file row: an exposure has at most one file of each kind (its slot)."""
+
     id: int | None
     path: str
     sha256: str
     exposure_id: int
     kind: str
+
+
+@dataclass
+class _FileRows:
+    """The ``files`` rows one batch may touch, by path and by slot ``(exposure id, kind)``, kept up to date as the
+    batch's files are placed; the exposures rows moved away from (``left``: they may be left without files) and the
+    rows still to insert (``new_rows``)."""
+
+    conn: Connection
+    by_path: dict[str, _Slot]
+    slots: dict[tuple[int, str], _Slot]
+    counts: IngestSummary
+    left: set[int] = field(default_factory=set)
+    new_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, conn: Connection, paths: list[str], exposure_ids: set[int], counts: IngestSummary) -> _FileRows:
+        columns = (File.id, File.path, File.sha256, File.exposure_id, File.kind)
+        by_path = {row.path: _Slot(*row) for row in conn.execute(select(*columns).where(File.path.in_(paths)))}
+        in_exposures = File.exposure_id.in_(sorted(exposure_ids))
+        slots = {(row.exposure_id, row.kind): _Slot(*row) for row in conn.execute(select(*columns).where(in_exposures))}
+        return cls(conn, by_path, slots, counts)
+
+    def place(self, record: FileRecord, values: dict[str, Any]) -> _Slot | None:
+        """Give ``record`` its row (``values``); None, or (the record is a duplicate, not placed) the row of
+        another file on disk that already holds its slot."""
+        slot_key = (values["exposure_id"], record.kind)
+        slot = self.slots.get(slot_key)
+        same_path = self.by_path.get(record.path)
+        if same_path is not None and (slot is None or slot.id == same_path.id):
+            # A catalogued file whose size or mtime changed: re-read, row updated (touched only: unchanged).
+            if self._rewrite(same_path, values):
+                self.counts.n_unchanged += 1
+            if same_path.exposure_id != values["exposure_id"]:  # it now belongs to another exposure
+                self._vacate(same_path)
+            self.slots[slot_key] = replace(same_path, exposure_id=values["exposure_id"], kind=record.kind)
+            return None
+        if slot is not None and slot.path != record.path and os.path.exists(slot.path):
+            return slot
+        if same_path is not None:
+            # This path held another file before (e.g. `mv b a` over a catalogued a): that row describes
+            # nothing on disk any more.
+            self.conn.execute(delete(File).where(File.id == same_path.id))
+            self._vacate(same_path)
+        if slot is not None and slot.path != record.path:
+            # The catalogued file of this slot is gone: this one is it, moved (same content) or replaced.
+            if self._rewrite(slot, values):
+                self.counts.n_moved += 1
+            self.slots[slot_key] = replace(slot, path=record.path, sha256=record.sha256)
+            return None
+        self.new_rows.append(values)
+        self.slots[slot_key] = _Slot(None, record.path, record.sha256, *slot_key)
+        return None
+
+    def _rewrite(self, row: _Slot, values: dict[str, Any]) -> bool:
+        """Update ``row`` to ``values``; whether the file's content is the row's (else it counts as updated)."""
+        self.conn.execute(update(File).where(File.id == row.id).values(values))
+        same = row.sha256 == values["sha256"]
+        if not same:
+            self.counts.n_updated += 1
+        return same
+
+    def _vacate(self, row: _Slot) -> None:
+        """``row`` no longer holds its slot: its exposure may be left without files."""
+        self.left.add(row.exposure_id)
+        self.slots.pop((row.exposure_id, row.kind), None)
+
+    def insert_new(self) -> None:
+        """Insert the rows of the files that took an empty slot."""
+        if self.new_rows:
+            self.conn.execute(File.__table__.insert(), self.new_rows)
+            self.counts.n_new += len(self.new_rows)
 
 
 def _remove_orphans(conn: Connection, exposure_ids: set[int]) -> set[int]:
