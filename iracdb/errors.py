@@ -79,3 +79,17 @@ class ExecutionError(UserError):
     process that died. The run is marked ``failed`` and ``--resume`` finishes it once the workers are back."""
 
     exit_code = 3
+
+
+class ReadOnlyViolation(UserError):
+    """A statement that would change the database (or the session), refused because ``iracdb sql`` is read-only."""
+
+
+class QueryError(UserError):
+    """A statement the database cannot run: a syntax error, an unknown table or column, more than one statement,
+    or one cancelled at the time limit."""
+
+
+class PrivilegedRole(UserError):
+    """``iracdb sql`` connected to PostgreSQL as a role that a read-only transaction cannot contain (a superuser,
+    CREATEROLE, BYPASSRLS, REPLICATION, or a member of a role that reads or writes server files)."""

@@ -46,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -63,7 +62,8 @@ from iracdb import __version__
 from iracdb.choices import EXPORT_FORMATS
 from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS, Column
 from iracdb.db import views
-from iracdb.db.engine import is_sqlite, mask_secrets, safe_url
+from iracdb.db.backend import Snapshot, backend_for, database_files
+from iracdb.db.engine import mask_secrets, safe_url
 from iracdb.db.queries import get_run
 from iracdb.errors import BadOption, UserError
 from iracdb.export_formats import WRITERS, TableWriter
@@ -73,7 +73,6 @@ from iracdb.outputs import (
     cannot_write,
     check_outputs,
     create_partial,
-    database_files,
     discard_partial,
     file_stem,
     make_folder,
@@ -83,9 +82,6 @@ from iracdb.outputs import (
 
 #: File name extension of the two tables in each format.
 EXTENSIONS = {"csv": "csv", "parquet": "parquet", "ecsv": "ecsv", "votable": "vot"}
-#: Rows fetched from the database and written per batch (small batches stay in the CPU caches: 5,000 rows fetch
-#: some 10 % faster than 25,000, and need less memory).
-BATCH_ROWS = 5_000
 
 Progress = Callable[[int, int], None]
 
@@ -226,7 +222,7 @@ class _Names:
     paths: _Lookup
 
     @classmethod
-    def of_run(cls, snap: _Snapshot, run_id: int) -> _Names:
+    def of_run(cls, snap: Snapshot, run_id: int) -> _Names:
         targets = snap.rows("SELECT target_index, name FROM run_targets WHERE run_id = :run", run=run_id)
         paths = snap.rows("SELECT id, path FROM run_inputs WHERE run_id = :run", run=run_id)
 
@@ -242,84 +238,6 @@ _AOR_TABLE = _Table("aor", views.AOR_VIEW, tuple(c for c in AOR_COLUMNS if c.exp
                     views.AOR_ORDER)
 _IMAGE_TABLE = _Table("img", views.IMAGE_VIEW, tuple(c for c in IMAGE_COLUMNS if c.exported and c.name != "run"),
                       views.IMAGE_ORDER, base="measurements")
-
-# --------------------------------------------------------------------------------------------------------------
-# Reading one consistent snapshot
-# --------------------------------------------------------------------------------------------------------------
-
-
-class _Snapshot:
-    """A raw DBAPI connection holding one read-only transaction: every query of an export sees the same data.
-
-    Raw, not through a SQLAlchemy ``Connection``: on SQLite the engine begins every transaction with
-    ``BEGIN IMMEDIATE`` (the write lock), which an export must not hold while it writes files.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self.sqlite = is_sqlite(engine)
-        self.raw = engine.raw_connection()
-        self._cursors = 0
-        cursor = self.raw.cursor()
-        try:
-            if self.sqlite:
-                cursor.execute("BEGIN")  # deferred: a read snapshot in WAL mode, no lock that blocks writers
-            else:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        finally:
-            cursor.close()
-
-    def close(self) -> None:
-        try:
-            self.raw.rollback()
-        finally:
-            self.raw.close()
-
-    def _sql(self, sql: str) -> str:
-        return sql if self.sqlite else re.sub(r":(\w+)", r"%(\1)s", sql)
-
-    def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        """A small query's rows as dicts."""
-        cursor = self.raw.cursor()
-        try:
-            cursor.execute(self._sql(sql), params)
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-        finally:
-            cursor.close()
-
-    def scalar(self, sql: str, **params: Any) -> Any:
-        cursor = self.raw.cursor()
-        try:
-            cursor.execute(self._sql(sql), params)
-            row = cursor.fetchone()
-            return None if row is None else row[0]
-        finally:
-            cursor.close()
-
-    def batches(self, sql: str, size: int = BATCH_ROWS, **params: Any) -> Iterator[list[tuple[Any, ...]]]:
-        """A big query's rows, ``size`` at a time, from a server-side cursor on PostgreSQL."""
-        if self.sqlite:
-            cursor = self.raw.cursor()
-        else:
-            self._cursors += 1
-            cursor = self.raw.cursor(name=f"iracdb_export_{self._cursors}")
-            cursor.itersize = size
-        try:
-            cursor.execute(self._sql(sql), params)
-            while rows := cursor.fetchmany(size):
-                yield rows
-        finally:
-            cursor.close()
-
-
-@contextlib.contextmanager
-def _snapshot(engine: Engine) -> Iterator[_Snapshot]:
-    snap = _Snapshot(engine)
-    try:
-        yield snap
-    finally:
-        snap.close()
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Provenance
@@ -345,7 +263,7 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def _inputs_summary(snap: _Snapshot, run_id: int) -> dict[str, Any]:
+def _inputs_summary(snap: Snapshot, run_id: int) -> dict[str, Any]:
     rows = snap.rows("SELECT kind, count(*) AS n, sum(size_bytes) AS b FROM run_inputs WHERE run_id = :run "
                      "GROUP BY kind ORDER BY kind", run=run_id)
     return {
@@ -355,7 +273,7 @@ def _inputs_summary(snap: _Snapshot, run_id: int) -> dict[str, Any]:
     }
 
 
-def _inputs(snap: _Snapshot, run_id: int) -> Iterator[dict[str, Any]]:
+def _inputs(snap: Snapshot, run_id: int) -> Iterator[dict[str, Any]]:
     """Every input file of the run, by path, streamed."""
     sql = "SELECT path, kind, size_bytes, sha256 FROM run_inputs WHERE run_id = :run ORDER BY path"
     for batch in snap.batches(sql, size=10_000, run=run_id):
@@ -367,7 +285,7 @@ def _columns_doc(table: _Table) -> list[dict[str, str]]:
     return [{"name": c.name, "unit": c.unit, "description": c.description} for c in table.columns]
 
 
-def _provenance(engine: Engine, snap: _Snapshot, run: dict[str, Any]) -> dict[str, Any]:
+def _provenance(engine: Engine, snap: Snapshot, run: dict[str, Any]) -> dict[str, Any]:
     """Everything about a run except its list of input files (see :func:`run_provenance`)."""
     run_id = run["id"]
     targets = snap.rows("SELECT target_index, name, ra_deg, dec_deg, aorkey, object FROM run_targets "
@@ -436,7 +354,7 @@ def run_provenance(engine: Engine, run_name: str, *, with_inputs: bool = True) -
         No run has that name.
     """
     run = get_run(engine, run_name)
-    with _snapshot(engine) as snap:
+    with backend_for(engine).snapshot() as snap:
         provenance = _provenance(engine, snap, run)
         if with_inputs:
             provenance["inputs"] = list(_inputs(snap, run["id"]))
@@ -522,7 +440,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _write_table(snap: _Snapshot, table: _Table, run: dict[str, Any], writer: TableWriter, *,
+def _write_table(snap: Snapshot, table: _Table, run: dict[str, Any], writer: TableWriter, *,
                  on_batch: Callable[[pa.RecordBatch], None] | None = None) -> int:
     """Stream a table's rows of ``run`` (its ``runs`` record) into ``writer``; the rows written.
 
@@ -535,7 +453,7 @@ def _write_table(snap: _Snapshot, table: _Table, run: dict[str, Any], writer: Ta
         try:
             names = _Names.of_run(snap, run["id"]) if table.base else None
             for rows in snap.batches(table.sql(), run=run["id"] if table.base else run["name"]):
-                batch = table.to_batch(rows, bools_as_ints=snap.sqlite, names=names)
+                batch = table.to_batch(rows, bools_as_ints=snap.booleans_as_integers, names=names)
                 while len(pending) >= 2:
                     pending.popleft().result()
                 pending.append(pool.submit(writer.write, batch))
@@ -620,7 +538,7 @@ def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *
 def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path], finals: list[Path],
                  out_dir: Path, exported_at: str, progress: Progress | None) -> tuple[int, int]:
     """Write the export's four files under their temporary names ``temps``; the rows of the two tables."""
-    with _snapshot(engine) as snap:
+    with backend_for(engine).snapshot() as snap:
         provenance = _provenance(engine, snap, run)
         embedded = {**provenance, "export": {"date": exported_at, "format": fmt, "iracdb_version": __version__}}
         writer_class = WRITERS[fmt]
@@ -661,7 +579,7 @@ def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path
     return n_aor, n_image
 
 
-def _write_provenance_json(out: IO[str], snap: _Snapshot, run_id: int, provenance: dict[str, Any]) -> None:
+def _write_provenance_json(out: IO[str], snap: Snapshot, run_id: int, provenance: dict[str, Any]) -> None:
     """The provenance as indented JSON, the (possibly huge) list of inputs streamed last."""
     head = json.dumps(provenance, indent=2)
     assert head.endswith("\n}")
@@ -680,7 +598,7 @@ def _write_provenance_json(out: IO[str], snap: _Snapshot, run_id: int, provenanc
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _aor_lines(snap: _Snapshot, run_name: str) -> Iterator[AorLine]:
+def _aor_lines(snap: Snapshot, run_name: str) -> Iterator[AorLine]:
     """The run's per-AOR rows that the log shows, in the view's order, streamed."""
     sql = (f"SELECT {', '.join(AOR_LINE_COLUMNS)} FROM {views.AOR_VIEW} WHERE run = :run "
            "ORDER BY aorkey, channel, target_index")

@@ -6,8 +6,8 @@ batches, each batch one transaction. A bad file never stops the walk: it is reco
 reason, and every good file is still committed.
 
 Concurrent ingests of the same tree are safe: every write transaction first takes a database-wide ingest lock
-(a PostgreSQL advisory lock; SQLite's write lock), then re-reads what it needs, so two ingests interleave batch by
-batch and unique constraints never see a duplicate.
+(:meth:`iracdb.db.backend.Backend.ingest_lock`: a PostgreSQL advisory lock; SQLite's write lock), then re-reads what
+it needs, so two ingests interleave batch by batch and unique constraints never see a duplicate.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from iracdb import __version__
+from iracdb.db.backend import backend_for, database_files
 from iracdb.db.models import Aor, Exposure, File, IngestEvent, RejectedFile
 from iracdb.errors import BadOption
 from iracdb.fitsio import KINDS, FileRecord, Rejection, not_regular, read_irac_file
@@ -36,8 +36,6 @@ from iracdb.workers import process_pool
 BATCH_FILES = 200
 #: Kinds that may create an exposure row (they carry its full identity); the others only link to one.
 CREATING_KINDS = ("bcd", "cbcd", "bunc", "cbunc", "bimsk")
-#: Key of the PostgreSQL advisory lock that serialises ingest write transactions.
-_INGEST_LOCK_KEY = 0x1AC_DB_01
 _RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 
 #: Called with (files done, files to read) while files are being read.
@@ -264,11 +262,8 @@ def _read_all(paths: list[str], workers: int) -> Iterator[FileRecord | Rejection
 
 
 def _database_files(engine: Engine) -> set[str]:
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if not database or database == ":memory:":
-        return set()
-    path = os.path.realpath(database)
-    return {path + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+    """The real paths of the database's own files (a SQLite catalogue may live inside the tree it catalogues)."""
+    return {os.path.realpath(path) for path in database_files(engine.url)}
 
 
 def _now() -> datetime:
@@ -327,15 +322,6 @@ def _catalogued_files(engine: Engine, roots: list[str]) -> dict[str, tuple[int, 
     return known
 
 
-def _insert(conn: Connection, table: Any) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
-def _lock(conn: Connection) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INGEST_LOCK_KEY})
-
-
 def _write_batch(
     engine: Engine, batch: list[FileRecord | Rejection], event_id: int, summary: IngestSummary
 ) -> None:
@@ -365,7 +351,7 @@ def _write_transaction(
     counts = IngestSummary(ingest_id=event_id)  # added to ``summary`` only once the transaction commits
     now = _now()
     with engine.begin() as conn:
-        _lock(conn)
+        backend_for(conn).ingest_lock(conn)
         touched_aorkeys = {record.aorkey for record in records}
         if records:
             _ensure_aors(conn, touched_aorkeys, now)
@@ -384,7 +370,7 @@ def _write_transaction(
 
 def _ensure_aors(conn: Connection, aorkeys: set[int], now: datetime) -> None:
     rows = [{"aorkey": aorkey, "updated_at": now} for aorkey in sorted(aorkeys)]
-    conn.execute(_insert(conn, Aor.__table__).on_conflict_do_nothing(), rows)
+    backend_for(conn).insert_new(conn, Aor.__table__, rows)
 
 
 def _exposure_map(conn: Connection, aorkeys: set[int]) -> dict[tuple[int, int, int, int], Any]:
@@ -428,7 +414,7 @@ def _ensure_exposures(
                 best[identity] = record
     if best:
         rows = [_exposure_values(best[identity]) for identity in sorted(best)]
-        conn.execute(_insert(conn, Exposure.__table__).on_conflict_do_nothing(), rows)
+        backend_for(conn).insert_new(conn, Exposure.__table__, rows)
         existing = _exposure_map(conn, aorkeys)
 
     by_dpid = {(r.aorkey, r.channel, r.expid, r.dpid): r for r in existing.values() if r.dpid is not None}
@@ -504,7 +490,7 @@ def _apply_headers(
         conn.execute(table.update().where(table.c.aorkey == aorkey).values(values))
 
 
-def _upsert_files(  # noqa: C901  (issue 11: t11-backends reduces it while moving its dialect branches)
+def _upsert_files(
     conn: Connection,
     records: list[FileRecord],
     exposure_ids: dict[str, int],
@@ -514,89 +500,129 @@ def _upsert_files(  # noqa: C901  (issue 11: t11-backends reduces it while movin
     counts: IngestSummary,
 ) -> tuple[list[FileRecord], set[int]]:
     """Catalogue the files; return the records that got a row, and the exposures that rows were taken from."""
-    columns = (File.id, File.path, File.sha256, File.exposure_id, File.kind)
-    paths = [record.path for record in records]
-    by_path = {row.path: _Slot(*row) for row in conn.execute(select(*columns).where(File.path.in_(paths)))}
-    in_exposures = File.exposure_id.in_(sorted(set(exposure_ids.values())))
-    slots = {(row.exposure_id, row.kind): _Slot(*row) for row in conn.execute(select(*columns).where(in_exposures))}
+    rows = _FileRows.load(conn, [record.path for record in records], set(exposure_ids.values()), counts)
     accepted: list[FileRecord] = []
-    left: set[int] = set()  # exposures a file row moved away from: they may be left without files
-    new_rows = []
     for record in records:
-        exposure_id = exposure_ids[record.path]
-        values = {
-            "exposure_id": exposure_id,
-            "path": record.path,
-            "kind": record.kind,
-            "size_bytes": record.size_bytes,
-            "mtime_ns": record.mtime_ns,
-            "sha256": record.sha256,
-            "header_text": record.header_text,
-            "n_header_cards": record.n_header_cards,
-            "ingested_at": now,
-            "ingest_id": event_id,
-        }
-        slot = slots.get((exposure_id, record.kind))
-        same_path = by_path.get(record.path)
-        if same_path is not None and (slot is None or slot.id == same_path.id):
-            # A catalogued file whose size or mtime changed: re-read, row updated (touched only: unchanged).
-            conn.execute(update(File).where(File.id == same_path.id).values(values))
-            if same_path.sha256 == record.sha256:
-                counts.n_unchanged += 1
-            else:
-                counts.n_updated += 1
-            if same_path.exposure_id != exposure_id:  # it now belongs to another exposure
-                left.add(same_path.exposure_id)
-                slots.pop((same_path.exposure_id, same_path.kind), None)
-            slots[(exposure_id, record.kind)] = replace(same_path, exposure_id=exposure_id, kind=record.kind)
+        catalogued = rows.place(record, _file_values(record, exposure_ids[record.path], event_id, now))
+        if catalogued is None:
             accepted.append(record)
-            continue
-        if slot is not None and slot.path != record.path and os.path.exists(slot.path):
-            what = "an identical copy of" if slot.sha256 == record.sha256 else "a different file for the same"
-            rejections.append(
-                Rejection(
-                    record.path,
-                    record.size_bytes,
-                    record.mtime_ns,
-                    f"{what} {record.kind} of AOR {record.aorkey} ch{record.channel} EXPID {record.expid} "
-                    f"DCENUM {record.dcenum}, already catalogued from {slot.path}",
-                )
-            )
-            continue
-        if same_path is not None:
-            # This path held another file before (e.g. `mv b a` over a catalogued a): that row describes
-            # nothing on disk any more.
-            conn.execute(delete(File).where(File.id == same_path.id))
-            left.add(same_path.exposure_id)
-            slots.pop((same_path.exposure_id, same_path.kind), None)
-        if slot is not None and slot.path != record.path:
-            # The catalogued file of this slot is gone: this one is it, moved (same content) or replaced.
-            conn.execute(update(File).where(File.id == slot.id).values(values))
-            if slot.sha256 == record.sha256:
-                counts.n_moved += 1
-            else:
-                counts.n_updated += 1
-            slots[(exposure_id, record.kind)] = replace(slot, path=record.path, sha256=record.sha256)
-            accepted.append(record)
-            continue
-        new_rows.append(values)
-        slots[(exposure_id, record.kind)] = _Slot(None, record.path, record.sha256, exposure_id, record.kind)
-        accepted.append(record)
-    if new_rows:
-        conn.execute(File.__table__.insert(), new_rows)
-        counts.n_new += len(new_rows)
+        else:
+            rejections.append(_duplicate(record, catalogued))
+    rows.insert_new()
     if accepted:
         conn.execute(delete(RejectedFile).where(RejectedFile.path.in_([record.path for record in accepted])))
-    return accepted, left
+    return accepted, rows.left
+
+
+def _file_values(record: FileRecord, exposure_id: int, event_id: int, now: datetime) -> dict[str, Any]:
+    """The ``files`` row of ``record`` (without its id)."""
+    return {
+        "exposure_id": exposure_id,
+        "path": record.path,
+        "kind": record.kind,
+        "size_bytes": record.size_bytes,
+        "mtime_ns": record.mtime_ns,
+        "sha256": record.sha256,
+        "header_text": record.header_text,
+        "n_header_cards": record.n_header_cards,
+        "ingested_at": now,
+        "ingest_id": event_id,
+    }
+
+
+def _duplicate(record: FileRecord, catalogued: _Slot) -> Rejection:
+    """The rejection of ``record``: its exposure's slot for its kind holds ``catalogued``, another file on disk."""
+    what = "an identical copy of" if catalogued.sha256 == record.sha256 else "a different file for the same"
+    return Rejection(
+        record.path,
+        record.size_bytes,
+        record.mtime_ns,
+        f"{what} {record.kind} of AOR {record.aorkey} ch{record.channel} EXPID {record.expid} "
+        f"DCENUM {record.dcenum}, already catalogued from {catalogued.path}",
+    )
 
 
 @dataclass(frozen=True)
 class _Slot:
+    """A catalogued file row: an exposure has at most one file of each kind (its slot)."""
+
     id: int | None
     path: str
     sha256: str
     exposure_id: int
     kind: str
+
+
+@dataclass
+class _FileRows:
+    """The ``files`` rows one batch may touch, by path and by slot ``(exposure id, kind)``, kept up to date as the
+    batch's files are placed; the exposures rows moved away from (``left``: they may be left without files) and the
+    rows still to insert (``new_rows``)."""
+
+    conn: Connection
+    by_path: dict[str, _Slot]
+    slots: dict[tuple[int, str], _Slot]
+    counts: IngestSummary
+    left: set[int] = field(default_factory=set)
+    new_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, conn: Connection, paths: list[str], exposure_ids: set[int], counts: IngestSummary) -> _FileRows:
+        columns = (File.id, File.path, File.sha256, File.exposure_id, File.kind)
+        by_path = {row.path: _Slot(*row) for row in conn.execute(select(*columns).where(File.path.in_(paths)))}
+        in_exposures = File.exposure_id.in_(sorted(exposure_ids))
+        slots = {(row.exposure_id, row.kind): _Slot(*row) for row in conn.execute(select(*columns).where(in_exposures))}
+        return cls(conn, by_path, slots, counts)
+
+    def place(self, record: FileRecord, values: dict[str, Any]) -> _Slot | None:
+        """Give ``record`` its row (``values``); None, or (the record is a duplicate, not placed) the row of
+        another file on disk that already holds its slot."""
+        slot_key = (values["exposure_id"], record.kind)
+        slot = self.slots.get(slot_key)
+        same_path = self.by_path.get(record.path)
+        if same_path is not None and (slot is None or slot.id == same_path.id):
+            # A catalogued file whose size or mtime changed: re-read, row updated (touched only: unchanged).
+            if self._rewrite(same_path, values):
+                self.counts.n_unchanged += 1
+            if same_path.exposure_id != values["exposure_id"]:  # it now belongs to another exposure
+                self._vacate(same_path)
+            self.slots[slot_key] = replace(same_path, exposure_id=values["exposure_id"], kind=record.kind)
+            return None
+        if slot is not None and slot.path != record.path and os.path.exists(slot.path):
+            return slot
+        if same_path is not None:
+            # This path held another file before (e.g. `mv b a` over a catalogued a): that row describes
+            # nothing on disk any more.
+            self.conn.execute(delete(File).where(File.id == same_path.id))
+            self._vacate(same_path)
+        if slot is not None and slot.path != record.path:
+            # The catalogued file of this slot is gone: this one is it, moved (same content) or replaced.
+            if self._rewrite(slot, values):
+                self.counts.n_moved += 1
+            self.slots[slot_key] = replace(slot, path=record.path, sha256=record.sha256)
+            return None
+        self.new_rows.append(values)
+        self.slots[slot_key] = _Slot(None, record.path, record.sha256, *slot_key)
+        return None
+
+    def _rewrite(self, row: _Slot, values: dict[str, Any]) -> bool:
+        """Update ``row`` to ``values``; whether the file's content is the row's (else it counts as updated)."""
+        self.conn.execute(update(File).where(File.id == row.id).values(values))
+        same = row.sha256 == values["sha256"]
+        if not same:
+            self.counts.n_updated += 1
+        return same
+
+    def _vacate(self, row: _Slot) -> None:
+        """``row`` no longer holds its slot: its exposure may be left without files."""
+        self.left.add(row.exposure_id)
+        self.slots.pop((row.exposure_id, row.kind), None)
+
+    def insert_new(self) -> None:
+        """Insert the rows of the files that took an empty slot."""
+        if self.new_rows:
+            self.conn.execute(File.__table__.insert(), self.new_rows)
+            self.counts.n_new += len(self.new_rows)
 
 
 def _remove_orphans(conn: Connection, exposure_ids: set[int]) -> set[int]:
@@ -658,14 +684,8 @@ def _record_rejections(conn: Connection, rejections: list[Rejection], event_id: 
         }
         for item in rejections
     }
-    table = RejectedFile.__table__
-    statement = _insert(conn, table)
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c.path],
-        set_={column: statement.excluded[column] for column in ("reason", "size_bytes", "mtime_ns", "rejected_at",
-                                                                 "ingest_id")},
-    )
-    conn.execute(statement, [rows[path] for path in sorted(rows)])
+    backend_for(conn).upsert(conn, RejectedFile.__table__, [rows[path] for path in sorted(rows)], key=["path"],
+                             update=["reason", "size_bytes", "mtime_ns", "rejected_at", "ingest_id"])
     return touched
 
 

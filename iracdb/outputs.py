@@ -19,7 +19,6 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
 
 from iracdb.errors import CannotWrite, OutputExists
 
@@ -67,24 +66,6 @@ def file_stem(name: str) -> str:
     return f"{cut}~{hashlib.sha256(raw).hexdigest()[:_HASH_CHARS]}"
 
 
-class _Url(Protocol):  # a sqlalchemy.engine.URL (this module imports no SQLAlchemy)
-    @property
-    def database(self) -> str | None: ...
-
-    def get_backend_name(self) -> str: ...
-
-
-def database_files(url: _Url) -> tuple[Path, ...]:
-    """The files of the SQLite database at ``url`` (the database and its ``-wal``, ``-shm`` and ``-journal``
-    files, whether they exist or not); none for PostgreSQL or an in-memory database."""
-    database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return ()
-    if database.startswith("file:"):  # a URI file name (?uri=true)
-        database = database.removeprefix("file:").split("?")[0]
-    return tuple(Path(database + suffix) for suffix in ("", "-wal", "-shm", "-journal"))
-
-
 def _reason(exc: OSError) -> str:
     """The reason of an OSError, in one line and without the path (the message names it already)."""
     return exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -114,7 +95,7 @@ def check_outputs(paths: Sequence[Path], *, overwrite: bool, protected: Iterable
     overwrite : bool
         Whether existing files may be replaced.
     protected : iterable of Path
-        Files that are never an output, even with ``overwrite`` (:func:`database_files`).
+        Files that are never an output, even with ``overwrite`` (:func:`iracdb.db.backend.database_files`).
 
     Raises
     ------
@@ -289,6 +270,6 @@ def cannot_write(what: str | Path, exc: OSError) -> CannotWrite:
 
 
 __all__ = [
-    "MAX_STEM_BYTES", "NAME_MAX", "cannot_write", "check_outputs", "create_partial", "database_files",
+    "MAX_STEM_BYTES", "NAME_MAX", "cannot_write", "check_outputs", "create_partial",
     "discard_partial", "file_stem", "make_folder", "partial_path", "place", "remove_stale_partials",
 ]

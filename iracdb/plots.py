@@ -32,13 +32,13 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 from sqlalchemy import Engine, text
 
+from iracdb.db.backend import database_files
 from iracdb.db.queries import get_run, run_summary
 from iracdb.errors import BadOption, NoSuchAor
 from iracdb.outputs import (
     cannot_write,
     check_outputs,
     create_partial,
-    database_files,
     discard_partial,
     file_stem,
     make_folder,

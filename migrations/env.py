@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from iracdb.config import resolve_db_url
+from iracdb.db.backend import backend_for
 from iracdb.db.engine import make_engine
 from iracdb.db.models import Base
 
@@ -20,7 +21,7 @@ def run_migrations(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         # SQLite cannot ALTER most things in place: batch mode recreates tables instead.
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=backend_for(connection).alter_in_batches,
         compare_type=True,
     )
     with context.begin_transaction():

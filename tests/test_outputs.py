@@ -17,13 +17,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
+from iracdb.db.backend import database_files
 from iracdb.errors import CannotWrite, OutputExists
 from iracdb.outputs import (
     MAX_STEM_BYTES,
     NAME_MAX,
     check_outputs,
     create_partial,
-    database_files,
     discard_partial,
     file_stem,
     partial_path,

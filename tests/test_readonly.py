@@ -24,7 +24,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from iracdb import columns
 from iracdb.db import readonly
-from iracdb.db.engine import is_sqlite, make_engine
+from iracdb.db.engine import make_engine
 from iracdb.db.reader import ReaderSetupError, create_reader
 from iracdb.db.readonly import (
     PrivilegedRole,
@@ -38,6 +38,11 @@ from iracdb.errors import BadOption
 from iracdb.ingest import ingest
 from iracdb.reduce import ReduceOptions, Target, reduce
 from iracdb.synth import AorSpec, SynthArchive, write_archive
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
 
 GAMMA = AorSpec(aorkey=72000000, channels=(1,), read_mode="FULL", n_exposures=2, mission="warm",
                 object_name="GAMMA", ra_deg=65.4695, dec_deg=57.8172, flux_mjy=100.0)

@@ -29,7 +29,7 @@ from reduce_helpers import sql_rows as _rows
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
 
-import iracdb.db.engine as engine_module
+import iracdb.db.sqlite as sqlite_backend
 from iracdb import workers
 from iracdb.db.engine import make_engine
 from iracdb.errors import ExecutionError, RunInterrupted
@@ -228,7 +228,7 @@ def test_ctrl_c_inside_a_database_call_waits_for_a_safe_point(
     """The race behind 'database is locked' after Ctrl-C, made deterministic: a real SIGINT after every few
     statements of a run, from planning to the last commit. Each time the run ends interrupted at once, nothing
     holds a lock, and --resume gives the rows of the uninterrupted run."""
-    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_S", 2)  # the old hang then fails in 2 s, not 60
+    monkeypatch.setattr(sqlite_backend, "SQLITE_BUSY_TIMEOUT_S", 2)  # the old hang then fails in 2 s, not 60
     engine = make_engine(db_url)
     try:
         assert ingest(engine, [str(archive.root)]).n_rejected == 0

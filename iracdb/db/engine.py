@@ -1,21 +1,15 @@
-"""Opening a database: one engine per URL, SQLite configured to behave like PostgreSQL; URLs shown without secrets."""
+"""Opening a database: one engine per URL, configured by its backend (:mod:`iracdb.db.backend`); URLs shown without
+secrets."""
 
 from __future__ import annotations
 
 import re
-import sqlite3
-from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from iracdb.config import DB_URL_ENV
-from iracdb.errors import BadOption, NoSuchDatabase
-
-#: How long a SQLite writer waits for another writer's lock before giving up [s].
-SQLITE_BUSY_TIMEOUT_S = 60
-
+from iracdb.errors import BadOption
 
 #: What a database URL looks like, for messages about one that is not (which never repeat it: it may hold a password).
 EXPECTED_URL = "expected sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"
@@ -82,8 +76,9 @@ def safe_url(url: str | URL) -> str:
 def make_engine(url: str, *, create: bool = True) -> Engine:
     """An engine for ``url``: ``sqlite:///path`` or ``postgresql+psycopg://user@host/db``.
 
-    SQLite gets foreign keys on, a write-ahead log (readers never block the writer) and a busy timeout, so that
-    it enforces the same constraints as PostgreSQL and tolerates a second process.
+    Each backend configures its engine (:meth:`iracdb.db.backend.Backend.make_engine`): SQLite gets foreign keys
+    on, a write-ahead log (readers never block the writer) and a busy timeout, so that it enforces the same
+    constraints as PostgreSQL and tolerates a second process.
 
     Parameters
     ----------
@@ -100,67 +95,30 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
     iracdb.errors.NoSuchDatabase
         Without ``create``, the SQLite file does not exist.
     """
+    # Imported here: the backends use this module's URL helpers.
+    from iracdb.db.backend import backend_class
+
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
         # Never echo the value (nor the exception, which may quote it): it may hold a password.
         raise BadOption(f"not a database URL ({EXPECTED_URL})") from None
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        if parsed.username is not None or parsed.password is not None or parsed.host or parsed.port:
-            raise BadOption("a SQLite URL has no user, password or host: expected sqlite:///FILE (a relative path) "
-                            "or sqlite:////FILE (an absolute one)")
-        if not create:
-            _require_sqlite_file(parsed)
-        engine = _create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
-        event.listen(engine, "connect", _configure_sqlite)
-        event.listen(engine, "begin", _begin_immediate)
-        return engine
-    if backend == "postgresql":
-        if parsed.host and "@" in parsed.host:
-            # SQLAlchemy and libpq end the password at its first "@": the rest would be looked up as a host name.
-            raise BadOption("the database URL has an unencoded '@' in its password: write each '@' in the "
-                            "password as %40")
-        if parsed.get_driver_name() != "psycopg":
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        return _create_engine(parsed, pool_pre_ping=True)
-    raise BadOption(f"unsupported database {safe_url(url)}: iracdb works with SQLite and PostgreSQL")
+    backend = backend_class(parsed.get_backend_name())
+    if backend is None:
+        raise BadOption(f"unsupported database {safe_url(url)}: iracdb works with SQLite and PostgreSQL")
+    return backend.make_engine(parsed, create=create)
 
 
-def _create_engine(url: URL, **kwargs: object) -> Engine:
+def create_checked_engine(url: URL, **kwargs: object) -> Engine:
+    """``sqlalchemy.create_engine(url, **kwargs)``; :class:`~iracdb.errors.BadOption` (which never quotes the URL)
+    when the dialect refuses the URL."""
     try:
         return create_engine(url, **kwargs)
     except ArgumentError:  # a dialect refusing the URL: its message may quote the URL
         raise BadOption(f"cannot use this database URL ({EXPECTED_URL})") from None
 
 
-def _require_sqlite_file(url: URL) -> None:
-    """Raise NoSuchDatabase if the SQLite file of ``url`` does not exist (an in-memory database always does)."""
-    path = url.database
-    if not path or path == ":memory:" or url.query.get("uri") in ("true", "1"):
-        return  # in memory; or a "file:" URI (uri=true) whose mode=ro/rw/rwc says itself what may be created
-    if not Path(path).exists():
-        raise NoSuchDatabase(
-            f"no database at {path}: the SQLite file does not exist (check --db or ${DB_URL_ENV}; "
-            "`iracdb ingest` or `iracdb db upgrade` creates a new one)"
-        )
-
-
-def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: object) -> None:
-    # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (see _begin_immediate).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-def _begin_immediate(connection: Connection) -> None:
-    # Take SQLite's write lock when a transaction starts, not at its first write: a reader that later writes can
-    # then never fail with "database is locked" (waiting for the busy timeout instead), as PostgreSQL would wait.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def is_sqlite(engine: Engine) -> bool:
+    """Whether ``engine`` is SQLite. Kept only until ``iracdb.reduce`` calls :mod:`iracdb.db.backend`; new code
+    asks the backend (:func:`iracdb.db.backend.backend_for`) to do the work instead of asking this."""
     return engine.dialect.name == "sqlite"

@@ -1,7 +1,7 @@
 """A read-only PostgreSQL login role for ``iracdb sql`` (``iracdb db create-reader NAME``).
 
 ``iracdb sql`` refuses to run as a role that a read-only transaction cannot contain (a superuser first of all:
-see :mod:`iracdb.db.readonly`). This makes the role it wants, the way database administrators make a reporting
+see :mod:`iracdb.db.postgresql`). This makes the role it wants, the way database administrators make a reporting
 role: LOGIN and nothing else (NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS), read-only by default,
 CONNECT on the archive's database, USAGE on its schema and SELECT on its tables and views, plus default privileges
 so that the tables and views that the same administrator's later ``iracdb db upgrade`` adds are readable too.
@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from iracdb.db.engine import is_sqlite
-from iracdb.db.readonly import PRIVILEGED_PG_ROLES
+from iracdb.db.backend import backend_for
+from iracdb.db.postgresql import PRIVILEGED_PG_ROLES
 from iracdb.errors import BadOption, UserError
 
 #: A reader's name: a plain lower-case SQL identifier (no quoting needed in URLs, psql or pg_hba.conf), at most 63
@@ -93,7 +93,7 @@ def create_reader(engine: Engine, name: str, *, password: str | None = None) -> 
     iracdb.errors.BadOption
         A name that is not a plain identifier.
     """
-    if is_sqlite(engine):
+    if not backend_for(engine).has_roles:
         raise ReaderSetupError("SQLite has no roles: iracdb sql already reads a SQLite file through an authorizer "
                                "that refuses every write; give it the same --db")
     if not _ROLE_NAME.match(name):

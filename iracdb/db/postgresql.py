@@ -1,0 +1,325 @@
+"""PostgreSQL as iracdb uses it (through psycopg 3): advisory locks, binary COPY, server-side cursors, and read-only
+execution that the server enforces.
+
+- **Locks**: advisory locks, by fixed keys (schema, ingest) or a key derived from a run's name.
+- **Bulk insert**: ``COPY ... FROM STDIN (FORMAT BINARY)``: some 6x faster than text COPY (no float -> text
+  conversion); the types must match the columns exactly.
+- **Snapshot**: a ``REPEATABLE READ, READ ONLY`` transaction; big results through server-side (named) cursors.
+- **Read-only execution**: the statement never runs as a role that could get round a read-only transaction: a
+  superuser (who may ``SET ROLE`` back to itself, read server files, run programs), a role with CREATEROLE,
+  BYPASSRLS or REPLICATION, or a member of ``pg_read_server_files``, ``pg_write_server_files``,
+  ``pg_execute_server_program`` or ``pg_read_all_data`` (which reads the password hashes in ``pg_authid``). Such a
+  connection is refused with :class:`~iracdb.errors.PrivilegedRole` before the statement is sent; ``iracdb db
+  create-reader`` makes a role that passes (:mod:`iracdb.db.reader`). The statement runs in a ``READ ONLY``
+  transaction that has already taken its snapshot (so it cannot be switched to read-write), with a statement
+  timeout, through the extended query protocol (one statement only, so ``COMMIT; DELETE ...`` cannot run), its rows
+  streamed in chunks. A statement that ends the transaction is refused. The transaction is rolled back and the
+  connection is closed, not returned to the pool, so no session state (settings, advisory locks, prepared
+  statements) outlives the call.
+
+psycopg is imported only where it is used: iracdb works without it on SQLite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import re
+from collections.abc import Generator, Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, Connection, Engine, Float, Integer, SmallInteger, String, Table, text
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.engine import URL
+
+from iracdb.db.backend import Backend, Opened, Snapshot, read_only_refused, statement_cancelled
+from iracdb.db.engine import create_checked_engine
+from iracdb.errors import BadOption, DatabaseError, PrivilegedRole, QueryError, ReadOnlyViolation, UserError
+
+#: Advisory-lock key held while the schema is created or migrated.
+SCHEMA_LOCK_KEY = 0x1AC_DB_00
+#: Advisory-lock key that serialises ingest write transactions.
+INGEST_LOCK_KEY = 0x1AC_DB_01
+
+#: Predefined roles whose members may read or write server files, run programs on the server, or read every table
+#: including the password hashes in ``pg_authid``: ``iracdb sql`` refuses to run as one.
+PRIVILEGED_PG_ROLES = ("pg_read_server_files", "pg_write_server_files", "pg_execute_server_program",
+                       "pg_read_all_data")
+
+#: How to get a role that ``iracdb sql`` accepts (the end of every :class:`~iracdb.errors.PrivilegedRole` message).
+READER_HINT = ("connect as a read-only login role instead: create one with `iracdb db create-reader NAME --db "
+               "ADMIN_URL`, then give its URL with --db or $IRACDB_READER_URL")
+
+#: The first role (the role ``who`` itself first) that ``who`` is, or may become with SET ROLE, and that can get round
+#: a read-only transaction. pg_has_role(..., 'MEMBER') counts indirect memberships, and a superuser is a member of
+#: every role.
+_PRIVILEGED_ROLE = """
+SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolbypassrls, r.rolreplication
+FROM pg_roles r
+WHERE pg_has_role({who}, r.oid, 'MEMBER')
+  AND (r.rolsuper OR r.rolcreaterole OR r.rolbypassrls OR r.rolreplication OR r.rolname = ANY(%s))
+ORDER BY r.rolname <> {who}, r.rolsuper DESC, r.rolname
+LIMIT 1
+"""
+
+#: What the members of :data:`PRIVILEGED_PG_ROLES` may do, for messages.
+_PREDEFINED_POWERS = {
+    "pg_read_server_files": "reads server files",
+    "pg_write_server_files": "writes server files",
+    "pg_execute_server_program": "runs programs on the server",
+    "pg_read_all_data": "reads every table, pg_authid's password hashes too",
+}
+
+#: Binary COPY type of each SQLAlchemy column type (subclasses first: BigInteger and SmallInteger are Integers).
+_COPY_TYPES = ((BigInteger, "int8"), (SmallInteger, "int2"), (Integer, "int4"), (Float, "float8"),
+               (Boolean, "bool"), (String, "text"))
+
+
+def run_lock_key(name: str) -> int:
+    """The advisory-lock key of a run name: 64 bits of its SHA-256 (a signed bigint)."""
+    digest = hashlib.sha256(f"iracdb run {name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class PostgresqlSnapshot(Snapshot):
+    """A repeatable-read, read-only transaction; big results through server-side cursors."""
+
+    def __init__(self, raw: Any) -> None:
+        super().__init__(raw)
+        self._cursors = 0
+        cursor = raw.cursor()
+        try:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        finally:
+            cursor.close()
+
+    def _sql(self, sql: str) -> str:
+        return re.sub(r":(\w+)", r"%(\1)s", sql)
+
+    def _stream_cursor(self, size: int) -> Any:
+        self._cursors += 1
+        cursor = self.raw.cursor(name=f"iracdb_export_{self._cursors}")
+        cursor.itersize = size
+        return cursor
+
+
+class PostgresqlBackend(Backend):
+    """PostgreSQL through psycopg 3 (see the module's documentation)."""
+
+    name = "postgresql"
+    has_roles = True
+    catalogue_sql = ("SELECT table_type, table_name FROM information_schema.tables "
+                     "WHERE table_schema = current_schema() ORDER BY table_type, table_name")
+
+    @classmethod
+    def make_engine(cls, url: URL, *, create: bool) -> Engine:
+        if url.host and "@" in url.host:
+            # SQLAlchemy and libpq end the password at its first "@": the rest would be looked up as a host name.
+            raise BadOption("the database URL has an unencoded '@' in its password: write each '@' in the "
+                            "password as %40")
+        if url.get_driver_name() != "psycopg":
+            url = url.set(drivername="postgresql+psycopg")
+        return create_checked_engine(url, pool_pre_ping=True)
+
+    # --- locks ---------------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def schema_lock(self) -> Iterator[Connection]:
+        key = {"key": SCHEMA_LOCK_KEY}
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), key)
+            connection.commit()
+            try:
+                yield connection
+            finally:
+                connection.rollback()
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+                connection.commit()
+
+    def ingest_lock(self, conn: Connection) -> None:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INGEST_LOCK_KEY})
+
+    @contextlib.contextmanager
+    def run_lock(self, name: str) -> Iterator[bool]:
+        key = {"key": run_lock_key(name)}
+        with self.engine.connect() as conn:
+            locked = bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar_one())
+            conn.commit()
+            try:
+                yield locked
+            finally:
+                if locked:
+                    conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+                    conn.commit()
+
+    # --- writing -------------------------------------------------------------------------------------------------
+
+    def _insert(self, table: Table) -> Any:
+        return pg_dialect.insert(table)
+
+    def bulk_insert(self, conn: Connection, table: Table, columns: Sequence[str],
+                    rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        types = _copy_types(table, tuple(columns))
+        raw: Any = conn.connection.driver_connection  # a psycopg.Connection
+        sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+        with raw.cursor() as cursor, cursor.copy(sql) as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+
+    # --- reading -------------------------------------------------------------------------------------------------
+
+    def _begin_snapshot(self, raw: Any) -> Snapshot:
+        return PostgresqlSnapshot(raw)
+
+    @contextlib.contextmanager
+    def read_only(self, sql: str, *, batch: int, timeout_s: float) -> Iterator[Opened]:
+        import psycopg
+
+        raw = self._connect()
+        try:
+            conn: psycopg.Connection[Any] = raw.driver_connection
+            conn.rollback()
+            conn.autocommit = False
+            conn.read_only = True  # psycopg starts the transaction with BEGIN READ ONLY
+            with conn.cursor() as cursor:
+                # Take the transaction's snapshot now: after the first query it can no longer become read-write.
+                cursor.execute("SELECT set_config('statement_timeout', %s, true)", (f"{round(timeout_s * 1000)}ms",))
+                refuse_privileged_role(cursor)
+                # stream() sends the statement through the extended query protocol, which takes exactly one
+                # statement (no "COMMIT; ..."), and receives its rows in chunks (libpq >= 17) or one by one, never
+                # all at once.
+                size = batch if batch > 1 and psycopg.capabilities.has_stream_chunked() else 1
+                rows = self._rows(conn, cursor.stream(sql, size=size), timeout_s)
+                try:
+                    first = next(rows, None)  # the statement runs; its columns come with its first rows
+                    columns = _columns(conn, cursor, sql)
+                    yield columns, _chain(first, rows)
+                finally:
+                    rows.close()  # stops the statement if it still runs (psycopg cancels it)
+        finally:
+            with contextlib.suppress(psycopg.Error):  # the connection is discarded anyway
+                raw.driver_connection.rollback()
+            # Never return this connection to the pool: whatever the statement did to the session goes with it.
+            raw.invalidate()
+            raw.close()
+
+    def _rows(self, conn: Any, stream: Iterator[tuple[Any, ...]],
+              timeout_s: float) -> Generator[tuple[Any, ...], None, None]:
+        """The rows of ``cursor.stream(...)``, its errors turned into UserErrors; at the end, refuse a statement
+        that ended the read-only transaction."""
+        import psycopg
+
+        try:
+            yield from stream
+        except psycopg.Error as exc:
+            # psycopg's own ProgrammingError (no SQLSTATE) "the operation in stream() didn't produce a result": the
+            # statement ran but returns no rows (SET, COMMIT ...): no rows, and the check below.
+            if not (isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None):
+                raise self._error(conn, exc, timeout_s) from None
+        finally:
+            stream.close()  # type: ignore[attr-defined]  # a generator: cancels a statement that still runs
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+            raise ReadOnlyViolation(read_only_refused("the statement ended the read-only transaction"))
+
+    def _error(self, conn: Any, exc: Any, timeout_s: float) -> UserError:
+        """The UserError for a psycopg error raised by the user's statement."""
+        import psycopg
+
+        diag = getattr(exc, "diag", None)
+        message = (diag.message_primary if diag is not None else None) or (str(exc).splitlines() or [""])[0]
+        if exc.sqlstate is None and isinstance(exc, psycopg.OperationalError):  # e.g. the connection was lost
+            return DatabaseError(f"the database connection failed while running the statement: {message}")
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return ReadOnlyViolation(f"statement refused: role {conn.info.user!r} may only read the archive's "
+                                     f"tables and views (the database said: {message})")
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction | psycopg.errors.ActiveSqlTransaction |
+                      psycopg.errors.InvalidTransactionState):
+            return ReadOnlyViolation(read_only_refused(message))
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            return QueryError(f"{statement_cancelled(timeout_s)} (the database said: {message})")
+        if "multiple commands" in message:
+            return QueryError(f"iracdb sql runs one statement at a time ({message})")
+        return QueryError(f"{message}; {self.query_hint()}")
+
+
+@functools.cache
+def _copy_types(table: Table, columns: tuple[str, ...]) -> list[str]:
+    """The binary COPY type of each of ``columns`` of ``table`` (binary COPY needs them exactly)."""
+    dialect = pg_dialect.dialect()
+    types = []
+    for name in columns:
+        kind = table.c[name].type
+        kind = kind.load_dialect_impl(dialect) if hasattr(kind, "load_dialect_impl") else kind
+        copy_type = next((copy_type for sa_type, copy_type in _COPY_TYPES if isinstance(kind, sa_type)), None)
+        if copy_type is None:
+            raise TypeError(f"{table.name}.{name}: no binary COPY type for {kind!r}")
+        types.append(copy_type)
+    return types
+
+
+def _columns(conn: Any, cursor: Any, sql: str) -> tuple[str, ...]:
+    """The statement's column names: from its rows, or (no rows came) by describing the statement again."""
+    import psycopg
+
+    if cursor.description is not None:
+        return tuple(column.name for column in cursor.description)
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+        return ()
+    # psycopg keeps no description of an empty streamed result: parse the statement (which just ran) again as the
+    # unnamed prepared statement, and describe it; nothing is executed.
+    encoding = conn.info.encoding
+    prepared = conn.pgconn.prepare(b"", sql.encode(encoding))
+    if prepared.status != psycopg.pq.ExecStatus.COMMAND_OK:
+        return ()
+    described = conn.pgconn.describe_prepared(b"")
+    return tuple((described.fname(i) or b"").decode(encoding) for i in range(described.nfields))
+
+
+def _chain(first: tuple[Any, ...] | None, rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    if first is not None:
+        yield first
+        yield from rows
+
+
+def refuse_privileged_role(cursor: Any) -> None:
+    """Raise :class:`~iracdb.errors.PrivilegedRole` when the session (its session or current user) is, or may
+    become, a role that a read-only transaction does not contain.
+
+    Parameters
+    ----------
+    cursor : psycopg.Cursor
+        A cursor on the connection the statement will run on.
+
+    Raises
+    ------
+    iracdb.errors.PrivilegedRole
+        The role is a superuser, has CREATEROLE, BYPASSRLS or REPLICATION, or is a member (directly or not) of such a
+        role or of one of :data:`PRIVILEGED_PG_ROLES`.
+    """
+    for who in ("session_user", "current_user"):
+        cursor.execute("SELECT " + who)
+        (name,) = cursor.fetchone()
+        cursor.execute(_PRIVILEGED_ROLE.format(who=who), (list(PRIVILEGED_PG_ROLES),))
+        row = cursor.fetchone()
+        if row is not None:
+            raise PrivilegedRole(f"iracdb sql will not run as PostgreSQL role {name!r}: {_why(name, *row)}; "
+                                 f"{READER_HINT}")
+
+
+def _why(name: str, role: str, superuser: bool, createrole: bool, bypassrls: bool, replication: bool) -> str:
+    powers = [power for flag, power in ((superuser, "is a superuser"), (createrole, "has CREATEROLE"),
+                                      (bypassrls, "has BYPASSRLS"), (replication, "has REPLICATION")) if flag]
+    what = " and ".join(powers[:1] if superuser else powers) or _PREDEFINED_POWERS.get(
+        role, "may get round a read-only transaction")
+    return f"it {what}" if role == name else f"it is a member of {role!r}, which {what}"
+
+
+#: The backend this module implements (see :func:`iracdb.db.backend.backend_class`).
+BACKEND = PostgresqlBackend
+
+__all__ = ["BACKEND", "INGEST_LOCK_KEY", "PRIVILEGED_PG_ROLES", "READER_HINT", "SCHEMA_LOCK_KEY",
+           "PostgresqlBackend", "PostgresqlSnapshot", "refuse_privileged_role", "run_lock_key"]
