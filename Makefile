@@ -18,11 +18,11 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# ruff (style, import direction, complexity) and mypy on the package (settings in pyproject.toml).
 lint: install
 	$(BIN)/ruff check iracdb migrations tests scripts
+	$(BIN)/mypy
 
-# mypy on the package (settings in pyproject.toml). Not yet part of `lint`: iracdb/reduce.py and iracdb/db/ still
-# have type errors, fixed as reduce becomes a package and the backends move behind one interface (issue 11).
 typecheck: install
 	$(BIN)/mypy
 

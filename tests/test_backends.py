@@ -246,9 +246,13 @@ def test_bulk_insert_round_trips_every_type(db: Backend, engine: Engine, scratch
 
 def test_bulk_insert_rolls_back_with_its_transaction(db: Backend, engine: Engine, scratch: Table) -> None:
     names = [c.name for c in scratch.columns]
-    with pytest.raises(RuntimeError, match="stop"), engine.begin() as conn:
-        db.bulk_insert(conn, scratch, names, ROWS)
-        raise RuntimeError("stop")
+    def insert_then_fail() -> None:
+        with engine.begin() as conn:
+            db.bulk_insert(conn, scratch, names, ROWS)
+            raise RuntimeError("stop")
+
+    with pytest.raises(RuntimeError, match="stop"):
+        insert_then_fail()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM scratch_bulk")).scalar_one() == 0
 

@@ -12,8 +12,8 @@ import pytest
 from reduce_helpers import run_record, sql_rows
 from sqlalchemy import Engine, text
 
-import iracdb.reduce.run as reduce_module
 from iracdb.db.engine import make_engine
+from iracdb.db.postgresql import run_lock_key
 from iracdb.errors import RunConflict
 from iracdb.ingest import ingest
 from iracdb.reduce import Execution, ReduceOptions, Target, reduce
@@ -113,7 +113,7 @@ def test_a_run_name_locked_by_another_session_is_refused_in_one_line(engine: Eng
     process ends; another session holding it here stands for that process."""
     assert ingest(engine, [str(archive.root)]).n_rejected == 0
     auto = ReduceOptions(targets=(Target("auto"),))
-    lock = {"key": reduce_module._run_lock_key("held")}
+    lock = {"key": run_lock_key("held")}
     with engine.connect() as other:
         other.execute(text("SELECT pg_advisory_lock(:key)"), lock)
         other.commit()

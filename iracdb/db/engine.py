@@ -116,9 +116,3 @@ def create_checked_engine(url: URL, **kwargs: object) -> Engine:
         return create_engine(url, **kwargs)
     except ArgumentError:  # a dialect refusing the URL: its message may quote the URL
         raise BadOption(f"cannot use this database URL ({EXPECTED_URL})") from None
-
-
-def is_sqlite(engine: Engine) -> bool:
-    """Whether ``engine`` is SQLite. Kept only until ``iracdb.reduce`` calls :mod:`iracdb.db.backend`; new code
-    asks the backend (:func:`iracdb.db.backend.backend_for`) to do the work instead of asking this."""
-    return engine.dialect.name == "sqlite"

@@ -14,7 +14,7 @@ mission) on both backends.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -54,6 +54,8 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    # Every model here maps a Table (SQLAlchemy types __table__ as any FromClause).
+    __table__: ClassVar[Table]
 
 
 def _one_of(column: str, values: tuple[int, ...] | tuple[str, ...]) -> CheckConstraint:

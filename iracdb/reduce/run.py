@@ -11,7 +11,6 @@ uninterrupted run."""
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import math
 import os
@@ -26,11 +25,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 
 from iracdb import __version__, summary, workers
 from iracdb.db import queries
-from iracdb.db.engine import is_sqlite, mask_secrets
+from iracdb.db.backend import backend_for
+from iracdb.db.engine import mask_secrets
 from iracdb.db.models import Exposure, File, Run, RunTarget, RunUnit
 from iracdb.errors import BadOption, ExecutionError, RunConflict, RunInterrupted, RunTerminated
 from iracdb.fitsio import UNCERTAINTY_KIND
@@ -144,38 +144,23 @@ def reduce(
 
 @contextmanager
 def _run_lock(engine: Engine, name: str, options: ReduceOptions) -> Iterator[None]:
-    """On PostgreSQL, hold a session advisory lock on the run's name while this process creates and reduces it,
-    so that no other process (on any host) creates, resumes or takes it over at the same time: one that tries is
+    """Hold the run name's lock while this process creates and reduces it (PostgreSQL: a session advisory lock,
+    across hosts), so that no other process creates, resumes or takes it over at the same time: one that tries is
     refused at once, in one line (:class:`~iracdb.errors.RunConflict`), and the lock goes with the connection if
-    this process dies. SQLite has no such lock: its run creation re-reads the name in a write transaction (which
+    this process dies. SQLite needs no such lock: its run creation re-reads the name in a write transaction (which
     SQLite serialises), and :func:`_refuse_live` and :func:`_take_over` check the host and process id."""
-    if is_sqlite(engine):
-        yield
-        return
-    key = {"key": _run_lock_key(name)}
-    with engine.connect() as conn:
-        locked = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar_one()
-        conn.commit()
-        if not locked:
-            run = _existing_run(engine, name)
-            if run is None:
-                raise RunConflict(f"run {name!r} is being created by another process right now")
-            _check_same(run, options)
-            if run["status"] == "complete":  # finished, its process about to let go: nothing to lock
-                yield
-                return
-            raise RunConflict(f"run {name!r} is being reduced by process {run['pid']} on {run['host']} right now")
-        try:
+    with backend_for(engine).run_lock(name) as locked:
+        if locked:
             yield
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
-            conn.commit()
-
-
-def _run_lock_key(name: str) -> int:
-    """The PostgreSQL advisory-lock key of a run name: 64 bits of its SHA-256 (a signed bigint)."""
-    digest = hashlib.sha256(f"iracdb run {name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+            return
+        run = _existing_run(engine, name)
+        if run is None:
+            raise RunConflict(f"run {name!r} is being created by another process right now")
+        _check_same(run, options)
+        if run["status"] == "complete":  # finished, its process about to let go: nothing to lock
+            yield
+            return
+        raise RunConflict(f"run {name!r} is being reduced by process {run['pid']} on {run['host']} right now")
 
 
 def _refuse_live(run: dict[str, Any]) -> None:

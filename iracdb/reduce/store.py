@@ -1,9 +1,8 @@
 """Writing a run's results (the driver alone): a unit's inputs, rows, summaries and ``complete`` mark in one
-transaction; rows by binary COPY on PostgreSQL, executemany on SQLite; columns from the registry."""
+transaction; rows in bulk through the database's backend (binary COPY on PostgreSQL); columns from the registry."""
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from sqlalchemy import Connection, Engine, insert, update
 
 from iracdb import summary
 from iracdb.columns import AOR_COLUMNS
-from iracdb.db.engine import is_sqlite
+from iracdb.db.backend import backend_for
 from iracdb.db.models import AorSummary, Measurement, Run, RunInput, RunUnit
 from iracdb.flags import Flag
 from iracdb.reduce.options import ReduceOptions, Target
@@ -70,7 +69,7 @@ class Writer:
         self.options = options
         self.rule = summary.RejectRule.parse(options.reject)
         self.resolved = resolved
-        self.postgres = not is_sqlite(engine)
+        self.backend = backend_for(engine)
 
     def write_unit(self, unit: Unit, results: list[ChunkResult]) -> None:
         columns = (
@@ -132,12 +131,8 @@ class Writer:
              "size_bytes": f["size_bytes"], "sha256": f["sha256"]}
             for e in unit.exposures for kind, f in sorted(e["files"].items())
         ]
-        if not rows:
-            return {}
-        result = conn.execute(
-            insert(RunInput).returning(RunInput.id, RunInput.path, sort_by_parameter_order=True), rows
-        )
-        return {path: id_ for id_, path in result.all()}
+        returned = self.backend.insert_returning(conn, RunInput.__table__, rows, ["id", "path"])
+        return {row.path: row.id for row in returned}
 
     def _write_rows(
         self, conn: Connection, unit: Unit, columns: dict[str, np.ndarray], science: dict[int, int]
@@ -152,45 +147,8 @@ class Writer:
         for name in ROW_COLUMNS:
             values[name] = _column_values(columns[name], integer=name in _INT_COLUMNS)
         rows = list(zip(*(values[name] for name in _MEASUREMENT_COLUMNS), strict=True))
-        names = ", ".join(_MEASUREMENT_COLUMNS)
-        if self.postgres:
-            # Binary COPY: ~6x faster than text COPY (no float -> text conversion); types must match exactly.
-            raw = conn.connection.driver_connection
-            sql = f"COPY measurements ({names}) FROM STDIN (FORMAT BINARY)"
-            with raw.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
-                copy.set_types(_pg_types())
-                for row in rows:
-                    copy.write_row(row)
-        else:
-            marks = ", ".join("?" * len(_MEASUREMENT_COLUMNS))
-            conn.exec_driver_sql(f"INSERT INTO measurements ({names}) VALUES ({marks})", rows)
-
-
-@functools.cache
-def _pg_types() -> list[str]:
-    """PostgreSQL type of each of :data:`_MEASUREMENT_COLUMNS` (binary COPY needs them exactly)."""
-    from sqlalchemy import BigInteger, Float, Integer
-
-    table = Measurement.__table__
-    types = []
-    for name in _MEASUREMENT_COLUMNS:
-        kind = table.c[name].type
-        kind = kind.load_dialect_impl(_postgresql_dialect()) if hasattr(kind, "load_dialect_impl") else kind
-        if isinstance(kind, BigInteger):
-            types.append("int8")
-        elif isinstance(kind, Integer):
-            types.append("int4")
-        elif isinstance(kind, Float):
-            types.append("float8")
-        else:
-            raise TypeError(f"measurements.{name}: no binary COPY type for {kind!r}")
-    return types
-
-
-def _postgresql_dialect() -> Any:
-    from sqlalchemy.dialects import postgresql
-
-    return postgresql.dialect()
+        # Binary COPY on PostgreSQL (~6x faster than text COPY), executemany on SQLite.
+        self.backend.bulk_insert(conn, Measurement.__table__, _MEASUREMENT_COLUMNS, rows)
 
 
 def _sql(value: float) -> float | None:
