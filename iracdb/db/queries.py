@@ -125,15 +125,22 @@ RUN_LIST_COLUMNS = (
 RUN_SUMMARY_COLUMNS = tuple(column for column in AOR_COLUMN_NAMES if column != "run")
 
 
-def get_run(engine: Engine, name: str) -> dict[str, Any]:
-    """The ``runs`` record of ``name``; raises :class:`~iracdb.errors.NoSuchRun` (naming recent runs) if none."""
+def find_run(engine: Engine, name: str) -> dict[str, Any] | None:
+    """The ``runs`` record of ``name``, or None if there is none."""
     with engine.connect() as conn:
         row = conn.execute(select(Run).where(Run.name == name)).mappings().first()
-        if row is None:
+    return None if row is None else dict(row)
+
+
+def get_run(engine: Engine, name: str) -> dict[str, Any]:
+    """The ``runs`` record of ``name``; raises :class:`~iracdb.errors.NoSuchRun` (naming recent runs) if none."""
+    run = find_run(engine, name)
+    if run is None:
+        with engine.connect() as conn:
             names = conn.execute(select(Run.name).order_by(Run.id.desc()).limit(5)).scalars().all()
-            known = f"; recent runs: {', '.join(names)}" if names else "; there are no runs yet"
-            raise NoSuchRun(f"no run named {name!r}{known} (see `iracdb runs`)")
-    return dict(row)
+        known = f"; recent runs: {', '.join(names)}" if names else "; there are no runs yet"
+        raise NoSuchRun(f"no run named {name!r}{known} (see `iracdb runs`)")
+    return run
 
 
 def list_runs(engine: Engine) -> list[dict[str, Any]]:

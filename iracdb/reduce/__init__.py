@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from iracdb.reduce.options import Execution, ReduceOptions, Target, parse_sky_position, read_targets_file
-    from iracdb.reduce.run import RunReport, get_run, git_revision, mask_command_line, reduce, software_versions
+    from iracdb.reduce.run import RunReport, git_revision, mask_command_line, reduce, software_versions
     from iracdb.reduce.store import aor_facts
     from iracdb.reduce.worker import Chunk, ChunkResult, measure_chunk
 
 _WHERE = {
     "Execution": "options", "ReduceOptions": "options", "Target": "options", "parse_sky_position": "options",
-    "read_targets_file": "options", "RunReport": "run", "get_run": "run", "git_revision": "run",
+    "read_targets_file": "options", "RunReport": "run", "git_revision": "run",
     "mask_command_line": "run", "reduce": "run", "software_versions": "run", "aor_facts": "store",
     "Chunk": "worker", "ChunkResult": "worker", "measure_chunk": "worker",
 }
@@ -47,7 +47,6 @@ __all__ = [
     "RunReport",
     "Target",
     "aor_facts",
-    "get_run",
     "git_revision",
     "mask_command_line",
     "measure_chunk",

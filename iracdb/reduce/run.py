@@ -119,11 +119,11 @@ def reduce(
     if not name:
         raise BadOption("--run-name must not be empty")
     with _run_lock(engine, name, options):
-        run = _existing_run(engine, name)
+        run = queries.find_run(engine, name)
         created = None if run is not None else _create_run(engine, name, options, execution)
         if created is None and run is None:
             # Another process created it between our look and our write (SQLite; PostgreSQL holds the name lock).
-            run = _existing_run(engine, name)
+            run = queries.find_run(engine, name)
         if created is not None:
             run_id, notes = created
         else:
@@ -153,7 +153,7 @@ def _run_lock(engine: Engine, name: str, options: ReduceOptions) -> Iterator[Non
         if locked:
             yield
             return
-        run = _existing_run(engine, name)
+        run = queries.find_run(engine, name)
         if run is None:
             raise RunConflict(f"run {name!r} is being created by another process right now")
         _check_same(run, options)
@@ -168,17 +168,6 @@ def _refuse_live(run: dict[str, Any]) -> None:
     name, pid, host = run["name"], run["pid"], run["host"]
     if run["status"] == "running" and host == socket.gethostname() and pid and pid != os.getpid() and _alive(pid):
         raise RunConflict(f"run {name!r} is being reduced by process {pid} on {host} right now")
-
-
-def _existing_run(engine: Engine, name: str) -> dict[str, Any] | None:
-    with engine.connect() as conn:
-        row = conn.execute(select(Run).where(Run.name == name)).mappings().first()
-    return None if row is None else dict(row)
-
-
-def get_run(engine: Engine, name: str) -> dict[str, Any]:
-    """The run record of ``name``; raises :class:`~iracdb.errors.NoSuchRun` if there is none."""
-    return queries.get_run(engine, name)
 
 
 def _check_same(run: dict[str, Any], options: ReduceOptions) -> None:

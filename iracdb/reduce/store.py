@@ -117,7 +117,7 @@ class Writer:
             for column in _STORED_AOR_COLUMNS:
                 if column.source == "summary":
                     value = getattr(stats, column.name)
-                    row[column.name] = _sql(value) if column.type == "float" else value
+                    row[column.name] = _null_if_nan(value) if column.type == "float" else value
                 elif column.source == "exposure":
                     row[column.name] = facts[column.name]
                 elif column.source == "run":
@@ -151,7 +151,7 @@ class Writer:
         self.backend.bulk_insert(conn, Measurement.__table__, _MEASUREMENT_COLUMNS, rows)
 
 
-def _sql(value: float) -> float | None:
+def _null_if_nan(value: float) -> float | None:
     """NaN -> NULL (a value that could not be computed is missing, never a NaN)."""
     return None if value is None or not math.isfinite(value) else float(value)
 
