@@ -27,6 +27,7 @@ from sqlalchemy.exc import OperationalError
 from typer.core import TyperCommand
 
 from iracdb import __version__
+from iracdb.columns import AOR_COLUMNS
 from iracdb.config import resolve_db_url
 from iracdb.db import migrate
 from iracdb.db.engine import make_engine, mask_secrets, safe_url
@@ -229,7 +230,4 @@ def _metavar(choices: dict[str, str]) -> str:
 
 
 #: Table columns of `iracdb summary` (csv and json give every column of the aor_photometry view).
-SUMMARY_TABLE_COLUMNS = (
-    "aorkey", "channel", "target", "object", "date_obs", "mission", "read_mode", "n_total", "n_used", "n_rejected",
-    "n_flagged", "flux_mjy", "flux_err_mjy", "median_flux_mjy", "std_mjy", "spread_pct",
-)
+SUMMARY_TABLE_COLUMNS = tuple(column.name for column in AOR_COLUMNS if column.terminal)
