@@ -23,6 +23,14 @@ _USERINFO = re.compile(r":[^/]*@")
 _CONNINFO = re.compile(r"(?i)^\s*(host|hostaddr|port|dbname|user|password|passfile|service|sslmode)\s*=")
 
 
+def default_workers() -> int:
+    """The number of worker processes ``reduce`` and ``ingest`` use when ``--workers`` is not given: the CPU cores
+    this process may run on (its affinity mask where the system has one, else every core; at least 1)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def resolve_db_url(cli_value: str | None, *, reader: bool = False) -> str:
     """The database URL to use: ``--db`` if given, else ``$IRACDB_DB_URL``, else ``sqlite:///./iracdb.sqlite``.
 

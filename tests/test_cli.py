@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from typer.testing import CliRunner
 
 from iracdb import __version__
 from iracdb.cli import EXIT_SOME_REJECTED, app
+from iracdb.cli import catalogue as catalogue_cli
+from iracdb.config import default_workers
 from iracdb.db import migrate
 from iracdb.db.engine import make_engine, safe_url
 
@@ -61,6 +64,21 @@ def test_ingest_then_list(db_url: str, real_archive: Path) -> None:
     assert [int(r["expid"]) for r in exposures] == list(range(11))
     assert exposures[0]["kinds"] == "bcd,bunc,bimsk,sub2d,unc2d,cov2d,msk2d"
     assert exposures[0]["n_planes"] == "64"
+
+
+def test_ingest_workers_default_to_the_cores_this_process_may_use(
+    db_url: str, real_archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert default_workers() == len(os.sched_getaffinity(0)) >= 1
+    assert "default: the CPU cores this process may use" in " ".join(run("ingest", "--help").stdout.split())
+    monkeypatch.setattr(catalogue_cli, "default_workers", lambda: 3)
+    assert run("ingest", str(real_archive), "--db", db_url).exit_code == 0
+    assert run("ingest", str(real_archive), "--workers", "1", "--db", db_url).exit_code == 0
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        recorded = conn.execute(text("SELECT workers FROM ingest_events ORDER BY id")).scalars().all()
+    engine.dispose()
+    assert recorded == [3, 1]
 
 
 def test_ingest_with_rejections_exits_4_and_names_them(db_url: str, real_archive: Path) -> None:

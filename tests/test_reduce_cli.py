@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from reduce_helpers import measurements, summaries
 from reduce_helpers import sql_rows as _rows
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from iracdb.cli import app
+from iracdb.cli import reduction as reduction_cli
 from iracdb.db import queries
 from iracdb.db.engine import make_engine
 from iracdb.flags import Flag
@@ -164,6 +166,21 @@ def test_summary_table_is_printed(catalogued: str, tmp_path: Path) -> None:
     other = run(*args, "--radius", "4")
     assert other.exit_code == 2 and "radius_px: 3.0 -> 4.0" in other.stderr
     assert len(other.stderr.strip().splitlines()) == 1
+
+
+def test_workers_default_to_the_cores_this_process_may_use(catalogued: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "default: the CPU cores this process may use" in " ".join(run("reduce", "--help").stdout.split())
+    monkeypatch.setattr(reduction_cli, "default_workers", lambda: 2)
+    assert run("reduce", "--run-name", "default", "--auto", "--db", catalogued).exit_code == 0
+    assert run("reduce", "--run-name", "one", "--auto", "--workers", "1", "--db", catalogued).exit_code == 0
+    engine = make_engine(catalogued)
+    try:
+        executions = _rows(engine, "SELECT name, execution FROM runs WHERE name IN ('default', 'one') ORDER BY name")
+        assert [(r["name"], r["execution"]) for r in executions] == [("default", "processes:2"), ("one", "serial")]
+        assert measurements(engine, "default") == measurements(engine, "one") != []
+        assert summaries(engine, "default") == summaries(engine, "one")
+    finally:
+        engine.dispose()
 
 
 def test_summary_rows(catalogued: str) -> None:

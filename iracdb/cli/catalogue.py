@@ -25,6 +25,7 @@ from iracdb.cli.app import (
     stderr,
     stdout,
 )
+from iracdb.config import default_workers
 from iracdb.db import migrate, queries
 from iracdb.db.engine import safe_url
 from iracdb.errors import BadOption
@@ -130,8 +131,11 @@ def ingest(
         list[Path], typer.Argument(metavar="PATH...", help="Folders (walked recursively) and/or FITS files.")
     ],
     workers: Annotated[
-        int, typer.Option("--workers", "-j", metavar="N", help="Processes reading headers in parallel.")
-    ] = 1,
+        int | None,
+        typer.Option("--workers", "-j", metavar="N", show_default=False,
+                     help="Processes reading headers in parallel [default: the CPU cores this process may use; "
+                          "1: read in this process]."),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Catalogue every IRAC Level-1 file under each PATH: AORs, exposures, files and their headers.
@@ -141,6 +145,8 @@ def ingest(
     reason and recorded; the exit status is then 4 (0 when every file was catalogued).
     """
     from iracdb.ingest import ingest as run_ingest
+
+    workers = default_workers() if workers is None else workers
 
     with _database(db, create=True) as engine:
         columns = (TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -32,6 +32,7 @@ from iracdb.cli.app import (
     stderr,
     stdout,
 )
+from iracdb.config import default_workers
 from iracdb.db import queries
 
 if TYPE_CHECKING:  # built at run time from the library's choices; to a type checker, any StrEnum
@@ -108,7 +109,12 @@ def reduce(
         typer.Option("--subarray", metavar=_metavar(SUBARRAY_MODES),
                      help=_choice_help("Subarray cubes", SUBARRAY_MODES)),
     ] = SubarrayChoice("planes"),
-    workers: Annotated[int, typer.Option("--workers", "-j", metavar="N", help="Local worker processes.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-j", metavar="N", show_default=False,
+                     help="Local worker processes [default: the CPU cores this process may use; 1: measure in "
+                          "this process]."),
+    ] = None,
     scheduler: Annotated[
         str | None,
         typer.Option("--scheduler", metavar="ADDRESS",
@@ -142,7 +148,7 @@ def reduce(
             aperture_correction=aperture_correction, reject=reject, subarray=subarray.value,
         )
         execution = reduction.Execution(
-            workers=workers, scheduler=scheduler, resume=resume,
+            workers=default_workers() if workers is None else workers, scheduler=scheduler, resume=resume,
             command_line=reduction.mask_command_line(_command_line(ctx)),
         )
         columns = (TextColumn("reducing AORs"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
