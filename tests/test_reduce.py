@@ -684,6 +684,31 @@ def test_several_targets_on_the_command_line_get_their_own_rows(opt_engine: Engi
     assert [s["target_index"] for s in summaries(opt_engine, "two")] == [0, 1]
 
 
+def test_a_target_far_off_every_image_is_not_in_fov(opt_engine: Engine) -> None:
+    """A degree away (where the SIP inverse does not converge) the position is tested against each image's
+    footprint first: NOT_IN_FOV on every image, never COORD_CONVERSION_FAILED; the target on the image unchanged."""
+    targets = [Target(f"{d} deg off", BETA.ra_deg + d, BETA.dec_deg) for d in (-1.0, 1.0)]
+    targets += [Target(f"{d} deg south", BETA.ra_deg, BETA.dec_deg - d) for d in (1.0, 30.0, 120.0)]
+    reduce(opt_engine, "far", options(T_BETA, *targets, aorkeys=(BETA.aorkey,), subarray="planes"))
+    reduce(opt_engine, "near", options(T_BETA, aorkeys=(BETA.aorkey,), subarray="planes"))
+    rows = measurements(opt_engine, "far")
+    far = [r for r in rows if r["target_index"] >= 1]
+    assert len(far) == 4 * len(targets)
+    for row in far:
+        assert row["flags"] & Flag.NOT_IN_FOV and not row["flags"] & Flag.COORD_CONVERSION_FAILED, row
+        assert row["x_expected"] is None and row["flux_mjy"] is None
+    assert [r for r in rows if r["target_index"] == 0] == measurements(opt_engine, "near")
+    subarray = measurements_of(opt_engine, options(Target("far", ALPHA.ra_deg, ALPHA.dec_deg + 1.0),
+                                                   aorkeys=(ALPHA.aorkey,)), "far-sub")
+    assert len(subarray) == 128 and all(r["flags"] & Flag.NOT_IN_FOV for r in subarray)
+    assert not any(r["flags"] & Flag.COORD_CONVERSION_FAILED for r in subarray)
+
+
+def measurements_of(engine: Engine, run_options: ReduceOptions, name: str) -> list[dict]:
+    reduce(engine, name, run_options)
+    return measurements(engine, name)
+
+
 def test_nan_values_are_stored_as_null(opt_engine: Engine) -> None:
     """A target off the field gives rows whose values could not be measured: NULL in the database, never NaN
     (PostgreSQL would store a NaN as such)."""

@@ -338,6 +338,7 @@ def measure(
     uncertainty: ArrayLike | None = None,
     mask: ArrayLike | None = None,
     maps: CorrectionMaps | None = None,
+    off_image: ArrayLike | None = None,
 ) -> Photometry:
     """Aperture photometry of a target on every plane of a stack.
 
@@ -361,6 +362,10 @@ def measure(
         ``params.mask_bits`` are excluded; pixels with a saturation bit inside the aperture set ``SATURATED``.
     maps : CorrectionMaps, optional
         Required when ``params.corrections == "maps"``.
+    off_image : array_like of bool, optional
+        Per plane (or one for all): the target is known to be off the image without a pixel position (see
+        :meth:`iracdb.photometry.tansip.TanSip.far_off_image`); such planes are flagged ``NOT_IN_FOV`` rather than
+        ``COORD_CONVERSION_FAILED`` and not measured.
 
     Returns
     -------
@@ -379,6 +384,7 @@ def measure(
     msk = None if mask is None else _as_stack(mask, "mask", stack.shape)
     xe = np.broadcast_to(np.asarray(x, dtype=np.float64), (n,)).copy()
     ye = np.broadcast_to(np.asarray(y, dtype=np.float64), (n,)).copy()
+    off = np.zeros(n, bool) if off_image is None else np.broadcast_to(np.asarray(off_image, dtype=bool), (n,))
 
     # Choices that can fail are checked before any work.
     apc, pixel_sr = _choices(info, params)
@@ -402,8 +408,8 @@ def measure(
     with np.errstate(divide="ignore", invalid="ignore"):
         for b in batches:
             parts.append(_measure(
-                stack[b], None if unc is None else unc[b], None if msk is None else msk[b], xe[b], ye[b], info,
-                params, maps, apc, pixel_sr, geometry,
+                stack[b], None if unc is None else unc[b], None if msk is None else msk[b], xe[b], ye[b], off[b],
+                info, params, maps, apc, pixel_sr, geometry,
             ))
     return parts[0] if len(parts) == 1 else _concatenate(parts)
 
@@ -439,6 +445,7 @@ def _measure(
     mask: NDArray | None,
     x_expected: NDArray[np.float64],
     y_expected: NDArray[np.float64],
+    off_image: NDArray[np.bool_],
     info: ImageInfo,
     params: PhotometryParams,
     maps: CorrectionMaps | None,
@@ -450,7 +457,7 @@ def _measure(
     centre used, aperture sum, errors, flags, corrections."""
     n, ny, nx = stack.shape
     clean = Stack(stack, mask, params.mask_bits, uncertainty)
-    in_fov, flags = _field_of_view(x_expected, y_expected, nx, ny)
+    in_fov, flags = _field_of_view(x_expected, y_expected, off_image, nx, ny)
     # Where the measurement starts: the expected position, NaN off the image.
     x_start = np.where(in_fov, x_expected, np.nan)
     y_start = np.where(in_fov, y_expected, np.nan)
@@ -519,13 +526,14 @@ def _measure(
 
 
 def _field_of_view(
-    x: NDArray[np.float64], y: NDArray[np.float64], nx: int, ny: int
+    x: NDArray[np.float64], y: NDArray[np.float64], off_image: NDArray[np.bool_], nx: int, ny: int
 ) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
-    """Which expected positions lie on the image, and the flags of those that do not (not finite: the coordinate
-    conversion failed; finite: outside the field of view)."""
+    """Which expected positions lie on the image, and the flags of those that do not (known to be off the image,
+    or finite and outside it: outside the field of view; otherwise not finite: the coordinate conversion failed)."""
     finite = np.isfinite(x) & np.isfinite(y)
-    in_fov = finite & (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
-    flags = (~finite * _BIT["COORD_CONVERSION_FAILED"]) | ((finite & ~in_fov) * _BIT["NOT_IN_FOV"])
+    in_fov = finite & ~off_image & (x >= -0.5) & (x < nx - 0.5) & (y >= -0.5) & (y < ny - 0.5)
+    failed = ~finite & ~off_image
+    flags = (failed * _BIT["COORD_CONVERSION_FAILED"]) | ((~in_fov & ~failed) * _BIT["NOT_IN_FOV"])
     return in_fov, flags
 
 

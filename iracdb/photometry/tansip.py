@@ -16,7 +16,9 @@ Conventions (those of ``astropy.wcs`` with ``origin=0``, FITS Paper II and the S
   an approximation, ~0.01 px), so the result agrees with ``WCS.all_world2pix`` to ~1e-10 px.
 
 A position that cannot be converted (behind the tangent plane, a singular ``CD`` matrix, a Newton solution that does
-not converge) comes back as NaN, which :func:`iracdb.photometry.measure` flags as ``COORD_CONVERSION_FAILED``.
+not converge) comes back as NaN, which :func:`iracdb.photometry.measure` flags as ``COORD_CONVERSION_FAILED``. Far
+from an image the SIP inverse need not converge: :meth:`TanSip.far_off_image` tells such positions apart first, with
+the forward transform only, so that they can be flagged ``NOT_IN_FOV`` instead.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["SIP_MAX_ORDER", "WCS_KEYWORDS", "TanSip"]
+__all__ = ["FAR_OFF_MARGIN", "SIP_MAX_ORDER", "WCS_KEYWORDS", "TanSip"]
 
 #: Highest SIP order read from a header (IRAC uses 5; the SIP convention allows 9).
 SIP_MAX_ORDER = 9
@@ -41,6 +43,9 @@ _MAX_ITER = 30
 _STEP_TOL_PX = 1e-11
 #: A solution whose last step is still larger than this (pixels) is NaN.
 _ACCEPT_PX = 1e-8
+#: :meth:`TanSip.far_off_image`: a position further from the image centre than (1 + this) times the centre-corner
+#: distance is far off the image (twice the half-diagonal: the SIP inverse converges well within that).
+FAR_OFF_MARGIN = 1.0
 
 _SIP_PREFIXES = ("A", "B", "AP", "BP")
 #: Every header keyword :meth:`TanSip.from_keywords` may read.
@@ -256,6 +261,41 @@ class TanSip:
             eta = cd[:, 1, 0] * big_u + cd[:, 1, 1] * big_v
             return self._deproject(xi, eta)
 
+    def far_off_image(
+        self, ra_deg: ArrayLike, dec_deg: ArrayLike, nx: int, ny: int, margin: float = FAR_OFF_MARGIN
+    ) -> NDArray[np.bool_]:
+        """Whether a sky position is far off each frame's image, decided with the forward transform only.
+
+        The SIP inverse need not converge far from an image (its polynomials grow without bound there), so a
+        position is tested against the image's footprint before it is converted: it is far off when its angular
+        distance from the image centre exceeds ``(1 + margin)`` times the largest distance of an image corner.
+
+        Parameters
+        ----------
+        ra_deg, dec_deg : array_like
+            ICRS right ascension and declination, degrees; shape ``(n,)`` or broadcastable (as :meth:`world_to_pixel`).
+        nx, ny : int
+            Image width and height, pixels (the corners are the outer edges of the corner pixels).
+        margin : float
+            How far beyond the circle through the corners a position still counts as near, in units of that
+            circle's radius.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n,)`` booleans; False where a distance cannot be computed (the inverse then decides).
+        """
+        n = len(self)
+        ra = np.broadcast_to(np.asarray(ra_deg, dtype=np.float64), (n,))
+        dec = np.broadcast_to(np.asarray(dec_deg, dtype=np.float64), (n,))
+        with np.errstate(all="ignore"):
+            centre = self.pixel_to_world((nx - 1) / 2.0, (ny - 1) / 2.0)
+            radius = np.zeros(n)
+            for cx, cy in ((-0.5, -0.5), (nx - 0.5, -0.5), (-0.5, ny - 0.5), (nx - 0.5, ny - 0.5)):
+                radius = np.fmax(radius, _separation_deg(*centre, *self.pixel_to_world(cx, cy)))
+            distance = _separation_deg(*centre, ra, dec)
+            return np.asarray(distance > (1.0 + margin) * radius)
+
     # ------------------------------------------------------------------------------------------------------------
     # steps
     # ------------------------------------------------------------------------------------------------------------
@@ -347,6 +387,15 @@ class TanSip:
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _separation_deg(ra1: NDArray, dec1: NDArray, ra2: NDArray, dec2: NDArray) -> NDArray:
+    """Angular distance between sky positions (degrees in, degrees out; Vincenty's formula, exact at any distance)."""
+    sd1, cd1 = _sincosd(dec1)
+    sd2, cd2 = _sincosd(dec2)
+    sda, cda = _sincosd(ra2 - ra1)
+    num = np.hypot(cd2 * sda, cd1 * sd2 - sd1 * cd2 * cda)
+    return np.rad2deg(np.arctan2(num, sd1 * sd2 + cd1 * cd2 * cda))
 
 
 def _sincosd(angle_deg: NDArray) -> tuple[NDArray, NDArray]:

@@ -178,8 +178,8 @@ def _measure_group(
     )
     wcs = _wcs(items)
     for target_index, target in chunk.targets:
-        x, y = _expected(target, wcs, data, exposure_of_image)
-        phot = measure(data, x, y, info, chunk.params, uncertainty=unc, mask=mask)
+        x, y, off_image = _expected(target, wcs, data, exposure_of_image)
+        phot = measure(data, x, y, info, chunk.params, uncertainty=unc, mask=mask, off_image=off_image)
         columns = _columns_from(phot, items, exposure_of_image, plane, n_combined, target_index, times)
         for i, item in enumerate(items):
             rows = slice(starts[i], starts[i + 1])
@@ -296,17 +296,30 @@ def _world_to_pixel(wcs: _Wcs, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndar
     return x, y
 
 
+def _far_off(wcs: _Wcs, ra: np.ndarray, dec: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Per exposure: (ra, dec) is far off the image (``shape`` (n, ny, nx)), as the forward transform tells."""
+    off = np.zeros(len(wcs.valid), dtype=bool)
+    if wcs.tansip is not None:
+        off[wcs.valid] = wcs.tansip.far_off_image(ra[wcs.valid], dec[wcs.valid], nx=shape[2], ny=shape[1])
+    return off
+
+
 def _expected(
     target: Target, wcs: _Wcs, data: np.ndarray, exposure_of_image: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Expected pixel position of the target on every image (NaN: COORD_CONVERSION_FAILED)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expected pixel position of the target on every image (NaN: COORD_CONVERSION_FAILED), and whether it is far
+    off the image (NaN position, NOT_IN_FOV): such a position is not converted, as the SIP inverse need not converge
+    there."""
     if not target.auto:
         n = len(wcs.valid)
-        x, y = _world_to_pixel(wcs, np.full(n, target.ra_deg), np.full(n, target.dec_deg))
-        return x[exposure_of_image], y[exposure_of_image]
+        ra, dec = np.full(n, target.ra_deg), np.full(n, target.dec_deg)
+        off = _far_off(wcs, ra, dec, data.shape)
+        x, y = _world_to_pixel(wcs, np.where(off, np.nan, ra), np.where(off, np.nan, dec))
+        return x[exposure_of_image], y[exposure_of_image], off[exposure_of_image]
     # auto: the brightest source within AUTO_SEARCH_RADIUS_PX of the commanded pointing, image by image.
     px, py = _world_to_pixel(wcs, *wcs.pointing)
-    return brightest_near(data, px[exposure_of_image], py[exposure_of_image], AUTO_SEARCH_RADIUS_PX)
+    x, y = brightest_near(data, px[exposure_of_image], py[exposure_of_image], AUTO_SEARCH_RADIUS_PX)
+    return x, y, np.zeros(len(x), dtype=bool)
 
 
 def _columns_from(

@@ -246,6 +246,23 @@ def test_failures_are_kept_and_flagged():
     assert np.all((r.flags[~np.isfinite(r.flux_mjy)] & UNUSABLE) != 0)
 
 
+def test_positions_known_to_be_off_the_image_are_not_in_fov():
+    """``off_image``: a NaN position known to be off the image is NOT_IN_FOV, not COORD_CONVERSION_FAILED; the
+    other planes are measured as without it."""
+    cube = np.zeros((4, 32, 32))
+    cube[:] = render_star((32, 32), 15.2, 15.3, 1000.0)
+    x = np.array([15.0, np.nan, np.nan, 15.0])
+    off = np.array([False, True, False, False])
+    r = measure(cube, x, 15.0, WARM_SUB, PLAIN, off_image=off)
+    plain = measure(cube, x, 15.0, WARM_SUB, PLAIN)
+    assert r.flags[1] & Flag.NOT_IN_FOV and not r.flags[1] & Flag.COORD_CONVERSION_FAILED
+    assert np.isnan(r.flux_mjy[1]) and np.isnan(r.x_expected[1])
+    assert r.flags[2] & Flag.COORD_CONVERSION_FAILED and not r.flags[2] & Flag.NOT_IN_FOV
+    for k in (0, 2, 3):
+        assert r.flags[k] == plain.flags[k]
+        np.testing.assert_array_equal(r.flux_mjy[k], plain.flux_mjy[k])
+
+
 def test_corrections_and_aperture_correction_choices():
     x, y = _positions(4, 15.0, 10)
     cube = render_star((32, 32), x, y, 1000.0)

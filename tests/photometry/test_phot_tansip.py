@@ -288,6 +288,27 @@ def test_behind_the_tangent_plane_is_nan() -> None:
     assert np.isnan(x[2]) and np.isnan(y[2])  # just over 90 degrees away
 
 
+def test_far_off_image_uses_the_footprint(real_headers: list[tuple[str, fits.Header]]) -> None:
+    """On the image and just beyond its corners: near (the inverse decides); a degree or more away, or behind the
+    tangent plane: far off; the same answer for every real frame, and the frames' own size counts."""
+    for name, header in real_headers:
+        nx, ny = header["NAXIS1"], header["NAXIS2"]
+        one = TanSip.from_keywords(_keywords(header))
+        tansip = TanSip.stack([one] * 6)
+        px = np.array([0.0, nx - 1.0, -0.5, nx * 1.3, nx / 2, nx / 2])
+        py = np.array([0.0, ny - 1.0, ny - 0.5, ny / 2, ny * 1.3, -ny * 0.3])
+        ra, dec = tansip.pixel_to_world(px, py)
+        assert not tansip.far_off_image(ra, dec, nx, ny).any(), name
+        ra0, dec0 = float(ra[0]), float(dec[0])
+        far_ra = np.array([ra0 + 1.0 / np.cos(np.deg2rad(dec0)), ra0, ra0, ra0 + 180.0, ra0, ra0])
+        far_dec = np.clip(np.array([dec0, dec0 + 1.0, dec0 - 1.0, -dec0, dec0 + 30.0, dec0 - 60.0]), -90, 90)
+        assert tansip.far_off_image(far_ra, far_dec, nx, ny).all(), name
+    # a 32 x 32 subarray's footprint is smaller than a full array's at the same WCS
+    full = TanSip.from_keywords(_keywords(_header()))
+    ra, dec = full.pixel_to_world(128.0 + 100.0, 128.0)
+    assert not full.far_off_image(ra, dec, 256, 256)[0] and full.far_off_image(ra, dec, 32, 32)[0]
+
+
 def test_non_convergence_is_nan_not_a_warning() -> None:
     """A distortion with no solution (u + 1e-3 u**2 = U has none for U < -250 px): NaN, and no RuntimeWarning."""
     tansip = TanSip.from_keywords(
