@@ -27,10 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_IRAC = ROOT.parent / "shared" / "data" / "irac"
 XO3 = "04:21:52.7 +57:49:01.9"
 FORMATS = ("csv", "parquet", "ecsv", "votable")
-#: Provenance keys whose values depend on when, where and by which checkout a run was made.
+#: Provenance keys whose values depend on when, where and by which checkout a run was made (``execution`` too:
+#: ``--workers`` defaults to the machine's cores, and every choice gives the same rows).
 VOLATILE_KEYS = re.compile(
     r"(created|started|finished|updated|_at|time|date_run|host|user|pid|git|versions|python|platform|path|"
-    r"command_line|database|url|ingest_id|exported|^date$)", re.I)
+    r"command_line|database|url|ingest_id|exported|^date$|^execution$)", re.I)
 
 
 def _iracdb(*args: str, cwd: Path) -> None:
