@@ -133,7 +133,8 @@ def test_csv_equals_the_database(reduced: Engine, tmp_path: Path) -> None:
     # there are NULLs, and they came back missing: the target in no image, no aperture correction at all
     n_null = sum(r["flux_mjy"] is None for r in stored_images)
     assert n_null >= 131 and img["flux_mjy"].isna().sum() == n_null
-    assert img["flag_coord_conversion_failed"].sum() >= 131 and img["flag_no_aperture_correction"].sum() >= 259
+    # a degree off every image: NOT_IN_FOV (told from the footprint; COORD_CONVERSION_FAILED before issue 14)
+    assert img["flag_not_in_fov"].sum() >= 131 and img["flag_no_aperture_correction"].sum() >= 259
     assert img["flux_mjy"].notna().sum() > 200
     # the flag columns decode `flags`
     for member in Flag:
@@ -255,7 +256,7 @@ def test_provenance_and_log(reduced: Engine, tmp_path: Path) -> None:
                   "reject rule        sigma:3", "subarray mode      planes", "file type          bcd",
                   f"RA {ALPHA.ra_deg:.7f} deg", "[2] nowhere: RA 10.0000000 deg", "auto (brightest source",
                   "== Problem AORs", "no usable image",
-                  "coord_conversion_failed x128 (128 of 128 kept out of the statistics)", OPTIONS.params_hash(),
+                  "not_in_fov x128 (128 of 128 kept out of the statistics)", OPTIONS.params_hash(),
                   f"Inputs: {len(inputs)} files", "host", "command line", str(reduced.url)):
         assert words in log, words
     for item in inputs:
