@@ -451,13 +451,12 @@ def _draw_light_curve(ax: Axes, s: AorSeries) -> None:
         ax.axhline(s.mean_mjy, color="k", lw=1.0, label=f"AOR mean {s.mean_mjy:.5g} ± {band:.2g} mJy")
         if band > 0:
             ax.axhspan(s.mean_mjy - band, s.mean_mjy + band, color="k", alpha=0.12, lw=0)
-    n_missing = int((~np.isfinite(s.flux)).sum())
     missing = ~np.isfinite(s.flux)
+    n_missing = int(missing.sum())
     if not (s.used.any() or s.flagged.any() or s.outlier.any()):
         reason = f"flags: {flag_reasons(s.flags[missing])}" if n_missing else "no image in this row"
         _note(ax, f"no usable image: {_plural(s.flux.size, 'image')}, none with a flux\n{reason}")
         ax.tick_params(left=False, bottom=False, labelleft=False, labelbottom=False)
-
     start = f"MJD {t0:.5f}" if math.isfinite(t0) else "the first image"
     ax.set_xlabel(f"time since the first image ({start}) [{unit}]")
     ax.set_ylabel("flux density [mJy]")
@@ -595,9 +594,8 @@ def _draw_monitor_panel(ax: Axes, p: _MonitorPanel,
         mean = p.weighted_mean
         if math.isfinite(mean):
             ax.axhline(mean, color="k", ls="--", lw=1.0, label=f"weighted mean {mean:.5g} mJy")
-    else:
-        _note(ax, "no usable images")
-        ax.tick_params(labelleft=False)
+    else:  # said in the title: a note in the middle would sit on the line of a lone AOR with no usable image
+        ax.tick_params(left=False, labelleft=False)
     if p.empty_mjd.size:
         ax.vlines(p.empty_mjd, 0, 1, transform=ax.get_xaxis_transform(), colors=_OUTLIER_COLOUR, linestyles=":",
                   lw=1.0, label=_empty_label(p, flags or {}))
@@ -605,7 +603,7 @@ def _draw_monitor_panel(ax: Axes, p: _MonitorPanel,
     if limits is not None:
         ax.set_xlim(*limits)
     ax.set_ylabel("flux density [mJy]")
-    ax.set_title(p.title, fontsize=10, loc="left", parse_math=False)
+    ax.set_title(p.title + ("" if plotted.any() else ": no usable images"), fontsize=10, loc="left", parse_math=False)
     ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     _legend(ax)
 
