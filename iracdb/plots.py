@@ -45,7 +45,19 @@ from iracdb.outputs import (
     place,
     remove_stale_partials,
 )
-from iracdb.photometry.corrections import idl_round
+from iracdb.plot_data import (
+    MIN_BIN_COUNT,
+    PHASE_MAX,
+    PhaseBins,
+    PhaseSample,
+    Reservoir,
+    flag_reasons,
+    normalise,
+    phase_bins,
+    phase_limits,
+    radial_pixel_phase,
+    time_limits,
+)
 
 #: The file formats of a figure, by the file name's suffix (in any case).
 PLOT_FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
@@ -62,11 +74,10 @@ MAX_OVERVIEW_PANELS = 12
 #: AOR figure: width [in] and height of one (channel, target) row [in].
 AOR_WIDTH_IN = 13.0
 AOR_ROW_IN = 3.4
-#: Radial pixel phase bins: ``PHASE_BINS`` equal bins over [0, sqrt(0.5)] pixels; a bin with fewer than
-#: ``MIN_BIN_COUNT`` images has no median.
-PHASE_BINS = 10
-MIN_BIN_COUNT = 5
-PHASE_MAX = math.sqrt(0.5)
+#: Monitoring points are labelled with their AORKEY when a panel holds at most this many.
+LABELLED_AORS = 8
+#: An overview legend names each AOR with no usable image when there are at most this many in the panel.
+NAMED_EMPTY_AORS = 3
 #: Overview pixel-phase panels: rows kept for the binned medians, points drawn, rows read per database batch.
 PHASE_SAMPLE = 200_000
 SCATTER_POINTS = 20_000
@@ -199,18 +210,23 @@ def overview_figure(engine: Engine, run_name: str) -> Figure:
     fig.suptitle(title, fontsize=11, parse_math=False)
     # Two subfigures come as an array (the type stubs also allow one SubFigure, for subfigures(1, 1)).
     top, bottom = cast(np.ndarray, fig.subfigures(2, 1, height_ratios=[n_rows * OVERVIEW_PANEL_IN, OVERVIEW_PHASE_IN]))
-    axes = top.subplots(n_rows, 1, sharex=True, squeeze=False)[:, 0]
+    # Each panel has its own time axis: one shared by all would spread a few AORs over the mission's years.
+    axes = top.subplots(n_rows, 1, squeeze=False)[:, 0]
     if not shown:
         _note(axes[0], "no AOR in this run")
+    empty_flags = _empty_aor_flags(engine, run_name) if any(p.empty_aorkeys for p in shown) else {}
     for ax, panel in zip(axes, shown, strict=False):
-        _draw_monitor_panel(ax, panel)
-    axes[-1].set_xlabel("MJD (mean time of the used images)")
+        _draw_monitor_panel(ax, panel, empty_flags)
+        ax.set_xlabel("MJD (mean time of the used images)", fontsize=9)
     bottom.suptitle("used images: flux / AOR median vs radial pixel phase, before and after the pixel-phase x "
                     "array-location correction", fontsize=10)
     phase_axes = bottom.subplots(1, len(channels), squeeze=False)[0]  # each channel has its own response
-    for i, (ax, channel) in enumerate(zip(phase_axes, channels, strict=True)):
-        _draw_phase_panel(ax, phases.get(channel), title=f"ch{channel}", legend=i == 0)
+    for ax, channel in zip(phase_axes, channels, strict=True):
+        _draw_phase_panel(ax, phases.get(channel), title=f"ch{channel}", legend=False)
     phase_axes[0].set_ylabel("flux / AOR median")
+    handles, labels = _unique_legend_entries(phase_axes)
+    if handles:  # one legend for the row, beside the panels
+        bottom.legend(handles, labels, loc="outside right upper", fontsize=8)
     return fig
 
 
@@ -295,7 +311,7 @@ def aor_figure(engine: Engine, run_name: str, aorkey: int) -> Figure:
     for (lc_ax, phase_ax), s in zip(axes, series, strict=True):
         _draw_light_curve(lc_ax, s)
         before, after = s.normalised()
-        sample = _PhaseSample(s.phase[s.used], before[s.used], after[s.used])
+        sample = PhaseSample(s.phase[s.used], before[s.used], after[s.used])
         _draw_phase_panel(phase_ax, sample, title=f"ch{s.channel} {s.target} pixel phase, used images")
         phase_ax.set_ylabel("flux / AOR median")
     return fig
@@ -310,77 +326,6 @@ def overview_size_in(n_panels: int) -> tuple[float, float]:
 def aor_size_in(n_rows: int) -> tuple[float, float]:
     """Size [in] of the AOR figure with ``n_rows`` (channel, target) rows."""
     return AOR_WIDTH_IN, TITLE_IN + max(n_rows, 1) * AOR_ROW_IN
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Pure helpers: pixel phase and binned medians
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def radial_pixel_phase(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Radial pixel phase [pix] of 0-based full-array positions ``x``, ``y`` [pix]: hypot of each coordinate minus
-    its IDL ``ROUND``; in [0, sqrt(0.5)], NaN where a position is NaN."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    return np.hypot(x - idl_round(x), y - idl_round(y))
-
-
-@dataclass(frozen=True)
-class PhaseBins:
-    """Binned medians of a quantity against radial pixel phase.
-
-    Attributes
-    ----------
-    edges : ndarray
-        Bin edges [pix], ``PHASE_BINS + 1`` values over [0, sqrt(0.5)].
-    centres : ndarray
-        Bin centres [pix].
-    median : ndarray
-        Median of the quantity in each bin; NaN where a bin holds fewer than ``min_count`` finite values.
-    count : ndarray of int
-        Finite values in each bin.
-    """
-
-    edges: NDArray[np.float64]
-    centres: NDArray[np.float64]
-    median: NDArray[np.float64]
-    count: NDArray[np.int64]
-
-
-def _phase_bins(phase: NDArray[np.float64], values: NDArray[np.float64], n_bins: int = PHASE_BINS,
-                min_count: int = MIN_BIN_COUNT) -> PhaseBins:
-    """Median of ``values`` in ``n_bins`` equal bins of radial pixel phase [pix]; non-finite pairs are skipped."""
-    phase = np.asarray(phase, dtype=np.float64)
-    values = np.asarray(values, dtype=np.float64)
-    edges = np.linspace(0.0, PHASE_MAX, n_bins + 1)
-    ok = np.isfinite(phase) & np.isfinite(values)
-    index = np.clip(np.digitize(phase[ok], edges) - 1, 0, n_bins - 1)
-    kept = values[ok]
-    median = np.full(n_bins, np.nan)
-    count = np.bincount(index, minlength=n_bins).astype(np.int64)
-    for b in np.flatnonzero(count >= min_count):
-        median[b] = float(np.median(kept[index == b]))
-    return PhaseBins(edges, 0.5 * (edges[:-1] + edges[1:]), median, count)
-
-
-@dataclass(frozen=True)
-class _PhaseSample:
-    """Used images for a pixel-phase panel: radial phase [pix] and flux / AOR median before and after correction."""
-
-    phase: NDArray[np.float64]
-    before: NDArray[np.float64]
-    after: NDArray[np.float64]
-    n_total: int | None = None  # images the sample was drawn from (None: all are here)
-
-
-def _normalise(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    """``values`` divided by their median (of the finite ones); all NaN if none is finite or the median is not
-    positive."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return np.full(values.shape, np.nan)
-    median = float(np.median(finite))
-    return values / median if median > 0 else np.full(values.shape, np.nan)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -434,7 +379,7 @@ class AorSeries:
         images not used."""
         before = np.where(self.used, self.flux * self.correction, np.nan)
         after = np.where(self.used, self.flux, np.nan)
-        return _normalise(before), _normalise(after)
+        return normalise(before), normalise(after)
 
 
 def _aor_series(engine: Engine, run_name: str, aorkey: int) -> list[AorSeries]:
@@ -497,23 +442,29 @@ def _draw_light_curve(ax: Axes, s: AorSeries) -> None:
     for mask, style, name in styles:
         keep = mask & np.isfinite(t)
         if keep.any():
-            ax.errorbar(t[keep], s.flux[keep], yerr=err[keep], label=f"{name} ({int(keep.sum())})", **style)
+            label = f"{name} ({int(keep.sum())})"
+            if name == "flagged":  # say which bits kept them out
+                label = f"flagged: {flag_reasons(s.flags[keep])}"
+            ax.errorbar(t[keep], s.flux[keep], yerr=err[keep], label=label, **style)
     if math.isfinite(s.mean_mjy):
         band = s.mean_err_mjy if math.isfinite(s.mean_err_mjy) else 0.0
         ax.axhline(s.mean_mjy, color="k", lw=1.0, label=f"AOR mean {s.mean_mjy:.5g} ± {band:.2g} mJy")
         if band > 0:
             ax.axhspan(s.mean_mjy - band, s.mean_mjy + band, color="k", alpha=0.12, lw=0)
-    n_missing = int((~np.isfinite(s.flux)).sum())
+    missing = ~np.isfinite(s.flux)
+    n_missing = int(missing.sum())
     if not (s.used.any() or s.flagged.any() or s.outlier.any()):
-        _note(ax, "no usable images" + (f" ({n_missing} without a flux)" if n_missing else ""))
-    elif n_missing:
-        ax.text(0.99, 0.02, f"{n_missing} image(s) without a flux, not shown", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=8, color=_FLAGGED_COLOUR)
+        reason = f"flags: {flag_reasons(s.flags[missing])}" if n_missing else "no image in this row"
+        _note(ax, f"no usable image: {_plural(s.flux.size, 'image')}, none with a flux\n{reason}")
+        ax.tick_params(left=False, bottom=False, labelleft=False, labelbottom=False)
     start = f"MJD {t0:.5f}" if math.isfinite(t0) else "the first image"
     ax.set_xlabel(f"time since the first image ({start}) [{unit}]")
     ax.set_ylabel("flux density [mJy]")
-    ax.set_title(f"ch{s.channel} {s.target}: light curve, {s.flux.size} image(s)", fontsize=10, parse_math=False)
-    _legend(ax)
+    title = f"ch{s.channel} {s.target}: light curve, {_plural(s.flux.size, 'image')}"
+    if n_missing and (s.used.any() or s.flagged.any() or s.outlier.any()):  # in the title, where it covers no point
+        title += f"\n{n_missing} without a flux, not shown ({flag_reasons(s.flags[missing])})"
+    ax.set_title(title, fontsize=10, parse_math=False)
+    _legend(ax, below=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -525,7 +476,7 @@ def _draw_light_curve(ax: Axes, s: AorSeries) -> None:
 class _MonitorPanel:
     """The AORs of one star: one channel x target, and for an ``auto`` target one OBJECT (``object``; None if the
     AORs have none). The AORs with a usable image (``aorkeys``) with their mean time [MJD], mean flux, error of the
-    mean and std [mJy]; the first-image times [MJD] of the AORs with none."""
+    mean and std [mJy]; the first-image times [MJD] of the AORs with none (``empty_aorkeys``, in the same order)."""
 
     channel: int
     target: str
@@ -537,6 +488,8 @@ class _MonitorPanel:
     err: NDArray[np.float64]
     std: NDArray[np.float64]
     empty_mjd: NDArray[np.float64]
+    target_index: int = 0
+    empty_aorkeys: tuple[int, ...] = ()
 
     @property
     def title(self) -> str:
@@ -580,17 +533,52 @@ def _monitor_panels(aors: list[dict[str, Any]], *, auto_targets: Collection[int]
         mjd = np.array([_float(r["mjd"]) for r in rows])
         first = np.array([_float(r["first_mjd"]) for r in rows])
         empty = np.where(np.isfinite(first), first, mjd)[~usable]
+        empty_keys = np.array([int(r["aorkey"]) for r in rows], dtype=np.int64)[~usable]
         panels.append(_MonitorPanel(
             channel=channel, target=str(rows[0]["target"]), auto=index in auto_targets, object=field,
             aorkeys=tuple(int(r["aorkey"]) for r, u in zip(rows, usable, strict=True) if u),
             mjd=mjd[usable], flux=flux[usable],
             err=np.array([_float(r["flux_err_mjy"]) for r in rows])[usable],
             std=np.array([_float(r["std_mjy"]) for r in rows])[usable], empty_mjd=empty[np.isfinite(empty)],
+            target_index=index, empty_aorkeys=tuple(int(k) for k in empty_keys[np.isfinite(empty)]),
         ))  # fmt: skip
     return panels
 
 
-def _draw_monitor_panel(ax: Axes, p: _MonitorPanel) -> None:
+def _empty_aor_flags(engine: Engine, run_name: str) -> dict[tuple[int, int, int], tuple[list[int], list[int]]]:
+    """Per (AORKEY, channel, target_index) of the run: the distinct quality bits of its images not used, and how
+    many images carry each (a grouped count, so small whatever the run's size)."""
+    query = text("SELECT aorkey, channel, target_index, flags, COUNT(*) AS n FROM image_photometry "
+                 "WHERE run = :run AND NOT used GROUP BY aorkey, channel, target_index, flags")
+    out: dict[tuple[int, int, int], tuple[list[int], list[int]]] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(query, {"run": run_name}):
+            flags, counts = out.setdefault((int(row.aorkey), int(row.channel), int(row.target_index)), ([], []))
+            flags.append(int(row.flags))
+            counts.append(int(row.n))
+    return out
+
+
+def _empty_label(p: _MonitorPanel, flags: dict[tuple[int, int, int], tuple[list[int], list[int]]]) -> str:
+    """The legend entry of a panel's AORs with no usable image: each AOR and its images' flags when there are at
+    most :data:`NAMED_EMPTY_AORS`, else their number and the flags over all of them."""
+    def reasons(keys: Iterable[int]) -> str:
+        values: list[int] = []
+        counts: list[int] = []
+        for key in keys:
+            f, n = flags.get((key, p.channel, p.target_index), ([], []))
+            values += f
+            counts += n
+        return flag_reasons(values, counts) if values else "no image"
+    if len(p.empty_aorkeys) <= NAMED_EMPTY_AORS:
+        return "\n".join(f"AOR {key}: no usable image\n  ({reasons([key])})" for key in p.empty_aorkeys)
+    return f"{len(p.empty_aorkeys)} AORs with no usable image\n  ({reasons(p.empty_aorkeys)})"
+
+
+def _draw_monitor_panel(ax: Axes, p: _MonitorPanel,
+                        flags: dict[tuple[int, int, int], tuple[list[int], list[int]]] | None = None) -> None:
+    """One star's AOR means against time; ``flags`` (of :func:`_empty_aor_flags`) name why the AORs with no usable
+    image have none. The time axis spans this panel's AORs only."""
     plotted = np.isfinite(p.mjd) & np.isfinite(p.flux)
     if plotted.any():
         x, y = p.mjd[plotted], p.flux[plotted]
@@ -598,46 +586,34 @@ def _draw_monitor_panel(ax: Axes, p: _MonitorPanel) -> None:
         err = np.nan_to_num(p.err[plotted], nan=0.0)
         ax.errorbar(x, y, yerr=std, fmt="none", ecolor=_USED_COLOUR, alpha=0.3, elinewidth=3, label="std of images")
         ax.errorbar(x, y, yerr=err, fmt="o", ms=4, color=_USED_COLOUR, elinewidth=1.2, capsize=2,
-                    label=f"AOR mean ± error ({int(plotted.sum())} AORs)")
+                    label=f"AOR mean ± error ({_plural(int(plotted.sum()), 'AOR')})")
+        if plotted.sum() <= LABELLED_AORS:  # a few points: say which AOR each is
+            keys = np.array(p.aorkeys)[plotted]
+            for key, xi, yi in zip(keys, x, y, strict=True):
+                ax.annotate(str(key), (xi, yi), xytext=(6, 4), textcoords="offset points", fontsize=7, color="0.25")
         mean = p.weighted_mean
         if math.isfinite(mean):
             ax.axhline(mean, color="k", ls="--", lw=1.0, label=f"weighted mean {mean:.5g} mJy")
-    else:
-        _note(ax, "no usable images")
+    else:  # said in the title: a note in the middle would sit on the line of a lone AOR with no usable image
+        ax.tick_params(left=False, labelleft=False)
     if p.empty_mjd.size:
         ax.vlines(p.empty_mjd, 0, 1, transform=ax.get_xaxis_transform(), colors=_OUTLIER_COLOUR, linestyles=":",
-                  lw=1.0, label=f"AOR with no usable image ({p.empty_mjd.size})")
+                  lw=1.0, label=_empty_label(p, flags or {}))
+    limits = time_limits(np.concatenate([p.mjd[plotted], p.empty_mjd]))
+    if limits is not None:
+        ax.set_xlim(*limits)
     ax.set_ylabel("flux density [mJy]")
-    ax.set_title(p.title, fontsize=10, loc="left", parse_math=False)
+    ax.set_title(p.title + ("" if plotted.any() else ": no usable images"), fontsize=10, loc="left", parse_math=False)
     ax.ticklabel_format(axis="x", useOffset=False, style="plain")
     _legend(ax)
 
 
-class _Reservoir:
-    """A uniform random sample of at most ``size`` rows of a stream (the rows with the smallest random keys)."""
-
-    def __init__(self, size: int, n_columns: int, seed: int = 0) -> None:
-        self.size = size
-        self.rows = np.empty((0, n_columns))
-        self.keys = np.empty(0)
-        self.n_seen = 0
-        self._rng = np.random.default_rng(seed)
-
-    def add(self, rows: NDArray[np.float64]) -> None:
-        self.n_seen += len(rows)
-        self.rows = np.concatenate([self.rows, rows])
-        self.keys = np.concatenate([self.keys, self._rng.random(len(rows))])
-        if len(self.keys) > self.size:
-            keep = np.argpartition(self.keys, self.size)[: self.size]
-            self.rows, self.keys = self.rows[keep], self.keys[keep]
-
-
 def _run_phase_sample(engine: Engine, run_name: str, *, batch_rows: int = BATCH_ROWS,
-                      sample_size: int = PHASE_SAMPLE) -> dict[int, _PhaseSample]:
+                      sample_size: int = PHASE_SAMPLE) -> dict[int, PhaseSample]:
     """Per channel: a uniform sample of at most ``sample_size`` of the run's used images with a position (radial
     phase [pix], flux / AOR median before and after correction), in random order; read in batches of ``batch_rows``
     rows. Each AOR x channel x target's median is over all of its used images."""
-    reservoirs: dict[int, _Reservoir] = {}
+    reservoirs: dict[int, Reservoir] = {}
     query = text(
         "SELECT aorkey, channel, target_index, xc_full, yc_full, flux_mjy, correction FROM image_photometry "
         "WHERE run = :run AND used ORDER BY aorkey, channel, target_index")
@@ -654,11 +630,11 @@ def _run_phase_sample(engine: Engine, run_name: str, *, batch_rows: int = BATCH_
     out = {}
     for channel, reservoir in sorted(reservoirs.items()):
         rows = reservoir.rows[np.argsort(reservoir.keys)]  # random order: any stride of it is a uniform sample
-        out[channel] = _PhaseSample(rows[:, 0], rows[:, 1], rows[:, 2], n_total=reservoir.n_seen)
+        out[channel] = PhaseSample(rows[:, 0], rows[:, 1], rows[:, 2], n_total=reservoir.n_seen)
     return out
 
 
-def _add_groups(block: NDArray[np.float64], reservoirs: dict[int, _Reservoir], sample_size: int) -> None:
+def _add_groups(block: NDArray[np.float64], reservoirs: dict[int, Reservoir], sample_size: int) -> None:
     """Normalise each AOR x channel x target of ``block`` (sorted by those keys) and add its rows (phase, before,
     after) with a position to its channel's reservoir."""
     if len(block) == 0:
@@ -667,12 +643,12 @@ def _add_groups(block: NDArray[np.float64], reservoirs: dict[int, _Reservoir], s
     before, after = flux * correction, flux.copy()
     starts = np.flatnonzero(np.any(np.diff(block[:, :3], axis=0) != 0, axis=1)) + 1
     for lo, hi in zip(np.r_[0, starts], np.r_[starts, len(block)], strict=True):
-        before[lo:hi] = _normalise(before[lo:hi])
-        after[lo:hi] = _normalise(after[lo:hi])
+        before[lo:hi] = normalise(before[lo:hi])
+        after[lo:hi] = normalise(after[lo:hi])
     rows = np.column_stack([radial_pixel_phase(block[:, 3], block[:, 4]), before, after])
     for channel in np.unique(block[:, 1]):
         if int(channel) not in reservoirs:
-            reservoirs[int(channel)] = _Reservoir(sample_size, 3, seed=int(channel))
+            reservoirs[int(channel)] = Reservoir(sample_size, 3, seed=int(channel))
         reservoirs[int(channel)].add(rows[(block[:, 1] == channel) & np.isfinite(rows[:, 0])])
 
 
@@ -681,19 +657,23 @@ def _add_groups(block: NDArray[np.float64], reservoirs: dict[int, _Reservoir], s
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _draw_phase_panel(ax: Axes, sample: _PhaseSample | None, title: str, legend: bool = True) -> None:
+def _draw_phase_panel(ax: Axes, sample: PhaseSample | None, title: str, legend: bool = True) -> None:
     """Flux / median against radial pixel phase, before and after correction: a light scatter (a uniform sample of
-    at most SCATTER_POINTS) and the binned medians."""
-    ax.set_xlim(0.0, PHASE_MAX)
+    at most SCATTER_POINTS) and the binned medians, over the phases the images cover (:func:`phase_limits`)."""
     ax.set_xlabel("radial pixel phase [pix]")
     n = 0 if sample is None else int(np.isfinite(sample.phase).sum())
     if sample is None or n == 0:
+        ax.set_xlim(0.0, PHASE_MAX)
         ax.set_title(title, fontsize=10, parse_math=False)
         _note(ax, "no usable images")
+        ax.tick_params(left=False, labelleft=False)
         return
+    span = phase_limits(sample.phase)
+    ax.set_xlim(*span)
     total = sample.n_total if sample.n_total is not None else sample.phase.size
     step = max(1, math.ceil(sample.phase.size / SCATTER_POINTS))  # an overview sample is in random order
     shown = 0
+    no_medians = False
     for values, colour, name in ((sample.before, _BEFORE_COLOUR, "before correction"),
                                  (sample.after, _AFTER_COLOUR, "after correction")):
         ok = np.isfinite(sample.phase) & np.isfinite(values)
@@ -703,12 +683,10 @@ def _draw_phase_panel(ax: Axes, sample: _PhaseSample | None, title: str, legend:
         few = x.size <= 500  # a few points are drawn larger and darker than a cloud of thousands
         ax.scatter(x, y, s=14 if few else 5, color=colour, alpha=0.8 if few else 0.35, lw=0)
         shown = max(shown, x.size)
-        bins = _phase_bins(sample.phase, values)
+        bins = phase_bins(sample.phase, values, span=span)
         has = np.isfinite(bins.median)
         ax.plot(bins.centres[has], bins.median[has], "o-", color=colour, lw=1.8, ms=4, label=name)
-        if not has.any() and colour == _AFTER_COLOUR:
-            ax.text(0.5, 0.97, f"< {MIN_BIN_COUNT} images per bin: no medians", transform=ax.transAxes,
-                    ha="center", va="top", fontsize=8, color="0.3")
+        no_medians = no_medians or not has.any()
     ax.axhline(1.0, color="k", lw=0.8, ls="--")
     finite = np.concatenate([v[np.isfinite(v)] for v in (sample.before, sample.after)])
     if finite.size >= 1000:  # a cloud: leave out the most extreme 0.2% at either end; a few points: show all
@@ -716,18 +694,37 @@ def _draw_phase_panel(ax: Axes, sample: _PhaseSample | None, title: str, legend:
         pad = 0.1 * (hi - lo) or 0.01
         ax.set_ylim(lo - pad, hi + pad)
     counts = f"{total} image(s), {shown} drawn"
+    if no_medians:  # in the title, where it covers no point
+        counts += f"\nno medians (< {MIN_BIN_COUNT} images a bin)"
     ax.set_title(f"{title}: {counts}" if len(title) <= 12 else f"{title}\n{counts}", fontsize=10, parse_math=False)
     if legend:
-        _legend(ax)
+        _legend(ax, below=True)
 
 
 def _note(ax: Axes, message: str) -> None:
     ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", fontsize=11, color="0.3")
 
 
-def _legend(ax: Axes) -> None:
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="best")
+def _legend(ax: Axes, *, below: bool = False) -> None:
+    """The legend of ``ax``, outside it, where it covers no data: on the right, or ``below`` the x-axis label (in
+    columns)."""
+    handles, _ = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    if below:  # the pad, in font sizes, clears the tick labels and the axis label
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 0.0), borderaxespad=4.8,
+                  ncols=min(len(handles), 4))
+    else:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
+def _unique_legend_entries(axes: Iterable[Axes]) -> tuple[list[Any], list[str]]:
+    """The legend handles and labels of ``axes``, each label once (the first axes' handle)."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    return list(entries.values()), list(entries)
 
 
 def _check(engine: Engine, out: Path, overwrite: bool) -> None:
@@ -770,6 +767,11 @@ def _describe_params(run: dict[str, Any]) -> str:
         f"status {run['status']}" if run.get("status") not in (None, "complete") else None,
     ]
     return ", ".join(part for part in parts if part)
+
+
+def _plural(n: int, noun: str) -> str:
+    """``1 image``, ``2 images``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _float(value: Any) -> float:

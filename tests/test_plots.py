@@ -18,7 +18,7 @@ from matplotlib.text import Text
 from reduce_helpers import sql_rows
 from sqlalchemy import Engine, text
 
-from iracdb import plots
+from iracdb import plot_data, plots
 from iracdb.db.queries import get_run, run_summary
 from iracdb.errors import BadOption, CannotWrite, NoSuchAor, NoSuchRun, OutputExists
 from iracdb.flags import Flag
@@ -185,12 +185,12 @@ def test_radial_pixel_phase_uses_idl_round() -> None:
 def test_phase_bins() -> None:
     phase = np.array([0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.7, 0.7, np.nan, 0.2])
     values = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 100.0, 9.0, 9.0, 7.0, np.nan])
-    bins = plots._phase_bins(phase, values, n_bins=10, min_count=2)
+    bins = plot_data.phase_bins(phase, values, n_bins=10, min_count=2)
     assert bins.edges[0] == 0.0 and bins.edges[-1] == pytest.approx(math.sqrt(0.5))
     assert bins.count.tolist() == [6, 0, 0, 0, 0, 0, 0, 0, 0, 2]  # NaN pairs skipped
     assert bins.median[0] == 3.5 and bins.median[-1] == 9.0
     assert np.isnan(bins.median[1:-1]).all()
-    empty = plots._phase_bins(np.array([]), np.array([]))
+    empty = plot_data.phase_bins(np.array([]), np.array([]))
     assert empty.count.sum() == 0 and np.isnan(empty.median).all()
 
 
@@ -318,7 +318,7 @@ def test_pixel_phase_response_before_and_after(reduced: Engine) -> None:
     assert set(plots._run_phase_sample(reduced, RUN)) == {1}  # ch2 has no used image
     for phase, b, a in ((series.phase[series.used], before[series.used], after[series.used]),
                         (overview.phase, overview.before, overview.after)):
-        bins_before, bins_after = plots._phase_bins(phase, b), plots._phase_bins(phase, a)
+        bins_before, bins_after = plot_data.phase_bins(phase, b), plot_data.phase_bins(phase, a)
         full = np.flatnonzero(bins_after.count >= 10)
         inner, outer = full[0], full[-1]
         assert outer - inner >= 3  # the jitter covers several bins
@@ -337,7 +337,7 @@ def test_phase_sample_does_not_depend_on_batches(reduced: Engine) -> None:
     small = plots._run_phase_sample(reduced, RUN, batch_rows=7)[1]
     assert whole.n_total == small.n_total == SUB.n_exposures * 64 + FULL.n_exposures - 4
 
-    def rows(s: plots._PhaseSample) -> np.ndarray:
+    def rows(s: plot_data.PhaseSample) -> np.ndarray:
         table = np.column_stack([s.phase, s.before, s.after])
         return table[np.lexsort(table.T[::-1])]
 
@@ -370,3 +370,95 @@ def test_unknown_run_and_aor(reduced: Engine, tmp_path: Path) -> None:
     assert f"AOR 12345 is not in run '{RUN}'" in message
     assert f"it holds 3 AOR(s): {SUB.aorkey}, {FULL.aorkey}, {GHOST.aorkey}" in message
     assert not (tmp_path / "out").exists()  # nothing written, not even the folder
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Axes that follow the data, legends beside it, notes that name the flags (checked on the figures' objects)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def test_phase_limits_follow_the_data() -> None:
+    lo, hi = plot_data.phase_limits(np.array([0.1, 0.2, np.nan, 0.3]))
+    assert (lo, hi) == pytest.approx((0.08, 0.32))  # the range padded by 10% of it
+    lo, hi = plot_data.phase_limits(np.array([0.2, 0.21]))  # a narrow range: widened about its middle
+    assert (lo, hi) == pytest.approx((0.205 - plot_data.MIN_PHASE_SPAN / 2, 0.205 + plot_data.MIN_PHASE_SPAN / 2))
+    assert plot_data.phase_limits(np.array([0.0, 0.01])) == pytest.approx((0.0, plot_data.MIN_PHASE_SPAN))
+    lo, hi = plot_data.phase_limits(np.array([0.69, 0.7]))  # slid back inside [0, sqrt(0.5)], not cut
+    assert hi == plot_data.PHASE_MAX and hi - lo == pytest.approx(plot_data.MIN_PHASE_SPAN)
+    assert plot_data.phase_limits(np.array([0.0, 0.7])) == (0.0, plot_data.PHASE_MAX)
+    assert plot_data.phase_limits(np.array([np.nan])) == (0.0, plot_data.PHASE_MAX)
+    # the binned medians cover the same range, so a narrow jitter gets all the bins
+    phase = np.linspace(0.1, 0.3, 101)
+    bins = plot_data.phase_bins(phase, np.ones_like(phase), span=(0.1, 0.3))
+    assert bins.edges[0] == 0.1 and bins.edges[-1] == 0.3 and (bins.count > 0).all()
+
+
+def test_time_limits_follow_the_data() -> None:
+    assert plot_data.time_limits(np.array([56000.0, 56010.0])) == pytest.approx((55999.5, 56010.5))
+    assert plot_data.time_limits(np.array([56000.0, np.nan])) == pytest.approx((55999.5, 56000.5))
+    assert plot_data.time_limits(np.array([np.nan])) is None
+
+
+def test_flag_reasons() -> None:
+    assert plot_data.flag_reasons([int(Flag.NOT_IN_FOV)] * 3) == "NOT_IN_FOV ×3"
+    both = int(Flag.APERTURE_OFF_EDGE | Flag.SATURATED | Flag.NO_APERTURE_CORRECTION)  # the last does not exclude
+    assert plot_data.flag_reasons([both, int(Flag.SATURATED)]) == "SATURATED ×2, APERTURE_OFF_EDGE ×1"
+    assert plot_data.flag_reasons([int(Flag.OUTLIER), 0], counts=[5, 2]) == "OUTLIER ×5"
+    assert plot_data.flag_reasons([int(Flag.NO_PHOTOMETRIC_CORRECTION)]) == "no flag set"
+
+
+def legend_clear_of_axes(ax: Any) -> bool:
+    """Whether the legend of ``ax`` (drawn) lies wholly outside the axes' data area."""
+    legend = ax.get_legend()
+    return legend is not None and not legend.get_window_extent().overlaps(ax.get_window_extent())
+
+
+def test_overview_axes_follow_the_data(reduced: Engine) -> None:
+    fig = plots.overview_figure(reduced, RUN)
+    fig.canvas.draw()
+    monitor, phase = fig.subfigs[0].axes, fig.subfigs[1].axes
+    panels = plots._monitor_panels(run_summary(reduced, RUN), auto_targets=())
+    assert len(monitor) == len(panels) == 2 and len(phase) == 1
+    for ax, panel in zip(monitor, panels, strict=True):
+        # each panel's time axis spans its own AORs, not the mission
+        times = np.concatenate([panel.mjd, panel.empty_mjd])
+        assert ax.get_xlim() == pytest.approx(plot_data.time_limits(times))
+        lo, hi = ax.get_xlim()
+        assert lo < times.min() and times.max() < hi and hi - lo < 2.0
+        assert legend_clear_of_axes(ax)
+    # the pixel-phase axis spans the used images' phases, not [0, 0.707]
+    sample = plots._run_phase_sample(reduced, RUN)[1]
+    assert phase[0].get_xlim() == pytest.approx(plot_data.phase_limits(sample.phase))
+    assert phase[0].get_xlim()[0] <= np.nanmin(sample.phase) and np.nanmax(sample.phase) <= phase[0].get_xlim()[1]
+    assert phase[0].get_xlim() != pytest.approx((0.0, plot_data.PHASE_MAX))
+    # the row's one legend is beside the panels
+    [row_legend] = fig.subfigs[1].legends
+    assert not row_legend.get_window_extent().overlaps(phase[0].get_window_extent())
+    # the AOR with no usable image is named in the legend with its images' flags
+    flags = [r["flags"] for r in sql_rows(reduced, "SELECT flags FROM image_photometry WHERE run = :run AND "
+                                                    "aorkey = :aorkey", run=RUN, aorkey=GHOST.aorkey)]
+    reasons = plot_data.flag_reasons(flags)
+    assert reasons != "no flag set"
+    labels = [t.get_text() for t in monitor[1].get_legend().get_texts()]
+    assert f"AOR {GHOST.aorkey}: no usable image\n  ({reasons})" in labels
+
+
+def test_aor_figure_notes_and_legends(reduced: Engine) -> None:
+    """Legends lie outside the data; a phase panel with too few images for medians says so in its title, not on the
+    points; an AOR with no usable image names the flags of its images."""
+    fig = plots.aor_figure(reduced, RUN, FULL.aorkey)
+    fig.canvas.draw()
+    light_curve, phase = fig.axes[:2]
+    assert legend_clear_of_axes(light_curve) and legend_clear_of_axes(phase)
+    assert "no medians" in phase.get_title()
+    assert not any("medians" in t.get_text() for t in phase.texts)
+    [series] = plots._aor_series(reduced, RUN, FULL.aorkey)
+    used = series.phase[series.used]
+    assert phase.get_xlim() == pytest.approx(plot_data.phase_limits(used))
+
+    ghost = plots.aor_figure(reduced, RUN, GHOST.aorkey)
+    [ghost_series] = plots._aor_series(reduced, RUN, GHOST.aorkey)
+    reasons = plot_data.flag_reasons(ghost_series.flags)
+    assert reasons != "no flag set"
+    notes = [t.get_text() for t in ghost.axes[0].texts]
+    assert notes == [f"no usable image: {GHOST.n_exposures} images, none with a flux\nflags: {reasons}"]
