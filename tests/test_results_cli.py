@@ -96,6 +96,19 @@ def test_show_leaves_the_column_catalogue_out_and_labels_the_applied_correction(
     assert "columns of RUN_aor_data" in with_columns and "flux_err_mjy" in with_columns
 
 
+def test_show_on_an_80_column_terminal_keeps_the_hash_whole(reduced: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    cli_app = importlib.import_module("iracdb.cli.app")  # the module: `iracdb.cli.app` is also the typer app
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli_app, "stdout", Console(file=buffer, width=80, force_terminal=True, color_system=None))
+    assert run("show", "a", "--db", reduced).exit_code == 0
+    params_hash = json.loads(run("show", "a", "--format", "json", "--db", reduced).stdout)["params_hash"]
+    lines = buffer.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert any("params_hash" in line and params_hash in line for line in lines)
+
+
 def test_columns_picks_any_column_and_refuses_an_unknown_one(reduced: str) -> None:
     picked = run("summary", "b", "--columns", "bmjd,aorkey", "--format", "csv", "--db", reduced)
     assert picked.exit_code == 0 and picked.stdout.splitlines()[0] == "bmjd,aorkey"

@@ -189,6 +189,14 @@ def _print_rows(
     tables.print_table(stdout, rows, columns, title, cell=_cell, numeric=_numeric, wide=wide, more=more)
 
 
+def _print_sections(sections: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> None:
+    """Print (title, [(name, value)]) sections as records, a blank line between them."""
+    for index, (title, pairs) in enumerate(sections):
+        if index:
+            stdout.print()
+        tables.print_record(stdout, pairs, title)
+
+
 def _chosen_columns(requested: str | None, default: Sequence[str], available: Sequence[str]) -> Sequence[str]:
     """The columns named by ``--columns a,b,c`` (any of ``available``, in the order given), else ``default``."""
     if requested is None:

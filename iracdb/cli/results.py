@@ -18,7 +18,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from iracdb.choices import (
     EXPORT_FORMATS,
 )
-from iracdb.cli import tables
 from iracdb.cli.app import (
     SUMMARY_TABLE_COLUMNS,
     ColumnsOption,
@@ -36,6 +35,7 @@ from iracdb.cli.app import (
     _errors_to_exit,
     _metavar,
     _print_rows,
+    _print_sections,
     app,
     stderr,
     stdout,
@@ -91,8 +91,7 @@ def show(
     if fmt is ShowFormat.json:
         sys.stdout.write(json.dumps(provenance, indent=1, default=str) + "\n")
         return
-    for title, pairs in _show_sections(provenance, with_columns=columns):
-        tables.print_record(stdout, pairs, title)
+    _print_sections(_show_sections(provenance, with_columns=columns))
 
 
 def _show_sections(provenance: dict[str, Any], *, with_columns: bool) -> list[tuple[str, list[tuple[str, str]]]]:
@@ -115,7 +114,7 @@ def _show_sections(provenance: dict[str, Any], *, with_columns: bool) -> list[tu
     unit_text = ", ".join(f"{count} {status}" for status, count in statuses.items()) or "none"
     sections = [
         (f"run {name}", [*_flatten({k: v for k, v in run.items() if k != "name"}),
-                         ("AOR x channel units", f"{unit_text} (per AOR: iracdb summary {name})"),
+                         ("units", f"{unit_text} AOR x channel (per AOR: iracdb summary {name})"),
                          ("params_hash", rest.pop("params_hash"))]),
         ("parameters, as given", list(_flatten(parameters))),
         ("parameters, as resolved", [*_flatten(resolved), *_flatten(photometry, "photometry")]),

@@ -108,9 +108,11 @@ def print_table(
 
 
 def print_record(console: Console, pairs: Sequence[tuple[str, str]], title: str) -> None:
-    """Print (name, value) pairs as a two-column record: names never wrap, long values fold at the console's edge."""
-    table = Table(title=Text(title), title_justify="left", show_header=False)
-    table.add_column("name", style="bold", no_wrap=True)
+    """Print (name, value) pairs under a title, one ``name  value`` line each: names never wrap; a value longer than
+    the room left wraps at its spaces, and only a word longer than the room folds."""
+    # No box: the room it would take is what keeps a 64-character hash whole beside its name at 80 columns.
+    table = Table(title=Text(title, style="bold"), title_justify="left", show_header=False, box=None, pad_edge=False)
+    table.add_column("name", no_wrap=True)
     table.add_column("value", overflow="fold")
     for name, value in pairs:
         table.add_row(Text(name), Text(value))
