@@ -5,6 +5,7 @@ examples run. `sql` on PostgreSQL connects as a read-only role (a superuser is r
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import os
@@ -82,6 +83,61 @@ def test_show_prints_parameters_and_provenance(reduced: str) -> None:
         assert text in result.stdout, text
     as_json = json.loads(run("show", "a", "--format", "json", "--db", reduced).stdout)
     assert as_json["parameters"]["aperture_correction"] == "1.0"
+
+
+def test_show_leaves_the_column_catalogue_out_and_labels_the_applied_correction(reduced: str) -> None:
+    shown = run("show", "a", "--db", reduced).stdout
+    assert "description" not in shown and "flux_err_mjy" not in shown  # the export's columns: README or --columns
+    assert "photometry.aperture_correction" not in shown  # the core's 'none', beside the applied values
+    assert "parameters, as given" in shown and "parameters, as resolved" in shown
+    assert re.search(r"applied to warm ch[12]", shown) and "provenance" in shown and "params_hash" in shown
+    assert len(shown.splitlines()) < 150
+    with_columns = run("show", "a", "--columns", "--db", reduced).stdout
+    assert "columns of RUN_aor_data" in with_columns and "flux_err_mjy" in with_columns
+
+
+def test_show_on_an_80_column_terminal_keeps_the_hash_whole(reduced: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    cli_app = importlib.import_module("iracdb.cli.app")  # the module: `iracdb.cli.app` is also the typer app
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli_app, "stdout", Console(file=buffer, width=80, force_terminal=True, color_system=None))
+    assert run("show", "a", "--db", reduced).exit_code == 0
+    params_hash = json.loads(run("show", "a", "--format", "json", "--db", reduced).stdout)["params_hash"]
+    lines = buffer.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert any("params_hash" in line and params_hash in line for line in lines)
+
+
+def test_columns_picks_any_column_and_refuses_an_unknown_one(reduced: str) -> None:
+    picked = run("summary", "b", "--columns", "bmjd,aorkey", "--format", "csv", "--db", reduced)
+    assert picked.exit_code == 0 and picked.stdout.splitlines()[0] == "bmjd,aorkey"
+    table = run("runs", "--columns", "name,reject", "--db", reduced).stdout
+    assert "reject" in table and "radius_px" not in table
+    wrong = run("summary", "b", "--columns", "aorkey,nope", "--db", reduced)
+    assert wrong.exit_code == 2 and "unknown column 'nope'" in wrong.stderr
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_summary_on_a_terminal_never_splits_a_number(
+    reduced: str, width: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    cli_app = importlib.import_module("iracdb.cli.app")  # the module: `iracdb.cli.app` is also the typer app
+    engine = make_engine(reduced)
+    rows = queries.run_summary(engine, "b")
+    engine.dispose()
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli_app, "stdout", Console(file=buffer, width=width, force_terminal=True, color_system=None))
+    assert run("summary", "b", "--db", reduced).exit_code == 0
+    lines = buffer.getvalue().splitlines()
+    assert all(len(line) <= width for line in lines)
+    for row in rows:
+        line = next(line for line in lines if str(row["aorkey"]) in line)
+        assert cli_app._cell(row["channel"]) in line
+        if "flux_mjy" in lines[1]:
+            assert cli_app._cell(row["flux_mjy"]) in line
 
 
 def test_summary_table_csv_and_json_agree(reduced: str) -> None:

@@ -20,18 +20,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from typer.core import TyperCommand
 
 from iracdb import __version__
+from iracdb.cli import tables
 from iracdb.columns import AOR_COLUMNS
 from iracdb.config import resolve_db_url
 from iracdb.db import migrate
 from iracdb.db.engine import make_engine, mask_secrets, safe_url
-from iracdb.errors import DatabaseError, UserError
+from iracdb.errors import BadOption, DatabaseError, UserError
 
 app = typer.Typer(
     name="iracdb",
@@ -169,7 +168,16 @@ def _database(
             engine.dispose()
 
 
-def _print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: OutputFormat, title: str) -> None:
+def _print_rows(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    fmt: OutputFormat,
+    title: str,
+    *,
+    wide: bool = False,
+    more: str = "--wide or --columns to show them",
+) -> None:
+    """Print rows as json, csv or a table (on a terminal, the columns that fit: see :mod:`iracdb.cli.tables`)."""
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps([{c: row[c] for c in columns} for row in rows], indent=1, default=str) + "\n")
         return
@@ -178,14 +186,39 @@ def _print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: Out
         writer.writerow(columns)
         writer.writerows([["" if row[c] is None else row[c] for c in columns] for row in rows])
         return
-    table = Table(title=Text(title), title_justify="left")
-    for column in columns:
-        table.add_column(Text(column), justify="right" if _numeric(rows, column) else "left", overflow="fold")
-    for row in rows:
-        table.add_row(*[Text(_cell(row[c])) for c in columns])
-    stdout.print(table)
-    if not rows:
-        stdout.print("(no rows)")
+    tables.print_table(stdout, rows, columns, title, cell=_cell, numeric=_numeric, wide=wide, more=more)
+
+
+def _print_sections(sections: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> None:
+    """Print (title, [(name, value)]) sections as records, a blank line between them."""
+    for index, (title, pairs) in enumerate(sections):
+        if index:
+            stdout.print()
+        tables.print_record(stdout, pairs, title)
+
+
+def _chosen_columns(requested: str | None, default: Sequence[str], available: Sequence[str]) -> Sequence[str]:
+    """The columns named by ``--columns a,b,c`` (any of ``available``, in the order given), else ``default``."""
+    if requested is None:
+        return default
+    chosen = [name.strip() for name in requested.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in available]
+    if unknown or not chosen:
+        raise BadOption(f"--columns: unknown column {', '.join(map(repr, unknown))}; choose from "
+                        f"{', '.join(available)}" if unknown else "--columns: name at least one column")
+    return chosen
+
+
+#: `--columns` and `--wide` of the commands that print tables of rows.
+ColumnsOption = Annotated[
+    str | None,
+    typer.Option("--columns", metavar="A,B,...", show_default=False,
+                 help="Show these columns, in this order (any column of the csv format)."),
+]
+WideOption = Annotated[
+    bool,
+    typer.Option("--wide", help="On a terminal, show every column even when rows are wider than the terminal."),
+]
 
 
 def _numeric(rows: Sequence[dict[str, Any]], column: str) -> bool:

@@ -13,9 +13,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from iracdb.cli.app import (
     EXIT_SOME_REJECTED,
     ChannelOption,
+    ColumnsOption,
     DbOption,
     FormatOption,
     OutputFormat,
+    WideOption,
+    _chosen_columns,
     _Command,
     _database,
     _errors_to_exit,
@@ -179,12 +182,15 @@ def aors(
     program: Annotated[int | None, typer.Option("--program", metavar="PROGID", help="Program ID (PROGID).")] = None,
     mission: Annotated[str | None, typer.Option("--mission", metavar="cryo|warm", help="Mission phase.")] = None,
     fmt: FormatOption = OutputFormat.table,
+    columns: ColumnsOption = None,
+    wide: WideOption = False,
     db: DbOption = None,
 ) -> None:
     """List catalogued AORs: one row per AOR and channel."""
     with _database(db) as engine:
+        shown = _chosen_columns(columns, queries.AOR_LIST_COLUMNS, queries.AOR_LIST_COLUMNS)
         rows = queries.list_aors(engine, object=object, channel=channel, program=program, mission=mission)
-        _print_rows(rows, queries.AOR_LIST_COLUMNS, fmt, title="AORs")
+        _print_rows(rows, shown, fmt, title="AORs", wide=wide)
 
 
 @app.command(cls=_Command)
@@ -192,16 +198,20 @@ def exposures(
     aorkey: Annotated[int, typer.Argument(metavar="AORKEY", help="The AOR (its AORKEY).")],
     channel: ChannelOption = None,
     fmt: FormatOption = OutputFormat.table,
+    columns: ColumnsOption = None,
+    wide: WideOption = False,
     db: DbOption = None,
 ) -> None:
     """List the exposures of one AOR, with the kinds of file catalogued for each."""
     with _database(db) as engine:
+        shown = _chosen_columns(columns, queries.EXPOSURE_LIST_COLUMNS, queries.EXPOSURE_LIST_COLUMNS)
         rows = queries.list_exposures(engine, aorkey, channel=channel)
-        _print_rows(rows, queries.EXPOSURE_LIST_COLUMNS, fmt, title=f"AOR {aorkey}")
+        _print_rows(rows, shown, fmt, title=f"AOR {aorkey}", wide=wide)
 
 
 @app.command(cls=_Command)
-def rejected(fmt: FormatOption = OutputFormat.table, db: DbOption = None) -> None:
+def rejected(fmt: FormatOption = OutputFormat.table, wide: WideOption = False, db: DbOption = None) -> None:
     """List the files ingest could not catalogue, with the reasons."""
     with _database(db) as engine:
-        _print_rows(queries.list_rejected(engine), ("path", "reason"), fmt, title="Rejected files")
+        _print_rows(queries.list_rejected(engine), ("path", "reason"), fmt, title="Rejected files", wide=wide,
+                    more="--wide or --format csv to show them")

@@ -98,16 +98,19 @@ def demo(
     summary_ = result.ingest
     say(f"2. catalogued it in {url}: {summary_.n_new} new, {summary_.n_unchanged} unchanged, "
         f"{summary_.n_rejected} rejected")
-    _print_rows(result.aors, queries.AOR_LIST_COLUMNS, OutputFormat.table, title="AORs")
+    _print_rows(result.aors, queries.AOR_LIST_COLUMNS, OutputFormat.table, title="AORs",
+                more="`iracdb aors --wide` shows them")
     report = result.reduction
     done = "already complete" if report.already_complete else f"{report.n_images} image rows"
     say(f"3. reduced it as run {RUN_NAME!r} (brightest source near each pointing, 3 px aperture, 3-7 px annulus): "
         f"{done}")
-    _print_rows(result.summary, SUMMARY_TABLE_COLUMNS, OutputFormat.table, title=f"run {RUN_NAME}: per-AOR photometry")
+    _print_rows(result.summary, SUMMARY_TABLE_COLUMNS, OutputFormat.table, title=f"run {RUN_NAME}: per-AOR photometry",
+                more=f"`iracdb summary {RUN_NAME} --wide` shows them")
     ratios = [row["ratio"] for row in result.truth_check if row["ratio"] is not None]
     say("   checked against the truth table: ratio = flux_mjy / ap_corr / true flux (the synthetic stars lack the real "
         "PSF's far wings, which the published aperture correction restores, so it is divided out here):")
-    _print_rows(result.truth_check, TRUTH_CHECK_COLUMNS, OutputFormat.table, title="measured vs injected")
+    _print_rows(result.truth_check, TRUTH_CHECK_COLUMNS, OutputFormat.table, title="measured vs injected",
+                more="widen the terminal to show them")
     if ratios:
         say(f"   ratio {min(ratios):.4f} to {max(ratios):.4f} over {len(ratios)} AOR rows")
     say(f"4. exported it ({result.export.n_aor_rows} AOR rows, {result.export.n_image_rows} image rows):")

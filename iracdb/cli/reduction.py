@@ -166,7 +166,8 @@ def reduce(
         if report.already_complete:
             stdout.print(f"run {report.name!r} is already complete (same parameters); nothing to do", markup=False)
         rows = queries.run_summary(engine, report.name)
-        _print_rows(rows, SUMMARY_TABLE_COLUMNS, OutputFormat.table, title=f"run {report.name}: per-AOR summary")
+        _print_rows(rows, SUMMARY_TABLE_COLUMNS, OutputFormat.table, title=f"run {report.name}: per-AOR summary",
+                    more=f"`iracdb summary {report.name} --wide` shows them")
         stdout.print(
             f"run {report.name!r}: {report.status}; {report.n_units_done} of {report.n_units} AOR units "
             f"({report.n_units_this_time} this time), {report.n_images} image rows, {report.n_flagged} flagged, "

@@ -14,26 +14,28 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
-from rich.text import Text
 
 from iracdb.choices import (
     EXPORT_FORMATS,
 )
 from iracdb.cli.app import (
     SUMMARY_TABLE_COLUMNS,
+    ColumnsOption,
     DbOption,
     FormatOption,
     OutputFormat,
     OverwriteOption,
+    WideOption,
     _cell,
     _choice_enum,
     _choice_help,
+    _chosen_columns,
     _Command,
     _database,
     _errors_to_exit,
     _metavar,
     _print_rows,
+    _print_sections,
     app,
     stderr,
     stdout,
@@ -52,10 +54,16 @@ RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="The run's name 
 
 
 @app.command(cls=_Command)
-def runs(fmt: FormatOption = OutputFormat.table, db: DbOption = None) -> None:
+def runs(
+    fmt: FormatOption = OutputFormat.table,
+    columns: ColumnsOption = None,
+    wide: WideOption = False,
+    db: DbOption = None,
+) -> None:
     """List the reduction runs: state, counts and the parameters that tell them apart."""
     with _database(db) as engine:
-        _print_rows(queries.list_runs(engine), queries.RUN_LIST_COLUMNS, fmt, title="Runs")
+        shown = _chosen_columns(columns, queries.RUN_LIST_COLUMNS, queries.RUN_LIST_COLUMNS)
+        _print_rows(queries.list_runs(engine), shown, fmt, title="Runs", wide=wide)
 
 
 class ShowFormat(StrEnum):
@@ -69,9 +77,13 @@ def show(
     fmt: Annotated[
         ShowFormat, typer.Option("--format", "-f", metavar="table|json", help="table (readable) or json.")
     ] = ShowFormat.table,
+    columns: Annotated[
+        bool, typer.Option("--columns", help="Also list the export's columns (name, unit, description).")
+    ] = False,
     db: DbOption = None,
 ) -> None:
-    """Show every recorded parameter of a run and its provenance (software, host, command line, inputs)."""
+    """Show a run: its parameters as given and as applied, its counts and its provenance (software, host, command
+    line, inputs). json gives all of it, with the export's columns."""
     from iracdb.export import run_provenance
 
     with _database(db) as engine:
@@ -79,12 +91,47 @@ def show(
     if fmt is ShowFormat.json:
         sys.stdout.write(json.dumps(provenance, indent=1, default=str) + "\n")
         return
-    table = Table(title=Text(f"run {run_name}"), title_justify="left", show_header=False)
-    table.add_column("key", style="bold")
-    table.add_column("value", overflow="fold")
-    for key, value in _flatten(provenance):
-        table.add_row(Text(key), Text(value))
-    stdout.print(table)
+    _print_sections(_show_sections(provenance, with_columns=columns))
+
+
+def _show_sections(provenance: dict[str, Any], *, with_columns: bool) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(title, [(name, value)]) sections of ``iracdb show``'s table, from :func:`iracdb.export.run_provenance`."""
+    rest = dict(provenance)
+    run = rest.pop("run")
+    name = run["name"]
+    parameters = rest.pop("parameters")
+    resolved = dict(rest.pop("resolved"))
+    per_channel = resolved.pop("per_mission_channel", {})
+    photometry = dict(resolved.pop("photometry", {}))
+    # The photometry core's own aperture_correction is always 'none': the correction is applied per mission and
+    # channel after it (the sections below), so showing it beside those values only confuses.
+    photometry.pop("aperture_correction", None)
+    units = rest.pop("units")
+    catalogue = rest.pop("columns", {})
+    statuses: dict[str, int] = {}
+    for unit in units:
+        statuses[unit["status"]] = statuses.get(unit["status"], 0) + 1
+    unit_text = ", ".join(f"{count} {status}" for status, count in statuses.items()) or "none"
+    sections = [
+        (f"run {name}", [*_flatten({k: v for k, v in run.items() if k != "name"}),
+                         ("units", f"{unit_text} AOR x channel (per AOR: iracdb summary {name})"),
+                         ("params_hash", rest.pop("params_hash"))]),
+        ("parameters, as given", list(_flatten(parameters))),
+        ("parameters, as resolved", [*_flatten(resolved), *_flatten(photometry, "photometry")]),
+    ]
+    for key, applied in per_channel.items():
+        mission, _, channel = key.partition(":")
+        sections.append((f"applied to {mission} {channel}", list(_flatten(applied))))
+    sections.append(("software", list(_flatten(rest.pop("software")))))
+    inputs = rest.pop("inputs_summary")
+    sections.append(("provenance", list(_flatten(rest))))
+    sections.append(("inputs (files read)", list(_flatten(inputs))))
+    if with_columns:
+        for table, described in catalogue.items():
+            sections.append((f"columns of RUN_{table}", [
+                (column["name"], f"[{column['unit']}] {column['description']}" if column["unit"]
+                 else column["description"]) for column in described]))
+    return sections
 
 
 def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
@@ -106,17 +153,20 @@ def summary(
     run_name: RunArgument,
     aor: Annotated[int | None, typer.Option("--aor", metavar="AORKEY", help="Only this AOR.")] = None,
     fmt: FormatOption = OutputFormat.table,
+    columns: ColumnsOption = None,
+    wide: WideOption = False,
     db: DbOption = None,
 ) -> None:
     """The per-AOR results of a run: mean, median and spread of the used images' fluxes [mJy].
 
     flux_mjy is the mean, flux_err_mjy the error of the mean (std / sqrt(n_used)), std_mjy the sample standard
-    deviation; csv and json carry every column of the aor_photometry view.
+    deviation; csv and json carry every column of the aor_photometry view (--columns picks any of them).
     """
     with _database(db) as engine:
+        default = SUMMARY_TABLE_COLUMNS if fmt is OutputFormat.table else queries.RUN_SUMMARY_COLUMNS
+        shown = _chosen_columns(columns, default, queries.RUN_SUMMARY_COLUMNS)
         rows = queries.run_summary(engine, run_name, aorkey=aor)
-    columns = SUMMARY_TABLE_COLUMNS if fmt is OutputFormat.table else queries.RUN_SUMMARY_COLUMNS
-    _print_rows(rows, columns, fmt, title=f"run {run_name}: per-AOR photometry")
+    _print_rows(rows, shown, fmt, title=f"run {run_name}: per-AOR photometry", wide=wide)
 
 
 @app.command(cls=_Command)
@@ -182,6 +232,7 @@ def sql(
         typer.Option("--max-rows", metavar="N", help="Print at most N rows. Default: 1000 for table, all otherwise."),
     ] = None,
     fmt: FormatOption = OutputFormat.table,
+    wide: WideOption = False,
     db: ReaderDbOption = None,
 ) -> None:
     """Run one read-only SQL query and print its rows; the database refuses any write.
@@ -201,7 +252,8 @@ def sql(
     with _database(db, ensure=False, reader=True) as engine, stream_read_only(engine, query, max_rows=limit) as result:
         if fmt is OutputFormat.table:
             rows = [dict(zip(result.columns, row, strict=True)) for row in result]
-            _print_rows(rows, result.columns, fmt, title="")
+            _print_rows(rows, result.columns, fmt, title="", wide=wide,
+                        more="--wide to show them, or select fewer columns")
         else:
             try:
                 (_write_csv if fmt is OutputFormat.csv else _write_json)(result.columns, result)
@@ -281,6 +333,8 @@ def compare(
     run_a: Annotated[str, typer.Argument(metavar="RUN_A", help="The reference run.")],
     run_b: Annotated[str, typer.Argument(metavar="RUN_B", help="The run compared with it.")],
     fmt: FormatOption = OutputFormat.table,
+    columns: ColumnsOption = None,
+    wide: WideOption = False,
     db: DbOption = None,
 ) -> None:
     """Per-AOR differences between two runs (B - A, in mJy and %), and the parameters that differ.
@@ -290,16 +344,17 @@ def compare(
     from iracdb.compare import COMPARE_COLUMNS, compare_runs
 
     with _database(db) as engine:
+        shown = _chosen_columns(columns, COMPARE_COLUMNS, COMPARE_COLUMNS)
         comparison = compare_runs(engine, run_a, run_b)
     if fmt is not OutputFormat.table:
-        _print_rows(comparison.rows, COMPARE_COLUMNS, fmt, title="")
+        _print_rows(comparison.rows, shown, fmt, title="")
         return
     if comparison.parameter_differences:
         for name, value_a, value_b in comparison.parameter_differences:
             stdout.print(f"parameter {name}: {value_a!r} (A) -> {value_b!r} (B)", markup=False, highlight=False)
     else:
         stdout.print("the two runs have the same parameters", markup=False)
-    _print_rows(comparison.rows, COMPARE_COLUMNS, fmt, title=f"{run_b} - {run_a}")
+    _print_rows(comparison.rows, shown, fmt, title=f"{run_b} - {run_a}", wide=wide)
     for label, keys, name in (("only in A", comparison.only_a, run_a), ("only in B", comparison.only_b, run_b)):
         for aorkey, channel, target in keys:
             stdout.print(f"{label} ({name}): AOR {aorkey} ch{channel} {target}", markup=False, highlight=False)
