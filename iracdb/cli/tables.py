@@ -9,7 +9,7 @@ record. Piped or captured output keeps every column. Text from the database is s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from rich.cells import cell_len
 from rich.console import Console
@@ -87,7 +87,7 @@ def print_table(
         shown, left_out = fit_columns(widths, columns, console.width)
     table = Table(title=Text(title), title_justify="left")
     for column in shown:
-        justify = "right" if numeric(rows, column) else "left"
+        justify: Literal["right", "left"] = "right" if numeric(rows, column) else "left"
         # no_wrap and a minimum width: rich may not squeeze or fold a cell (only a lone column wider than the
         # console folds, below)
         table.add_column(Text(column), justify=justify, no_wrap=True, min_width=widths[column])
