@@ -16,22 +16,24 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 from typer.core import TyperCommand
 
 from iracdb import __version__
 from iracdb.columns import AOR_COLUMNS
 from iracdb.config import resolve_db_url
-from iracdb.db import migrate
-from iracdb.db.engine import make_engine, mask_secrets, safe_url
+from iracdb.db.engine import mask_secrets, safe_url
 from iracdb.errors import DatabaseError, UserError
+
+# The heavy libraries (SQLAlchemy, Alembic, astropy, numpy, ...) are imported inside the commands that use them, so
+# that `iracdb --help` starts quickly; tests/test_cli_imports.py keeps it so.
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 app = typer.Typer(
     name="iracdb",
@@ -155,6 +157,11 @@ def _database(
     command a missing file is a mistyped --db. With ``reader`` (``iracdb sql``), ``$IRACDB_READER_URL`` is used
     before ``$IRACDB_DB_URL``.
     """
+    from sqlalchemy.exc import OperationalError
+
+    from iracdb.db import migrate
+    from iracdb.db.engine import make_engine
+
     with _errors_to_exit():
         url = resolve_db_url(db, reader=reader)
         engine = make_engine(url, create=create)

@@ -25,7 +25,6 @@ from iracdb.cli.app import (
     stderr,
     stdout,
 )
-from iracdb.db import migrate, queries
 from iracdb.db.engine import safe_url
 from iracdb.errors import BadOption
 
@@ -38,6 +37,8 @@ def db_upgrade(
     db: DbOption = None,
 ) -> None:
     """Migrate the database schema to the newest revision (or REVISION)."""
+    from iracdb.db import migrate
+
     with _database(db, ensure=False, create=True) as engine:
         before = migrate.current_revision(engine)
         migrate.upgrade(engine, revision)
@@ -53,6 +54,8 @@ def db_downgrade(
     db: DbOption = None,
 ) -> None:
     """Migrate the database schema down to REVISION (drops what later revisions added)."""
+    from iracdb.db import migrate
+
     with _database(db, ensure=False) as engine:
         migrate.downgrade(engine, revision)
         after = migrate.current_revision(engine)
@@ -62,6 +65,8 @@ def db_downgrade(
 @db_app.command("current", cls=_Command)
 def db_current(db: DbOption = None) -> None:
     """Print the database's schema revision and the newest this iracdb knows."""
+    from iracdb.db import migrate
+
     with _database(db, ensure=False) as engine:
         current = migrate.current_revision(engine)
         head = migrate.head_revision(engine)
@@ -72,6 +77,8 @@ def db_current(db: DbOption = None) -> None:
 @db_app.command("check", cls=_Command)
 def db_check(db: DbOption = None) -> None:
     """Check that the models and the migrations describe the same schema (alembic check)."""
+    from iracdb.db import migrate
+
     with _database(db) as engine:
         migrate.check(engine)
         stdout.print("models and migrations agree")
@@ -176,6 +183,8 @@ def aors(
     db: DbOption = None,
 ) -> None:
     """List catalogued AORs: one row per AOR and channel."""
+    from iracdb.db import queries
+
     with _database(db) as engine:
         rows = queries.list_aors(engine, object=object, channel=channel, program=program, mission=mission)
         _print_rows(rows, queries.AOR_LIST_COLUMNS, fmt, title="AORs")
@@ -189,6 +198,8 @@ def exposures(
     db: DbOption = None,
 ) -> None:
     """List the exposures of one AOR, with the kinds of file catalogued for each."""
+    from iracdb.db import queries
+
     with _database(db) as engine:
         rows = queries.list_exposures(engine, aorkey, channel=channel)
         _print_rows(rows, queries.EXPOSURE_LIST_COLUMNS, fmt, title=f"AOR {aorkey}")
@@ -197,5 +208,7 @@ def exposures(
 @app.command(cls=_Command)
 def rejected(fmt: FormatOption = OutputFormat.table, db: DbOption = None) -> None:
     """List the files ingest could not catalogue, with the reasons."""
+    from iracdb.db import queries
+
     with _database(db) as engine:
         _print_rows(queries.list_rejected(engine), ("path", "reason"), fmt, title="Rejected files")

@@ -38,7 +38,6 @@ from iracdb.cli.app import (
     stderr,
     stdout,
 )
-from iracdb.db import queries
 from iracdb.errors import BadOption
 
 # --- results: runs, summaries, exports, SQL, plots, comparisons -------------------------------------------------
@@ -54,6 +53,8 @@ RunArgument = Annotated[str, typer.Argument(metavar="RUN", help="The run's name 
 @app.command(cls=_Command)
 def runs(fmt: FormatOption = OutputFormat.table, db: DbOption = None) -> None:
     """List the reduction runs: state, counts and the parameters that tell them apart."""
+    from iracdb.db import queries
+
     with _database(db) as engine:
         _print_rows(queries.list_runs(engine), queries.RUN_LIST_COLUMNS, fmt, title="Runs")
 
@@ -113,6 +114,8 @@ def summary(
     flux_mjy is the mean, flux_err_mjy the error of the mean (std / sqrt(n_used)), std_mjy the sample standard
     deviation; csv and json carry every column of the aor_photometry view.
     """
+    from iracdb.db import queries
+
     with _database(db) as engine:
         rows = queries.run_summary(engine, run_name, aorkey=aor)
     columns = SUMMARY_TABLE_COLUMNS if fmt is OutputFormat.table else queries.RUN_SUMMARY_COLUMNS
