@@ -22,7 +22,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from typer.core import TyperCommand
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer's own (vendored) click
+from typer.core import TyperCommand, TyperGroup
 
 from iracdb import __version__
 from iracdb.columns import AOR_COLUMNS
@@ -35,8 +36,45 @@ from iracdb.errors import DatabaseError, UserError
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+class _UsageLine(ClickException):
+    """A mistake the option parser caught, shown as one line like every other error: ``iracdb: error: ...``."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        stderr.print(f"iracdb: error: {mask_secrets(self.message)}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _one_line(error: UsageError) -> _UsageLine:
+    # click's own message keeps its suggestion ("Did you mean --workers?"); the help hint goes on the same line.
+    hint = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+    return _UsageLine(error.format_message() + hint)
+
+
+class _Group(TyperGroup):
+    """The command group whose parsing errors are one line (click prints three: ``Usage:``, ``Try ...``,
+    ``Error: ...``). A subcommand is parsed inside its group's :meth:`invoke`, so this catches every level."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except UsageError as error:
+            if isinstance(error, NoArgsIsHelpError):  # a bare `iracdb`: the help, as asked for
+                raise
+            raise _one_line(error) from None
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as error:
+            if isinstance(error, NoArgsIsHelpError):
+                raise
+            raise _one_line(error) from None
+
+
 app = typer.Typer(
     name="iracdb",
+    cls=_Group,
     help="A database-backed reduction archive for Spitzer/IRAC Level-1 aperture photometry.",
     no_args_is_help=True,
     add_completion=False,
