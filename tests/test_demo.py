@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import subprocess
 from pathlib import Path
 
 from sqlalchemy import text
@@ -41,6 +42,15 @@ def test_demo_runs_twice(tmp_path: Path) -> None:
     # the measured fluxes against the injected ones (aperture correction divided out: Gaussian stars have no wings)
     ratio = re.search(r"ratio (\d\.\d+) to (\d\.\d+) over 7 AOR rows", first.output)
     assert ratio and 0.98 < float(ratio[1]) <= float(ratio[2]) < 1.02, first.output
+
+    # the "Next:" commands run as printed, in a shell, from the folder the demo ran in (no virtualenv activated)
+    lines = first.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Next: "))
+    commands = [lines[start].removeprefix("Next: "), lines[start + 1].strip()]
+    for command in commands:
+        printed = subprocess.run(command, shell=True, capture_output=True, text=True)
+        assert printed.returncode == 0, (command, printed.stderr)
+        assert "24000640" in printed.stdout, (command, printed.stdout)
 
     again = runner.invoke(app, ["demo", str(folder)], catch_exceptions=False)
     assert again.exit_code == 0 and f"0 new, {n_files} unchanged, 0 rejected" in again.output
