@@ -88,3 +88,11 @@ def test_synth_refuses_to_write_over_existing_files(tmp_path: Path) -> None:
     allowed = runner.invoke(app, ["synth", str(out), "--truth", str(truth), "--overwrite"], catch_exceptions=False)
     assert allowed.exit_code == 0, allowed.output
     assert (out / "mine.txt").read_text() == "keep me" and truth.read_text().startswith("aorkey")
+
+
+def test_readme_quick_start_says_how_to_reach_iracdb() -> None:
+    # `make demo` installs into .venv without activating it: the README must say so before its first `iracdb` example
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    quick_start = text[text.index("## Quick start") : text.index("$ iracdb ")]
+    assert "source .venv/bin/activate" in quick_start and ".venv/bin/iracdb" in quick_start
+    assert "Next: .venv/bin/iracdb summary demo --db sqlite:///" in quick_start
