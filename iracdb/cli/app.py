@@ -36,6 +36,7 @@ from iracdb.errors import DatabaseError, UserError
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+
 class _UsageLine(ClickException):
     """A mistake the option parser caught, shown as one line like every other error: ``iracdb: error: ...``."""
 
