@@ -56,3 +56,15 @@ def test_bench_export_quick(backend: str, request: pytest.FixtureRequest, tmp_pa
     assert "aim: >= 200,000 rows/s to CSV with peak memory < 500 MB" in result.stdout
     assert result.stdout.rstrip().splitlines()[-1].startswith("command: ")
     assert list(tmp_path.iterdir()) == []  # no data left behind
+
+
+def test_bench_startup_prints_the_help_figure(tmp_path: Path) -> None:
+    command = [sys.executable, str(SCRIPTS / "bench_startup.py"), "--repeat", "1"]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the script's temporary directory, to check it is removed
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ('python -c "import typer, rich"', "iracdb --help", "iracdb runs (empty SQLite)"):
+        assert any(line.startswith(name) for line in result.stdout.splitlines()), (name, result.stdout)
+    assert "x the typer + rich import (best of each); aim: <= 3x" in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1].startswith("command: ")
+    assert list(tmp_path.iterdir()) == []  # no data left behind

@@ -109,6 +109,39 @@ def test_user_errors_are_one_line_with_status_2(db_url: str, tmp_path: Path) -> 
         assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("--bogus",), "No such option: --bogus (see 'iracdb --help')"),
+        (("aros",), "No such command 'aros'. Did you mean 'aors'? (see 'iracdb --help')"),
+        (("ingest", ".", "--wrokers", "2"), "No such option: --wrokers (Possible options: --workers)"),
+        (("ingest", ".", "--workers", "two"), "Invalid value for '--workers'"),
+        (("aors", "--format", "xml"), "'xml' is not one of 'table', 'csv', 'json'"),
+        (("exposures",), "Missing argument 'AORKEY'. (see 'iracdb exposures --help')"),
+        (("db", "nosuch"), "No such command 'nosuch'. (see 'iracdb db --help')"),
+        (("db", "upgrade", "--bogus"), "No such option: --bogus (see 'iracdb db upgrade --help')"),
+    ],
+)
+def test_option_parser_errors_are_one_line_with_status_2(args: tuple[str, ...], words: str) -> None:
+    # The README's exit-status paragraph promises this shape; click's own is three lines (Usage, Try, Error).
+    result = run(*args)
+    assert result.exit_code == 2, (args, result.output)
+    assert result.stderr.startswith("iracdb: error: ") and words in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
+    assert "Usage:" not in result.output and "Try '" not in result.output
+
+
+def test_readme_quotes_the_option_parser_error() -> None:
+    result = run("ingest", ".", "--wrokers", "2")
+    assert f"`{result.stderr.strip()}`" in " ".join(README.read_text().split()), result.stderr
+
+
+def test_bare_command_still_shows_the_help() -> None:
+    for args in ((), ("db",)):
+        result = run(*args)
+        assert "Usage: iracdb" in result.output and "Commands:" in result.output, (args, result.output)
+
+
 def test_outdated_database_is_refused_with_instructions(db_url: str, newer_migrations: Path) -> None:
     result = run("aors", "--db", db_url)
     assert result.exit_code == 3

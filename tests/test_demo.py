@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import subprocess
 from pathlib import Path
 
 from sqlalchemy import text
@@ -42,6 +43,15 @@ def test_demo_runs_twice(tmp_path: Path) -> None:
     ratio = re.search(r"ratio (\d\.\d+) to (\d\.\d+) over 7 AOR rows", first.output)
     assert ratio and 0.98 < float(ratio[1]) <= float(ratio[2]) < 1.02, first.output
 
+    # the "Next:" commands run as printed, in a shell, from the folder the demo ran in (no virtualenv activated)
+    lines = first.output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Next: "))
+    commands = [lines[start].removeprefix("Next: "), lines[start + 1].strip()]
+    for command in commands:
+        printed = subprocess.run(command, shell=True, capture_output=True, text=True)
+        assert printed.returncode == 0, (command, printed.stderr)
+        assert "24000640" in printed.stdout, (command, printed.stdout)
+
     again = runner.invoke(app, ["demo", str(folder)], catch_exceptions=False)
     assert again.exit_code == 0 and f"0 new, {n_files} unchanged, 0 rejected" in again.output
     assert "3. reduced it as run 'demo' (brightest source near each pointing, 3 px aperture, 3-7 px annulus): " \
@@ -78,3 +88,11 @@ def test_synth_refuses_to_write_over_existing_files(tmp_path: Path) -> None:
     allowed = runner.invoke(app, ["synth", str(out), "--truth", str(truth), "--overwrite"], catch_exceptions=False)
     assert allowed.exit_code == 0, allowed.output
     assert (out / "mine.txt").read_text() == "keep me" and truth.read_text().startswith("aorkey")
+
+
+def test_readme_quick_start_says_how_to_reach_iracdb() -> None:
+    # `make demo` installs into .venv without activating it: the README must say so before its first `iracdb` example
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    quick_start = text[text.index("## Quick start") : text.index("$ iracdb ")]
+    assert "source .venv/bin/activate" in quick_start and ".venv/bin/iracdb" in quick_start
+    assert "Next: .venv/bin/iracdb summary demo --db sqlite:///" in quick_start

@@ -16,24 +16,65 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
-from typer.core import TyperCommand
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer's own (vendored) click
+from typer.core import TyperCommand, TyperGroup
 
 from iracdb import __version__
 from iracdb.cli import tables
 from iracdb.columns import AOR_COLUMNS
 from iracdb.config import resolve_db_url
-from iracdb.db import migrate
-from iracdb.db.engine import make_engine, mask_secrets, safe_url
+from iracdb.db.engine import mask_secrets, safe_url
 from iracdb.errors import BadOption, DatabaseError, UserError
+
+# The heavy libraries (SQLAlchemy, Alembic, astropy, numpy, ...) are imported inside the commands that use them, so
+# that `iracdb --help` starts quickly; tests/test_cli_imports.py keeps it so.
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+
+class _UsageLine(ClickException):
+    """A mistake the option parser caught, shown as one line like every other error: ``iracdb: error: ...``."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        stderr.print(f"iracdb: error: {mask_secrets(self.message)}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _one_line(error: UsageError) -> _UsageLine:
+    # click's own message keeps its suggestion ("Did you mean --workers?"); the help hint goes on the same line.
+    hint = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+    return _UsageLine(error.format_message() + hint)
+
+
+class _Group(TyperGroup):
+    """The command group whose parsing errors are one line (click prints three: ``Usage:``, ``Try ...``,
+    ``Error: ...``). A subcommand is parsed inside its group's :meth:`invoke`, so this catches every level."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except UsageError as error:
+            if isinstance(error, NoArgsIsHelpError):  # a bare `iracdb`: the help, as asked for
+                raise
+            raise _one_line(error) from None
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as error:
+            if isinstance(error, NoArgsIsHelpError):
+                raise
+            raise _one_line(error) from None
+
 
 app = typer.Typer(
     name="iracdb",
+    cls=_Group,
     help="A database-backed reduction archive for Spitzer/IRAC Level-1 aperture photometry.",
     no_args_is_help=True,
     add_completion=False,
@@ -154,6 +195,11 @@ def _database(
     command a missing file is a mistyped --db. With ``reader`` (``iracdb sql``), ``$IRACDB_READER_URL`` is used
     before ``$IRACDB_DB_URL``.
     """
+    from sqlalchemy.exc import OperationalError
+
+    from iracdb.db import migrate
+    from iracdb.db.engine import make_engine
+
     with _errors_to_exit():
         url = resolve_db_url(db, reader=reader)
         engine = make_engine(url, create=create)

@@ -29,7 +29,6 @@ from iracdb.cli.app import (
     stdout,
 )
 from iracdb.config import default_workers
-from iracdb.db import migrate, queries
 from iracdb.db.engine import safe_url
 from iracdb.errors import BadOption
 
@@ -42,6 +41,8 @@ def db_upgrade(
     db: DbOption = None,
 ) -> None:
     """Migrate the database schema to the newest revision (or REVISION)."""
+    from iracdb.db import migrate
+
     with _database(db, ensure=False, create=True) as engine:
         before = migrate.current_revision(engine)
         migrate.upgrade(engine, revision)
@@ -57,6 +58,8 @@ def db_downgrade(
     db: DbOption = None,
 ) -> None:
     """Migrate the database schema down to REVISION (drops what later revisions added)."""
+    from iracdb.db import migrate
+
     with _database(db, ensure=False) as engine:
         migrate.downgrade(engine, revision)
         after = migrate.current_revision(engine)
@@ -66,6 +69,8 @@ def db_downgrade(
 @db_app.command("current", cls=_Command)
 def db_current(db: DbOption = None) -> None:
     """Print the database's schema revision and the newest this iracdb knows."""
+    from iracdb.db import migrate
+
     with _database(db, ensure=False) as engine:
         current = migrate.current_revision(engine)
         head = migrate.head_revision(engine)
@@ -76,6 +81,8 @@ def db_current(db: DbOption = None) -> None:
 @db_app.command("check", cls=_Command)
 def db_check(db: DbOption = None) -> None:
     """Check that the models and the migrations describe the same schema (alembic check)."""
+    from iracdb.db import migrate
+
     with _database(db) as engine:
         migrate.check(engine)
         stdout.print("models and migrations agree")
@@ -187,6 +194,8 @@ def aors(
     db: DbOption = None,
 ) -> None:
     """List catalogued AORs: one row per AOR and channel."""
+    from iracdb.db import queries
+
     with _database(db) as engine:
         shown = _chosen_columns(columns, queries.AOR_LIST_COLUMNS, queries.AOR_LIST_COLUMNS)
         rows = queries.list_aors(engine, object=object, channel=channel, program=program, mission=mission)
@@ -203,6 +212,8 @@ def exposures(
     db: DbOption = None,
 ) -> None:
     """List the exposures of one AOR, with the kinds of file catalogued for each."""
+    from iracdb.db import queries
+
     with _database(db) as engine:
         shown = _chosen_columns(columns, queries.EXPOSURE_LIST_COLUMNS, queries.EXPOSURE_LIST_COLUMNS)
         rows = queries.list_exposures(engine, aorkey, channel=channel)
@@ -212,6 +223,8 @@ def exposures(
 @app.command(cls=_Command)
 def rejected(fmt: FormatOption = OutputFormat.table, wide: WideOption = False, db: DbOption = None) -> None:
     """List the files ingest could not catalogue, with the reasons."""
+    from iracdb.db import queries
+
     with _database(db) as engine:
         _print_rows(queries.list_rejected(engine), ("path", "reason"), fmt, title="Rejected files", wide=wide,
                     more="--wide or --format csv to show them")

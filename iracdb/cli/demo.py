@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
+import shlex
+import shutil
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +24,6 @@ from iracdb.cli.app import (
     stderr,
     stdout,
 )
-from iracdb.db import queries
 
 # --- synthetic data and the demo --------------------------------------------------------------------------------
 
@@ -78,6 +81,7 @@ def demo(
 
     Safe to run again on the same DIR. The exit status is 4 when some synthetic file could not be catalogued.
     """
+    from iracdb.db import queries
     from iracdb.demo import RUN_NAME, TRUTH_CHECK_COLUMNS, run_demo
 
     with _errors_to_exit():
@@ -119,8 +123,36 @@ def demo(
     say("5. plotted it:")
     for path in result.plots:
         say(f"   {path}")
-    say(f"Next: iracdb summary {RUN_NAME} --db {url}")
-    say(f"      iracdb sql \"SELECT aorkey, channel, flux_mjy, flux_err_mjy FROM aor_photometry\" --db {url}")
+    iracdb = _iracdb_command()
+    say(f"Next: {iracdb} summary {RUN_NAME} --db {url}")
+    say(f"      {iracdb} sql \"SELECT aorkey, channel, flux_mjy, flux_err_mjy FROM aor_photometry\" --db {url}")
     say(f"      (or open {url.removeprefix('sqlite:///')} with sqlite3)")
+    if iracdb != "iracdb":
+        activate = shlex.quote(_relative(Path(sys.executable).parent / "activate"))
+        say(f"      (or run `source {activate}` once, and then plain `iracdb ...` works in this shell)")
     if summary_.n_rejected:
         raise typer.Exit(EXIT_SOME_REJECTED)
+
+
+def _iracdb_command() -> str:
+    """How to run this iracdb from the current folder, as a shell command: ``iracdb`` when that is on the PATH and is
+    this installation's script, else the script's path (``.venv/bin/iracdb`` after ``make demo``), else
+    ``PYTHON -m iracdb``. (``make demo`` does not activate the virtual environment, so plain ``iracdb`` would fail.)
+    """
+    script = Path(sys.executable).parent / "iracdb"  # the console script beside this Python (not resolved: a venv)
+    on_path = shutil.which("iracdb")
+    if on_path and script.is_file() and Path(on_path).resolve() == script.resolve():
+        return "iracdb"
+    if script.is_file():
+        return shlex.quote(_relative(script))
+    return f"{shlex.quote(_relative(Path(sys.executable)))} -m iracdb"
+
+
+def _relative(path: Path) -> str:
+    """``path`` relative to the current folder when it is inside it (``.venv/bin/iracdb``), else absolute."""
+    absolute = os.path.abspath(path)
+    try:
+        relative = str(Path(absolute).relative_to(Path.cwd()))
+    except ValueError:
+        return absolute
+    return relative if os.sep in relative else f".{os.sep}{relative}"  # a bare name would be looked up on the PATH

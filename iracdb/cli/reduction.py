@@ -33,7 +33,6 @@ from iracdb.cli.app import (
     stdout,
 )
 from iracdb.config import default_workers
-from iracdb.db import queries
 
 if TYPE_CHECKING:  # built at run time from the library's choices; to a type checker, any StrEnum
     FileType: TypeAlias = StrEnum
@@ -133,6 +132,7 @@ def reduce(
     the workers could not do the work (Dask cluster without workers, scheduler lost), 130 Ctrl-C, 143 SIGTERM.
     """
     from iracdb import reduce as reduction
+    from iracdb.db import queries
 
     with _database(db) as engine:
         targets = [reduction.Target(name=_target_name(t), ra_deg=ra, dec_deg=dec)

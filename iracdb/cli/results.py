@@ -40,7 +40,6 @@ from iracdb.cli.app import (
     stderr,
     stdout,
 )
-from iracdb.db import queries
 from iracdb.errors import BadOption
 
 # --- results: runs, summaries, exports, SQL, plots, comparisons -------------------------------------------------
@@ -61,6 +60,8 @@ def runs(
     db: DbOption = None,
 ) -> None:
     """List the reduction runs: state, counts and the parameters that tell them apart."""
+    from iracdb.db import queries
+
     with _database(db) as engine:
         shown = _chosen_columns(columns, queries.RUN_LIST_COLUMNS, queries.RUN_LIST_COLUMNS)
         _print_rows(queries.list_runs(engine), shown, fmt, title="Runs", wide=wide)
@@ -162,6 +163,8 @@ def summary(
     flux_mjy is the mean, flux_err_mjy the error of the mean (std / sqrt(n_used)), std_mjy the sample standard
     deviation; csv and json carry every column of the aor_photometry view (--columns picks any of them).
     """
+    from iracdb.db import queries
+
     with _database(db) as engine:
         default = SUMMARY_TABLE_COLUMNS if fmt is OutputFormat.table else queries.RUN_SUMMARY_COLUMNS
         shown = _chosen_columns(columns, default, queries.RUN_SUMMARY_COLUMNS)

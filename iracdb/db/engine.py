@@ -4,12 +4,15 @@ secrets."""
 from __future__ import annotations
 
 import re
-
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from typing import TYPE_CHECKING
 
 from iracdb.errors import BadOption
+
+# SQLAlchemy is imported inside the functions that open a database: the CLI imports this module for its URL
+# helpers, and `iracdb --help` should not pay for SQLAlchemy.
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.engine import URL
 
 #: What a database URL looks like, for messages about one that is not (which never repeat it: it may hold a password).
 EXPECTED_URL = "expected sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"
@@ -68,7 +71,7 @@ def _mask_userinfo(match: re.Match[str]) -> str:
 def safe_url(url: str | URL) -> str:
     """The URL as it may be shown to people or stored: every secret in it replaced by ``***`` (see
     :func:`mask_secrets`), even when it cannot be parsed."""
-    if isinstance(url, URL):
+    if not isinstance(url, str):  # a sqlalchemy URL
         url = url.render_as_string(hide_password=True)
     return mask_secrets(url, single=True)
 
@@ -95,6 +98,9 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
     iracdb.errors.NoSuchDatabase
         Without ``create``, the SQLite file does not exist.
     """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     # Imported here: the backends use this module's URL helpers.
     from iracdb.db.backend import backend_class
 
@@ -112,6 +118,9 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
 def create_checked_engine(url: URL, **kwargs: object) -> Engine:
     """``sqlalchemy.create_engine(url, **kwargs)``; :class:`~iracdb.errors.BadOption` (which never quotes the URL)
     when the dialect refuses the URL."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return create_engine(url, **kwargs)
     except ArgumentError:  # a dialect refusing the URL: its message may quote the URL
