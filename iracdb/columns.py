@@ -63,8 +63,9 @@ class Column:
         In the view and the exports (False: stored only, e.g. the measured centroid beside the aperture centre).
     nullable : bool
         Whether storage allows NULL (a value that could not be measured is NULL, never NaN).
-    terminal : bool
-        Shown in the terminal's per-AOR table (``iracdb summary``, ``iracdb reduce``); csv and json show all.
+    terminal : int
+        Its place in the terminal's per-AOR table (``iracdb summary``, ``iracdb reduce``), most useful first, so
+        that a narrow terminal shows the fluxes before the catalogue's facts; 0: not in it (csv and json show all).
     length : int or None
         A ``VARCHAR(length)`` for a short text iracdb itself chooses; None: unbounded text.
     """
@@ -79,7 +80,7 @@ class Column:
     exported: bool = True
     nullable: bool = True
     length: int | None = None
-    terminal: bool = False
+    terminal: int = 0
 
     @property
     def stored(self) -> bool:
@@ -92,7 +93,7 @@ class Column:
         return self.field or self.name
 
 
-def _key(name: str, description: str, type_: ColumnType = "int", *, terminal: bool = False) -> Column:
+def _key(name: str, description: str, type_: ColumnType = "int", *, terminal: int = 0) -> Column:
     return Column(name, type_, "", description, "key", nullable=False, terminal=terminal)
 
 
@@ -167,46 +168,46 @@ IMAGE_COLUMNS: tuple[Column, ...] = (
 
 
 def _summary(name: str, unit: str, description: str, type_: ColumnType = "float", *, nullable: bool = True,
-             terminal: bool = False) -> Column:
+             terminal: int = 0) -> Column:
     return Column(name, type_, unit, description, "summary", nullable=nullable, terminal=terminal)
 
 
 def _exposure(name: str, field: str, type_: ColumnType, unit: str, description: str, length: int | None = None,
-              *, terminal: bool = False) -> Column:
+              *, terminal: int = 0) -> Column:
     return Column(name, type_, unit, description, "exposure", field=field, length=length, terminal=terminal)
 
 
 #: ``aor_summaries`` and the ``aor_photometry`` view: one row per AOR x channel x target of a run.
 AOR_COLUMNS: tuple[Column, ...] = (
     _RUN,
-    _key("aorkey", "AORKEY", "bigint", terminal=True),
-    _key("channel", "IRAC channel 1-4", terminal=True),
-    Column("target", "text", "", "target name", "view", expression="t.name", terminal=True),
+    _key("aorkey", "AORKEY", "bigint", terminal=1),
+    _key("channel", "IRAC channel 1-4", terminal=2),
+    Column("target", "text", "", "target name", "view", expression="t.name", terminal=3),
     _key("target_index", "0, 1, ... in the order the run's targets were given"),
-    _exposure("object", "object", "text", "", "OBJECT of the AOR's first exposure", terminal=True),
+    _exposure("object", "object", "text", "", "OBJECT of the AOR's first exposure", terminal=13),
     _exposure("date_obs", "date_obs", "text", "", "DATE_OBS of the AOR's first exposure (UTC, ISO 8601)",
-              terminal=True),
+              terminal=16),
     _summary("mjd", "d", "mean time of the used images, MJD (UTC)"),
     _summary("bmjd", "d", "mean time of the used images, barycentric MJD"),
     _summary("first_mjd", "d", "time of the first image, MJD (UTC)"),
-    _exposure("mission", "mission", "text", "", "cryo or warm", length=8, terminal=True),
-    _exposure("read_mode", "read_mode", "text", "", "READMODE: FULL or SUB", terminal=True),
+    _exposure("mission", "mission", "text", "", "cryo or warm", length=8, terminal=14),
+    _exposure("read_mode", "read_mode", "text", "", "READMODE: FULL or SUB", terminal=15),
     _exposure("frame_time_s", "frame_time_s", "float", "s", "FRAMTIME: frame time"),
     _exposure("exposure_time_s", "exposure_time_s", "float", "s", "EXPTIME: effective exposure time"),
     _exposure("dither_scale", "dither_scale", "text", "", "DITHSCAL (empty when not dithered)"),
     _exposure("dither_positions", "dither_pos", "int", "", "number of distinct DITHPOS values"),
     _exposure("cycles", "cycle_num", "int", "", "largest CYCLENUM"),
-    _summary("n_total", "", "images measured", "int", nullable=False, terminal=True),
-    _summary("n_used", "", "images in the statistics", "int", nullable=False, terminal=True),
-    _summary("n_rejected", "", "images rejected as outliers by reject_rule", "int", nullable=False, terminal=True),
-    _summary("n_flagged", "", "images kept out by their quality flags", "int", nullable=False, terminal=True),
+    _summary("n_total", "", "images measured", "int", nullable=False, terminal=8),
+    _summary("n_used", "", "images in the statistics", "int", nullable=False, terminal=7),
+    _summary("n_rejected", "", "images rejected as outliers by reject_rule", "int", nullable=False, terminal=11),
+    _summary("n_flagged", "", "images kept out by their quality flags", "int", nullable=False, terminal=12),
     _summary("reject_rule", "", "outlier rule: none, minmax or sigma:N", "text", nullable=False),
-    _summary("flux_mjy", "mJy", "mean flux density of the used images", terminal=True),
-    _summary("median_flux_mjy", "mJy", "median flux density of the used images", terminal=True),
-    _summary("std_mjy", "mJy", "sample standard deviation of the used images' fluxes", terminal=True),
-    _summary("flux_err_mjy", "mJy", "error of the mean, std_mjy / sqrt(n_used)", terminal=True),
+    _summary("flux_mjy", "mJy", "mean flux density of the used images", terminal=4),
+    _summary("median_flux_mjy", "mJy", "median flux density of the used images", terminal=10),
+    _summary("std_mjy", "mJy", "sample standard deviation of the used images' fluxes", terminal=9),
+    _summary("flux_err_mjy", "mJy", "error of the mean, std_mjy / sqrt(n_used)", terminal=5),
     _summary("mean_image_err_mjy", "mJy", "mean per-image photometric error"),
-    _summary("spread_pct", "%", "100 x std_mjy / flux_mjy", terminal=True),
+    _summary("spread_pct", "%", "100 x std_mjy / flux_mjy", terminal=6),
     Column("correction", "text", "", "photometric correction applied, e.g. irac_aphot_corr:warm", "run",
            field="correction", nullable=False),
     Column("ap_corr", "float", "", "aperture correction applied (empty: none)", "run", field="aperture_correction"),

@@ -309,4 +309,4 @@ def _metavar(choices: dict[str, str]) -> str:
 
 
 #: Table columns of `iracdb summary` (csv and json give every column of the aor_photometry view).
-SUMMARY_TABLE_COLUMNS = tuple(column.name for column in AOR_COLUMNS if column.terminal)
+SUMMARY_TABLE_COLUMNS = tuple(c.name for c in sorted((c for c in AOR_COLUMNS if c.terminal), key=lambda c: c.terminal))
