@@ -68,3 +68,18 @@ def test_bench_startup_prints_the_help_figure(tmp_path: Path) -> None:
     assert "x the typer + rich import (best of each); aim: <= 3x" in result.stdout
     assert result.stdout.rstrip().splitlines()[-1].startswith("command: ")
     assert list(tmp_path.iterdir()) == []  # no data left behind
+
+
+def test_bench_overlap_prints_every_case() -> None:
+    command = [sys.executable, str(SCRIPTS / "bench_overlap.py"), "--planes", "8", "--frames", "2", "--repeat", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    for case in ("r=3, 9x9 window (measure)", "r=3, whole 32x32 plane", "annulus 3-7, 17x17 window",
+                 "r=3, 9x9 window, to_mask", "r=3, whole 256x256 frame", "r=3, 256x256, 9x9 window"):
+        row = next((line for line in lines if line.startswith(case)), None)
+        assert row is not None, (case, result.stdout)
+        planes, *_, diff, area_diff = row[len(case) :].split()  # planes, two rates, ratio, differences
+        assert planes == ("2" if "256" in case else "8")
+        assert float(diff) < 1e-6 and float(area_diff) < 1e-6  # the same weights; no timing asserted
+    assert lines[-1].startswith("command: ")
