@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python scripts/bench_frames.py
 	$(BIN)/python scripts/bench_reduce.py
 	$(BIN)/python scripts/bench_export.py
+	$(BIN)/python scripts/bench_overlap.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache .mypy_cache
