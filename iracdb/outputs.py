@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from iracdb.errors import CannotWrite, OutputExists
+from iracdb.workers import pid_alive
 
 #: The longest file name (bytes) Linux, macOS and Windows file systems take.
 NAME_MAX = 255
@@ -223,19 +224,6 @@ def place(temp: Path, final: Path, *, overwrite: bool) -> None:
         raise CannotWrite(f"cannot write {final}: {_reason(exc)}") from None
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this machine (True when that cannot be told)."""
-    if os.name != "posix" or pid <= 0:
-        return True
-    try:
-        os.kill(pid, 0)  # signal 0: only checks that the process exists
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):  # PermissionError: it exists, another user's
-        return True
-    return True
-
-
 def remove_stale_partials(folder: Path, names: Iterable[str]) -> list[Path]:
     """Remove the temporary files of ``names`` in ``folder`` that processes no longer running left behind.
 
@@ -257,7 +245,7 @@ def remove_stale_partials(folder: Path, names: Iterable[str]) -> list[Path]:
         return removed
     for entry in entries:
         match = _PARTIAL.fullmatch(entry.name)
-        if (match and match[1] in prefixes and not _pid_alive(int(match[2]))
+        if (match and match[1] in prefixes and not pid_alive(int(match[2]))
                 and entry.is_file(follow_symlinks=False)):
             Path(entry.path).unlink(missing_ok=True)
             removed.append(Path(entry.path))

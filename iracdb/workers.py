@@ -233,7 +233,7 @@ def _exit_with(pid: int) -> None:
     except ProcessLookupError:
         os._exit(1)
     except (AttributeError, OSError):
-        while _alive(pid):
+        while pid_alive(pid):
             time.sleep(1.0)
         os._exit(1)
     poller = select.poll()
@@ -242,12 +242,15 @@ def _exit_with(pid: int) -> None:
     os._exit(1)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (True when that cannot be told)."""
+    if os.name != "posix" or pid <= 0:
+        return True
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (OSError, OverflowError):  # PermissionError: it exists, another user's
         return True
     return True
 

@@ -166,7 +166,8 @@ def _run_lock(engine: Engine, name: str, options: ReduceOptions) -> Iterator[Non
 def _refuse_live(run: dict[str, Any]) -> None:
     """Refuse a run that a live process on this host is reducing (another process created or resumed it)."""
     name, pid, host = run["name"], run["pid"], run["host"]
-    if run["status"] == "running" and host == socket.gethostname() and pid and pid != os.getpid() and _alive(pid):
+    if (run["status"] == "running" and host == socket.gethostname() and pid and pid != os.getpid()
+            and workers.pid_alive(pid)):
         raise RunConflict(f"run {name!r} is being reduced by process {pid} on {host} right now")
 
 
@@ -396,7 +397,8 @@ def _user() -> str | None:
 
 def _take_over(engine: Engine, run: dict[str, Any], execution: Execution) -> None:
     """Mark a resumed run running again by this process, unless a live process on this host still runs it."""
-    if run["status"] == "running" and run["host"] == socket.gethostname() and run["pid"] and _alive(run["pid"]):
+    if (run["status"] == "running" and run["host"] == socket.gethostname() and run["pid"]
+            and workers.pid_alive(run["pid"])):
         if run["pid"] != os.getpid():
             raise RunConflict(f"run {run['name']!r} is being reduced by process {run['pid']} on this host")
     with engine.begin() as conn:
@@ -407,15 +409,6 @@ def _take_over(engine: Engine, run: dict[str, Any], execution: Execution) -> Non
             )
         )
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _execute_run(
