@@ -117,8 +117,10 @@ class _Table:
     base: str | None = None
     schema: pa.Schema = field(init=False)
     fetched: tuple[str, ...] = field(init=False)
+    types: dict[str, str] = field(init=False)  # registry storage type of each column
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "types", {column.name: column.type for column in self.columns})
         fields = []
         for column in self.columns:
             metadata = {"unit": column.unit, "description": column.description}
@@ -134,10 +136,6 @@ class _Table:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.columns)
-
-    @property
-    def types(self) -> dict[str, str]:
-        return {column.name: column.type for column in self.columns}
 
     def arrow_type(self, name: str) -> pa.DataType:
         if name == "input_id":
