@@ -92,16 +92,10 @@ def phase_limits(phase: NDArray[np.float64]) -> tuple[float, float]:
     """Axis limits [pix] for radial pixel phases ``phase`` [pix]: their range padded by 10% on each side, widened
     about its middle to at least :data:`MIN_PHASE_SPAN`, kept within [0, sqrt(0.5)]; the whole range without a
     finite phase."""
-    finite = np.asarray(phase, dtype=np.float64)
-    finite = finite[np.isfinite(finite)]
-    if finite.size == 0:
+    padded = _padded_range(phase, 0.1, MIN_PHASE_SPAN)
+    if padded is None:
         return 0.0, PHASE_MAX
-    lo, hi = float(finite.min()), float(finite.max())
-    pad = 0.1 * (hi - lo)
-    lo, hi = lo - pad, hi + pad
-    if hi - lo < MIN_PHASE_SPAN:
-        middle = 0.5 * (lo + hi)
-        lo, hi = middle - 0.5 * MIN_PHASE_SPAN, middle + 0.5 * MIN_PHASE_SPAN
+    lo, hi = padded
     if lo < 0.0:  # slide the window back inside [0, PHASE_MAX] rather than cut it
         lo, hi = 0.0, hi - lo
     if hi > PHASE_MAX:
@@ -112,16 +106,22 @@ def phase_limits(phase: NDArray[np.float64]) -> tuple[float, float]:
 def time_limits(mjd: NDArray[np.float64]) -> tuple[float, float] | None:
     """Axis limits [MJD] for times ``mjd`` [MJD]: their range padded by 5% on each side, widened about its middle
     to at least :data:`MIN_TIME_SPAN_D`; None without a finite time."""
-    finite = np.asarray(mjd, dtype=np.float64)
+    return _padded_range(mjd, 0.05, MIN_TIME_SPAN_D)
+
+
+def _padded_range(values: NDArray[np.float64], pad_fraction: float, min_span: float) -> tuple[float, float] | None:
+    """The range of the finite ``values``, padded by ``pad_fraction`` of it on each side and widened about its
+    middle to at least ``min_span`` (same unit as ``values``); None without a finite value."""
+    finite = np.asarray(values, dtype=np.float64)
     finite = finite[np.isfinite(finite)]
     if finite.size == 0:
         return None
     lo, hi = float(finite.min()), float(finite.max())
-    pad = 0.05 * (hi - lo)
+    pad = pad_fraction * (hi - lo)
     lo, hi = lo - pad, hi + pad
-    if hi - lo < MIN_TIME_SPAN_D:
+    if hi - lo < min_span:
         middle = 0.5 * (lo + hi)
-        lo, hi = middle - 0.5 * MIN_TIME_SPAN_D, middle + 0.5 * MIN_TIME_SPAN_D
+        lo, hi = middle - 0.5 * min_span, middle + 0.5 * min_span
     return lo, hi
 
 
