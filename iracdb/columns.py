@@ -219,10 +219,6 @@ def names(columns: tuple[Column, ...], *, exported: bool = True) -> tuple[str, .
     return tuple(c.name for c in columns if c.exported or not exported)
 
 
-def by_name(columns: tuple[Column, ...]) -> dict[str, Column]:
-    return {c.name: c for c in columns}
-
-
 def markdown_table(columns: tuple[Column, ...]) -> str:
     """The README's table of the exported columns (no ``run``; the ``flag_*`` columns in one row)."""
     lines = ["| column | unit | meaning |", "|---|---|---|"]
@@ -247,7 +243,6 @@ __all__ = [
     "Column",
     "ColumnType",
     "Source",
-    "by_name",
     "markdown_table",
     "names",
 ]
