@@ -14,12 +14,14 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Literal, cast
 
+import numpy as np
 from iracdb import summary
 from iracdb.choices import CORRECTION_SETS, FILE_TYPES, SUBARRAY_MODES, one_of
 from iracdb.errors import BadOption
 from iracdb.photometry.background import BackgroundMethod
 from iracdb.photometry.centroid import CentroidMethod
 from iracdb.photometry.measure import PhotometryParams
+from iracdb.photometry.motion import DAYS_PER_JULIAN_YEAR, propagate
 
 FileType = Literal["bcd", "cbcd"]
 SubarrayMode = Literal["planes", "median"]
@@ -40,6 +42,13 @@ class Target:
         Only for this AOR (a targets-file row keyed by AORKEY).
     object : str or None
         Only for AORs whose OBJECT contains this text (case and spaces ignored).
+    pm_ra_cosdec_mas_per_yr, pm_dec_mas_per_yr : float or None
+        Proper motion, mas/yr (RA times cos(dec), and Dec); None: a fixed position. With a proper motion, ``ra_deg``
+        and ``dec_deg`` are the position at ``epoch_mjd`` and each image is measured at the position moved to its
+        exposure's ``MJD_OBS`` (:meth:`position_at`).
+    epoch_mjd : float or None
+        The reference epoch of ``ra_deg``/``dec_deg`` when there is a proper motion, MJD (e.g. 57388.5 for
+        J2016.0, Gaia DR3's epoch).
     """
 
     name: str
@@ -47,10 +56,49 @@ class Target:
     dec_deg: float | None = None
     aorkey: int | None = None
     object: str | None = None
+    pm_ra_cosdec_mas_per_yr: float | None = None
+    pm_dec_mas_per_yr: float | None = None
+    epoch_mjd: float | None = None
+
+    def __post_init__(self) -> None:
+        motion = (self.pm_ra_cosdec_mas_per_yr, self.pm_dec_mas_per_yr, self.epoch_mjd)
+        if any(value is not None for value in motion) and (
+                self.auto or not all(value is not None and math.isfinite(value) for value in motion)):
+            raise BadOption(f"target {self.name!r}: a proper motion needs RA and Dec, both components (mas/yr) and "
+                            "the reference epoch, all finite")
 
     @property
     def auto(self) -> bool:
         return self.ra_deg is None
+
+    @property
+    def moving(self) -> bool:
+        """Whether the target has a proper motion (its position depends on the image's time)."""
+        return self.epoch_mjd is not None
+
+    def position_at(self, mjd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ICRS ``(ra_deg, dec_deg)`` at the times ``mjd`` [MJD], degrees: the fixed position, or with a proper
+        motion the position propagated from ``epoch_mjd`` (:func:`iracdb.photometry.motion.propagate`: linear
+        space motion, no parallax or radial velocity; equal to astropy's ``apply_space_motion`` without them).
+        The epoch's time scale (often TT) and the images' (UTC) differ by about a minute: far below a
+        microarcsecond of motion."""
+        mjd = np.asarray(mjd, dtype=np.float64)
+        if self.auto:
+            raise ValueError("an auto target has no position")
+        if not self.moving:
+            return np.full(mjd.shape, self.ra_deg), np.full(mjd.shape, self.dec_deg)
+        years = (mjd - self.epoch_mjd) / DAYS_PER_JULIAN_YEAR
+        return propagate(self.ra_deg, self.dec_deg, self.pm_ra_cosdec_mas_per_yr,  # type: ignore[arg-type]
+                         self.pm_dec_mas_per_yr, years)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, object]:
+        """The target as recorded with the run (the proper-motion fields only when it has one, so that a fixed
+        target's record, and the run's parameter hash, are what they were before proper motions existed)."""
+        data = asdict(self)
+        if not self.moving:
+            for key in ("pm_ra_cosdec_mas_per_yr", "pm_dec_mas_per_yr", "epoch_mjd"):
+                del data[key]
+        return data
 
     def applies_to(self, aorkey: int, object_: str | None) -> bool:
         """Whether this target is measured in the AOR ``aorkey`` whose OBJECT is ``object_``."""
@@ -235,7 +283,7 @@ class ReduceOptions:
     def to_json(self) -> str:
         """Canonical JSON (sorted keys, no spaces): what the parameter hash is computed from."""
         data = asdict(self)
-        data["targets"] = [asdict(t) for t in self.targets]
+        data["targets"] = [t.to_dict() for t in self.targets]
         data["aorkeys"] = sorted(self.aorkeys)
         data["reject"] = str(summary.RejectRule.parse(self.reject))
         data["aperture_correction"] = str(self.aperture_choice())

@@ -42,6 +42,10 @@ from iracdb.reduce.worker import AUTO_SEARCH_RADIUS_PX, Chunk, ChunkResult, Expo
 
 #: full-array frames, ~25 MB of image, uncertainty and mask), so memory stays bounded whatever an AOR holds.
 CHUNK_PIXELS = 1 << 21
+#: How a target with a proper motion is placed on each image (recorded with the run, in ``resolved_json``).
+PROPER_MOTION = ("targets with a proper motion are measured at their position at each exposure's MJD_OBS, "
+                 "propagated from their epoch by linear space motion without parallax or radial velocity "
+                 "(iracdb.photometry.motion.propagate; equal to astropy's apply_space_motion without them)")
 #: Chunks in flight per worker: enough to keep workers busy, few enough to bound the driver's memory.
 CHUNKS_IN_FLIGHT_PER_WORKER = 2
 
@@ -336,7 +340,9 @@ def _resolve(options: ReduceOptions, missions_channels: Iterable[tuple[str, int]
             "correction_coefficients": None if options.corrections == "none"
             else (mission if options.corrections == "auto" else options.corrections),
         }
+    moving = {"proper_motion": PROPER_MOTION} if any(t.moving for t in options.targets) else {}
     return {
+        **moving,
         "per_mission_channel": per,
         "reject": str(summary.RejectRule.parse(options.reject)),
         "summary_excluded_flags": [f.name for f in Flag if f and (summary.SUMMARY_EXCLUDED & f)],

@@ -178,7 +178,7 @@ def _measure_group(
     )
     wcs = _wcs(items)
     for target_index, target in chunk.targets:
-        x, y, off_image = _expected(target, wcs, data, exposure_of_image)
+        x, y, off_image = _expected(target, wcs, data, exposure_of_image, _per_exposure(items, "mjd_obs"))
         phot = measure(data, x, y, info, chunk.params, uncertainty=unc, mask=mask, off_image=off_image)
         columns = _columns_from(phot, items, exposure_of_image, plane, n_combined, target_index, times)
         for i, item in enumerate(items):
@@ -305,14 +305,14 @@ def _far_off(wcs: _Wcs, ra: np.ndarray, dec: np.ndarray, shape: tuple[int, ...])
 
 
 def _expected(
-    target: Target, wcs: _Wcs, data: np.ndarray, exposure_of_image: np.ndarray
+    target: Target, wcs: _Wcs, data: np.ndarray, exposure_of_image: np.ndarray, mjd_obs: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Expected pixel position of the target on every image (NaN: COORD_CONVERSION_FAILED), and whether it is far
     off the image (NaN position, NOT_IN_FOV): such a position is not converted, as the SIP inverse need not converge
-    there."""
+    there. A target with a proper motion is where it was at each exposure's ``MJD_OBS`` (``mjd_obs``, per exposure;
+    :meth:`~iracdb.reduce.options.Target.position_at`)."""
     if not target.auto:
-        n = len(wcs.valid)
-        ra, dec = np.full(n, target.ra_deg), np.full(n, target.dec_deg)
+        ra, dec = target.position_at(mjd_obs)
         off = _far_off(wcs, ra, dec, data.shape)
         x, y = _world_to_pixel(wcs, np.where(off, np.nan, ra), np.where(off, np.nan, dec))
         return x[exposure_of_image], y[exposure_of_image], off[exposure_of_image]
