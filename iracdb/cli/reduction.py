@@ -32,7 +32,6 @@ from iracdb.cli.app import (
     stderr,
     stdout,
 )
-from iracdb.config import default_workers
 
 if TYPE_CHECKING:  # built at run time from the library's choices; to a type checker, any StrEnum
     FileType: TypeAlias = StrEnum
@@ -133,22 +132,14 @@ def reduce(
     """
     from iracdb import reduce as reduction
     from iracdb.db import queries
+    from iracdb.reduce.keywords import reduce_settings
 
     with _database(db) as engine:
-        targets = [reduction.Target(name=_target_name(t), ra_deg=ra, dec_deg=dec)
-                   for t in target or [] for ra, dec in [reduction.parse_sky_position(t)]]
-        if targets_file is not None:
-            targets += reduction.read_targets_file(targets_file)
-        if auto:
-            targets.append(reduction.Target(name="auto"))
-        options = reduction.ReduceOptions(
-            aorkeys=tuple(aor or ()), object=object, channel=channel, file_type=file_type.value,
-            targets=tuple(targets), radius_px=radius, annulus_in_px=annulus[0], annulus_out_px=annulus[1],
-            centroid=centroid.value, background=background.value, corrections=corrections.value,
-            aperture_correction=aperture_correction, reject=reject, subarray=subarray.value,
-        )
-        execution = reduction.Execution(
-            workers=default_workers() if workers is None else workers, scheduler=scheduler, resume=resume,
+        options, execution = reduce_settings(
+            target=target, targets_file=targets_file, auto=auto, aor=aor, object=object, channel=channel,
+            file_type=file_type.value, radius=radius, annulus=annulus, centroid=centroid.value,
+            background=background.value, corrections=corrections.value, aperture_correction=aperture_correction,
+            reject=reject, subarray=subarray.value, workers=workers, scheduler=scheduler, resume=resume,
             command_line=reduction.mask_command_line(_command_line(ctx)),
         )
         columns = (TextColumn("reducing AORs"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -185,7 +176,3 @@ def _command_line(ctx: typer.Context) -> list[str]:
         names.append(node.info_name or "")
         node = node.parent
     return ["iracdb", *reversed(names), *args]
-
-
-def _target_name(text: str) -> str:
-    return " ".join(text.replace(",", " ").split())

@@ -12,9 +12,10 @@ import math
 import os
 import re
 from dataclasses import asdict, dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
+
 from iracdb import summary
 from iracdb.choices import CORRECTION_SETS, FILE_TYPES, SUBARRAY_MODES, one_of
 from iracdb.errors import BadOption
@@ -91,7 +92,7 @@ class Target:
         return propagate(self.ra_deg, self.dec_deg, self.pm_ra_cosdec_mas_per_yr,  # type: ignore[arg-type]
                          self.pm_dec_mas_per_yr, years)  # type: ignore[arg-type]
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         """The target as recorded with the run (the proper-motion fields only when it has one, so that a fixed
         target's record, and the run's parameter hash, are what they were before proper motions existed)."""
         data = asdict(self)
