@@ -281,9 +281,12 @@ class Archive:
         # Recorded with the run: this process's command line, and that the run was made from Python.
         command_line = f"{mask_command_line(sys.argv)} (Python: iracdb.Archive.reduce)"
         settings = reduce_settings(target=target, command_line=command_line, **options)
-        return self._reduce(name, *settings, progress=progress)
+        return self.reduce_with(name, *settings, progress=progress)
 
-    def _reduce(self, name: str, options: ReduceOptions, execution: Execution, *, progress: ProgressArg) -> Run:
+    def reduce_with(self, name: str, options: ReduceOptions, execution: Execution | None = None, *,
+                    progress: ProgressArg = None) -> Run:
+        """:meth:`reduce` with the options already made (:func:`iracdb.reduce.keywords.reduce_settings`): what
+        ``iracdb reduce`` calls. Same returns and exceptions."""
         from iracdb.reduce.run import reduce
 
         engine = self.engine()
@@ -408,18 +411,19 @@ class Run:
     @property
     def provenance(self) -> dict[str, Any]:
         """Everything recorded about the run (:func:`iracdb.export.run_provenance`): parameters as given and as
-        resolved, software versions, host, user, command line, targets (ICRS [deg], proper motions [mas/yr]),
-        units, and every input file with its size [bytes] and SHA-256."""
-        return self._provenance(with_inputs=True)
+        resolved (proper motions [mas/yr] and their epoch [MJD] with the targets), software versions, host, user,
+        command line, targets (ICRS [deg]), units, and every input file with its size [bytes] and SHA-256."""
+        return self.get_provenance(with_inputs=True)
 
-    def _provenance(self, *, with_inputs: bool) -> dict[str, Any]:
+    def get_provenance(self, *, with_inputs: bool = True) -> dict[str, Any]:
+        """:attr:`provenance`; without ``with_inputs``, only the summary of the input files (``iracdb show``)."""
         from iracdb.export import run_provenance
 
         with self.archive._errors():
             return run_provenance(self.archive.engine(), self.name, with_inputs=with_inputs)
 
     def _meta(self) -> dict[str, Any]:
-        provenance = self._provenance(with_inputs=False)
+        provenance = self.get_provenance(with_inputs=False)
         provenance.pop("columns", None)
         return provenance
 

@@ -28,7 +28,6 @@ from iracdb.cli.app import (
     stderr,
     stdout,
 )
-from iracdb.config import default_workers
 from iracdb.db.engine import safe_url
 from iracdb.errors import BadOption
 
@@ -154,9 +153,7 @@ def ingest(
     moved files (same checksum, new path) get their new path. Files that cannot be catalogued are listed with the
     reason and recorded; the exit status is then 4 (0 when every file was catalogued).
     """
-    from iracdb.ingest import ingest as run_ingest
-
-    workers = default_workers() if workers is None else workers
+    from iracdb.api import Archive
 
     with _database(db, create=True) as engine:
         columns = (TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -166,7 +163,7 @@ def ingest(
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            summary = run_ingest(engine, [str(p) for p in paths], workers=workers, progress=progress)
+            summary = Archive.from_engine(engine).ingest([str(p) for p in paths], workers=workers, progress=progress)
         for path, reason in summary.rejected:
             stderr.print(f"rejected: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
         stdout.print(

@@ -131,6 +131,7 @@ def reduce(
     the workers could not do the work (Dask cluster without workers, scheduler lost), 130 Ctrl-C, 143 SIGTERM.
     """
     from iracdb import reduce as reduction
+    from iracdb.api import Archive
     from iracdb.db import queries
     from iracdb.reduce.keywords import reduce_settings
 
@@ -149,7 +150,8 @@ def reduce(
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            report = reduction.reduce(engine, run_name, options, execution, progress=progress)
+            report = Archive.from_engine(engine).reduce_with(run_name, options, execution, progress=progress).report
+        assert report is not None
         for note in report.notes:
             stderr.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
         for path, reason in report.unreadable:

@@ -85,10 +85,10 @@ def show(
 ) -> None:
     """Show a run: its parameters as given and as applied, its counts and its provenance (software, host, command
     line, inputs). json gives all of it, with the export's columns."""
-    from iracdb.export import run_provenance
+    from iracdb.api import Archive
 
     with _database(db) as engine:
-        provenance = run_provenance(engine, run_name, with_inputs=False)
+        provenance = Archive.from_engine(engine).run(run_name).get_provenance(with_inputs=False)
     if fmt is ShowFormat.json:
         sys.stdout.write(json.dumps(provenance, indent=1, default=str) + "\n")
         return
@@ -193,7 +193,7 @@ def export(
     digits, '.', '_' and '-' percent-encoded (a/b -> a%2Fb). Rows are streamed, so any size of run exports in
     bounded memory. An existing file is replaced only with --overwrite.
     """
-    from iracdb.export import export_run
+    from iracdb.api import Archive
 
     with _database(db) as engine:
         columns = (TextColumn("exporting image rows"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -203,7 +203,8 @@ def export(
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            result = export_run(engine, run_name, out, fmt.value, overwrite=overwrite, progress=progress)
+            result = Archive.from_engine(engine).run(run_name).export(out, fmt.value, overwrite=overwrite,
+                                                                      progress=progress)
     if result.status != "complete":
         stderr.print(f"note: run {run_name!r} is {result.status}: the export holds only its finished AORs "
                      f"(finish it with `iracdb reduce --run-name {run_name} --resume ...`)",
@@ -320,14 +321,10 @@ def plot(
 
     An existing file is replaced only with --overwrite; the database is never an output.
     """
-    from iracdb import plots
+    from iracdb.api import Archive
 
     with _database(db) as engine:
-        path = out or plots.default_plot_path(run_name, aor)
-        if aor is None:
-            written = plots.plot_overview(engine, run_name, path, overwrite=overwrite)
-        else:
-            written = plots.plot_aor(engine, run_name, aor, path, overwrite=overwrite)
+        written = Archive.from_engine(engine).run(run_name).plot(out, aor=aor, overwrite=overwrite)
     stdout.print(f"wrote {written}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -344,11 +341,12 @@ def compare(
 
     diff_sigma is the difference over the combined error of the two means.
     """
-    from iracdb.compare import COMPARE_COLUMNS, compare_runs
+    from iracdb.api import Archive
+    from iracdb.compare import COMPARE_COLUMNS
 
     with _database(db) as engine:
         shown = _chosen_columns(columns, COMPARE_COLUMNS, COMPARE_COLUMNS)
-        comparison = compare_runs(engine, run_a, run_b)
+        comparison = Archive.from_engine(engine).comparison(run_a, run_b)
     if fmt is not OutputFormat.table:
         _print_rows(comparison.rows, shown, fmt, title="")
         return
