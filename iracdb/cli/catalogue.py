@@ -28,6 +28,7 @@ from iracdb.cli.app import (
     stderr,
     stdout,
 )
+from iracdb.config import default_workers
 from iracdb.db.engine import safe_url
 from iracdb.errors import BadOption
 
@@ -155,6 +156,7 @@ def ingest(
     """
     from iracdb.api import Archive
 
+    workers = default_workers() if workers is None else workers
     with _database(db, create=True) as engine:
         columns = (TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=stderr, disable=not stderr.is_terminal, transient=True) as bar:

@@ -32,6 +32,7 @@ from iracdb.cli.app import (
     stderr,
     stdout,
 )
+from iracdb.config import default_workers
 
 if TYPE_CHECKING:  # built at run time from the library's choices; to a type checker, any StrEnum
     FileType: TypeAlias = StrEnum
@@ -140,7 +141,8 @@ def reduce(
             target=target, targets_file=targets_file, auto=auto, aor=aor, object=object, channel=channel,
             file_type=file_type.value, radius=radius, annulus=annulus, centroid=centroid.value,
             background=background.value, corrections=corrections.value, aperture_correction=aperture_correction,
-            reject=reject, subarray=subarray.value, workers=workers, scheduler=scheduler, resume=resume,
+            reject=reject, subarray=subarray.value, workers=default_workers() if workers is None else workers,
+            scheduler=scheduler, resume=resume,
             command_line=reduction.mask_command_line(_command_line(ctx)),
         )
         columns = (TextColumn("reducing AORs"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -81,8 +81,8 @@ class Target:
         """ICRS ``(ra_deg, dec_deg)`` at the times ``mjd`` [MJD], degrees: the fixed position, or with a proper
         motion the position propagated from ``epoch_mjd`` (:func:`iracdb.photometry.motion.propagate`: linear
         space motion, no parallax or radial velocity; equal to astropy's ``apply_space_motion`` without them).
-        The epoch's time scale (often TT) and the images' (UTC) differ by about a minute: far below a
-        microarcsecond of motion."""
+        The epoch's time scale (often TT) and the images' (UTC) differ by about a minute: 0.02 mas of motion for
+        Barnard's star, the fastest, 1/50,000 of an IRAC pixel."""
         mjd = np.asarray(mjd, dtype=np.float64)
         if self.auto:
             raise ValueError("an auto target has no position")
