@@ -9,6 +9,11 @@
         run.aors()                                          # astropy Table, units from the column registry
         run.export("out/", format="parquet"); run.plot("run5.png")
 
+With more than one worker process (``workers``, by default the CPU cores this process may use), a file run as
+``python script.py`` needs its calls under ``if __name__ == "__main__":``, as Python's :mod:`multiprocessing`
+requires (each worker process imports the script: without the guard it would run the script again, and die); in
+Jupyter, or with ``workers=1``, nothing is needed.
+
 The command line is a layer over this module: ``iracdb ingest``, ``reduce``, ``export``, ``plot``, ``compare``,
 ``show`` and ``sql`` call the methods below, so both always do the same thing. Library code prints nothing: a
 progress bar (rich, on stderr or in Jupyter) shows only where ``progress`` asks for one. Errors are the
@@ -160,7 +165,8 @@ class Archive:
         path : path or list of paths
             Folders (walked recursively) and/or FITS files.
         workers : int, optional
-            Processes reading headers (default: the CPU cores this process may use; 1: in this process).
+            Processes reading headers (default: the CPU cores this process may use; 1: in this process). More than
+            one, in a script: see the ``__main__`` guard in :mod:`iracdb.api`.
         progress : bool, callable or None
             A progress bar (None: on a terminal or in Jupyter), or ``progress(files_read, files_to_read)``.
 
@@ -258,7 +264,7 @@ class Archive:
             (:func:`iracdb.reduce.keywords.reduce_settings`): ``aor``, ``object``, ``channel``, ``file_type``,
             ``targets_file``, ``auto``, ``radius`` [px], ``annulus`` (IN, OUT) [px], ``centroid``, ``background``,
             ``corrections``, ``aperture_correction``, ``reject``, ``subarray``, ``workers``, ``scheduler``,
-            ``resume``.
+            ``resume``. ``workers`` > 1 in a script: see the ``__main__`` guard in :mod:`iracdb.api`.
 
         Returns
         -------

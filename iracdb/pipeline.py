@@ -58,7 +58,9 @@ def photometry(
     **options
         Any option of :meth:`iracdb.Archive.reduce`: ``radius`` [px], ``annulus`` (IN, OUT) [px], ``centroid``,
         ``background``, ``corrections``, ``aperture_correction``, ``reject``, ``subarray``, ``workers`` ...
-        (``file_type`` follows the files given: ``cbcd`` when they are CBCDs).
+        (``file_type`` follows the files given: ``cbcd`` when they are CBCDs). With ``workers`` > 1 (the default:
+        the CPU cores), a script run as ``python file.py`` needs ``if __name__ == "__main__":`` (see
+        :mod:`iracdb.api`).
 
     Returns
     -------

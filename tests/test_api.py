@@ -121,7 +121,7 @@ def _plain(value: object) -> object:
     return value.item() if hasattr(value, "item") else value
 
 
-def test_nulls_are_masked_values_not_strings_or_nan(db_url: str) -> None:
+def test_nulls_are_masked_values_not_strings_or_nan(db_url: str, reader_url: str) -> None:
     """An AOR where the target is not in the field: its values are NULL in the database, masked in the tables."""
     with iracdb.open(db_url) as arc:
         arc.ingest(IRAC, workers=1)
@@ -134,7 +134,8 @@ def test_nulls_are_masked_values_not_strings_or_nan(db_url: str) -> None:
         assert len(images) == 1 and bool(images["flag_not_in_fov"][0]) and bool(images["flux_mjy"].mask[0])
         frame = aors.to_pandas()
         assert frame["flux_mjy"].isna().tolist() == [False, True][:: 1 if aors["aorkey"][0] == 46466816 else -1]
-        sql = arc.sql("SELECT aorkey, flux_mjy, object FROM aor_photometry ORDER BY aorkey")
+    with iracdb.open(reader_url) as reader:
+        sql = reader.sql("SELECT aorkey, flux_mjy, object FROM aor_photometry ORDER BY aorkey")
         assert sql["flux_mjy"].mask.tolist() == [False, True] and sql["object"][1].startswith("WISE")
 
 
@@ -221,3 +222,21 @@ def test_a_notebook_session_runs_and_the_library_prints_nothing(tmp_path: Path) 
     assert -1 < result["diff_pct"] < 0  # the published 2 px aperture correction leaves r2 ~0.3 % lower
     exported = Table.read(tmp_path / "out" / "xo3_aor_data.ecsv")
     assert exported["flux_mjy"][0] == result["flux"] and exported["flux_mjy"].unit == u.mJy
+
+
+def test_the_readme_python_example_runs(tmp_path: Path) -> None:
+    """The README's Python section, run as written (its relative data path pointed at the shared data)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Python\n"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("```\n", section.index("```python"))]
+    script = tmp_path / "example.py"
+    script.write_text(code.replace("../shared/data", str(SHARED_DATA)) + textwrap.dedent("""
+        assert len(aor_data) == 1 and len(img_data) == 704 and len(problem_aors) == 0
+        print(repr(float(aor_data["flux_mjy"][0])))
+    """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-W", "error", str(script)], capture_output=True, text=True,
+                          cwd=tmp_path, env=env, check=False, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and 55.9 < float(done.stdout) < 56.0
+    assert (tmp_path / "xo3.png").is_file() and (tmp_path / "export" / "xo3_aor_data.ecsv").is_file()
