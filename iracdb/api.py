@@ -98,6 +98,7 @@ class Archive:
         self._given = given
         self._engine = engine
         self._owns_engine = engine is None
+        self._closed = False
 
     @classmethod
     def from_engine(cls, engine: Engine) -> Archive:
@@ -106,6 +107,7 @@ class Archive:
 
     @property
     def url(self) -> str:
+        """The database URL, its password (if any) shown as ``***``."""
         return safe_url(self._url)
 
     def __repr__(self) -> str:
@@ -122,6 +124,7 @@ class Archive:
         if self._engine is not None and self._owns_engine:
             self._engine.dispose()
             self._engine = None
+        self._closed = True
 
     # --- the database --------------------------------------------------------------------------------------
 
@@ -132,7 +135,14 @@ class Archive:
         ----------
         create : bool
             Whether a SQLite file that does not exist may be created.
+
+        Raises
+        ------
+        iracdb.errors.DatabaseError
+            The archive was closed (its runs and tables cannot be read any more: open it again).
         """
+        if self._closed:
+            raise DatabaseError(f"the archive {self.url} is closed: open it again with iracdb.open()")
         if self._engine is None:
             from iracdb.db import migrate
             from iracdb.db.engine import make_engine
@@ -393,6 +403,8 @@ class Run:
 
     Attributes
     ----------
+    archive : Archive
+        The archive the run is in.
     name : str
         The run's name.
     report : iracdb.reduce.RunReport or None

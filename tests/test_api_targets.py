@@ -16,7 +16,7 @@ from astropy.time import Time
 from astropy.wcs import WCS
 
 import iracdb
-from iracdb.errors import BadOption
+from iracdb.errors import BadOption, DatabaseError
 from iracdb.photometry.motion import propagate
 from iracdb.reduce.keywords import reduce_settings, targets_from
 from iracdb.reduce.options import ReduceOptions, Target
@@ -114,13 +114,15 @@ def test_a_skycoord_with_proper_motion_is_measured_where_the_star_was_and_the_ru
         moving = arc.reduce("moving", start, workers=1)
         columns = ["expid", "dcenum", "plane", "x_expected", "y_expected", "file"]
         rows_fixed, rows_moving = fixed.images(columns=columns), moving.images(columns=columns)
-        provenance = moving.provenance
+        provenance, fixed_resolved = moving.provenance, fixed.provenance["resolved"]
         exposures = arc.exposures(46466816)
+    with pytest.raises(DatabaseError, match="is closed"):
+        moving.aors()
     target = provenance["parameters"]["targets"][0]
     assert [target["pm_ra_cosdec_mas_per_yr"], target["pm_dec_mas_per_yr"]] == pytest.approx([pm_ra, pm_dec], abs=1e-9)
     assert target["epoch_mjd"] == pytest.approx(51544.5)
     assert "apply_space_motion" in provenance["resolved"]["proper_motion"]
-    assert "proper_motion" not in fixed.provenance["resolved"]
+    assert "proper_motion" not in fixed_resolved
     mjd_obs = {int(e["expid"]): float(e["mjd_obs"]) for e in exposures}
     checked = 0
     for expid in (0, 10):
