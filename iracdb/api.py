@@ -87,12 +87,13 @@ class Archive:
 
     def __init__(self, url: str, *, given: str | None = None, engine: Engine | None = None) -> None:
         from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
 
         from iracdb.db.engine import EXPECTED_URL
 
         try:
             make_url(url)
-        except Exception:
+        except (ArgumentError, ValueError):  # ValueError: e.g. a port that is not a number
             raise BadOption(f"not a database URL ({EXPECTED_URL})") from None
         self._url = url
         self._given = given

@@ -168,6 +168,8 @@ def test_a_missing_sqlite_file_is_refused_except_by_ingest(tmp_path: Path, monke
         with pytest.raises(NoSuchDatabase, match=r"no database at iracdb\.sqlite"):
             arc.runs()
     assert list(tmp_path.iterdir()) == []
+    shown = repr(iracdb.open("postgresql+psycopg://alice:secret@dbhost/iracdb"))  # nothing connected yet
+    assert shown == "<iracdb.Archive postgresql+psycopg://alice:***@dbhost/iracdb>"
     with pytest.raises(BadOption, match="malformed scheme separator"):
         iracdb.open("postgresql+psycopg:/alice:secret@host/db")
     with iracdb.open(tmp_path / "new.sqlite") as arc:
