@@ -7,6 +7,8 @@
 - ``.. iracdb-view-sql:: image_photometry|aor_photometry`` a view's SQL as :mod:`iracdb.db.views` renders it.
 - ``.. iracdb-flags::`` the quality-flag registry (:mod:`iracdb.flags`), with which bits keep an image out.
 - ``.. iracdb-choices::`` the closed choices (:mod:`iracdb.choices`).
+- ``.. iracdb-coefficients::``, ``.. iracdb-aperture-corrections::``, ``.. iracdb-pixel-areas::`` the numbers the
+  corrections use (:mod:`iracdb.photometry.corrections`, ``apcorr``, ``units``).
 
 The functions that collect the facts (``cli_commands``, ``column_rows``, ``table_docs``, ``flag_rows``,
 ``choice_rows``) return plain data and are tested in ``tests/test_docs_ext.py``; the directives only lay them out.
@@ -215,6 +217,38 @@ def choice_rows() -> list[tuple[str, str, str]]:
     return rows
 
 
+COEFFICIENT_NAMES = ("A", "B", "C", "D", "E", "F", "dFx", "dFy", "X0", "Y0", "sx", "sy", "F0", "q")
+
+
+def coefficient_rows() -> list[tuple[str, ...]]:
+    """The pixel-phase x array-location coefficients in effect, per mission and channel (float32 values, 8 digits)."""
+    from iracdb.photometry.corrections import COEFFICIENTS
+
+    return [(mission, str(channel), *(f"{value:.8g}" for value in values))
+            for (mission, channel), values in COEFFICIENTS.items()]
+
+
+def aperture_correction_rows() -> list[tuple[str, ...]]:
+    """The published aperture corrections shipped with iracdb: mission, radius, annulus, ch1..ch4 factors."""
+    from iracdb.photometry.apcorr import PUBLISHED
+
+    rows = []
+    for (mission, radius, inner, outer), factors in PUBLISHED.items():
+        annulus = f"{inner:g}-{outer:g}" if inner is not None and outer is not None else "(none)"
+        rows.append((mission, "infinite" if radius == float("inf") else f"{radius:g}", annulus,
+                     *(f"{factors[ch]:g}" if ch in factors else "" for ch in (1, 2, 3, 4))))
+    return rows
+
+
+def pixel_area_rows() -> list[tuple[str, str, str, str]]:
+    """The nominal pixel size per channel: width (arcsec), solid angle (sr), and mJy per MJy/sr in one pixel."""
+    from iracdb.photometry.units import NOMINAL_PIXEL_ARCSEC, mjy_per_mjy_sr_px, nominal_pixel_sr
+
+    return [(str(channel), f"{width:g}", f"{nominal_pixel_sr(channel):.6g}",
+             f"{mjy_per_mjy_sr_px(nominal_pixel_sr(channel)):.6g}")
+            for channel, width in NOMINAL_PIXEL_ARCSEC.items()]
+
+
 # --- layout ---------------------------------------------------------------------------------------------------------
 
 
@@ -363,7 +397,37 @@ class ChoicesDirective(_Generated):
         return [_table(("registry", "value", "meaning"), choice_rows(), (25, 15, 60), (0, 1))]
 
 
+class CoefficientsDirective(_Generated):
+    """``.. iracdb-coefficients::``: the correction coefficients of :mod:`iracdb.photometry.corrections`."""
+
+    def run(self) -> list[nodes.Node]:
+        self.note_sources("iracdb.photometry.corrections")
+        headers = ("mission", "ch", *COEFFICIENT_NAMES)
+        return [_table(headers, coefficient_rows(), (6, 3, *(8,) * len(COEFFICIENT_NAMES)), ())]
+
+
+class ApertureCorrectionsDirective(_Generated):
+    """``.. iracdb-aperture-corrections::``: the published tables of :mod:`iracdb.photometry.apcorr`."""
+
+    def run(self) -> list[nodes.Node]:
+        self.note_sources("iracdb.photometry.apcorr")
+        headers = ("mission", "radius px", "annulus px", "ch1", "ch2", "ch3", "ch4")
+        return [_table(headers, aperture_correction_rows(), (10, 10, 12, 10, 10, 10, 10), ())]
+
+
+class PixelAreasDirective(_Generated):
+    """``.. iracdb-pixel-areas::``: the nominal pixel solid angles of :mod:`iracdb.photometry.units`."""
+
+    def run(self) -> list[nodes.Node]:
+        self.note_sources("iracdb.photometry.units")
+        headers = ("channel", "pixel width, arcsec", "solid angle, sr", "mJy per MJy/sr in one pixel")
+        return [_table(headers, pixel_area_rows(), (10, 20, 20, 30), ())]
+
+
 def setup(app: Any) -> dict[str, Any]:
+    app.add_directive("iracdb-coefficients", CoefficientsDirective)
+    app.add_directive("iracdb-aperture-corrections", ApertureCorrectionsDirective)
+    app.add_directive("iracdb-pixel-areas", PixelAreasDirective)
     app.add_directive("iracdb-cli", CliDirective)
     app.add_directive("iracdb-columns", ColumnsDirective)
     app.add_directive("iracdb-tables", TablesDirective)
