@@ -17,7 +17,7 @@ import iracdb  # noqa: E402  (after the path is set)
 
 project = "iracdb"
 author = "the iracdb developers"
-copyright = "the iracdb developers"  # noqa: A001  (Sphinx's name)
+copyright = "the iracdb developers"
 version = release = iracdb.__version__
 
 # Pages that document the Python API of issue 12 (iracdb.open, Archive, Run, iracdb.photometry), built on another
@@ -95,5 +95,5 @@ def _drop_pending_from_toctrees(app, docname: str, source: list[str]) -> None:
     source[0] = "".join(line for line in lines if line.strip() not in PENDING_API)
 
 
-def setup(app):  # noqa: D103
+def setup(app):
     app.connect("source-read", _drop_pending_from_toctrees)

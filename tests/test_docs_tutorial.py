@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-import iracdb
 from conftest import SHARED
 from docs_pages import DOCS, ROOT, Block, code_blocks, console_steps, output_matches, page_blocks
+
+import iracdb
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_tutorial_runs_as_written(checkout: Path, monkeypatch: pytest.MonkeyPatc
         monkeypatch.delenv(name)
     namespace: dict[str, object] = {"__name__": "__tutorial__"}
     for block in blocks:
-        exec(compile(block.text, f"docs/tutorial.rst:{block.line}", "exec"), namespace)  # noqa: S102
+        exec(compile(block.text, f"docs/tutorial.rst:{block.line}", "exec"), namespace)
     assert (checkout / "xo3.png").stat().st_size > 10_000
 
 
