@@ -4,6 +4,7 @@ the page shows, on the real XO-3 AOR in an empty folder beside the shared data (
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,10 @@ def test_every_page_with_code_is_run() -> None:
         runnable = [b for language in ("python", "console") for b in page_blocks(page, language)]
         assert not runnable or page in tested, (
             f"docs/{page}.rst has code blocks no test runs: mark them ':class: no-test' or run them")
+
+
+def test_readme_links_into_the_docs_exist() -> None:
+    links = re.findall(r"\]\((docs/[^)#]+)\)", (ROOT / "README.md").read_text(encoding="utf-8"))
+    assert "docs/cli-walkthrough.rst" in links and "docs/tutorial.rst" in links
+    for link in links:
+        assert (ROOT / link).exists(), f"README links to {link}, which does not exist"
