@@ -41,15 +41,23 @@ html_css_files = ["iracdb.css"]
 html_theme = "pydata_sphinx_theme"
 html_title = f"iracdb {release}"
 html_show_sourcelink = False
+html_copy_source = False
+# Text is shown as written: `--resume` in a command's help must not become an en dash, nor quotes curly.
+smartquotes = False
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
     "navbar_align": "left",
+    "header_links_before_dropdown": 5,
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version"],
     "secondary_sidebar_items": ["page-toc"],
 }
-html_sidebars = {"**": ["sidebar-nav-bs"]}
+# The section navigation on the left only where a section has pages (the library reference); the other pages are
+# one page each and use the full width for their tables.
+TOP_LEVEL_PAGES = ["index", "getting-started", "cli-walkthrough", "tutorial", "team", "cli", "api", "schema",
+                   "corrections"]
+html_sidebars = {page: [] for page in TOP_LEVEL_PAGES}
 # No MathJax (it would be fetched from a CDN by the reader's browser): formulas are written as code, so that the
 # pages read the same offline.
 

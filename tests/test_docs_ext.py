@@ -58,8 +58,7 @@ def test_column_tables_list_the_registry(kind: str, registry: tuple) -> None:
     assert [row[0] for row in rows] == [column.name for column in registry]
     for row, column in zip(rows, registry, strict=True):
         assert row[1] == column.type and row[4] == column.description
-        assert row[3] == ("view and exports" if not column.stored
-                          else "stored and exported" if column.exported else "stored only")
+        assert row[3] == ("view" if not column.stored else "table, view" if column.exported else "table only")
     assert dict((row[0], row[2]) for row in rows)["flux_mjy"] == "mJy"
 
 
@@ -100,9 +99,12 @@ def test_view_sql_is_the_registry_rendering() -> None:
 def test_choices_and_correction_numbers() -> None:
     rows = iracdb_docs.choice_rows()
     assert ("REJECT_RULES", "sigma:N", choices.REJECT_RULES["sigma:N"]) in rows
-    coefficients = {(row[0], row[1]): row[2:] for row in iracdb_docs.coefficient_rows()}
-    assert set(coefficients) == {("warm", "1"), ("warm", "2"), *(("cryo", str(ch)) for ch in (1, 2, 3, 4))}
-    assert coefficients[("warm", "2")][0] == "0.97494936"  # A, as the float32 literal 0.97494935 holds it
+    sets = iracdb_docs.coefficient_sets()
+    assert sorted(sets) == ["cryo ch1", "cryo ch2", "cryo ch3", "cryo ch4", "warm ch1", "warm ch2"]
+    coefficients = {row[0]: dict(zip(sets, row[1:], strict=True)) for row in iracdb_docs.coefficient_rows()}
+    assert list(coefficients) == ["A", "B", "C", "D", "E", "F", "dFx", "dFy", "X0", "Y0", "sx", "sy", "F0", "q"]
+    assert coefficients["A"]["warm ch2"] == "0.97494936"  # the float32 literal 0.97494935 as IDL holds it
+    assert coefficients["dFx"]["cryo ch3"] == "0" and coefficients["q"]["warm ch1"] == "1"
     apcorr = iracdb_docs.aperture_correction_rows()
     assert ("warm", "3", "3-7", "1.1233", "1.1336", "", "") in apcorr
     assert ("cryo", "infinite", "(none)", "0.944", "0.937", "0.772", "0.737") in apcorr

@@ -101,7 +101,7 @@ def column_rows(kind: str) -> list[tuple[str, str, str, str, str]]:
     registry = {"image": IMAGE_COLUMNS, "aor": AOR_COLUMNS}[kind]
     rows = []
     for column in registry:
-        where = ("stored and exported" if column.exported else "stored only") if column.stored else "view and exports"
+        where = ("table, view" if column.exported else "table only") if column.stored else "view"
         unit = column.unit.replace("pix2", "pix²")
         rows.append((column.name, column.type, unit, where, column.description))
     return rows
@@ -220,12 +220,22 @@ def choice_rows() -> list[tuple[str, str, str]]:
 COEFFICIENT_NAMES = ("A", "B", "C", "D", "E", "F", "dFx", "dFy", "X0", "Y0", "sx", "sy", "F0", "q")
 
 
-def coefficient_rows() -> list[tuple[str, ...]]:
-    """The pixel-phase x array-location coefficients in effect, per mission and channel (float32 values, 8 digits)."""
+def coefficient_sets() -> list[str]:
+    """The coefficient sets, as the columns of the coefficient table: ``warm ch1``, ..., ``cryo ch4``."""
     from iracdb.photometry.corrections import COEFFICIENTS
 
-    return [(mission, str(channel), *(f"{value:.8g}" for value in values))
-            for (mission, channel), values in COEFFICIENTS.items()]
+    return [f"{mission} ch{channel}" for mission, channel in COEFFICIENTS]
+
+
+def coefficient_rows() -> list[tuple[str, ...]]:
+    """The pixel-phase x array-location coefficients in effect: one row per coefficient, one column per set
+    (:func:`coefficient_sets`): the float32 values the routine holds, each as the shortest decimal that gives it."""
+    import numpy as np
+
+    from iracdb.photometry.corrections import COEFFICIENTS
+
+    return [(name, *(str(np.float32(values[index])).removesuffix(".0") for values in COEFFICIENTS.values()))
+            for index, name in enumerate(COEFFICIENT_NAMES)]
 
 
 def aperture_correction_rows() -> list[tuple[str, ...]]:
@@ -260,8 +270,8 @@ def _cell(value: str, *, code: bool = False) -> nodes.entry:
 
 
 def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]], widths: tuple[int, ...],
-           code_columns: tuple[int, ...] = (0,)) -> nodes.table:
-    table = nodes.table(classes=["iracdb-generated"])
+           code_columns: tuple[int, ...] = (0,), *, numbers: bool = False) -> nodes.table:
+    table = nodes.table(classes=["iracdb-generated", *(["iracdb-numbers"] if numbers else [])])
     group = nodes.tgroup(cols=len(headers))
     table += group
     for width in widths:
@@ -326,7 +336,7 @@ class CliDirective(_Generated):
             params = [p for p in command.params if p.kind == kind]
             if params:
                 section += nodes.rubric("", title)
-                section += _table(("", "meaning"), [(p.name, p.help) for p in params], (30, 70))
+                section += _table((title.lower().rstrip("s"), "meaning"), [(p.name, p.help) for p in params], (30, 70))
         for sub in command.subcommands:
             section += self._section(sub, title_level + 1)
         return section
@@ -402,8 +412,8 @@ class CoefficientsDirective(_Generated):
 
     def run(self) -> list[nodes.Node]:
         self.note_sources("iracdb.photometry.corrections")
-        headers = ("mission", "ch", *COEFFICIENT_NAMES)
-        return [_table(headers, coefficient_rows(), (6, 3, *(8,) * len(COEFFICIENT_NAMES)), ())]
+        sets = coefficient_sets()
+        return [_table(("", *sets), coefficient_rows(), (10, *(15,) * len(sets)), (0,), numbers=True)]
 
 
 class ApertureCorrectionsDirective(_Generated):
@@ -412,7 +422,7 @@ class ApertureCorrectionsDirective(_Generated):
     def run(self) -> list[nodes.Node]:
         self.note_sources("iracdb.photometry.apcorr")
         headers = ("mission", "radius px", "annulus px", "ch1", "ch2", "ch3", "ch4")
-        return [_table(headers, aperture_correction_rows(), (10, 10, 12, 10, 10, 10, 10), ())]
+        return [_table(headers, aperture_correction_rows(), (10, 10, 12, 10, 10, 10, 10), (), numbers=True)]
 
 
 class PixelAreasDirective(_Generated):
