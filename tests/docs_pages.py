@@ -23,32 +23,37 @@ _OPTION = re.compile(r"^ *:(?P<name>[\w-]+):(?P<value>.*)$")
 
 @dataclass(frozen=True)
 class Block:
-    """One code block of a page: where it starts (1-based line of its directive), its language, text and classes."""
+    """One code block of a page: where it starts (1-based line of its directive), its language, text and classes,
+    and the line of its text's first line."""
 
     line: int
     language: str
     text: str
     classes: tuple[str, ...]
+    text_line: int = 0
 
 
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" "))
 
 
-def _block_at(lines: list[str], start: int, indent: int) -> tuple[list[str], tuple[str, ...], int]:
-    """The options and body of the directive at ``start``; returns the body lines, classes, and the next index."""
+def _block_at(lines: list[str], start: int, indent: int) -> tuple[list[str], tuple[str, ...], int, int]:
+    """The options and body of the directive at ``start``: the body lines, classes, index of the body's first line
+    with text, and the index after the block."""
     index, classes = start + 1, ()
     while index < len(lines) and (option := _OPTION.match(lines[index])) and _indent(lines[index]) > indent:
         if option["name"] == "class":
             classes = tuple(option["value"].split())
         index += 1
     body: list[str] = []
+    body_start = index
     while index < len(lines) and (not lines[index].strip() or _indent(lines[index]) > indent):
         body.append(lines[index])
         index += 1
     while body and not body[-1].strip():
         body.pop()
-    return body, classes, index
+    first_text = body_start + next((i for i, line in enumerate(body) if line.strip()), 0)
+    return body, classes, first_text, index
 
 
 def code_blocks(text: str, language: str) -> list[Block]:
@@ -60,11 +65,11 @@ def code_blocks(text: str, language: str) -> list[Block]:
         if not found:
             index += 1
             continue
-        body, classes, after = _block_at(lines, index, len(found["indent"]))
+        body, classes, first_text, after = _block_at(lines, index, len(found["indent"]))
         if found["language"] == language:
             width = min((_indent(line) for line in body if line.strip()), default=0)
             blocks.append(Block(index + 1, language, "\n".join(line[width:] for line in body).strip("\n") + "\n",
-                                classes))
+                                classes, first_text + 1))
         index = after
     return blocks
 
@@ -101,7 +106,7 @@ def console_steps(block: Block) -> list[Step]:
         while index < len(lines) and not lines[index].startswith("$ "):
             output.append(lines[index])
             index += 1
-        steps.append(Step(block.line + start, command, "\n".join(output)))
+        steps.append(Step(block.text_line + start, command, "\n".join(output)))
     return steps
 
 
