@@ -23,7 +23,7 @@ version = release = iracdb.__version__
 # Pages that document the Python API of issue 12 (iracdb.open, Archive, Run, iracdb.photometry), built on another
 # branch. Until it is merged they are left out of the build (and out of the index's table of contents), and
 # tests/test_docs_tutorial.py skips the tutorial. The lead empties this list when the API lands.
-PENDING_API = ["tutorial", "api"]
+PENDING_API: list[str] = []
 
 extensions = [
     "sphinx.ext.autodoc",
@@ -74,6 +74,8 @@ numpydoc_xref_param_type = False
 nitpick_ignore_regex = [
     ("py:.*", r"(numpy|numpy\..*|astropy\..*|sqlalchemy\..*|pyarrow\..*|os\..*|collections\..*|types\..*|enum\..*|"
               r"typing\..*|pathlib\..*|datetime\..*|dataclasses\..*|np\..*|NDArray|ArrayLike)"),
+    # Fragments of a generic annotation (list[tuple[str, str]]) that autodoc splits at the commas.
+    ("py:class", r"(list|tuple|dict)\[.*"),
 ]
 # Names the summary's docstrings use for the fields of its result (numpydoc lists a dataclass's attributes without
 # making each a link target) and for module constants that are not part of its public names.
@@ -87,6 +89,11 @@ nitpick_ignore = [
     ("py:data", "MAX_SIGMA_ITERATIONS"),
     ("py:data", "SUMMARY_EXCLUDED"),
     ("py:data", "Table"),
+    # Short names in the Python API's signatures (imported for type checking only): astropy's Table,
+    # SQLAlchemy's Engine, and the API's own alias for its progress argument (bool, None or a callable).
+    ("py:class", "Table"),
+    ("py:class", "Engine"),
+    ("py:class", "ProgressArg"),
     # Modules described on the schema page (generated from them) rather than by autodoc, and the FITS layer, which
     # is internal (its public face is iracdb.photometry.measure.ImageInfo).
     ("py:mod", "iracdb.db.models"),

@@ -10,7 +10,7 @@
         run.export("out/", format="parquet"); run.plot("run5.png")
 
 With more than one worker process (``workers``, by default the CPU cores this process may use), a file run as
-``python script.py`` needs its calls under ``if __name__ == "__main__":``, as Python's :mod:`multiprocessing`
+``python script.py`` needs its calls under ``if __name__ == "__main__":``, as Python's ``multiprocessing``
 requires (each worker process imports the script: without the guard it would run the script again, and die); in
 Jupyter, or with ``workers=1``, nothing is needed.
 
@@ -280,7 +280,7 @@ class Archive:
         Returns
         -------
         Run
-            The run; :attr:`Run.report` says what this call did.
+            The run; ``Run.report`` says what this call did.
 
         Raises
         ------
@@ -429,7 +429,7 @@ class Run:
 
     @property
     def provenance(self) -> dict[str, Any]:
-        """Everything recorded about the run (:func:`iracdb.export.run_provenance`): parameters as given and as
+        """Everything recorded about the run (``iracdb.export.run_provenance``): parameters as given and as
         resolved (proper motions [mas/yr] and their epoch [MJD] with the targets), software versions, host, user,
         command line, targets (ICRS [deg]), units, and every input file with its size [bytes] and SHA-256."""
         return self.get_provenance(with_inputs=True)
@@ -456,7 +456,7 @@ class Run:
         aorkey : int, optional
             Only this AOR.
         columns : sequence of str, optional
-            Only these columns (any of :data:`iracdb.columns.AOR_COLUMN_NAMES` but ``run``).
+            Only these columns (any of ``iracdb.columns.AOR_COLUMN_NAMES`` but ``run``).
         """
         return self._table("aor", aorkey, None, columns, self._meta())
 

@@ -34,7 +34,7 @@ class Comparison:
     run_a, run_b : str
         The runs' names.
     rows : list of dict
-        One dict per (AORKEY, channel, target) found in both runs, keyed by :data:`COMPARE_COLUMNS`, ordered by
+        One dict per (AORKEY, channel, target) found in both runs, keyed by ``COMPARE_COLUMNS``, ordered by
         AORKEY, channel and target. Fluxes and errors are mJy; ``diff_pct`` is %. A difference is None when a flux
         (or, for ``diff_sigma``, an error) is missing, or when it would divide by zero.
     only_a, only_b : list of (int, int, str)

@@ -366,7 +366,7 @@ def run_provenance(engine: Engine, run_name: str, *, with_inputs: bool = True) -
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What :func:`export_run` wrote.
+    """What ``iracdb.export.export_run`` wrote.
 
     Attributes
     ----------

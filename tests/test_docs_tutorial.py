@@ -13,8 +13,6 @@ import pytest
 from conftest import SHARED
 from docs_pages import DOCS, ROOT, Block, code_blocks, console_steps, output_matches, page_blocks
 
-import iracdb
-
 
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
@@ -53,7 +51,6 @@ def test_walkthrough_commands_print_what_the_page_shows(checkout: Path, shell_en
     assert (checkout / "export" / "xo3_img_data.parquet").exists()
 
 
-@pytest.mark.skipif(not hasattr(iracdb, "open"), reason="API not merged yet")
 def test_tutorial_runs_as_written(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = page_blocks("tutorial", "python")
     assert len(blocks) >= 8, "the tutorial lost its code"

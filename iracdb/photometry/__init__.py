@@ -1,10 +1,11 @@
 """Aperture photometry of IRAC images as a pure library: arrays in, measurements out (no database, no printing).
 
-The entry point is :func:`measure`; its parts live in the submodules (``targets``, ``centroid``, ``background``,
+The entry point is :func:`iracdb.photometry.measure.measure`; its parts live in the submodules (``targets``,
+``centroid``, ``background``,
 ``aperture``, ``corrections``, ``apcorr``, ``units``, ``psf``, ``motion``).
 
 Calling the package itself, ``iracdb.photometry(AORs, target=..., radius=..., ...)``, is the 2018 pipeline's
-one-call interface, :func:`iracdb.pipeline.photometry` (lists of BCD files in, per-AOR and per-image tables out).
+one-call interface, :func:`iracdb.photometry` (lists of BCD files in, per-AOR and per-image tables out).
 The issue that asked for it named it ``iracdb.photometry``, the name this library already had, and the library is
 imported all over iracdb (and by users) as ``iracdb.photometry.measure``. Rather than rename either, this module's
 class is a :class:`types.ModuleType` subclass with a ``__call__``: both uses work, and importing the library stays
@@ -24,10 +25,10 @@ from iracdb.photometry.measure import ImageInfo, Photometry, PhotometryParams, m
 
 
 class _CallablePackage(types.ModuleType):
-    """The photometry package, callable as :func:`iracdb.pipeline.photometry`."""
+    """The photometry package, callable as :func:`iracdb.photometry`."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """``iracdb.photometry(AORs, target, ...)``: see :func:`iracdb.pipeline.photometry`."""
+        """``iracdb.photometry(AORs, target, ...)``: see :func:`iracdb.photometry`."""
         return importlib.import_module("iracdb.pipeline").photometry(*args, **kwargs)
 
 

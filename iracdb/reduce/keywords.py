@@ -3,7 +3,7 @@
 
 Adding an option to ``reduce`` is one keyword of :func:`reduce_settings` (and its field in
 :class:`~iracdb.reduce.options.ReduceOptions` or :class:`~iracdb.reduce.options.Execution`), plus its declaration
-in :mod:`iracdb.cli.reduction`; the Python API passes its keywords through.
+in ``iracdb.cli.reduction``; the Python API passes its keywords through.
 """
 
 from __future__ import annotations

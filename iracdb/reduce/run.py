@@ -53,7 +53,7 @@ CHUNKS_IN_FLIGHT_PER_WORKER = 2
 
 @dataclass
 class RunReport:
-    """What :func:`reduce` did."""
+    """What ``iracdb.reduce.reduce`` did."""
 
     name: str
     status: str
