@@ -83,7 +83,7 @@ def reduce(
         CentroidChoice,
         typer.Option("--centroid", metavar=_metavar(CENTROID_METHODS),
                      help=_choice_help("Centroid method", CENTROID_METHODS)),
-    ] = CentroidChoice("moment"),
+    ] = CentroidChoice("box"),
     background: Annotated[
         BackgroundChoice,
         typer.Option("--background", metavar=_metavar(BACKGROUND_METHODS),
@@ -108,6 +108,10 @@ def reduce(
         typer.Option("--subarray", metavar=_metavar(SUBARRAY_MODES),
                      help=_choice_help("Subarray cubes", SUBARRAY_MODES)),
     ] = SubarrayChoice("planes"),
+    keep_first_frame: Annotated[
+        bool, typer.Option("--keep-first-frame",
+                           help="Let plane 0 of each subarray cube (it reads low) into the summaries, unflagged.")
+    ] = False,
     workers: Annotated[
         int | None,
         typer.Option("--workers", "-j", metavar="N", show_default=False,
@@ -146,6 +150,7 @@ def reduce(
             targets=tuple(targets), radius_px=radius, annulus_in_px=annulus[0], annulus_out_px=annulus[1],
             centroid=centroid.value, background=background.value, corrections=corrections.value,
             aperture_correction=aperture_correction, reject=reject, subarray=subarray.value,
+            keep_first_frame=keep_first_frame,
         )
         execution = reduction.Execution(
             workers=default_workers() if workers is None else workers, scheduler=scheduler, resume=resume,
