@@ -139,7 +139,7 @@ IMAGE_COLUMNS: tuple[Column, ...] = (
     _phot("shift_px", "shift_px", "pix", "distance of the centroid from the expected position"),
     _phot("fwhm_x", "fwhm_x_px", "pix", "FWHM of the source along x"),
     _phot("fwhm_y", "fwhm_y_px", "pix", "FWHM of the source along y"),
-    _phot("noise_pixels", "noise_pixels", "pix", "noise pixels (sum I)^2 / sum(I^2) of the background-subtracted 7x7 "
+    _phot("noise_pixels", "noise_pixels", "pix2", "noise pixels (sum I)^2 / sum(I^2) of the background-subtracted 7x7 "
           "box about the centroid (the IRAC team's box_centroider convention)"),
     _phot("sky", "background_mjy_sr", "MJy/sr", "background per pixel from the annulus"),
     _phot("sky_err", "background_err_mjy_sr", "MJy/sr", "1-sigma error of the background per pixel"),
