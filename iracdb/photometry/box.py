@@ -22,7 +22,8 @@ call:
 
 Also from the second pass: ``noise_pixels = (sum I)^2 / sum(I^2)`` over the same background-subtracted good pixels
 of the 7 x 7 box (the box within 3 px, in x and in y, of the pixel holding the centroid), and the FWHM from the
-second moments, ``2 sqrt(2 ln 2) sqrt(sum(I dx^2) / sum(I))``, without a pixel-width correction (as the IDL code).
+second moments, ``2 sqrt(2 ln 2) sqrt(sum(I dx^2) / sum(I) - 1/12)``: unlike the IDL code, the pixel width (variance
+1/12 px²) is taken out, as for the ``moment`` centroid, so that it is the source's FWHM.
 
 Where this differs from the IDL code, on purpose: a background that cannot be estimated (too few good pixels) fails
 the centroid (the IDL code subtracts 0 and goes on); a median of an even number of values is the mean of the two
@@ -150,8 +151,9 @@ def _one_pass(
         var_y = (v * (dy - my[:, None]) ** 2).sum(axis=1) / total
         ok = (good.sum(axis=1) > 0.5 * n_box) & np.isfinite(level) & (total > 0) & np.isfinite(mx) & np.isfinite(my)
         nan = np.where(ok, 1.0, np.nan)
-        fwhm_x = FWHM_PER_SIGMA * np.sqrt(np.where(var_x >= 0, var_x, np.nan))
-        fwhm_y = FWHM_PER_SIGMA * np.sqrt(np.where(var_y >= 0, var_y, np.nan))
+        # As the moment centroid: the pixel width (variance 1/12 px²) taken out, so it is the source's FWHM.
+        fwhm_x = FWHM_PER_SIGMA * np.sqrt(np.where(var_x - 1 / 12 > 0, var_x - 1 / 12, np.nan))
+        fwhm_y = FWHM_PER_SIGMA * np.sqrt(np.where(var_y - 1 / 12 > 0, var_y - 1 / 12, np.nan))
     centre_x, centre_y = win.x0 + reach, win.y0 + reach
     return BoxCentroid(
         (centre_x + mx) * nan, (centre_y + my) * nan, fwhm_x * nan, fwhm_y * nan, ok, noise_pixels * nan, level,
