@@ -33,12 +33,12 @@ from astropy.io import fits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from iracdb.choices import CENTROID_METHODS  # noqa: E402
-from iracdb.fitsio.image import image_info  # noqa: E402
-from iracdb.flags import SUMMARY_EXCLUDED, Flag  # noqa: E402
-from iracdb.photometry import PhotometryParams, measure  # noqa: E402
-from iracdb.photometry.targets import brightest_near, pointing_pixel  # noqa: E402
-from iracdb.synth import AorSpec, write_archive  # noqa: E402
+from iracdb.choices import CENTROID_METHODS
+from iracdb.fitsio.image import image_info
+from iracdb.flags import SUMMARY_EXCLUDED, Flag
+from iracdb.photometry import PhotometryParams, measure
+from iracdb.photometry.targets import brightest_near, pointing_pixel
+from iracdb.synth import AorSpec, write_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 XO3 = Path("data") / "irac" / "r46466816" / "ch2" / "bcd"

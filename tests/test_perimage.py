@@ -4,14 +4,17 @@ exclusion (and --keep-first-frame), bmjd_tdb and noise_pixels stored, the box ce
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from reduce_helpers import measurements, run_record, sql_rows, summaries
 from sqlalchemy import Engine
 
+from iracdb import plots
 from iracdb.flags import NOT_USED, SUMMARY_EXCLUDED, Flag
 from iracdb.ingest import ingest
+from iracdb.plot_data import plane_profile
 from iracdb.reduce import ReduceOptions, Target, reduce
 from iracdb.synth import AorSpec, SynthArchive, write_archive
 from iracdb.timescales import utc_mjd_to_tdb_mjd
@@ -107,3 +110,34 @@ def test_bmjd_tdb_noise_pixels_and_the_box_centroid_are_stored(ingested: Engine)
     assert 3.0 < np.median(beta) < 15.0
     view = sql_rows(ingested, "SELECT bmjd_tdb, noise_pixels FROM image_photometry WHERE run = 'times'")
     assert len(view) == len(rows) and all(v["bmjd_tdb"] is not None for v in view)
+
+
+def test_plane_profile_known_answer() -> None:
+    rng = np.random.default_rng(4)
+    plane = np.tile(np.arange(64), 6)
+    cube = np.repeat(np.arange(6) * 7 + 3, 64)  # any labels
+    flux = np.repeat([100.0, 90.0, 110.0, 95.0, 105.0, 99.0], 64) * (1 + 1e-4 * rng.standard_normal(64 * 6))
+    flux[plane == 0] *= 0.99  # plane 0 reads 1 % low
+    flags = np.zeros(plane.size, dtype=np.int64)
+    flags[plane == 0] = FIRST  # FIRST_FRAME does not keep plane 0 out of the profile ...
+    flags[5] = int(Flag.CENTROID_FAILED)  # ... other excluding bits do
+    flux[5] = 1e6
+    flux[64 + 7] = np.nan
+    profile = plane_profile(plane, cube, flux, flags)
+    assert profile.plane.tolist() == list(range(64))
+    assert profile.count[0] == 6 and profile.count[5] == 5 and profile.count[7] == 5
+    assert profile.first_frame_offset == pytest.approx(-0.01, abs=3e-4)  # noise 1e-4 per plane
+    np.testing.assert_allclose(profile.median[1:], 1.0, atol=3e-4)
+    empty = plane_profile(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64))
+    assert (empty.count == 0).all() and np.isnan(empty.first_frame_offset)
+
+
+def test_aor_figure_of_a_subarray_run_shows_flux_by_plane(ingested: Engine, tmp_path: Path) -> None:
+    reduce(ingested, "plot", _options())
+    fig = plots.aor_figure(ingested, "plot", SUB.aorkey)
+    assert len(fig.axes) == 3  # light curve, pixel phase, flux by plane
+    assert fig.axes[2].get_xlabel() == "plane index"
+    full = plots.aor_figure(ingested, "plot", FULL.aorkey)
+    assert len(full.axes) == 2  # a full-array AOR has no planes
+    out = plots.plot_aor(ingested, "plot", SUB.aorkey, tmp_path / "sub.png")
+    assert out.stat().st_size > 10_000

@@ -27,9 +27,8 @@ LEAP_SECONDS = {2004: 32.0, 2009: 34.0, 2019: 37.0}
 
 
 def _astropy_tdb(mjd: np.ndarray) -> np.ndarray:
-    from astropy.utils import iers
-
     from astropy.time import Time
+    from astropy.utils import iers
 
     with iers.conf.set_temp("auto_download", False):  # the test itself stays offline: astropy's bundled tables
         return Time(mjd, format="mjd", scale="utc").tdb.mjd
