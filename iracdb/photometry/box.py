@@ -144,11 +144,11 @@ def _one_pass(
     dx = np.broadcast_to(offsets[None, :], in_box.shape)[in_box].astype(np.float64)
     dy = np.broadcast_to(offsets[:, None], in_box.shape)[in_box].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        total = v.sum(axis=1)
-        mx, my = (v * dx).sum(axis=1) / total, (v * dy).sum(axis=1) / total
-        noise_pixels = total**2 / (v * v).sum(axis=1)
-        var_x = (v * (dx - mx[:, None]) ** 2).sum(axis=1) / total
-        var_y = (v * (dy - my[:, None]) ** 2).sum(axis=1) / total
+        total = _row_sum(v)
+        mx, my = _row_sum(v * dx) / total, _row_sum(v * dy) / total
+        noise_pixels = total**2 / _row_sum(v * v)
+        var_x = _row_sum(v * (dx - mx[:, None]) ** 2) / total
+        var_y = _row_sum(v * (dy - my[:, None]) ** 2) / total
         ok = (good.sum(axis=1) > 0.5 * n_box) & np.isfinite(level) & (total > 0) & np.isfinite(mx) & np.isfinite(my)
         nan = np.where(ok, 1.0, np.nan)
         # As the moment centroid: the pixel width (variance 1/12 px²) taken out, so it is the source's FWHM.
@@ -163,23 +163,33 @@ def _one_pass(
 def _background(ring: NDArray[np.float64], min_pixels: float) -> NDArray[np.float64]:
     """The box centroider's background of each row of ``ring`` (``(n, m)``, NaN = bad): median, one pass of
     3-sigma rejection about it, median of the rest; NaN where fewer than ``min_pixels`` good pixels remain."""
-    n = ring.shape[0]
-    level = np.full(n, np.nan)
-    good = np.isfinite(ring)
-    rows = np.flatnonzero(good.sum(axis=1) >= min_pixels)
-    if rows.size == 0:
-        return level
-    values = ring[rows]
-    first = np.nanmedian(values, axis=1)
+    count = np.isfinite(ring).sum(axis=1)
+    first = _row_median(ring)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, _row_sum(np.where(np.isfinite(ring), ring, 0.0)) / count, np.nan)
+        var = _row_sum(np.where(np.isfinite(ring), (ring - mean[:, None]) ** 2, 0.0)) / (count - 1)
+        keep = np.abs(ring - first[:, None]) <= CLIP_SIGMA * np.sqrt(var)[:, None]
+    second = _row_median(np.where(keep, ring, np.nan))
+    enough = (count >= min_pixels) & (keep.sum(axis=1) >= min_pixels)
+    return np.where(enough, second, np.nan)
+
+
+def _row_sum(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Sum of each row of ``(n, m)`` ``values``, column by column: the same order of additions whatever ``n`` (numpy's
+    reductions may group them differently for different shapes, which changes the last bit)."""
+    total = np.zeros(len(values))
+    for column in values.T:
+        total += column
+    return total
+
+
+def _row_median(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Median of the finite values of each row (NaN for a row without one), by the same arithmetic whatever the
+    number of rows (numpy's ``nanmedian`` changes algorithm with the array's size, which can change the last bit),
+    so that a plane's answer does not depend on the planes measured with it."""
+    ordered = np.sort(values, axis=1)  # NaN sort last
     count = np.isfinite(values).sum(axis=1)
-    mean = np.nanmean(values, axis=1)
-    var = np.nansum((values - mean[:, None]) ** 2, axis=1) / (count - 1)
-    with np.errstate(invalid="ignore"):
-        keep = np.abs(values - first[:, None]) <= CLIP_SIGMA * np.sqrt(var)[:, None]
-    enough = keep.sum(axis=1) >= min_pixels
-    kept = np.where(keep & enough[:, None], values, np.nan)
-    second = np.full(rows.size, np.nan)
-    if enough.any():
-        second[enough] = np.nanmedian(kept[enough], axis=1)
-    level[rows] = second
-    return level
+    rows = np.arange(len(values))
+    low = ordered[rows, np.maximum((count - 1) // 2, 0)]
+    high = ordered[rows, np.maximum(count // 2, 0)]
+    return np.where(count > 0, 0.5 * (low + high), np.nan)
