@@ -36,7 +36,7 @@ Positions are image pixels, 0-based, centre of the bottom-left pixel at (0, 0) (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from numpy.typing import NDArray
@@ -105,11 +105,23 @@ def box_centroid(
     y0 = np.asarray(y0, dtype=np.float64)
     px, py = _peak(clean, x0, y0, search_half)
     first = _one_pass(clean, px, py, half_box, back_width, back_border)
-    # Second pass about the pixel holding the first centroid (IDL: only when that centroid is positive).
+    # Second pass about the pixel holding the first centroid (IDL: only when that centroid is positive). Where that
+    # is the first box's pixel, the second pass is the first (the same pixels, the same arithmetic): only the
+    # planes whose box moves are measured again.
     again = first.ok & (first.x > 0) & (first.y > 0)
-    second = _one_pass(clean, np.where(again, first.x, px), np.where(again, first.y, py), half_box, back_width,
-                       back_border)
-    return second
+    cx, cy = np.where(again, first.x, px), np.where(again, first.y, py)
+    with np.errstate(invalid="ignore"):
+        moved = again & ((np.floor(cx + 0.5) != np.floor(px + 0.5)) | (np.floor(cy + 0.5) != np.floor(py + 0.5)))
+    idx = np.flatnonzero(moved)
+    if idx.size == 0:
+        return first
+    redo = _one_pass(clean, cx[idx], cy[idx], half_box, back_width, back_border, planes=idx)
+    merged = {}
+    for f in fields(BoxCentroid):
+        values = getattr(first, f.name).copy()
+        values[idx] = getattr(redo, f.name)
+        merged[f.name] = values
+    return BoxCentroid(**merged)
 
 
 def _peak(
@@ -127,11 +139,12 @@ def _peak(
 
 def _one_pass(
     clean: NDArray | Stack, xc: NDArray[np.float64], yc: NDArray[np.float64], half_box: int, back_width: int,
-    back_border: int,
+    back_border: int, planes: NDArray[np.int64] | None = None,
 ) -> BoxCentroid:
-    """Steps 2-4 of the module docstring with the box centred on the pixel nearest ``(xc, yc)``."""
+    """Steps 2-4 of the module docstring with the box centred on the pixel nearest ``(xc, yc)`` (of the planes
+    ``planes``, default all)."""
     reach = half_box + back_border + back_width
-    win = windows(clean, xc, yc, reach)
+    win = windows(clean, xc, yc, reach, planes)
     offsets = np.arange(-reach, reach + 1)
     chebyshev = np.maximum(np.abs(offsets)[:, None], np.abs(offsets)[None, :])
     in_box = chebyshev <= half_box
@@ -169,8 +182,12 @@ def _background(ring: NDArray[np.float64], min_pixels: float) -> NDArray[np.floa
         mean = np.where(count > 0, _row_sum(np.where(np.isfinite(ring), ring, 0.0)) / count, np.nan)
         var = _row_sum(np.where(np.isfinite(ring), (ring - mean[:, None]) ** 2, 0.0)) / (count - 1)
         keep = np.abs(ring - first[:, None]) <= CLIP_SIGMA * np.sqrt(var)[:, None]
-    second = _row_median(np.where(keep, ring, np.nan))
-    enough = (count >= min_pixels) & (keep.sum(axis=1) >= min_pixels)
+    kept = keep.sum(axis=1)
+    second = first.copy()  # where nothing was rejected the second median is the first
+    clipped = np.flatnonzero(kept < count)
+    if clipped.size:
+        second[clipped] = _row_median(np.where(keep[clipped], ring[clipped], np.nan))
+    enough = (count >= min_pixels) & (kept >= min_pixels)
     return np.where(enough, second, np.nan)
 
 
@@ -186,10 +203,13 @@ def _row_sum(values: NDArray[np.float64]) -> NDArray[np.float64]:
 def _row_median(values: NDArray[np.float64]) -> NDArray[np.float64]:
     """Median of the finite values of each row (NaN for a row without one), by the same arithmetic whatever the
     number of rows (numpy's ``nanmedian`` changes algorithm with the array's size, which can change the last bit),
-    so that a plane's answer does not depend on the planes measured with it."""
-    ordered = np.sort(values, axis=1)  # NaN sort last
+    so that a plane's answer does not depend on the planes measured with it. Rows are partitioned (NaN sort last)
+    in groups of equal counts of finite values, most often one group."""
     count = np.isfinite(values).sum(axis=1)
-    rows = np.arange(len(values))
-    low = ordered[rows, np.maximum((count - 1) // 2, 0)]
-    high = ordered[rows, np.maximum(count // 2, 0)]
-    return np.where(count > 0, 0.5 * (low + high), np.nan)
+    out = np.full(len(values), np.nan)
+    for c in np.unique(count[count > 0]):
+        rows = np.flatnonzero(count == c)
+        lo, hi = (c - 1) // 2, c // 2
+        part = np.partition(values[rows], [lo, hi] if hi != lo else [lo], axis=1)
+        out[rows] = 0.5 * (part[:, lo] + part[:, hi])
+    return out
