@@ -192,24 +192,27 @@ def _background(ring: NDArray[np.float64], min_pixels: float) -> NDArray[np.floa
 
 
 def _row_sum(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Sum of each row of ``(n, m)`` ``values``, column by column: the same order of additions whatever ``n`` (numpy's
-    reductions may group them differently for different shapes, which changes the last bit)."""
-    total = np.zeros(len(values))
-    for column in values.T:
-        total += column
-    return total
+    """Sum of each row of ``(n, m)`` ``values``, added left to right (a cumulative sum's last column): the same order
+    of additions whatever ``n`` (numpy's ``sum`` may group them differently for different shapes, which changes the
+    last bit)."""
+    if values.shape[1] == 0:
+        return np.zeros(len(values))
+    return np.cumsum(values, axis=1)[:, -1]
 
 
 def _row_median(values: NDArray[np.float64]) -> NDArray[np.float64]:
     """Median of the finite values of each row (NaN for a row without one), by the same arithmetic whatever the
     number of rows (numpy's ``nanmedian`` changes algorithm with the array's size, which can change the last bit),
-    so that a plane's answer does not depend on the planes measured with it. Rows are partitioned (NaN sort last)
-    in groups of equal counts of finite values, most often one group."""
+    so that a plane's answer does not depend on the planes measured with it: one partition of every row at every
+    middle position the rows' counts of finite values call for (NaN sort last), then each row's two middle values."""
     count = np.isfinite(values).sum(axis=1)
     out = np.full(len(values), np.nan)
-    for c in np.unique(count[count > 0]):
-        rows = np.flatnonzero(count == c)
-        lo, hi = (c - 1) // 2, c // 2
-        part = np.partition(values[rows], [lo, hi] if hi != lo else [lo], axis=1)
-        out[rows] = 0.5 * (part[:, lo] + part[:, hi])
-    return out
+    some = count > 0
+    if not some.any():
+        return out
+    lo, hi = (count - 1) // 2, count // 2
+    kth = np.arange(lo[some].min(), hi[some].max() + 1)
+    part = np.partition(values, kth, axis=1)
+    rows = np.arange(len(values))
+    middle = 0.5 * (part[rows, np.maximum(lo, 0)] + part[rows, hi])
+    return np.where(some, middle, out)
