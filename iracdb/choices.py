@@ -13,6 +13,8 @@ BACKGROUND_METHODS: dict[str, str] = {
 }
 #: Centroid methods (:mod:`iracdb.photometry.centroid`).
 CENTROID_METHODS: dict[str, str] = {
+    "box": "first moment in a 7x7 box about the peak with its own background (the IRAC team's box_centroider, "
+    "which the pixel-phase correction was derived with)",
     "moment": "first moment in a circular window",
     "gauss": "2-D Gaussian fit in a box about the peak",
 }

@@ -127,7 +127,9 @@ IMAGE_COLUMNS: tuple[Column, ...] = (
     _key("n_combined", "planes combined into the image (64 for a cube median, else 1)"),
     Column("file", "text", "", "path of the science file measured", "view", expression="i.path"),
     Column("mjd", "float", "d", "middle of the image, MJD (UTC)", "time"),
-    Column("bmjd", "float", "d", "middle of the image, barycentric MJD", "time"),
+    Column("bmjd", "float", "d", "middle of the image, barycentric MJD (UTC scale, as BMJD_OBS)", "time"),
+    Column("bmjd_tdb", "float", "d", "middle of the image, barycentric MJD on the TDB scale (BMJD_TDB: bmjd with the "
+           "leap seconds, 32.184 s and TDB-TT added)", "time"),
     _phot("xc", "x", "pix", "x of the aperture centre in the image itself (subarray pixels for subarray data)"),
     _phot("yc", "y", "pix", "y of the aperture centre in the image itself"),
     _phot("xc_full", "x_full", "pix", "x of the aperture centre on the full 256x256 array"),
@@ -137,6 +139,8 @@ IMAGE_COLUMNS: tuple[Column, ...] = (
     _phot("shift_px", "shift_px", "pix", "distance of the centroid from the expected position"),
     _phot("fwhm_x", "fwhm_x_px", "pix", "FWHM of the source along x"),
     _phot("fwhm_y", "fwhm_y_px", "pix", "FWHM of the source along y"),
+    _phot("noise_pixels", "noise_pixels", "pix2", "noise pixels (sum I)^2 / sum(I^2) of the background-subtracted 7x7 "
+          "box about the centroid (the IRAC team's box_centroider convention)"),
     _phot("sky", "background_mjy_sr", "MJy/sr", "background per pixel from the annulus"),
     _phot("sky_err", "background_err_mjy_sr", "MJy/sr", "1-sigma error of the background per pixel"),
     _phot("sky_npix", "background_npix", "", "annulus pixels used for the background", "int"),

@@ -149,7 +149,9 @@ def _aor_problem(row: AorLine, counts: Mapping[str, int]) -> str | None:
     what = []
     if not row.n_used:
         what.append("no usable image")
-    listed = ", ".join(f"{name} x{n}" for name, n in counts.items() if name != "outlier")
+    # Plane 0 of a subarray cube (first_frame) is kept out by design: listed only beside a real problem.
+    problems = {name: n for name, n in counts.items() if name != "outlier"}
+    listed = ", ".join(f"{name} x{n}" for name, n in problems.items()) if set(problems) - {"first_frame"} else ""
     if listed:
         what.append(f"flagged images: {listed} ({row.n_flagged} of {row.n_total} kept out of the statistics)")
     if row.n_rejected:

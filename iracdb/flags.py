@@ -39,6 +39,8 @@ class Flag(enum.IntFlag):
     FILE_UNREADABLE = 1 << 12
     #: Rejected as an outlier by the per-AOR rule recorded with the run.
     OUTLIER = 1 << 13
+    #: Plane 0 of a subarray cube, which reads low (a known IRAC effect); not set when the run keeps first frames.
+    FIRST_FRAME = 1 << 14
 
 
 #: Bits that mean the flux of an image must not be used at all.
@@ -54,9 +56,11 @@ UNUSABLE = (
 #: Bits that keep an image out of its AOR's summary (and out of outlier rejection): :data:`UNUSABLE` (no
 #: meaningful flux at all), plus two bits whose flux is a number but not a measurement of the target that may be
 #: averaged: ``CENTROID_SHIFTED`` (the aperture was not placed on the measured centroid, so it sampled the PSF wing
-#: or another source) and ``SATURATED`` (the aperture holds a saturated pixel, so the flux is biased low).
-#: :func:`iracdb.summary.summarize` applies it.
-SUMMARY_EXCLUDED = UNUSABLE | Flag.CENTROID_SHIFTED | Flag.SATURATED
+#: or another source) and ``SATURATED`` (the aperture holds a saturated pixel, so the flux is biased low); and
+#: ``FIRST_FRAME`` (plane 0 of a subarray cube reads 0.1-1 % low: a reduction with ``keep_first_frame`` does not
+#: set the bit, so that plane enters the summary). :func:`iracdb.summary.summarize` applies it, and so does any
+#: score computed over a run's used images.
+SUMMARY_EXCLUDED = UNUSABLE | Flag.CENTROID_SHIFTED | Flag.SATURATED | Flag.FIRST_FRAME
 #: Bits that mean an image was not used in its AOR's summary: :data:`SUMMARY_EXCLUDED` or rejected as an
 #: ``OUTLIER``. The ``used`` column of the views and exports is "none of these bits and a measured flux".
 NOT_USED = SUMMARY_EXCLUDED | Flag.OUTLIER

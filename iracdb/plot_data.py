@@ -168,3 +168,72 @@ class Reservoir:
         if len(self.keys) > self.size:
             keep = np.argpartition(self.keys, self.size)[: self.size]
             self.rows, self.keys = self.rows[keep], self.keys[keep]
+
+
+#: Planes of a subarray cube.
+PLANES_PER_CUBE = 64
+
+
+@dataclass(frozen=True)
+class PlaneProfile:
+    """Flux against plane index within the subarray cubes of one series (the first-frame effect).
+
+    Each cube's fluxes are divided by the median of its planes 1..63 (those measured and not kept out by a quality
+    bit other than ``FIRST_FRAME``); the profile is the median of these ratios over the cubes, plane by plane.
+
+    Attributes
+    ----------
+    plane : ndarray of int
+        Plane indices 0..63.
+    median : ndarray
+        Median over the cubes of flux / its cube's median of planes 1..63 (dimensionless); NaN where no cube has
+        that plane.
+    count : ndarray of int
+        Cubes that contribute to each plane.
+    first_frame_offset : float
+        ``median[0] - 1``: how much plane 0 reads above (positive) or below the rest (dimensionless); NaN without a
+        plane 0.
+    """
+
+    plane: NDArray[np.int64]
+    median: NDArray[np.float64]
+    count: NDArray[np.int64]
+    first_frame_offset: float
+
+
+def plane_profile(plane: NDArray[np.int64], cube: NDArray[np.int64], flux: NDArray[np.float64],
+                  flags: NDArray[np.int64]) -> PlaneProfile:
+    """The :class:`PlaneProfile` of subarray planes, one value per image.
+
+    Parameters
+    ----------
+    plane : ndarray of int
+        Plane index of each image within its cube, 0..63.
+    cube : ndarray of int
+        Which cube each image belongs to (any integer label, e.g. EXPID x 1000 + DCENUM).
+    flux : ndarray
+        Flux density of each image [mJy] (NaN: not measured).
+    flags : ndarray of int
+        Quality bits (:class:`iracdb.flags.Flag`); images with a bit of ``NOT_USED`` other than ``FIRST_FRAME``
+        are left out.
+    """
+    plane = np.asarray(plane, dtype=np.int64)
+    flux = np.asarray(flux, dtype=np.float64)
+    bad = int(NOT_USED & ~Flag.FIRST_FRAME)
+    good = np.isfinite(flux) & ((np.asarray(flags, dtype=np.int64) & bad) == 0) & (plane >= 0) & (
+        plane < PLANES_PER_CUBE)
+    labels, index = np.unique(np.asarray(cube)[good], return_inverse=True)
+    table = np.full((labels.size, PLANES_PER_CUBE), np.nan)
+    table[index, plane[good]] = flux[good]
+    rest = table[:, 1:]
+    some = np.isfinite(rest).any(axis=1)
+    reference = np.full(labels.size, np.nan)
+    if some.any():
+        reference[some] = np.nanmedian(rest[some], axis=1)
+    ratio = table / reference[:, None]
+    count = np.isfinite(ratio).sum(axis=0)
+    median = np.full(PLANES_PER_CUBE, np.nan)
+    has = count > 0
+    if has.any():
+        median[has] = np.nanmedian(ratio[:, has], axis=0)
+    return PlaneProfile(np.arange(PLANES_PER_CUBE), median, count.astype(np.int64), float(median[0] - 1.0))

@@ -48,13 +48,16 @@ from iracdb.outputs import (
 from iracdb.plot_data import (
     MIN_BIN_COUNT,
     PHASE_MAX,
+    PLANES_PER_CUBE,
     PhaseBins,
     PhaseSample,
+    PlaneProfile,
     Reservoir,
     flag_reasons,
     normalise,
     phase_bins,
     phase_limits,
+    plane_profile,
     radial_pixel_phase,
     time_limits,
 )
@@ -277,7 +280,8 @@ def aor_figure(engine: Engine, run_name: str, aorkey: int) -> Figure:
     3 h], with its 1-sigma error; used images as dots, outliers rejected by the run's rule as red crosses, other
     flagged images with a finite flux as grey squares (the legend counts each), the AOR mean and its error as a line
     and band. Right: the used images' flux divided by the AOR median against radial pixel phase [pix], before and
-    after the pixel-phase x array-location correction, with binned medians.
+    after the pixel-phase x array-location correction, with binned medians. For subarray planes, a third panel:
+    flux against plane index 0-63 (:func:`draw_plane_profile`), showing the first-frame effect.
 
     Parameters
     ----------
@@ -307,13 +311,18 @@ def aor_figure(engine: Engine, run_name: str, aorkey: int) -> Figure:
     objects = sorted({s.object for s in series if s.object})
     fig.suptitle(f"iracdb run {run_name}: AOR {aorkey}" + (f" ({', '.join(objects)})" if objects else "")
                  + f"\n{_describe_params(run)}", fontsize=11, parse_math=False)
-    axes = fig.subplots(len(series), 2, squeeze=False, width_ratios=[2.0, 1.0])
-    for (lc_ax, phase_ax), s in zip(axes, series, strict=True):
-        _draw_light_curve(lc_ax, s)
+    planes = any(s.has_planes for s in series)  # subarray planes: a third column, flux against plane index
+    axes = fig.subplots(len(series), 3 if planes else 2, squeeze=False,
+                        width_ratios=[2.0, 1.0, 1.0] if planes else [2.0, 1.0])
+    for row, s in zip(axes, series, strict=True):
+        _draw_light_curve(row[0], s)
         before, after = s.normalised()
         sample = PhaseSample(s.phase[s.used], before[s.used], after[s.used])
-        _draw_phase_panel(phase_ax, sample, title=f"ch{s.channel} {s.target} pixel phase, used images")
-        phase_ax.set_ylabel("flux / AOR median")
+        _draw_phase_panel(row[1], sample, title=f"ch{s.channel} {s.target} pixel phase, used images")
+        row[1].set_ylabel("flux / AOR median")
+        if planes:
+            draw_plane_profile(row[2], plane_profile(s.plane, s.cube, s.flux, s.flags),
+                               title=f"ch{s.channel} {s.target} flux by plane")
     return fig
 
 
@@ -356,6 +365,8 @@ class AorSeries:
         reason with a finite flux. Disjoint; images with no finite flux are in none of them.
     mean_mjy, mean_err_mjy : float
         The AOR's mean flux and its error [mJy] from ``aor_photometry``; NaN when there is none.
+    plane, cube : ndarray of int
+        Each image's subarray plane (0 for a full-array frame or a cube median) and its cube (EXPID x 10^6 + DCENUM).
     """
 
     channel: int
@@ -373,6 +384,13 @@ class AorSeries:
     flagged: NDArray[np.bool_]
     mean_mjy: float
     mean_err_mjy: float
+    plane: NDArray[np.int64]
+    cube: NDArray[np.int64]
+
+    @property
+    def has_planes(self) -> bool:
+        """Whether the series holds subarray planes (measured plane by plane, not as cube medians)."""
+        return bool(self.plane.size and self.plane.max() > 0)
 
     def normalised(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Flux / median over the used images, before correction (``flux * correction``) and after; NaN for the
@@ -391,7 +409,8 @@ def _aor_series(engine: Engine, run_name: str, aorkey: int) -> list[AorSeries]:
     with engine.connect() as conn:
         images = conn.execute(text(
             "SELECT channel, target_index, target, mjd, xc_full, yc_full, flux_mjy, flux_err_mjy, correction, "
-            "flags, used, flag_outlier FROM image_photometry WHERE run = :run AND aorkey = :aorkey "
+            "flags, used, flag_outlier, plane, expid, dcenum FROM image_photometry "
+            "WHERE run = :run AND aorkey = :aorkey "
             "ORDER BY channel, target_index, mjd, expid, dcenum, plane"), params).all()
         summaries = {(int(r.channel), int(r.target_index)): r for r in conn.execute(text(
             "SELECT channel, target_index, target, object, flux_mjy, flux_err_mjy FROM aor_photometry "
@@ -423,6 +442,8 @@ def _aor_series(engine: Engine, run_name: str, aorkey: int) -> list[AorSeries]:
             flagged=finite & ~used & ~outlier,
             mean_mjy=_float(summary.flux_mjy if summary else None),
             mean_err_mjy=_float(summary.flux_err_mjy if summary else None),
+            plane=np.array([int(r.plane) for r in rows], dtype=np.int64),
+            cube=np.array([int(r.expid) * 10**6 + int(r.dcenum) for r in rows], dtype=np.int64),
         ))  # fmt: skip
     return out
 
@@ -787,3 +808,31 @@ __all__ = [
     "DPI", "PLOT_FORMATS", "AorSeries", "PhaseBins", "aor_figure", "aor_size_in", "default_plot_path",
     "overview_figure", "overview_size_in", "plot_aor", "plot_format", "plot_overview", "radial_pixel_phase",
 ]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Flux against plane index (the first-frame effect)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def draw_plane_profile(ax: Axes, profile: PlaneProfile, title: str) -> None:
+    """Draw a :class:`~iracdb.plot_data.PlaneProfile`: the median over the cubes of flux / the cube's median of
+    planes 1-63 against plane index 0-63 (plane 0, ``FIRST_FRAME``, marked and its offset in the legend [%]), with
+    the line at 1. A panel of the AOR figure for subarray runs, and of the aperture-grid figure.
+    """
+    has = profile.count > 0
+    if not has.any():
+        _note(ax, "no measured plane")
+        ax.tick_params(left=False, bottom=False, labelleft=False, labelbottom=False)
+    else:
+        ax.plot(profile.plane[has], profile.median[has], "o", ms=3, color=_USED_COLOUR,
+                label=f"median of {int(profile.count[has].max())} cubes")
+        if has[0]:
+            ax.plot([0], [profile.median[0]], "o", ms=7, mfc="none", color=_OUTLIER_COLOUR,
+                    label=f"plane 0: {100.0 * profile.first_frame_offset:+.2f} %")
+        ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xlim(-1.5, PLANES_PER_CUBE + 0.5)
+    ax.set_xlabel("plane index")
+    ax.set_ylabel("flux / cube median of planes 1-63")
+    ax.set_title(title, fontsize=10, parse_math=False)
+    _legend(ax, below=True)

@@ -42,7 +42,7 @@ def test_the_library_refuses_what_the_choices_do_not_hold() -> None:
     from iracdb.photometry.measure import PhotometryParams
     from iracdb.reduce import ReduceOptions, Target
 
-    with pytest.raises(BadOption, match="moment or gauss"):
-        PhotometryParams(centroid="box")  # type: ignore[arg-type]
+    with pytest.raises(BadOption, match="box, moment or gauss"):
+        PhotometryParams(centroid="peak")  # type: ignore[arg-type]
     with pytest.raises(BadOption, match="planes or median"):
         ReduceOptions(targets=(Target("auto"),), subarray="all")  # type: ignore[arg-type]

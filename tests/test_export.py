@@ -252,11 +252,11 @@ def test_provenance_and_log(reduced: Engine, tmp_path: Path) -> None:
 
     log = result.files[2].read_text()
     for words in ("status     complete", "aperture radius    3.0 px", "annulus radii      3.0 - 7.0 px",
-                  "centroid           moment", "background         median", "aperture corr.     none",
+                  "centroid           box", "background         median", "aperture corr.     none",
                   "reject rule        sigma:3", "subarray mode      planes", "file type          bcd",
                   f"RA {ALPHA.ra_deg:.7f} deg", "[2] nowhere: RA 10.0000000 deg", "auto (brightest source",
                   "== Problem AORs", "no usable image",
-                  "not_in_fov x128 (128 of 128 kept out of the statistics)", OPTIONS.params_hash(),
+                  "not_in_fov x128, first_frame x2 (128 of 128 kept out of the statistics)", OPTIONS.params_hash(),
                   f"Inputs: {len(inputs)} files", "host", "command line", str(reduced.url)):
         assert words in log, words
     for item in inputs:

@@ -303,7 +303,10 @@ def test_aor_figure_and_outliers(reduced: Engine, tmp_path: Path) -> None:
         assert np.array_equal(series.outlier, flagged) and series.outlier.sum() == 2
         np.testing.assert_array_equal(series.flux, [r["flux_mjy"] for r in rows])
         assert not (series.used & series.outlier).any() and not (series.used & series.flagged).any()
-        assert series.used.sum() == len(rows) - 2
+        # used: all but the 2 outliers and, for the subarray AOR, plane 0 of each cube (FIRST_FRAME)
+        first_frames = aor.n_exposures if aor.read_mode == "SUB" else 0
+        assert series.used.sum() == len(rows) - 2 - first_frames
+        assert series.flagged.sum() == first_frames
         # the drawn outliers are the AOR's extremes (minmax), and the mean line is the summary's
         assert set(series.flux[series.outlier]) == {series.flux.min(), series.flux.max()}
         assert series.mean_mjy == pytest.approx(series.flux[series.used].mean(), rel=1e-12)
@@ -335,7 +338,8 @@ def test_phase_sample_does_not_depend_on_batches(reduced: Engine) -> None:
     """Reading in batches of 7 rows (AORs split across batches) gives the same normalised rows as one batch."""
     whole = plots._run_phase_sample(reduced, RUN)[1]
     small = plots._run_phase_sample(reduced, RUN, batch_rows=7)[1]
-    assert whole.n_total == small.n_total == SUB.n_exposures * 64 + FULL.n_exposures - 4
+    # every used image: all but the 2 outliers of each AOR and plane 0 of each SUB cube (FIRST_FRAME)
+    assert whole.n_total == small.n_total == SUB.n_exposures * 63 + FULL.n_exposures - 4
 
     def rows(s: plot_data.PhaseSample) -> np.ndarray:
         table = np.column_stack([s.phase, s.before, s.after])
@@ -346,7 +350,7 @@ def test_phase_sample_does_not_depend_on_batches(reduced: Engine) -> None:
 
 def test_phase_sample_is_bounded(reduced: Engine) -> None:
     sample = plots._run_phase_sample(reduced, RUN, batch_rows=10, sample_size=50)[1]
-    assert sample.phase.size == 50 and sample.n_total == SUB.n_exposures * 64 + FULL.n_exposures - 4
+    assert sample.phase.size == 50 and sample.n_total == SUB.n_exposures * 63 + FULL.n_exposures - 4
     assert np.isfinite(sample.phase).all()
 
 

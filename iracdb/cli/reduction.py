@@ -83,7 +83,7 @@ def reduce(
         CentroidChoice,
         typer.Option("--centroid", metavar=_metavar(CENTROID_METHODS),
                      help=_choice_help("Centroid method", CENTROID_METHODS)),
-    ] = CentroidChoice("moment"),
+    ] = CentroidChoice("box"),
     background: Annotated[
         BackgroundChoice,
         typer.Option("--background", metavar=_metavar(BACKGROUND_METHODS),
@@ -108,6 +108,10 @@ def reduce(
         typer.Option("--subarray", metavar=_metavar(SUBARRAY_MODES),
                      help=_choice_help("Subarray cubes", SUBARRAY_MODES)),
     ] = SubarrayChoice("planes"),
+    keep_first_frame: Annotated[
+        bool, typer.Option("--keep-first-frame",
+                           help="Let plane 0 of each subarray cube (it reads low) into the summaries, unflagged.")
+    ] = False,
     workers: Annotated[
         int | None,
         typer.Option("--workers", "-j", metavar="N", show_default=False,
@@ -142,7 +146,7 @@ def reduce(
             file_type=file_type.value, radius=radius, annulus=annulus, centroid=centroid.value,
             background=background.value, corrections=corrections.value, aperture_correction=aperture_correction,
             reject=reject, subarray=subarray.value, workers=default_workers() if workers is None else workers,
-            scheduler=scheduler, resume=resume,
+            keep_first_frame=keep_first_frame, scheduler=scheduler, resume=resume,
             command_line=reduction.mask_command_line(_command_line(ctx)),
         )
         columns = (TextColumn("reducing AORs"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -2,7 +2,8 @@
 
 The entry point is :func:`iracdb.photometry.measure.measure`; its parts live in the submodules (``targets``,
 ``centroid``, ``background``,
-``aperture``, ``corrections``, ``apcorr``, ``units``, ``psf``, ``motion``).
+``aperture``, ``corrections``, ``apcorr``, ``units``, ``psf``, ``motion``; ``box``: the IRAC team's box centroider
+and its noise pixels).
 
 Calling the package itself, ``iracdb.photometry(AORs, target=..., radius=..., ...)``, is the 2018 pipeline's
 one-call interface, :func:`iracdb.photometry` (lists of BCD files in, per-AOR and per-image tables out).
@@ -20,6 +21,7 @@ import sys
 import types
 from typing import Any
 
+from iracdb.photometry.box import BoxCentroid, box_centroid
 from iracdb.photometry.corrections import CorrectionMaps, correction_factor, irac_aphot_corr, load_correction_maps
 from iracdb.photometry.measure import ImageInfo, Photometry, PhotometryParams, measure
 
@@ -35,10 +37,12 @@ class _CallablePackage(types.ModuleType):
 sys.modules[__name__].__class__ = _CallablePackage
 
 __all__ = [
+    "BoxCentroid",
     "CorrectionMaps",
     "ImageInfo",
     "Photometry",
     "PhotometryParams",
+    "box_centroid",
     "correction_factor",
     "irac_aphot_corr",
     "load_correction_maps",

@@ -25,7 +25,7 @@ from scipy.special import erf
 from iracdb.errors import BadOption
 from iracdb.photometry.aperture import Stack, circle_overlap, windows
 
-CentroidMethod = Literal["moment", "gauss"]
+CentroidMethod = Literal["box", "moment", "gauss"]
 
 FWHM_PER_SIGMA = float(2.0 * np.sqrt(2.0 * np.log(2.0)))
 
@@ -347,13 +347,19 @@ def centroid(
     x0: NDArray[np.float64],
     y0: NDArray[np.float64],
     background: NDArray[np.float64],
-    method: CentroidMethod = "moment",
+    method: CentroidMethod = "box",
     radius: float = 3.0,
     box: int = 4,
     reach: float = 3.0,
 ) -> Centroid:
-    """Centroid of each plane by ``method`` (see the module docstring); ``radius`` is the moment window, px,
-    ``box`` the half-width of the Gaussian fitting box, px, ``reach`` how far (px) the moment centroid may move."""
+    """Centroid of each plane by ``method`` (see the module docstring; ``"box"``: the IRAC team's box centroider,
+    :func:`iracdb.photometry.box.box_centroid`, which estimates its own background and ignores ``background``);
+    ``radius`` is the moment window, px, ``box`` the half-width of the Gaussian fitting box, px, ``reach`` how far
+    (px) the moment centroid may move."""
+    if method == "box":
+        from iracdb.photometry.box import box_centroid  # box imports this module
+
+        return box_centroid(clean, x0, y0)
     mom = moment_centroid(clean, x0, y0, background, radius, reach=reach)
     if method == "moment":
         return mom
@@ -362,4 +368,4 @@ def centroid(
         start_y = np.where(mom.ok, mom.y, y0)
         f0 = np.sqrt(mom.fwhm_x * mom.fwhm_y)
         return gauss_centroid(clean, start_x, start_y, background, np.where(np.isfinite(f0), f0, 1.5), box)
-    raise BadOption(f"centroid method must be 'moment' or 'gauss', not {method!r}")
+    raise BadOption(f"centroid method must be 'box', 'moment' or 'gauss', not {method!r}")

@@ -24,6 +24,7 @@ from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
 from iracdb.photometry import apcorr, units
 from iracdb.photometry.aperture import ApertureSum, Stack, Windows, aperture_in_windows
 from iracdb.photometry.background import Background, BackgroundMethod, background_of
+from iracdb.photometry.box import box_centroid
 from iracdb.photometry.centroid import Centroid, CentroidMethod, gauss_centroid, moment_in_windows
 from iracdb.photometry.corrections import (
     SUBARRAY_OFFSET,
@@ -63,8 +64,9 @@ class PhotometryParams:
         Aperture radius, pixels. Default 3 (the aperture of the IRAC pixel-phase correction).
     annulus_in_px, annulus_out_px : float
         Background annulus radii, pixels (pixel centres with ``in <= d < out``). Default 3-7.
-    centroid : {"moment", "gauss"}
-        Centroid method (see :mod:`iracdb.photometry.centroid`). Default ``"moment"``.
+    centroid : {"box", "moment", "gauss"}
+        Centroid method: ``"box"`` (default), the IRAC team's box centroider that the pixel-phase correction was
+        derived with (:mod:`iracdb.photometry.box`); ``"moment"`` or ``"gauss"`` (:mod:`iracdb.photometry.centroid`).
     centroid_radius_px : float
         Radius of the first-moment window, pixels.
     gauss_box_px : int
@@ -96,7 +98,7 @@ class PhotometryParams:
     radius_px: float = 3.0
     annulus_in_px: float = 3.0
     annulus_out_px: float = 7.0
-    centroid: CentroidMethod = "moment"
+    centroid: CentroidMethod = "box"
     centroid_radius_px: float = 3.0
     gauss_box_px: int = 4
     background: BackgroundMethod = "median"
@@ -224,6 +226,10 @@ class Photometry:
         ``x``, ``y`` in full-array pixels (equal to them for full-array data).
     fwhm_x_px, fwhm_y_px : numpy.ndarray
         FWHM along x and y, pixels.
+    noise_pixels : numpy.ndarray
+        Noise pixels ``beta = (sum I)^2 / sum(I^2)`` (pixels) of the box centroider's background-subtracted 7 x 7 box
+        about the pixel holding its centroid (:func:`iracdb.photometry.box.box_centroid`), whatever the centroid
+        method; NaN where the box centroider failed.
     background_mjy_sr, background_err_mjy_sr : numpy.ndarray
         Background per pixel (surface brightness, MJy/sr) and its 1-sigma uncertainty.
     background_std_mjy_sr : numpy.ndarray
@@ -262,6 +268,7 @@ class Photometry:
     y_full: NDArray[np.float64]
     fwhm_x_px: NDArray[np.float64]
     fwhm_y_px: NDArray[np.float64]
+    noise_pixels: NDArray[np.float64]
     background_mjy_sr: NDArray[np.float64]
     background_err_mjy_sr: NDArray[np.float64]
     background_std_mjy_sr: NDArray[np.float64]
@@ -468,7 +475,9 @@ def _measure(
     start_values, start_ring, start_nominal, _ = annulus_in_windows(shared, x_start, y_start, geometry, r_in, r_out)
     start_bkg = background_of(start_values, start_nominal, params.background, params.clip_sigma)
     active = in_fov & np.isfinite(start_bkg.level)
-    centroid = _centroid(clean, shared, geometry, x_start, y_start, active, start_bkg.level, params)
+    box = box_centroid(clean, np.where(active, x_start, np.nan), np.where(active, y_start, np.nan))
+    centroid = box if params.centroid == "box" else _centroid(
+        clean, shared, geometry, x_start, y_start, active, start_bkg.level, params)
     shift = np.hypot(centroid.x - x_start, centroid.y - y_start)
     shifted = centroid.ok & (shift > params.max_shift_px)
     use = centroid.ok & ~shifted
@@ -506,6 +515,7 @@ def _measure(
         y_full=y + full_dy,
         fwhm_x_px=centroid.fwhm_x,
         fwhm_y_px=centroid.fwhm_y,
+        noise_pixels=box.noise_pixels,
         background_mjy_sr=bkg.level,
         background_err_mjy_sr=bkg.error,
         background_std_mjy_sr=bkg.std,

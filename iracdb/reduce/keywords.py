@@ -33,12 +33,13 @@ def reduce_settings(
     file_type: str = "bcd",
     radius: float = 3.0,
     annulus: Sequence[float] = (3.0, 7.0),
-    centroid: str = "moment",
+    centroid: str = "box",
     background: str = "median",
     corrections: str = "auto",
     aperture_correction: str | float = "auto",
     reject: str = "sigma:3",
     subarray: str = "planes",
+    keep_first_frame: bool = False,
     workers: int | None = None,
     scheduler: str | None = None,
     resume: bool = False,
@@ -69,7 +70,9 @@ def reduce_settings(
         Aperture radius, pixels.
     annulus : (float, float)
         Inner and outer radius of the background annulus, pixels.
-    centroid : {"moment", "gauss"}
+    centroid : {"box", "moment", "gauss"}
+        How each image's centroid is found (``box``: the IRAC team's box_centroider, which the pixel-phase
+        correction was derived with).
     background : {"median", "mean"}
     corrections : {"auto", "warm", "cryo", "none"}
         Pixel-phase x array-location correction coefficients.
@@ -79,6 +82,8 @@ def reduce_settings(
         Per-AOR outlier rule: ``none``, ``minmax`` or ``sigma:N``.
     subarray : {"planes", "median"}
         Every plane of a subarray cube, or one median image per cube.
+    keep_first_frame : bool
+        Use plane 0 of each subarray cube in summaries (flagged ``FIRST_FRAME`` either way).
     workers : int, optional
         Local worker processes (default: the CPU cores this process may use; 1: measure in this process).
     scheduler : str, optional
@@ -107,7 +112,7 @@ def reduce_settings(
         targets=tuple(targets), radius_px=_number("radius", radius), annulus_in_px=_annulus(annulus)[0],
         annulus_out_px=_annulus(annulus)[1], centroid=str(centroid), background=str(background),
         corrections=str(corrections), aperture_correction=str(aperture_correction), reject=str(reject),
-        subarray=str(subarray),
+        subarray=str(subarray), keep_first_frame=bool(keep_first_frame),
     )
     execution = Execution(workers=default_workers() if workers is None else int(workers), scheduler=scheduler,
                           resume=bool(resume), command_line=command_line)

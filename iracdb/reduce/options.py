@@ -202,7 +202,9 @@ class ReduceOptions:
         Where to measure; several allowed (each gets its own rows). ``auto`` targets have no coordinates.
     radius_px, annulus_in_px, annulus_out_px : float
         Aperture radius and background annulus, pixels.
-    centroid : {"moment", "gauss"}
+    centroid : {"box", "moment", "gauss"}
+        Centroid method (:data:`iracdb.choices.CENTROID_METHODS`); default ``box``, the convention the pixel-phase
+        correction was derived with.
     background : {"median", "mean"}
     corrections : {"auto", "warm", "cryo", "none"}
         Pixel-phase x array-location correction: the coefficients of each AOR's mission (``auto``), always the
@@ -216,6 +218,9 @@ class ReduceOptions:
         Measure every plane of a subarray cube, or the cube's median image.
     max_shift_px : float
         A centroid further than this from the expected position is not used (flagged).
+    keep_first_frame : bool
+        Let plane 0 of each subarray cube (which reads low, a known IRAC effect) into the summaries. By default it
+        is flagged ``FIRST_FRAME`` and kept out of them (:data:`iracdb.flags.SUMMARY_EXCLUDED`).
     """
 
     aorkeys: tuple[int, ...] = ()
@@ -226,13 +231,14 @@ class ReduceOptions:
     radius_px: float = 3.0
     annulus_in_px: float = 3.0
     annulus_out_px: float = 7.0
-    centroid: str = "moment"
+    centroid: str = "box"
     background: str = "median"
     corrections: str = "auto"
     aperture_correction: str = "auto"
     reject: str = "sigma:3"
     subarray: str = "planes"
     max_shift_px: float = 2.0
+    keep_first_frame: bool = False
 
     def __post_init__(self) -> None:
         if not self.targets:

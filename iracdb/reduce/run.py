@@ -547,7 +547,7 @@ def _chunks(unit: Unit, options: ReduceOptions, resolved: dict[str, Any]) -> lis
         pixels += size
     return [
         Chunk(unit.id, i, len(groups), unit.channel, correction_mission, params, options.subarray, unit.targets,
-              tuple(g))
+              tuple(g), keep_first_frame=options.keep_first_frame)
         for i, g in enumerate(groups)
     ]
 

@@ -3,7 +3,8 @@
 
 :func:`measure_chunk` is the whole job of a worker process, local or on a Dask cluster. Times of images are the
 middle of the image: ``MJD_OBS + (plane + 0.5) * FRAMTIME / 86400`` (``plane = 0`` for a full-array frame; a subarray
-plane's offset within its cube), the same for ``BMJD_OBS``; a cube's median image gets the middle of the cube."""
+plane's offset within its cube), the same for ``BMJD_OBS``; a cube's median image gets the middle of the cube.
+``bmjd_tdb`` is that barycentric time on the TDB scale (:func:`iracdb.timescales.utc_mjd_to_tdb_mjd`)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from iracdb.photometry.measure import ImageInfo, Photometry, PhotometryParams, m
 from iracdb.photometry.tansip import TanSip
 from iracdb.photometry.targets import brightest_near
 from iracdb.reduce.options import Target
+from iracdb.timescales import utc_mjd_to_tdb_mjd
 
 #: Search radius of ``--auto`` around the commanded pointing, pixels.
 AUTO_SEARCH_RADIUS_PX = 5.0
@@ -67,6 +69,7 @@ class Chunk:
     subarray_mode: str  # iracdb.choices.SUBARRAY_MODES
     targets: tuple[tuple[int, Target], ...]
     exposures: tuple[ExposureWork, ...]
+    keep_first_frame: bool = False  # ReduceOptions.keep_first_frame: plane 0 of a cube is not flagged FIRST_FRAME
 
 
 #: The stored per-image columns (:data:`iracdb.columns.IMAGE_COLUMNS`).
@@ -181,6 +184,8 @@ def _measure_group(
         x, y, off_image = _expected(target, wcs, data, exposure_of_image, _per_exposure(items, "mjd_obs"))
         phot = measure(data, x, y, info, chunk.params, uncertainty=unc, mask=mask, off_image=off_image)
         columns = _columns_from(phot, items, exposure_of_image, plane, n_combined, target_index, times)
+        if info.subarray and not median and not chunk.keep_first_frame:
+            columns["flags"] = columns["flags"] | np.where(plane == 0, int(Flag.FIRST_FRAME), 0)
         for i, item in enumerate(items):
             rows = slice(starts[i], starts[i + 1])
             yield item.work.exposure_id, {name: values[rows] for name, values in columns.items()}
@@ -253,12 +258,13 @@ def _per_exposure(items: list[_Loaded], name: str) -> np.ndarray:
 def _middle_times(
     mjd_obs: ArrayLike, bmjd_obs: ArrayLike, frame_time_s: ArrayLike, plane: np.ndarray, n_combined: np.ndarray,
     median: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Middle of each image, MJD and BMJD (see the module docstring), from its exposure's start times [days] and
-    FRAMTIME [s]: a plane's middle, or for a cube's median image the middle of the cube."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Middle of each image, MJD (UTC), BMJD (UTC) and BMJD (TDB) (see the module docstring), from its exposure's
+    start times [days] and FRAMTIME [s]: a plane's middle, or for a cube's median image the middle of the cube."""
     middle = n_combined / 2.0 if median else plane + 0.5
     offset = middle * np.asarray(frame_time_s, dtype=np.float64) / SECONDS_PER_DAY
-    return np.asarray(mjd_obs, dtype=np.float64) + offset, np.asarray(bmjd_obs, dtype=np.float64) + offset
+    bmjd = np.asarray(bmjd_obs, dtype=np.float64) + offset
+    return np.asarray(mjd_obs, dtype=np.float64) + offset, bmjd, utc_mjd_to_tdb_mjd(bmjd)
 
 
 @dataclass(frozen=True)
@@ -329,14 +335,14 @@ def _columns_from(
     plane: np.ndarray,
     n_combined: np.ndarray,
     target_index: int,
-    times: tuple[np.ndarray, np.ndarray],
+    times: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> dict[str, np.ndarray]:
     n = len(phot)
     ids = np.array([[item.work.exposure_id, item.work.expid, item.work.dcenum] for item in items], dtype=np.int64)
     columns: dict[str, np.ndarray] = {
         "expid": ids[exposure_of_image, 1], "dcenum": ids[exposure_of_image, 2], "plane": plane.astype(np.int64),
         "n_combined": n_combined.astype(np.int64), "target_index": np.full(n, target_index, dtype=np.int64),
-        "exposure_id": ids[exposure_of_image, 0], "mjd": times[0], "bmjd": times[1],
+        "exposure_id": ids[exposure_of_image, 0], "mjd": times[0], "bmjd": times[1], "bmjd_tdb": times[2],
     }
     for column in _PHOTOMETRY_COLUMNS:
         values = np.asarray(getattr(phot, column.origin))
@@ -353,7 +359,7 @@ def _unreadable_rows(chunk: Chunk, work: ExposureWork) -> dict[str, np.ndarray]:
     n = per_target * len(chunk.targets)
     plane = np.tile(np.zeros(1, np.int64) if median else np.arange(work.n_planes), len(chunk.targets))
     n_combined = np.full(n, work.n_planes if median else 1, dtype=np.int64)
-    mjd, bmjd = _middle_times(
+    mjd, bmjd, bmjd_tdb = _middle_times(
         work.mjd_obs, _float(work.bmjd_obs), _float(work.frame_time_s), plane, n_combined, median
     )
     columns = {name: np.full(n, np.nan) for name in ROW_COLUMNS}
@@ -361,7 +367,7 @@ def _unreadable_rows(chunk: Chunk, work: ExposureWork) -> dict[str, np.ndarray]:
         expid=np.full(n, work.expid, np.int64), dcenum=np.full(n, work.dcenum, np.int64), plane=plane,
         n_combined=n_combined, exposure_id=np.full(n, work.exposure_id, np.int64),
         target_index=np.repeat(np.array([i for i, _ in chunk.targets], np.int64), per_target),
-        mjd=mjd, bmjd=bmjd,
+        mjd=mjd, bmjd=bmjd, bmjd_tdb=bmjd_tdb,
         flags=np.full(n, int(Flag.FILE_UNREADABLE), np.int64),
     )
     return columns

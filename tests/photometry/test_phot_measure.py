@@ -1,5 +1,7 @@
 """Known-answer tests of the full measurement (house style: known answers, stated tolerances)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -99,7 +101,7 @@ def test_saturation_flag_and_mask_bits():
 # --- synthetic stars ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["moment", "gauss"])
+@pytest.mark.parametrize("method", ["box", "moment", "gauss"])
 @pytest.mark.parametrize("model", ["gauss", "irac"])
 def test_centroid_within_0p01_px(method, model):
     x, y = _positions(64, 15.0, 4)
@@ -107,7 +109,11 @@ def test_centroid_within_0p01_px(method, model):
     r = measure(cube, np.round(x) + 0.3, np.round(y) - 0.4, WARM_SUB,
                 PhotometryParams(centroid=method, corrections="none", aperture_correction="none"))
     assert not np.any(r.flags & UNUSABLE)
-    assert np.abs(r.x - x).max() < 0.01 and np.abs(r.y - y).max() < 0.01  # stated tolerance: 0.01 px
+    # Stated tolerance: 0.01 px; 0.025 px for the box centroider on the IRAC-like profile, whose first moment in
+    # a 7x7 box about a pixel centre misses the far wings unevenly (a bias of the convention the pixel-phase
+    # correction was derived with, measured up to 0.0196 px here; 0.002 px on the plain Gaussian).
+    tolerance = 0.025 if (method, model) == ("box", "irac") else 0.01
+    assert np.abs(r.x - x).max() < tolerance and np.abs(r.y - y).max() < tolerance
     np.testing.assert_allclose(r.x_full, r.x + 8)
     np.testing.assert_allclose(r.y_full, r.y + 216)
 
@@ -120,12 +126,15 @@ def test_fwhm_reported(fwhm):
                                                          aperture_correction="none"))
     np.testing.assert_allclose(g.fwhm_x_px, fwhm, rtol=1e-6)  # exact model: the fit recovers it
     np.testing.assert_allclose(g.fwhm_y_px, fwhm, rtol=1e-6)
-    m = measure(cube, x, y, WARM_SUB, PLAIN)
+    m = measure(cube, x, y, WARM_SUB, replace(PLAIN, centroid="moment"))
     np.testing.assert_allclose(m.fwhm_x_px, fwhm, rtol=0.02)  # second moments in a 3 px window: 2%
     np.testing.assert_allclose(m.fwhm_y_px, fwhm, rtol=0.02)
+    b = measure(cube, x, y, WARM_SUB, replace(PLAIN, centroid="box"))
+    np.testing.assert_allclose(b.fwhm_x_px, fwhm, rtol=0.02)  # second moments in the 7x7 box, pixel width out: 2%
+    np.testing.assert_allclose(b.fwhm_y_px, fwhm, rtol=0.02)
 
 
-@pytest.mark.parametrize("method", ["moment", "gauss"])
+@pytest.mark.parametrize("method", ["box", "moment", "gauss"])
 def test_gaussian_flux_bias_below_0p1_percent(method):
     x, y = _positions(64, 15.0, 6)
     flux = 1234.5
