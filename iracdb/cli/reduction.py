@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from iracdb.choices import (
     BACKGROUND_METHODS,
+    BEST_CRITERIA,
     CENTROID_METHODS,
     CORRECTION_SETS,
     FILE_TYPES,
@@ -36,19 +37,60 @@ from iracdb.config import default_workers
 
 if TYPE_CHECKING:  # built at run time from the library's choices; to a type checker, any StrEnum
     FileType: TypeAlias = StrEnum
-    CentroidChoice: TypeAlias = StrEnum
+    BestChoice: TypeAlias = StrEnum
     BackgroundChoice: TypeAlias = StrEnum
     CorrectionsChoice: TypeAlias = StrEnum
     SubarrayChoice: TypeAlias = StrEnum
 else:
     FileType = _choice_enum("FileType", FILE_TYPES)
-    CentroidChoice = _choice_enum("CentroidChoice", CENTROID_METHODS)
+    BestChoice = _choice_enum("BestChoice", BEST_CRITERIA)
     BackgroundChoice = _choice_enum("BackgroundChoice", BACKGROUND_METHODS)
     CorrectionsChoice = _choice_enum("CorrectionsChoice", CORRECTION_SETS)
     SubarrayChoice = _choice_enum("SubarrayChoice", SUBARRAY_MODES)
 
 
-@app.command(cls=_Command)
+class _ReduceCommand(_Command):
+    """``iracdb reduce``: ``--annulus IN OUT`` may be repeated (typer has no repeatable two-value option, so the
+    two values are passed on as one, ``"IN OUT"``, and read by :func:`_annuli`)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, _paired(args))
+        ctx.meta["iracdb.args"] = list(args)  # as typed
+        return rest
+
+
+def _paired(args: list[str]) -> list[str]:
+    """``--annulus IN OUT`` as ``--annulus "IN OUT"`` (anything after ``--`` untouched)."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--":
+            return out + args[i:]
+        if args[i] == "--annulus" and i + 2 < len(args) and not args[i + 2].startswith("--"):
+            out += ["--annulus", f"{args[i + 1]} {args[i + 2]}"]
+            i += 3
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
+def _annuli(values: list[str] | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The inner and outer radii [pixels] of the ``--annulus`` options (default 3 7)."""
+    from iracdb.errors import BadOption
+
+    pairs = []
+    for text in values or ["3 7"]:
+        parts = text.replace(",", " ").split()
+        try:
+            inner, outer = (float(p) for p in parts)
+        except ValueError:
+            raise BadOption(f"--annulus takes two radii in pixels, IN OUT, not {text!r}") from None
+        pairs.append((inner, outer))
+    return tuple(a for a, _ in pairs), tuple(b for _, b in pairs)
+
+
+@app.command(cls=_ReduceCommand)
 def reduce(
     ctx: typer.Context,
     run_name: Annotated[str, typer.Option("--run-name", "-n", metavar="NAME", help="The run's unique name.")],
@@ -75,15 +117,30 @@ def reduce(
     auto: Annotated[
         bool, typer.Option("--auto", help="Measure the brightest source near each frame's commanded pointing.")
     ] = False,
-    radius: Annotated[float, typer.Option("--radius", metavar="PX", help="Aperture radius, pixels.")] = 3.0,
+    radius: Annotated[
+        str, typer.Option("--radius", metavar="PX|LIST|START:STOP:STEP",
+                          help="Aperture radius, pixels: a number, a list 2,2.5,3, a range 2:4:0.5 (stop included) "
+                               "or beta:SCALE:OFFSET (SCALE x sqrt(noise pixels) + OFFSET per image); mixed in a "
+                               "list. Several radii, annuli or centroid methods make a grid: one aperture each.")
+    ] = "3",
     annulus: Annotated[
-        tuple[float, float], typer.Option("--annulus", metavar="IN OUT", help="Background annulus radii, pixels.")
-    ] = (3.0, 7.0),
+        list[str] | None,
+        typer.Option("--annulus", metavar="IN OUT", show_default=False,
+                     help="Background annulus radii, pixels (repeatable) [default: 3 7]."),
+    ] = None,
     centroid: Annotated[
-        CentroidChoice,
-        typer.Option("--centroid", metavar=_metavar(CENTROID_METHODS),
-                     help=_choice_help("Centroid method", CENTROID_METHODS)),
-    ] = CentroidChoice("moment"),
+        str,
+        typer.Option("--centroid", metavar=_metavar(CENTROID_METHODS) + "[,...]",
+                     help=_choice_help("Centroid method, or a list of them", CENTROID_METHODS)),
+    ] = "moment",
+    best_by: Annotated[
+        BestChoice,
+        typer.Option("--best-by", metavar=_metavar(BEST_CRITERIA),
+                     help=_choice_help("How each AOR's best aperture is chosen", BEST_CRITERIA)),
+    ] = BestChoice("binned-rms"),
+    best_bin: Annotated[
+        int, typer.Option("--bin", metavar="N", help="Images per bin of the binned-rms score (64: one cube).")
+    ] = 64,
     background: Annotated[
         BackgroundChoice,
         typer.Option("--background", metavar=_metavar(BACKGROUND_METHODS),
@@ -143,9 +200,10 @@ def reduce(
             targets.append(reduction.Target(name="auto"))
         options = reduction.ReduceOptions(
             aorkeys=tuple(aor or ()), object=object, channel=channel, file_type=file_type.value,
-            targets=tuple(targets), radius_px=radius, annulus_in_px=annulus[0], annulus_out_px=annulus[1],
-            centroid=centroid.value, background=background.value, corrections=corrections.value,
-            aperture_correction=aperture_correction, reject=reject, subarray=subarray.value,
+            targets=tuple(targets), radius_px=radius, annulus_in_px=_annuli(annulus)[0],
+            annulus_out_px=_annuli(annulus)[1], centroid=centroid,
+            background=background.value, corrections=corrections.value, aperture_correction=aperture_correction,
+            reject=reject, subarray=subarray.value, best_by=best_by.value, best_bin=best_bin,
         )
         execution = reduction.Execution(
             workers=default_workers() if workers is None else workers, scheduler=scheduler, resume=resume,
@@ -165,7 +223,7 @@ def reduce(
             stderr.print(f"unreadable: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
         if report.already_complete:
             stdout.print(f"run {report.name!r} is already complete (same parameters); nothing to do", markup=False)
-        rows = queries.run_summary(engine, report.name)
+        rows = queries.run_summary(engine, report.name, best_only=True)
         _print_rows(rows, SUMMARY_TABLE_COLUMNS, OutputFormat.table, title=f"run {report.name}: per-AOR summary",
                     more=f"`iracdb summary {report.name} --wide` shows them")
         stdout.print(

@@ -149,10 +149,16 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
         yield prefix, _cell(value)
 
 
+BestOnlyOption = Annotated[
+    bool, typer.Option("--best-only", help="Only each AOR's best aperture (default: every aperture of the grid).")
+]
+
+
 @app.command(cls=_Command)
 def summary(
     run_name: RunArgument,
     aor: Annotated[int | None, typer.Option("--aor", metavar="AORKEY", help="Only this AOR.")] = None,
+    best_only: BestOnlyOption = False,
     fmt: FormatOption = OutputFormat.table,
     columns: ColumnsOption = None,
     wide: WideOption = False,
@@ -168,7 +174,7 @@ def summary(
     with _database(db) as engine:
         default = SUMMARY_TABLE_COLUMNS if fmt is OutputFormat.table else queries.RUN_SUMMARY_COLUMNS
         shown = _chosen_columns(columns, default, queries.RUN_SUMMARY_COLUMNS)
-        rows = queries.run_summary(engine, run_name, aorkey=aor)
+        rows = queries.run_summary(engine, run_name, aorkey=aor, best_only=best_only)
     _print_rows(rows, shown, fmt, title=f"run {run_name}: per-AOR photometry", wide=wide)
 
 
@@ -184,6 +190,7 @@ def export(
                      help=_choice_help("Format of the two tables", EXPORT_FORMATS)),
     ] = ExportFormat("csv"),
     overwrite: OverwriteOption = False,
+    best_only: BestOnlyOption = False,
     db: DbOption = None,
 ) -> None:
     """Write a run's per-AOR and per-image tables, its log and its provenance into DIR.
@@ -203,7 +210,8 @@ def export(
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            result = export_run(engine, run_name, out, fmt.value, overwrite=overwrite, progress=progress)
+            result = export_run(engine, run_name, out, fmt.value, overwrite=overwrite, progress=progress,
+                                best_only=best_only)
     if result.status != "complete":
         stderr.print(f"note: run {run_name!r} is {result.status}: the export holds only its finished AORs "
                      f"(finish it with `iracdb reduce --run-name {run_name} --resume ...`)",
