@@ -436,7 +436,8 @@ def measure_apertures(
         raise BadOption("measure_apertures needs at least one aperture")
     shared_choices = _shared_choices(apertures[0])
     if any(_shared_choices(p) != shared_choices for p in apertures[1:]):
-        raise BadOption("the apertures of one grid may differ in radius, annulus, centroid and aperture correction only")
+        raise BadOption(
+            "the apertures of one grid may differ in radius, annulus, centroid and aperture correction only")
     params = apertures[0]
     stack = _as_stack(data, "data")
     n = stack.shape[0]

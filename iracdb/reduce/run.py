@@ -343,9 +343,9 @@ def _resolve(options: ReduceOptions, missions_channels: Iterable[tuple[str, int]
     """The choices as applied, per mission and channel: correction set, and per aperture of the grid the aperture
     correction (with its source); ``per_mission_channel`` holds aperture 0's, as runs before grids did."""
     keys = sorted(set(missions_channels))
-    apertures = []
+    apertures: list[dict[str, Any]] = []
     for aperture in options.apertures():
-        per = {}
+        per: dict[str, Any] = {}
         for mission, channel in keys:
             apc, source = _aperture_correction(options, aperture, mission, channel)
             per[f"{mission}:ch{channel}"] = {"aperture_correction": apc, "aperture_correction_source": source}

@@ -103,8 +103,8 @@ class _Loaded:
 def measure_chunk(chunk: Chunk) -> ChunkResult:
     """Measure every image of a chunk for every target: the worker's whole job (reads files, no database).
 
-    Rows come out ordered by exposure, then target, then aperture, then plane. An exposure whose files cannot be read (missing,
-    corrupt, changed since ingest) still gets its rows, with NULL values and ``FILE_UNREADABLE``.
+    Rows come out ordered by exposure, then target, then aperture, then plane. An exposure whose files cannot be
+    read (missing, corrupt, changed since ingest) still gets its rows, with NULL values and ``FILE_UNREADABLE``.
     """
     loaded: list[_Loaded] = []
     unreadable: list[tuple[str, str]] = []
@@ -181,8 +181,10 @@ def _measure_group(
     for target_index, target in chunk.targets:
         x, y, off_image = _expected(target, wcs, data, exposure_of_image)
         grid = measure_apertures(data, x, y, info, chunk.apertures, uncertainty=unc, mask=mask, off_image=off_image)
-        per_aperture = [_columns_from(phot, items, exposure_of_image, plane, n_combined, (target_index, aperture_id),
-                                      times) for aperture_id, phot in enumerate(grid)]
+        per_aperture = [
+            _columns_from(phot, items, exposure_of_image, plane, n_combined, (target_index, aperture_id), times)
+            for aperture_id, phot in enumerate(grid)
+        ]
         for i, item in enumerate(items):
             rows = slice(starts[i], starts[i + 1])
             for columns in per_aperture:
