@@ -44,9 +44,13 @@ def running_median(values: npt.ArrayLike, width: int = RUNNING_MEDIAN_BINS) -> n
     (odd), the window shortened at the ends (the first value's median is over the first ``width // 2 + 1``)."""
     v = np.asarray(values, dtype=np.float64)
     half = width // 2
-    pad = [(0, 0)] * (v.ndim - 1) + [(half, half)]
-    windows = np.lib.stride_tricks.sliding_window_view(np.pad(v, pad, constant_values=np.nan), width, axis=-1)
-    return np.nanmedian(windows, axis=-1)
+    n = v.shape[-1]
+    out = np.empty_like(v)
+    if n > 2 * half:  # full windows: one vectorised median
+        out[..., half: n - half] = np.median(np.lib.stride_tricks.sliding_window_view(v, width, axis=-1), axis=-1)
+    for i in [*range(min(half, n)), *range(max(half, n - half), n)]:  # the shortened windows at the ends
+        out[..., i] = np.median(v[..., max(0, i - half): i + half + 1], axis=-1)
+    return out
 
 
 @lru_cache(maxsize=256)

@@ -188,6 +188,15 @@ def test_binned_rms_of_white_noise_with_a_slow_trend_is_the_scatter_over_sqrt_64
     assert math.isnan(best.binned_rms_ppm(t[:100], flux[:100], 64))  # fewer than two full bins
 
 
+def test_running_median_shortens_its_window_at_the_ends() -> None:
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 4, 5, 6, 9, 40):
+        v = rng.standard_normal(n)
+        expected = [np.median(v[max(0, i - 2): i + 3]) for i in range(n)]
+        np.testing.assert_array_equal(best.running_median(v), expected)
+    assert 0.9 < best.detrending_factor(400) < 0.97
+
+
 def test_the_aperture_with_least_added_noise_wins() -> None:
     rng = np.random.default_rng(5)
     n = 64 * 50

@@ -554,6 +554,10 @@ def _measure(
     shared = cut_windows(clean, x_start, y_start, geometries[0])  # every pixel the measurement reads, once
     located: dict[str, _Located] = {}
     backgrounds: dict[tuple[str, float, float], tuple[Background, Nearest]] = {}
+    cuts: dict[str, _ApertureCut] = {}
+    sums: dict[tuple[str, float], tuple[ApertureSum, NDArray | None]] = {}
+    largest = {c: max(g.ap_half for p, g in zip(apertures, geometries, strict=True) if p.centroid == c)
+               for c in {p.centroid for p in apertures}}
     results = []
     for params, geometry, (apc, pixel_sr) in zip(apertures, geometries, choices, strict=True):
         if params.centroid not in located:
@@ -566,7 +570,13 @@ def _measure(
             backgrounds[key] = _background_at(shared, geometry, loc.x, loc.y, loc.start_ring if same else None,
                                               loc.start_bkg if same else None, params)
         bkg, nearest = backgrounds[key]
-        results.append(_photometry(shared, geometry, batch, info, params, loc, bkg, nearest, in_fov, apc, pixel_sr))
+        if params.centroid not in cuts:
+            cuts[params.centroid] = _cut_apertures(shared, geometry, nearest, largest[params.centroid])
+        if (params.centroid, params.radius_px) not in sums:  # the same for every annulus
+            sums[params.centroid, params.radius_px] = _aperture_at(
+                cuts[params.centroid], geometry.ap_half, loc.x, loc.y, params.radius_px)
+        results.append(_photometry(sums[params.centroid, params.radius_px], batch, info, params, loc, bkg, in_fov,
+                                   apc, pixel_sr))
     return results
 
 
@@ -594,13 +604,13 @@ def _locate(
 
 
 def _photometry(
-    shared: SharedWindows, geometry: Geometry, batch: _Batch, info: ImageInfo, params: PhotometryParams,
-    loc: _Located, bkg: Background, nearest: Nearest, in_fov: NDArray[np.bool_], apc: float | None, pixel_sr: float,
+    aperture: tuple[ApertureSum, NDArray | None], batch: _Batch, info: ImageInfo, params: PhotometryParams,
+    loc: _Located, bkg: Background, in_fov: NDArray[np.bool_], apc: float | None, pixel_sr: float,
 ) -> Photometry:
-    """One aperture's results from the centre used, its background and the shared windows."""
+    """One aperture's results from the centre used, its aperture sum (and mask window) and its background."""
     n, ny, nx = batch.stack.shape
     x, y = loc.x, loc.y
-    ap, ap_mask = _aperture_at(shared, geometry, nearest, x, y, params.radius_px)
+    ap, ap_mask = aperture
     raw_var, error_model = _raw_variance(ap, bkg, info, has_uncertainty=batch.uncertainty is not None)
     net = ap.sum - ap.area * bkg.level
     net_var = raw_var + (ap.area * bkg.error) ** 2
@@ -710,26 +720,55 @@ def _background_at(
     return _merge(start_bkg, redone, redo), nearest
 
 
-def _aperture_at(
-    shared: SharedWindows, geometry: Geometry, nearest: Nearest, x: NDArray[np.float64], y: NDArray[np.float64],
-    radius: float,
-) -> tuple[ApertureSum, NDArray | None]:
-    """The aperture sum around the centre used ``(x, y)`` (its nearest pixel ``nearest``), from the shared window
-    (as aperture_sum), and the mask bits of the aperture's window (None without a mask)."""
-    n = len(x)
+@dataclass(frozen=True)
+class _ApertureCut:
+    """The square windows about the pixel nearest to each plane's centre used, cut once from the shared windows
+    for the largest aperture of a centroid method; smaller apertures take their central part."""
+
+    half: int
+    values: NDArray[np.float64]
+    outside: NDArray[np.bool_]
+    mask: NDArray | None
+    unc: NDArray | None
+    nearest: Nearest
+
+
+def _cut_apertures(shared: SharedWindows, geometry: Geometry, nearest: Nearest, half: int) -> _ApertureCut:
+    """Cut the ``(2 half + 1)``-pixel aperture windows about ``nearest`` from the shared windows (``geometry``
+    gives their size)."""
+    n = len(nearest.px)
     start = np.arange(n) * geometry.size**2 + (geometry.half + nearest.dy) * geometry.size + (
         geometry.half + nearest.dx)
-    index = start[:, None] + geometry.ap_flat
-    side = 2 * geometry.ap_half + 1
-    shape = (n, side, side)
+    a = np.arange(-half, half + 1)
+    index = start[:, None] + (a[:, None] * geometry.size + a).ravel()
+    shape = (n, 2 * half + 1, 2 * half + 1)
+
+    def cut(array: NDArray | None) -> NDArray | None:
+        return None if array is None else array.reshape(-1)[index].reshape(shape)
+
+    values, outside = cut(shared.values), cut(shared.outside)
+    assert values is not None and outside is not None
+    return _ApertureCut(half, values, outside, cut(shared.mask), cut(shared.unc), nearest)
+
+
+def _aperture_at(
+    cut: _ApertureCut, half: int, x: NDArray[np.float64], y: NDArray[np.float64], radius: float,
+) -> tuple[ApertureSum, NDArray | None]:
+    """The aperture sum of ``radius`` px around the centre used ``(x, y)``, from the central ``(2 half + 1)``
+    pixels of the cut windows (as aperture_sum), and the mask bits of the aperture's window (None without a
+    mask)."""
+    n = len(x)
+    k = cut.half - half
+    inner = (slice(None), slice(k, cut.values.shape[1] - k), slice(k, cut.values.shape[2] - k))
+
+    def part(array: NDArray | None) -> NDArray | None:  # contiguous, as a cut of its own: the same sums, bit for bit
+        return None if array is None else (array if k == 0 else np.ascontiguousarray(array[inner]))
+
+    values, outside = part(cut.values), part(cut.outside)
+    assert values is not None and outside is not None
     empty = np.empty((n, 0), np.int64)  # image rows and columns are not needed: the companions come cut too
-    window = Windows(
-        shared.values.reshape(-1)[index].reshape(shape), shared.outside.reshape(-1)[index].reshape(shape),
-        nearest.px - geometry.ap_half, nearest.py - geometry.ap_half, empty, empty, np.arange(n),
-    )
-    window_mask = None if shared.mask is None else shared.mask.reshape(-1)[index].reshape(shape)
-    window_unc = None if shared.unc is None else shared.unc.reshape(-1)[index].reshape(shape)
-    return aperture_in_windows(window, window_unc, x - window.x0, y - window.y0, radius), window_mask
+    window = Windows(values, outside, cut.nearest.px - half, cut.nearest.py - half, empty, empty, np.arange(n))
+    return aperture_in_windows(window, part(cut.unc), x - window.x0, y - window.y0, radius), part(cut.mask)
 
 
 def _raw_variance(
