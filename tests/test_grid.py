@@ -22,9 +22,10 @@ from iracdb.db import migrate
 from iracdb.db.engine import make_engine
 from iracdb.errors import BadOption
 from iracdb.export import export_run
+from iracdb.flags import Flag
 from iracdb.ingest import ingest
 from iracdb.photometry import psf
-from iracdb.photometry.measure import ImageInfo, PhotometryParams, measure, measure_apertures
+from iracdb.photometry.measure import ImageInfo, PhotometryParams, beta_max_radius, measure, measure_apertures
 from iracdb.reduce import ReduceOptions, Target, reduce
 from iracdb.reduce.options import parse_annuli, parse_centroids, parse_radii
 from iracdb.synth import AorSpec, SynthArchive, write_archive
@@ -158,6 +159,29 @@ def test_a_grid_gives_each_aperture_the_numbers_it_gets_alone() -> None:
                 np.testing.assert_array_equal(getattr(phot, name), value, err_msg=f"{params} {name}")
 
 
+def test_variable_radii_follow_the_noise_pixels() -> None:
+    """``beta:1:0.5``: per plane r = sqrt(beta) + 0.5, beta the noise pixels of the star (within 3 px of the
+    centroid). Stars of FWHM 1.6-2.2 px: beta is 4 pi (sigma^2 + 1/12) within 2 % (pixels integrate the PSF;
+    narrower stars are undersampled, wider ones lose wings beyond 3 px), it grows with the width, and the aperture's area is pi r^2 (no bad
+    pixels, inside the image) with r from the noise pixels computed independently on the plane."""
+    from iracdb.photometry.noise import noise_pixels
+
+    fwhms = np.array([1.6, 1.8, 2.0, 2.2])
+    cube = np.stack([psf.render_star((32, 32), 15.3, 15.6, 5000.0, fwhm=f) for f in fwhms]) + 1.0
+    params = PhotometryParams(radius_px=beta_max_radius(1.0, 0.5), radius_beta=(1.0, 0.5), annulus_in_px=9.0,
+                              annulus_out_px=14.0, aperture_correction="none", corrections="none")
+    fixed = PhotometryParams(radius_px=3.0, annulus_in_px=9.0, annulus_out_px=14.0, aperture_correction="none",
+                             corrections="none")
+    variable, three = measure_apertures(cube, 15.0, 15.0, WARM_SUB, [params, fixed])
+    beta = noise_pixels(cube - variable.background_mjy_sr[:, None, None], variable.x, variable.y)
+    sigma = fwhms / (2 * math.sqrt(2 * math.log(2)))
+    np.testing.assert_allclose(beta, 4 * np.pi * (sigma**2 + 1 / 12), rtol=0.02)
+    assert np.all(np.diff(beta) > 0)
+    np.testing.assert_allclose(variable.aperture_area_px, np.pi * (np.sqrt(beta) + 0.5) ** 2, rtol=1e-9)
+    np.testing.assert_array_equal(variable.x, three.x)  # one centroid for both
+    assert not (variable.flags & int(Flag.NON_FINITE | Flag.APERTURE_OFF_EDGE | Flag.MASKED_IN_APERTURE)).any()
+
+
 def test_apertures_of_one_call_must_share_the_other_choices() -> None:
     cube, x, y = _star_cube(n=2)
     with pytest.raises(BadOption, match="may differ in radius, annulus, centroid and aperture correction only"):
@@ -272,6 +296,25 @@ def test_a_grid_run_on_both_backends(grid_engine: Engine) -> None:
                            "WHERE run = 'grid' GROUP BY aperture_id, radius_px, centroid ORDER BY aperture_id")
     assert [(i["radius_px"], i["centroid"], i["n"]) for i in images] == [
         (a["radius_px"], a["centroid"], 3 * 64) for a in apertures]
+
+
+def test_a_variable_aperture_in_a_run(grid_engine: Engine) -> None:
+    """``--radius 3,beta:1:0.5``: two apertures; the variable one is recorded without a fixed radius, no
+    published aperture correction applies to it (flagged, recorded), and its area follows each plane's noise
+    pixels (pi (sqrt(beta) + 0.5)^2, between that of 2.5 and 4.5 px apertures for this ~1.4 px FWHM star)."""
+    engine = grid_engine
+    reduce(engine, "beta", ReduceOptions(targets=(STAR,), radius_px="3,beta:1:0.5"))
+    apertures = _rows(engine, "SELECT aperture_id, radius_px, radius_spec, aperture_correction_json FROM "
+                              "run_apertures ORDER BY aperture_id")
+    assert [(a["radius_px"], a["radius_spec"]) for a in apertures] == [(3.0, "3"), (None, "beta:1:0.5")]
+    assert json.loads(apertures[1]["aperture_correction_json"])["warm:ch2"] == {
+        "aperture_correction": None, "source": "none (no published value for a variable aperture)"}
+    rows = [r for r in measurements(engine, "beta") if r["aperture_id"] == 1 and r["flux_mjy"] is not None]
+    areas = np.array([r["aperture_area"] for r in rows])
+    assert len(rows) > 150 and np.all((areas > np.pi * 2.5**2) & (areas < np.pi * 4.5**2)) and areas.std() > 0
+    assert all(r["flags"] & int(Flag.NO_APERTURE_CORRECTION) for r in rows)
+    view = _rows(engine, "SELECT DISTINCT radius_spec, radius_px FROM image_photometry WHERE aperture_id = 1")
+    assert view == [{"radius_spec": "beta:1:0.5", "radius_px": None}]
 
 
 def test_grid_exports_round_trip(grid_engine: Engine, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from iracdb.photometry import apcorr, units
 from iracdb.photometry.aperture import ApertureSum, Stack, Windows, aperture_in_windows
 from iracdb.photometry.background import Background, BackgroundMethod, background_of
 from iracdb.photometry.centroid import Centroid, CentroidMethod, gauss_centroid, moment_in_windows
+from iracdb.photometry.noise import noise_pixels
 from iracdb.photometry.corrections import (
     SUBARRAY_OFFSET,
     CorrectionMaps,
@@ -532,6 +533,7 @@ class _Located:
     start_ring: NDArray[np.bool_]
     start_bkg: Background
     factor: NDArray[np.float64]  # pixel-phase x array-location divisor at (x, y)
+    noise_pixels: NDArray[np.float64]  # beta about the centre used (iracdb.photometry.noise)
 
 
 def _measure(
@@ -555,7 +557,7 @@ def _measure(
     located: dict[str, _Located] = {}
     backgrounds: dict[tuple[str, float, float], tuple[Background, Nearest]] = {}
     cuts: dict[str, _ApertureCut] = {}
-    sums: dict[tuple[str, float], tuple[ApertureSum, NDArray | None]] = {}
+    sums: dict[tuple[str, float, tuple[float, float] | None], tuple[ApertureSum, NDArray | None]] = {}
     largest = {c: max(g.ap_half for p, g in zip(apertures, geometries, strict=True) if p.centroid == c)
                for c in {p.centroid for p in apertures}}
     results = []
@@ -572,11 +574,11 @@ def _measure(
         bkg, nearest = backgrounds[key]
         if params.centroid not in cuts:
             cuts[params.centroid] = _cut_apertures(shared, geometry, nearest, largest[params.centroid])
-        if (params.centroid, params.radius_px) not in sums:  # the same for every annulus
-            sums[params.centroid, params.radius_px] = _aperture_at(
-                cuts[params.centroid], geometry.ap_half, loc.x, loc.y, params.radius_px)
-        results.append(_photometry(sums[params.centroid, params.radius_px], batch, info, params, loc, bkg, in_fov,
-                                   apc, pixel_sr))
+        radius = _radius(params, loc)
+        size = (params.centroid, params.radius_px, params.radius_beta)
+        if size not in sums:  # the same for every annulus
+            sums[size] = _aperture_at(cuts[params.centroid], geometry.ap_half, loc.x, loc.y, radius)
+        results.append(_photometry(sums[size], radius, batch, info, params, loc, bkg, in_fov, apc, pixel_sr))
     return results
 
 
@@ -600,12 +602,36 @@ def _locate(
     x = np.where(use, centroid.x, x_start)  # the centre used
     y = np.where(use, centroid.y, y_start)
     factor = _correction(x, y, info, params, maps)
-    return _Located(centroid, shift, x, y, flags, (r_in, r_out), start_ring, start_bkg, factor)
+    beta = _noise_pixels(shared, geometry, x, y, start_bkg.level)
+    return _Located(centroid, shift, x, y, flags, (r_in, r_out), start_ring, start_bkg, factor, beta)
+
+
+def _noise_pixels(shared: SharedWindows, geometry: Geometry, x: NDArray[np.float64], y: NDArray[np.float64],
+                  background: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Noise pixels about the centre used ``(x, y)``, on the centroid's window of the image minus ``background``
+    (per plane, MJy/sr): it holds every pixel within :data:`NOISE_PIXEL_RADIUS_PX` of a centre the shift allows."""
+    n = len(x)
+    half, centroid_half = geometry.half, geometry.centroid_half
+    lo, hi = half - centroid_half, half + centroid_half + 1
+    window = shared.values.reshape(n, geometry.size, geometry.size)[:, lo:hi, lo:hi] - background[:, None, None]
+    x0, y0 = shared.cx - centroid_half, shared.cy - centroid_half
+    return noise_pixels(window, x - x0, y - y0, NOISE_PIXEL_RADIUS_PX)
+
+
+def _radius(params: PhotometryParams, loc: _Located) -> float | NDArray[np.float64]:
+    """The aperture radius, pixels: fixed, or per plane ``SCALE * sqrt(noise pixels) + OFFSET`` (NaN where the
+    noise pixels could not be measured; at most ``params.radius_px``, the bound the windows were cut for)."""
+    if params.radius_beta is None:
+        return params.radius_px
+    scale, offset = params.radius_beta
+    radius = scale * np.sqrt(loc.noise_pixels) + offset
+    return np.where(radius > 0, np.minimum(radius, params.radius_px), np.nan)
 
 
 def _photometry(
-    aperture: tuple[ApertureSum, NDArray | None], batch: _Batch, info: ImageInfo, params: PhotometryParams,
-    loc: _Located, bkg: Background, in_fov: NDArray[np.bool_], apc: float | None, pixel_sr: float,
+    aperture: tuple[ApertureSum, NDArray | None], radius: float | NDArray[np.float64], batch: _Batch,
+    info: ImageInfo, params: PhotometryParams, loc: _Located, bkg: Background, in_fov: NDArray[np.bool_],
+    apc: float | None, pixel_sr: float,
 ) -> Photometry:
     """One aperture's results from the centre used, its aperture sum (and mask window) and its background."""
     n, ny, nx = batch.stack.shape
@@ -615,7 +641,7 @@ def _photometry(
     net = ap.sum - ap.area * bkg.level
     net_var = raw_var + (ap.area * bkg.error) ** 2
 
-    bits = _quality_bits(ap, ap_mask, bkg, x, y, nx, ny, params)
+    bits = _quality_bits(ap, ap_mask, bkg, x, y, nx, ny, params, radius)
     factor = loc.factor
     bits |= _correction_bits(info, params, apc)
     apc_value = 1.0 if apc is None else apc
@@ -752,7 +778,7 @@ def _cut_apertures(shared: SharedWindows, geometry: Geometry, nearest: Nearest, 
 
 
 def _aperture_at(
-    cut: _ApertureCut, half: int, x: NDArray[np.float64], y: NDArray[np.float64], radius: float,
+    cut: _ApertureCut, half: int, x: NDArray[np.float64], y: NDArray[np.float64], radius: float | NDArray[np.float64],
 ) -> tuple[ApertureSum, NDArray | None]:
     """The aperture sum of ``radius`` px around the centre used ``(x, y)``, from the central ``(2 half + 1)``
     pixels of the cut windows (as aperture_sum), and the mask bits of the aperture's window (None without a
@@ -789,14 +815,15 @@ def _raw_variance(
     return np.sum(weights2, axis=(1, 2)) * bkg.std**2, "background"
 
 
-def _off_edge(x: NDArray[np.float64], y: NDArray[np.float64], radius: float, nx: int, ny: int) -> NDArray[np.bool_]:
+def _off_edge(x: NDArray[np.float64], y: NDArray[np.float64], radius: float | NDArray[np.float64], nx: int, ny: int
+              ) -> NDArray[np.bool_]:
     """Whether a circle of ``radius`` px about ``(x, y)`` reaches beyond an ``(ny, nx)`` image."""
     return (x - radius < -0.5) | (x + radius > nx - 0.5) | (y - radius < -0.5) | (y + radius > ny - 0.5)
 
 
 def _quality_bits(
     ap: ApertureSum, ap_mask: NDArray | None, bkg: Background, x: NDArray[np.float64], y: NDArray[np.float64],
-    nx: int, ny: int, params: PhotometryParams,
+    nx: int, ny: int, params: PhotometryParams, radius: float | NDArray[np.float64],
 ) -> NDArray[np.int64]:
     """The flag bits of the aperture and the annulus around the centre used ``(x, y)``."""
     bits = (ap.n_bad > 0) * _BIT["MASKED_IN_APERTURE"]
@@ -804,7 +831,7 @@ def _quality_bits(
         saturated = (ap_mask & SATURATION_BITS) != 0
         hit = (saturated & (ap.weights > 0) & ~ap.window.outside).any(axis=(1, 2))
         bits |= hit * _BIT["SATURATED"]
-    bits |= _off_edge(x, y, params.radius_px, nx, ny) * _BIT["APERTURE_OFF_EDGE"]
+    bits |= _off_edge(x, y, radius, nx, ny) * _BIT["APERTURE_OFF_EDGE"]
     bits |= _off_edge(x, y, params.annulus_out_px, nx, ny) * _BIT["ANNULUS_OFF_EDGE"]
     r_in, r_out = params.annulus_in_px, params.annulus_out_px
     few = bkg.npix < params.min_background_fraction * np.pi * (r_out**2 - r_in**2)
