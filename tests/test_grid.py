@@ -162,7 +162,8 @@ def test_a_grid_gives_each_aperture_the_numbers_it_gets_alone() -> None:
 def test_variable_radii_follow_the_noise_pixels() -> None:
     """``beta:1:0.5``: per plane r = sqrt(beta) + 0.5, beta the noise pixels of the star (within 3 px of the
     centroid). Stars of FWHM 1.6-2.2 px: beta is 4 pi (sigma^2 + 1/12) within 2 % (pixels integrate the PSF;
-    narrower stars are undersampled, wider ones lose wings beyond 3 px), it grows with the width, and the aperture's area is pi r^2 (no bad
+    narrower stars are undersampled, wider ones lose wings beyond 3 px), it grows with the width, and the
+    aperture's area is pi r^2 (no bad
     pixels, inside the image) with r from the noise pixels computed independently on the plane."""
     from iracdb.photometry.noise import noise_pixels
 

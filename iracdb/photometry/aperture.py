@@ -33,7 +33,9 @@ def _quadrant_area(X: NDArray[np.float64], Y: NDArray[np.float64], r: float) -> 
     return sign * area
 
 
-def _corner_areas(xe: NDArray[np.float64], ye: NDArray[np.float64], r: float | NDArray[np.float64]) -> NDArray[np.float64]:
+def _corner_areas(
+    xe: NDArray[np.float64], ye: NDArray[np.float64], r: float | NDArray[np.float64]
+) -> NDArray[np.float64]:
     """:func:`_quadrant_area` at every corner ``(xe[j, k], ye[i, k])``, shape ``(len(ye), len(xe), n)``.
 
     The same arithmetic, operation for operation (so the same bits), but everything that depends on one

@@ -26,7 +26,6 @@ from iracdb.photometry import apcorr, units
 from iracdb.photometry.aperture import ApertureSum, Stack, Windows, aperture_in_windows
 from iracdb.photometry.background import Background, BackgroundMethod, background_of
 from iracdb.photometry.centroid import Centroid, CentroidMethod, gauss_centroid, moment_in_windows
-from iracdb.photometry.noise import noise_pixels
 from iracdb.photometry.corrections import (
     SUBARRAY_OFFSET,
     CorrectionMaps,
@@ -36,6 +35,7 @@ from iracdb.photometry.corrections import (
     load_idl,
     map_correction_factor,
 )
+from iracdb.photometry.noise import noise_pixels
 from iracdb.photometry.shared import (
     Geometry,
     Nearest,

@@ -36,7 +36,7 @@ def noise_pixels(
         ``(n,)`` beta, dimensionless (pixels); NaN where the centroid is not finite, no pixel counts or
         ``sum I^2`` is 0.
     """
-    n, ny, nx = values.shape
+    _, ny, nx = values.shape
     rows = np.arange(ny, dtype=np.float64)[None, :, None]
     cols = np.arange(nx, dtype=np.float64)[None, None, :]
     d2 = (cols - np.asarray(x, dtype=np.float64)[:, None, None]) ** 2 + (
