@@ -317,7 +317,9 @@ class ReduceOptions:
         warm or cryo set, or none. Subarray offsets are applied automatically.
     aperture_correction : str
         ``auto`` (the published value for the mission, channel and aperture, or none recorded as such when there
-        is none), ``none``, or a number.
+        is none), ``none``, a number, or ``growth`` (full-array data only: each aperture corrected to the IRAC
+        calibration aperture, 10 px radius and 12-20 px annulus, by the median ratio of the two fluxes over the
+        used images of the AOR and target: its own curve of growth; see :mod:`iracdb.reduce.store`).
     reject : str
         Per-AOR outlier rule: ``none``, ``minmax`` or ``sigma:N``.
     subarray : {"planes", "median"}
@@ -397,17 +399,17 @@ class ReduceOptions:
         combos = [(c, a, r) for c in parse_centroids(self.centroid) for a in annuli for r in radii]
         return tuple(Aperture(i, r, a[0], a[1], c) for i, (c, a, r) in enumerate(combos))
 
-    def aperture_choice(self) -> float | Literal["auto", "none"]:
-        """``auto``, ``none`` or the given number (validated)."""
+    def aperture_choice(self) -> float | Literal["auto", "none", "growth"]:
+        """``auto``, ``none``, ``growth`` or the given number (validated)."""
         text = str(self.aperture_correction).strip().lower()
-        if text in ("auto", "none"):
+        if text in ("auto", "none", "growth"):
             return text  # type: ignore[return-value]
         try:
             value = float(text)
         except ValueError:
             value = math.nan
         if not (math.isfinite(value) and value > 0):
-            raise BadOption(f"--aperture-correction must be auto, none or a positive number, not {text!r}")
+            raise BadOption(f"--aperture-correction must be auto, none, growth or a positive number, not {text!r}")
         return value
 
     def photometry_params(self, aperture_correction: float | None, aperture: Aperture | None = None

@@ -20,10 +20,10 @@ import socket
 import subprocess
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 
@@ -36,8 +36,9 @@ from iracdb.errors import BadOption, ExecutionError, RunConflict, RunInterrupted
 from iracdb.fitsio import UNCERTAINTY_KIND
 from iracdb.flags import Flag
 from iracdb.photometry import apcorr
-from iracdb.reduce.options import Aperture, Execution, ReduceOptions, object_matches
-from iracdb.reduce.store import Unit, Writer, aperture_corrections, utc_now
+from iracdb.photometry.centroid import CentroidMethod
+from iracdb.reduce.options import Aperture, Execution, ReduceOptions, object_matches, parse_centroids
+from iracdb.reduce.store import GROWTH_APERTURE, Unit, Writer, aperture_corrections, utc_now
 from iracdb.reduce.worker import AUTO_SEARCH_RADIUS_PX, Chunk, ChunkResult, ExposureWork, FileRef, measure_chunk
 
 #: full-array frames, ~25 MB of image, uncertainty and mask), so memory stays bounded whatever an AOR holds.
@@ -296,10 +297,18 @@ def _max_aperture_px(naxis1: int, naxis2: int) -> float:
 
 def _check_apertures(options: ReduceOptions, units: Sequence[_UnitPlan]) -> None:
     """Refuse an aperture or annulus larger than the smallest selected image can hold (see :func:`_max_aperture_px`),
-    before the run exists, naming that image."""
+    and a growth aperture correction on images the calibration aperture does not fit, before the run exists,
+    naming that image."""
     sized = [u for u in units if u.naxis1 and u.naxis2]
     if not sized:
         return
+    if options.aperture_choice() == "growth":
+        small = [u for u in sized if min(u.naxis1, u.naxis2) < 2 * GROWTH_APERTURE[2] + 1]  # type: ignore[type-var,operator]
+        if small:
+            raise BadOption(
+                f"--aperture-correction growth needs full-array data: the calibration aperture (10 px radius, 12-20 "
+                f"px annulus) does not fit the {small[0].naxis1}x{small[0].naxis2}-pixel images of AOR "
+                f"{small[0].aorkey} ch{small[0].channel} (select full-array AORs, or use auto or a value)")
     unit = min(sized, key=lambda u: _max_aperture_px(u.naxis1, u.naxis2))  # type: ignore[arg-type]
     limit = _max_aperture_px(unit.naxis1, unit.naxis2)  # type: ignore[arg-type]
     shown = math.floor(limit * 100) / 100  # rounded down: the value shown is itself accepted
@@ -331,6 +340,9 @@ def _aperture_correction(options: ReduceOptions, aperture: Aperture, mission: st
     choice = options.aperture_choice()
     if choice == "none":
         return None, "none (asked)"
+    if choice == "growth":
+        return None, ("growth: to the 10 px, 12-20 px calibration aperture by the median flux ratio over the used "
+                      "images of each AOR and target (the AOR rows' ap_corr)")
     if choice != "auto":
         return float(choice), "given"
     if aperture.radius_px is None:
@@ -560,6 +572,11 @@ def _chunks(unit: Unit, options: ReduceOptions, resolved: dict[str, Any]) -> lis
         options.photometry_params(aperture_corrections(resolved, a.aperture_id, mission, unit.channel), a)
         for a in options.apertures()
     )
+    if options.aperture_choice() == "growth":  # the calibration aperture of each centroid method, measured last
+        radius, r_in, r_out = GROWTH_APERTURE
+        apertures += tuple(replace(apertures[0], radius_px=radius, radius_beta=None, annulus_in_px=r_in,
+                                   annulus_out_px=r_out, centroid=cast(CentroidMethod, c), aperture_correction="none")
+                           for c in parse_centroids(options.centroid))
     correction_mission = choice["correction_coefficients"] or mission
     works = []
     for e in exposures:
