@@ -168,3 +168,36 @@ class Reservoir:
         if len(self.keys) > self.size:
             keep = np.argpartition(self.keys, self.size)[: self.size]
             self.rows, self.keys = self.rows[keep], self.keys[keep]
+
+
+def binned_rms_curve(flux: NDArray[np.float64], min_bins: int = 8) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """RMS of a light curve binned in N consecutive values, for N = 1, 2, 4, ... while at least ``min_bins`` bins
+    remain: the bin sizes and the standard deviation of the bin means over the median flux (dimensionless)."""
+    f = np.asarray(flux, dtype=np.float64)
+    f = f[np.isfinite(f)]
+    level = float(np.median(f)) if f.size else math.nan
+    sizes, rms = [], []
+    size = 1
+    while f.size // size >= min_bins and level:
+        n = f.size // size
+        means = f[: n * size].reshape(n, size).mean(axis=1) / level
+        sizes.append(size)
+        rms.append(float(np.std(means, ddof=1)))
+        size *= 2
+    return np.array(sizes, dtype=np.float64), np.array(rms)
+
+
+def plane_profile(plane: NDArray[np.float64], flux: NDArray[np.float64]
+                  ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Flux over its median against the plane index within a subarray cube: per plane index, the median and the
+    16th and 84th percentiles over the cubes (finite fluxes only)."""
+    p = np.asarray(plane, dtype=np.float64)
+    f = np.asarray(flux, dtype=np.float64)
+    ok = np.isfinite(f) & np.isfinite(p)
+    if not ok.any():
+        return np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0)
+    f = f[ok] / np.median(f[ok])
+    p = p[ok]
+    planes = np.unique(p)
+    stats = np.array([np.percentile(f[p == k], (50, 16, 84)) for k in planes]).reshape(-1, 3)
+    return planes, stats[:, 0], stats[:, 1], stats[:, 2]

@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from sqlalchemy import Engine, text
 
 from iracdb.db.backend import database_files
-from iracdb.db.queries import get_run, run_summary
+from iracdb.db.queries import annuli_text, get_run, radii_text, run_summary
 from iracdb.errors import BadOption, NoSuchAor
 from iracdb.outputs import (
     cannot_write,
@@ -51,10 +51,12 @@ from iracdb.plot_data import (
     PhaseBins,
     PhaseSample,
     Reservoir,
+    binned_rms_curve,
     flag_reasons,
     normalise,
     phase_bins,
     phase_limits,
+    plane_profile,
     radial_pixel_phase,
     time_limits,
 )
@@ -84,6 +86,10 @@ SCATTER_POINTS = 20_000
 BATCH_ROWS = 50_000
 
 _USED_COLOUR, _OUTLIER_COLOUR, _FLAGGED_COLOUR = "C0", "red", "0.45"
+#: The overview and AOR figures show each AOR's best aperture (a run's grid may hold several; one aperture: it).
+_BEST_IMAGES = ("EXISTS (SELECT 1 FROM best_photometry AS b WHERE b.run = image_photometry.run "
+                "AND b.aorkey = image_photometry.aorkey AND b.channel = image_photometry.channel "
+                "AND b.target_index = image_photometry.target_index AND b.aperture_id = image_photometry.aperture_id)")
 _BEFORE_COLOUR, _AFTER_COLOUR = "C1", "C0"
 
 
@@ -194,7 +200,7 @@ def overview_figure(engine: Engine, run_name: str) -> Figure:
         No run has that name.
     """
     run = get_run(engine, run_name)
-    aors = run_summary(engine, run_name)
+    aors = run_summary(engine, run_name, best_only=True)
     panels = _monitor_panels(aors, auto_targets=_auto_target_indices(run))
     phases = _run_phase_sample(engine, run_name)
     channels = sorted(phases) or sorted({int(a["channel"]) for a in aors}) or [0]
@@ -391,11 +397,11 @@ def _aor_series(engine: Engine, run_name: str, aorkey: int) -> list[AorSeries]:
     with engine.connect() as conn:
         images = conn.execute(text(
             "SELECT channel, target_index, target, mjd, xc_full, yc_full, flux_mjy, flux_err_mjy, correction, "
-            "flags, used, flag_outlier FROM image_photometry WHERE run = :run AND aorkey = :aorkey "
+            f"flags, used, flag_outlier FROM image_photometry WHERE run = :run AND aorkey = :aorkey AND {_BEST_IMAGES} "
             "ORDER BY channel, target_index, mjd, expid, dcenum, plane"), params).all()
         summaries = {(int(r.channel), int(r.target_index)): r for r in conn.execute(text(
             "SELECT channel, target_index, target, object, flux_mjy, flux_err_mjy FROM aor_photometry "
-            "WHERE run = :run AND aorkey = :aorkey"), params)}
+            "WHERE run = :run AND aorkey = :aorkey AND best"), params)}
         if not images and not summaries:
             keys = conn.execute(text("SELECT DISTINCT aorkey FROM aor_photometry WHERE run = :run ORDER BY aorkey"),
                                 {"run": run_name}).scalars().all()
@@ -549,7 +555,7 @@ def _empty_aor_flags(engine: Engine, run_name: str) -> dict[tuple[int, int, int]
     """Per (AORKEY, channel, target_index) of the run: the distinct quality bits of its images not used, and how
     many images carry each (a grouped count, so small whatever the run's size)."""
     query = text("SELECT aorkey, channel, target_index, flags, COUNT(*) AS n FROM image_photometry "
-                 "WHERE run = :run AND NOT used GROUP BY aorkey, channel, target_index, flags")
+                 f"WHERE run = :run AND NOT used AND {_BEST_IMAGES} GROUP BY aorkey, channel, target_index, flags")
     out: dict[tuple[int, int, int], tuple[list[int], list[int]]] = {}
     with engine.connect() as conn:
         for row in conn.execute(query, {"run": run_name}):
@@ -616,7 +622,7 @@ def _run_phase_sample(engine: Engine, run_name: str, *, batch_rows: int = BATCH_
     reservoirs: dict[int, Reservoir] = {}
     query = text(
         "SELECT aorkey, channel, target_index, xc_full, yc_full, flux_mjy, correction FROM image_photometry "
-        "WHERE run = :run AND used ORDER BY aorkey, channel, target_index")
+        f"WHERE run = :run AND used AND {_BEST_IMAGES} ORDER BY aorkey, channel, target_index")
     pending = np.empty((0, 7))
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(query, {"run": run_name})
@@ -758,9 +764,10 @@ def _describe_params(run: dict[str, Any]) -> str:
     """The parameters that tell runs apart, in words."""
     p = json.loads(run["params_json"])
     parts = [
-        f"aperture {p.get('radius_px'):g} px" if p.get("radius_px") is not None else None,
-        f"annulus {p.get('annulus_in_px'):g}-{p.get('annulus_out_px'):g} px"
+        f"aperture {radii_text(p.get('radius_px'))} px" if p.get("radius_px") is not None else None,
+        f"annulus {annuli_text(p.get('annulus_in_px'), p.get('annulus_out_px'))} px"
         if p.get("annulus_in_px") is not None and p.get("annulus_out_px") is not None else None,
+        f"centroid {p['centroid']}" if "," in str(p.get("centroid", "")) else None,
         f"corrections {p['corrections']}" if "corrections" in p else None,
         f"ap. corr. {p['aperture_correction']}" if "aperture_correction" in p else None,
         f"reject {p['reject']}" if "reject" in p else None,
@@ -787,3 +794,132 @@ __all__ = [
     "DPI", "PLOT_FORMATS", "AorSeries", "PhaseBins", "aor_figure", "aor_size_in", "default_plot_path",
     "overview_figure", "overview_size_in", "plot_aor", "plot_format", "plot_overview", "radial_pixel_phase",
 ]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The aperture grid of a run
+# ----------------------------------------------------------------------------------------------------------------
+
+#: Grid figure: width and height [in].
+GRID_SIZE_IN = (15.0, 4.8)
+
+
+def default_grid_plot_path(run_name: str) -> Path:
+    """The default file name of a run's grid figure: ``RUN_grid.png`` (``RUN`` as in :func:`default_plot_path`)."""
+    return Path(f"{file_stem(run_name)}_grid.png")
+
+
+def plot_grid(engine: Engine, run_name: str, out: Path, *, aorkey: int | None = None,
+              overwrite: bool = False) -> Path:
+    """Plot a run's aperture grid (:func:`grid_figure`) to a PNG, PDF or SVG file.
+
+    Raises
+    ------
+    iracdb.errors.BadOption, iracdb.errors.NoSuchRun, iracdb.errors.NoSuchAor, iracdb.errors.OutputExists,
+    iracdb.errors.CannotWrite
+        As :func:`plot_aor`.
+    """
+    fmt = plot_format(out)
+    get_run(engine, run_name)
+    _check(engine, out, overwrite)
+    return _save(grid_figure(engine, run_name, aorkey), out, fmt, overwrite=overwrite)
+
+
+def grid_figure(engine: Engine, run_name: str, aorkey: int | None = None) -> Figure:
+    """A run's aperture grid for one AOR, channel and target (``aorkey``'s first, default the run's first AOR).
+
+    Left: the best-aperture score [ppm] against the aperture radius [pix], one line per annulus and centroid
+    method, the best aperture ringed. Middle: for the best aperture, the RMS of the normalised light curve binned in
+    N consecutive used images against N, with the white-noise expectation RMS(1) / sqrt(N). Right: the best
+    aperture's flux over its median against the plane index 0-63 within the subarray cube (median and spread over
+    the cubes; every measured plane, used or not), where the first-frame effect shows.
+
+    Raises
+    ------
+    iracdb.errors.NoSuchRun
+        No run has that name.
+    iracdb.errors.NoSuchAor
+        The run has no rows (for that AOR).
+    """
+    run = get_run(engine, run_name)
+    rows = [r for r in run_summary(engine, run_name, aorkey=aorkey) if r["aorkey"] == (aorkey or r["aorkey"])]
+    if not rows:
+        raise NoSuchAor(f"run {run_name!r} has no AOR rows yet (see `iracdb summary {run_name}`)")
+    first = rows[0]
+    key = (first["aorkey"], first["channel"], first["target_index"])
+    mine = [r for r in rows if (r["aorkey"], r["channel"], r["target_index"]) == key]
+    best = next(r for r in mine if r["best"])
+    images = _grid_images(engine, run_name, key, best["aperture_id"])
+    fig = Figure(figsize=GRID_SIZE_IN, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    fig.suptitle(f"iracdb run {run_name}: aperture grid, AOR {key[0]} ch{key[1]} {first['target']}; best by "
+                 f"{json.loads(run['params_json']).get('best_by', 'binned-rms')}\n{_describe_params(run)}",
+                 fontsize=11, parse_math=False)
+    score_ax, rms_ax, plane_ax = fig.subplots(1, 3)
+    _draw_scores(score_ax, mine, best)
+    _draw_rms_vs_bin(rms_ax, images, best)
+    _draw_plane_profile(plane_ax, images)
+    return fig
+
+
+def _grid_images(engine: Engine, run_name: str, key: tuple[int, int, int], aperture_id: int
+                 ) -> dict[str, NDArray[Any]]:
+    """The best aperture's images of one AOR, channel and target: time, plane, flux, used, in time order."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT mjd, plane, flux_mjy, used FROM image_photometry WHERE run = :run AND aorkey = :aorkey AND "
+            "channel = :channel AND target_index = :target AND aperture_id = :aperture ORDER BY mjd, expid, plane"),
+            {"run": run_name, "aorkey": key[0], "channel": key[1], "target": key[2], "aperture": aperture_id}).all()
+    out: dict[str, NDArray[Any]] = dict(_columns(rows, ("mjd", "plane", "flux_mjy")))
+    out["used"] = np.array([bool(r.used) for r in rows], dtype=bool) & np.isfinite(out["flux_mjy"])
+    return out
+
+
+def _draw_scores(ax: Axes, rows: list[dict[str, Any]], best: dict[str, Any]) -> None:
+    lines: dict[tuple[float, float, str], list[tuple[float, float]]] = {}
+    for r in rows:
+        if r["radius_px"] is not None and r["score"] is not None:
+            lines.setdefault((r["annulus_in_px"], r["annulus_out_px"], r["centroid"]), []).append(
+                (r["radius_px"], r["score"]))
+    for (r_in, r_out, centroid), points in sorted(lines.items()):
+        radius, score = np.array(sorted(points)).T
+        ax.plot(radius, score, "o-", ms=4, label=f"{r_in:g}-{r_out:g} px, {centroid}")
+    if best["radius_px"] is not None and best["score"] is not None:
+        ax.plot([best["radius_px"]], [best["score"]], "o", ms=14, mfc="none", mec="red", mew=2,
+                label=f"best: {best['radius_spec']} px, {best['annulus_in_px']:g}-{best['annulus_out_px']:g} px, "
+                      f"{best['centroid']}")
+    if not lines:
+        _note(ax, "no score (too few used images)")
+    ax.set_xlabel("aperture radius [pix]")
+    ax.set_ylabel("score [ppm] (lower is better)")
+    ax.set_title("score per aperture", fontsize=10)
+    _legend(ax)
+
+
+def _draw_rms_vs_bin(ax: Axes, images: dict[str, NDArray[Any]], best: dict[str, Any]) -> None:
+    flux = images["flux_mjy"][images["used"]]
+    sizes, rms = binned_rms_curve(flux)
+    ax.set_title(f"best aperture ({best['radius_spec']} px): RMS vs bin size", fontsize=10)
+    if len(sizes) == 0:
+        _note(ax, "too few used images")
+        return
+    ax.loglog(sizes, rms * 1e6, "o-", ms=4, label="measured")
+    ax.loglog(sizes, rms[0] * 1e6 / np.sqrt(sizes), "k--", label="white noise, RMS(1) / sqrt(N)")
+    ax.set_xlabel("images per bin N")
+    ax.set_ylabel("RMS of flux / median [ppm]")
+    _legend(ax)
+
+
+def _draw_plane_profile(ax: Axes, images: dict[str, NDArray[Any]]) -> None:
+    # Placeholder for the first-frame helper's panel (flux against plane index 0..63); the lead reconciles the two.
+    ax.set_title("best aperture: flux vs plane in the cube", fontsize=10)
+    planes, median, low, high = plane_profile(images["plane"], images["flux_mjy"])
+    if len(planes) < 2:
+        _note(ax, "not subarray data (one plane per image)")
+        return
+    ax.fill_between(planes, low, high, color=_USED_COLOUR, alpha=0.25, lw=0, label="16th-84th percentile")
+    ax.plot(planes, median, "o-", ms=3, color=_USED_COLOUR, label="median over the cubes")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xlabel("plane index in the cube")
+    ax.set_ylabel("flux / median")
+    _legend(ax)

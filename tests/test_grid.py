@@ -486,3 +486,24 @@ def test_growth_on_the_real_full_array_frame(engine: Engine) -> None:
     corrections = [r["ap_corr"] for r in summaries(engine, "real-growth")]
     assert len(corrections) == 3 and all(c is not None for c in corrections)
     assert 1.05 < corrections[0] < 1.3 and corrections[0] > corrections[1] > corrections[2] > 0.97
+
+
+def test_plot_grid(grid_engine: Engine, tmp_path: Path) -> None:
+    """``iracdb plot RUN --grid``: three panels; the score lines per annulus and centroid hold every aperture's
+    score, the ringed point is the best aperture's; the RMS panel starts at the best aperture's per-image RMS."""
+    from iracdb import plots
+
+    engine = grid_engine
+    reduce(engine, "grid", ReduceOptions(targets=(STAR,), **GRID))  # type: ignore[arg-type]
+    fig = plots.grid_figure(engine, "grid")
+    score_ax, rms_ax, plane_ax = fig.axes[:3]
+    rows = summaries(engine, "grid")
+    chosen = next(r for r in rows if r["best"])
+    drawn = [(x, y) for line in score_ax.lines[:-1] for x, y in zip(*line.get_data(), strict=True)]
+    radius = {r["aperture_id"]: 2.0 if r["aperture_id"] % 2 == 0 else 3.0 for r in rows}  # radii vary fastest
+    assert sorted(drawn) == sorted((radius[r["aperture_id"]], r["score"]) for r in rows)
+    ring = score_ax.lines[-1].get_data()
+    assert (ring[0][0], ring[1][0]) == (radius[chosen["aperture_id"]], chosen["score"])
+    assert len(plane_ax.lines) >= 1 and rms_ax.get_xscale() == "log"
+    out = plots.plot_grid(engine, "grid", tmp_path / "g.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -320,6 +320,11 @@ def plot(
                      help="Where to write the figure: FILE.png, FILE.pdf or FILE.svg (the format). "
                           "Default: RUN_overview.png or RUN_aor_AORKEY.png here."),
     ] = None,
+    grid: Annotated[
+        bool, typer.Option("--grid", help="The aperture grid: score vs radius per annulus and centroid (best "
+                                          "ringed), the best aperture's RMS vs bin size and flux vs plane (of --aor "
+                                          "or the first AOR).")
+    ] = False,
     overwrite: OverwriteOption = False,
     db: DbOption = None,
 ) -> None:
@@ -331,8 +336,10 @@ def plot(
     from iracdb import plots
 
     with _database(db) as engine:
-        path = out or plots.default_plot_path(run_name, aor)
-        if aor is None:
+        path = out or (plots.default_grid_plot_path(run_name) if grid else plots.default_plot_path(run_name, aor))
+        if grid:
+            written = plots.plot_grid(engine, run_name, path, aorkey=aor, overwrite=overwrite)
+        elif aor is None:
             written = plots.plot_overview(engine, run_name, path, overwrite=overwrite)
         else:
             written = plots.plot_aor(engine, run_name, aor, path, overwrite=overwrite)

@@ -166,8 +166,8 @@ def list_runs(engine: Engine) -> list[dict[str, Any]]:
             "outliers": run["n_outliers"],
             "file_type": params.get("file_type"),
             "targets": ",".join(target.get("name") or "?" for target in params.get("targets", [])),
-            "radius_px": _grid_text(params.get("radius_px")),
-            "annulus_px": _annuli_text(params.get("annulus_in_px"), params.get("annulus_out_px")),
+            "radius_px": radii_text(params.get("radius_px")),
+            "annulus_px": annuli_text(params.get("annulus_in_px"), params.get("annulus_out_px")),
             "centroid": params.get("centroid"),
             "background": params.get("background"),
             "corrections": params.get("corrections"),
@@ -177,16 +177,16 @@ def list_runs(engine: Engine) -> list[dict[str, Any]]:
     return rows
 
 
-def _grid_text(value: Any) -> Any:
+def radii_text(value: Any) -> Any:
     """A run's radius as recorded: a number (one aperture), or its grid as ``2,2.5,3``."""
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return ",".join(v if isinstance(v, str) else f"{v:g}" for v in value)
     return value
 
 
-def _annuli_text(inner: Any, outer: Any) -> str:
+def annuli_text(inner: Any, outer: Any) -> str:
     """A run's annuli as recorded: ``3-7``, or ``3-7,5-10`` for several."""
-    ins, outs = (inner, outer) if isinstance(inner, list) else ([inner], [outer])
+    ins, outs = (inner, outer) if isinstance(inner, (list, tuple)) else ([inner], [outer])
     return ",".join(f"{a:g}-{b:g}" for a, b in zip(ins, outs, strict=True))
 
 
