@@ -446,7 +446,8 @@ class Run:
         provenance.pop("columns", None)
         return provenance
 
-    def aors(self, aorkey: int | None = None, *, columns: Sequence[str] | None = None) -> Table:
+    def aors(self, aorkey: int | None = None, *, columns: Sequence[str] | None = None,
+             best_only: bool = False) -> Table:
         """The per-AOR table (the ``aor_photometry`` view; the export's ``RUN_aor_data``), one row per AOR x
         channel x target: fluxes in mJy (``flux_mjy`` the mean of the used images, ``flux_err_mjy`` the error of
         the mean), times in MJD; the run's provenance in ``meta``.
@@ -457,17 +458,23 @@ class Run:
             Only this AOR.
         columns : sequence of str, optional
             Only these columns (any of ``iracdb.columns.AOR_COLUMN_NAMES`` but ``run``).
+        best_only : bool
+            Only the row of each AOR, channel and target's best aperture (a run with an aperture grid has one row
+            per aperture; ``best`` marks the chosen one).
         """
-        return self._table("aor", aorkey, None, columns, self._meta())
+        return self._table("aor", aorkey, None, columns, self._meta(), best_only=best_only)
 
-    def images(self, aorkey: int | None = None, *, columns: Sequence[str] | None = None) -> Table:
+    def images(self, aorkey: int | None = None, *, columns: Sequence[str] | None = None,
+               best_only: bool = False) -> Table:
         """The per-image table (the ``image_photometry`` view; the export's ``RUN_img_data``), one row per image
         (frame, subarray plane or cube median) and target: positions in pixels, fluxes in mJy, ``flags`` and
         their ``flag_*`` booleans, ``used``; the run's provenance in ``meta``.
 
         For a large run, pick ``columns`` or read it AOR by AOR with :meth:`iter_images` (bounded memory).
+        ``best_only``: only the rows of each AOR's best aperture (a run with an aperture grid has one row per image
+        and aperture).
         """
-        return self._table("image", aorkey, None, columns, self._meta())
+        return self._table("image", aorkey, None, columns, self._meta(), best_only=best_only)
 
     def iter_images(self, *, columns: Sequence[str] | None = None) -> Iterator[Table]:
         """The per-image table one AOR x channel at a time (in AORKEY, channel order): memory bounded by the
@@ -484,7 +491,7 @@ class Run:
             yield self._table("image", aorkey, channel, columns, meta)
 
     def _table(self, which: str, aorkey: int | None, channel: int | None, columns: Sequence[str] | None,
-               meta: dict[str, Any]) -> Table:
+               meta: dict[str, Any], *, best_only: bool = False) -> Table:
         from iracdb.api_tables import REGISTRY, table_from_rows
         from iracdb.db import queries, views
         from iracdb.db.backend import backend_for
@@ -502,6 +509,8 @@ class Run:
         if channel is not None:
             params["channel"] = channel
         where = " AND ".join(f"{key} = :{key}" for key in params)
+        if best_only:
+            where += " AND best" if which == "aor" else f" AND {views.BEST_IMAGES}"
         sql = f"SELECT {', '.join(chosen)} FROM {view} WHERE {where} ORDER BY {', '.join(order)}"
         engine = self.archive.engine()
         with self.archive._errors():
@@ -512,7 +521,7 @@ class Run:
         return table_from_rows(chosen, rows, registry=which, meta=meta)
 
     def export(self, folder: str | os.PathLike[str], format: str = "csv", *, overwrite: bool = False,
-               progress: ProgressArg = None) -> ExportResult:
+               best_only: bool = False, progress: ProgressArg = None) -> ExportResult:
         """Write the run's two tables, log and provenance into ``folder`` (as ``iracdb export``).
 
         Parameters
@@ -523,6 +532,8 @@ class Run:
             Format of the two tables.
         overwrite : bool
             Replace the files of an earlier export of the run.
+        best_only : bool
+            Only each AOR's best aperture (a run with an aperture grid has rows for every aperture).
         progress : bool, callable or None
             A progress bar over image rows (None: on a terminal or in Jupyter), or ``progress(done, total)``.
 
@@ -542,9 +553,10 @@ class Run:
 
         engine = self.archive.engine()
         with self.archive._errors(), _progress(progress, "exporting image rows") as callback:
-            return export_run(engine, self.name, Path(folder), format, overwrite=overwrite, progress=callback)
+            return export_run(engine, self.name, Path(folder), format, overwrite=overwrite, progress=callback,
+                              best_only=best_only)
 
-    def plot(self, path: str | os.PathLike[str] | None = None, *, aor: int | None = None,
+    def plot(self, path: str | os.PathLike[str] | None = None, *, aor: int | None = None, grid: bool = False,
              overwrite: bool = False) -> Path:
         """Draw the run overview (or with ``aor``, that AOR's light curve) into ``path`` (as ``iracdb plot``).
 
@@ -554,6 +566,10 @@ class Run:
             ``.png``, ``.pdf`` or ``.svg``; default ``RUN_overview.png`` or ``RUN_aor_AORKEY.png`` here.
         aor : int, optional
             The AOR whose light curve and pixel-phase diagnostic to draw.
+        grid : bool
+            Draw the aperture grid instead (as ``iracdb plot --grid``): score against radius per annulus and
+            centroid with the best marked, the best aperture's RMS against bin size, and flux against plane index
+            (default file ``RUN_grid.png``).
         overwrite : bool
             Replace an existing file (never the database).
 
@@ -565,8 +581,11 @@ class Run:
         from iracdb import plots
 
         engine = self.archive.engine()
-        out = Path(path) if path is not None else plots.default_plot_path(self.name, aor)
+        default = plots.default_grid_plot_path(self.name) if grid else plots.default_plot_path(self.name, aor)
+        out = Path(path) if path is not None else default
         with self.archive._errors():
+            if grid:
+                return plots.plot_grid(engine, self.name, out, aorkey=aor, overwrite=overwrite)
             if aor is None:
                 return plots.plot_overview(engine, self.name, out, overwrite=overwrite)
             return plots.plot_aor(engine, self.name, aor, out, overwrite=overwrite)

@@ -41,6 +41,12 @@ REJECT_RULES: dict[str, str] = {
     "minmax": "drop the lowest and the highest usable flux",
     "sigma:N": "iterative clipping at N sample standard deviations about the median",
 }
+#: How the best aperture of each AOR, channel and target is chosen (:mod:`iracdb.best`); lower scores are better.
+BEST_CRITERIA: dict[str, str] = {
+    "binned-rms": "RMS (ppm) of the binned, normalised, detrended light curve of the used images",
+    "scatter": "robust standard deviation (ppm) of the used images' fluxes about their median",
+    "error": "error of the mean flux relative to the mean (ppm)",
+}
 #: The formats of ``iracdb export``.
 EXPORT_FORMATS: dict[str, str] = {
     "csv": "comma-separated text (an empty field is missing)",
@@ -58,6 +64,7 @@ def one_of(choices: dict[str, str]) -> str:
 
 __all__ = [
     "BACKGROUND_METHODS",
+    "BEST_CRITERIA",
     "CENTROID_METHODS",
     "CORRECTION_SETS",
     "EXPORT_FORMATS",

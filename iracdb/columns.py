@@ -24,7 +24,7 @@ from typing import Literal
 
 from iracdb.flags import NOT_USED, Flag
 
-#: Storage types: ``bigint`` (AORKEYs), ``int``, ``float`` (float64), ``text``, ``bool`` (views only).
+#: Storage types: ``bigint`` (AORKEYs), ``int``, ``float`` (float64), ``text``, ``bool`` (views, and ``best``).
 ColumnType = Literal["int", "bigint", "float", "text", "bool"]
 #: Where a column's values come from:
 #:
@@ -34,8 +34,9 @@ ColumnType = Literal["int", "bigint", "float", "text", "bool"]
 #: - ``summary``: the :class:`~iracdb.summary.AorStats` field of the same name;
 #: - ``exposure``: the catalogue's facts of the AOR's first exposure (the ``exposures`` column named by ``field``);
 #: - ``run``: the run's resolved choice for the AOR's mission and channel (named by ``field``);
+#: - ``best``: the best-aperture choice (:mod:`iracdb.best`), computed by the writer from the per-aperture rows;
 #: - ``view``: computed by the view from other columns (its SQL in ``expression``).
-Source = Literal["key", "time", "photometry", "summary", "exposure", "run", "view"]
+Source = Literal["key", "time", "photometry", "summary", "exposure", "run", "best", "view"]
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ class Column:
     field : str
         The name it has where it comes from, when that differs (a ``Photometry`` field, an ``exposures`` column).
     expression : str
-        For ``source="view"``: its SQL in the view, over ``m`` (the base table), ``r`` (runs), ``t`` (run_targets)
-        and ``i`` (run_inputs).
+        For ``source="view"``: its SQL in the view, over ``m`` (the base table), ``r`` (runs), ``t`` (run_targets),
+        ``a`` (run_apertures) and ``i`` (run_inputs).
     exported : bool
         In the view and the exports (False: stored only, e.g. the measured centroid beside the aperture centre).
     nullable : bool
@@ -112,6 +113,19 @@ def _flag_columns() -> tuple[Column, ...]:
 
 _RUN = Column("run", "text", "", "name of the reduction run", "view", expression="r.name")
 _TARGET = Column("target", "text", "", "target name (as given, or 'auto')", "view", expression="t.name")
+#: The aperture of a run's grid a row belongs to: its number and what it is (from ``run_apertures``).
+_APERTURE = (
+    _key("aperture_id", "0, 1, ... the aperture (radius, annulus, centroid method) in the run's grid"),
+    Column("radius_px", "float", "pix", "aperture radius (empty for a variable, noise-pixel-scaled aperture: see "
+           "radius_spec)", "view", expression="a.radius_px"),
+    Column("radius_spec", "text", "", "aperture radius as given: a number of pixels, or beta:SCALE:OFFSET for "
+           "r = SCALE x sqrt(noise pixels) + OFFSET", "view", expression="a.radius_spec"),
+    Column("annulus_in_px", "float", "pix", "inner radius of the background annulus", "view",
+           expression="a.annulus_in_px"),
+    Column("annulus_out_px", "float", "pix", "outer radius of the background annulus", "view",
+           expression="a.annulus_out_px"),
+    Column("centroid", "text", "", "centroid method (moment, gauss, ...)", "view", expression="a.centroid"),
+)
 
 #: ``measurements`` and the ``image_photometry`` view: one row per measured image (a full-array frame, one subarray
 #: plane, or a cube's median) and target. Positions are 0-based pixels, the centre of the bottom-left pixel at (0, 0).
@@ -121,6 +135,7 @@ IMAGE_COLUMNS: tuple[Column, ...] = (
     _key("channel", "IRAC channel 1-4"),
     _TARGET,
     _key("target_index", "0, 1, ... in the order the run's targets were given"),
+    *_APERTURE,
     _key("expid", "EXPID: exposure number within the AOR"),
     _key("dcenum", "DCENUM: data collection event number"),
     _key("plane", "subarray plane 0-63; 0 for a full-array frame or a cube median"),
@@ -188,6 +203,7 @@ AOR_COLUMNS: tuple[Column, ...] = (
     _key("channel", "IRAC channel 1-4", terminal=2),
     Column("target", "text", "", "target name", "view", expression="t.name", terminal=3),
     _key("target_index", "0, 1, ... in the order the run's targets were given"),
+    *_APERTURE,
     _exposure("object", "object", "text", "", "OBJECT of the AOR's first exposure", terminal=13),
     _exposure("date_obs", "date_obs", "text", "", "DATE_OBS of the AOR's first exposure (UTC, ISO 8601)",
               terminal=16),
@@ -215,6 +231,10 @@ AOR_COLUMNS: tuple[Column, ...] = (
     Column("correction", "text", "", "photometric correction applied, e.g. irac_aphot_corr:warm", "run",
            field="correction", nullable=False),
     Column("ap_corr", "float", "", "aperture correction applied (empty: none)", "run", field="aperture_correction"),
+    Column("score", "float", "", "the run's best-aperture criterion for this aperture (best_by in the run's "
+           "parameters; lower is better; ppm)", "best"),
+    Column("best", "bool", "", "true for the one aperture of the AOR, channel and target with the lowest score "
+           "(ties: the smaller radius)", "best", nullable=False),
 )
 
 

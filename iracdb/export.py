@@ -142,14 +142,17 @@ class _Table:
             return pa.int64()
         return _ARROW_TYPES[self.types[name]]
 
-    def sql(self) -> str:
+    def sql(self, *, best_only: bool = False) -> str:
         """The query of the run's rows, in order; its parameter ``run`` is the run's id for a ``base`` table, else
-        its name."""
+        its name. ``best_only``: the rows of each AOR, channel and target's best aperture only."""
         if not self.base:
             return (f"SELECT {', '.join(self.fetched)} FROM {self.view} WHERE run = :run "
-                    f"ORDER BY {', '.join(self.order)}")
+                    f"{'AND best ' if best_only else ''}ORDER BY {', '.join(self.order)}")
         selected = ", ".join(f"m.{n}" for n in self.fetched)
-        return (f"SELECT {selected} FROM {self.base} AS m WHERE m.run_id = :run "
+        best = ("AND EXISTS (SELECT 1 FROM aor_summaries AS s WHERE s.run_id = m.run_id AND s.aorkey = m.aorkey "
+                "AND s.channel = m.channel AND s.target_index = m.target_index AND s.aperture_id = m.aperture_id "
+                "AND s.best) " if best_only else "")
+        return (f"SELECT {selected} FROM {self.base} AS m WHERE m.run_id = :run {best}"
                 f"ORDER BY {', '.join(f'm.{n}' for n in self.order)}")
 
     def to_batch(self, rows: Sequence[tuple[Any, ...]], *, bools_as_ints: bool,
@@ -171,6 +174,7 @@ class _Table:
             assert names is not None and flags is not None
             by_name["target"] = names.targets.take(by_name["target_index"])
             by_name["file"] = names.paths.take(by_name["input_id"])
+            by_name.update(names.aperture_columns(by_name["aperture_id"]))
             measured = by_name["flux_mjy"].is_valid().to_numpy(zero_copy_only=False)
             by_name["used"] = pa.array(((flags & int(NOT_USED)) == 0) & measured, type=pa.bool_())
         arrays = []
@@ -212,12 +216,32 @@ class _Lookup:
         return self._values.take(pa.array(where, type=pa.int64(), mask=~found))
 
 
+#: The image columns that describe the row's aperture (``a.NAME`` in the view), by column name: NAME.
+_APERTURE_FIELDS = {c.name: c.expression[2:] for c in IMAGE_COLUMNS
+                    if c.source == "view" and c.expression.startswith("a.")}
+
+
 @dataclass(frozen=True)
 class _Names:
-    """A run's target names and input paths, for the image rows read from ``measurements``."""
+    """A run's target names, input paths and apertures, for the image rows read from ``measurements``."""
 
     targets: _Lookup
     paths: _Lookup
+    apertures: list[dict[str, Any]] = field(default_factory=list)  # run_apertures rows by aperture_id
+
+    def aperture_columns(self, aperture_ids: pa.Array) -> dict[str, pa.Array]:
+        """The aperture's columns (radius, annulus, centroid) of each row, as the view's join gives them."""
+        ids = np.array([a["aperture_id"] for a in self.apertures], dtype=np.int64)
+        keys = aperture_ids.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        where = np.searchsorted(ids, keys)
+        found = where < len(ids)
+        found[found] = ids[where[found]] == keys[found]
+        index = pa.array(where, type=pa.int64(), mask=~found)
+        return {
+            name: pa.array([a[source] for a in self.apertures],
+                           type=_ARROW_TYPES[_IMAGE_TABLE.types[name]]).take(index)
+            for name, source in _APERTURE_FIELDS.items()
+        }
 
     @classmethod
     def of_run(cls, snap: Snapshot, run_id: int) -> _Names:
@@ -228,8 +252,10 @@ class _Names:
             found = snap.rows(f"SELECT id, path FROM run_inputs WHERE id IN ({', '.join(map(str, ids))})")
             return [(r["id"], r["path"]) for r in found]
 
+        apertures = snap.rows(f"SELECT aperture_id, {', '.join(sorted(set(_APERTURE_FIELDS.values())))} "
+                              "FROM run_apertures WHERE run_id = :run ORDER BY aperture_id", run=run_id)
         return cls(_Lookup([(r["target_index"], r["name"]) for r in targets]),
-                   _Lookup([(r["id"], r["path"]) for r in paths], other_paths))
+                   _Lookup([(r["id"], r["path"]) for r in paths], other_paths), apertures)
 
 
 _AOR_TABLE = _Table("aor", views.AOR_VIEW, tuple(c for c in AOR_COLUMNS if c.exported and c.name != "run"),
@@ -398,9 +424,10 @@ def export_file_names(stem: str) -> tuple[str, ...]:
 
 @dataclass
 class _FlagCounts:
-    """Images per flag bit of each (aorkey, channel, target_index), counted while the image rows stream past."""
+    """Images per flag bit of each (aorkey, channel, target_index, aperture_id), counted while the image rows stream
+    past."""
 
-    counts: dict[tuple[int, int, int], dict[str, int]] = field(default_factory=dict)
+    counts: dict[tuple[int, int, int, int], dict[str, int]] = field(default_factory=dict)
 
     def add(self, batch: pa.RecordBatch) -> None:
         flags = batch.column("flags").to_numpy(zero_copy_only=False)
@@ -408,7 +435,7 @@ class _FlagCounts:
         if not flagged.any():
             return
         keys = np.stack([batch.column(n).to_numpy(zero_copy_only=False)[flagged]
-                         for n in ("aorkey", "channel", "target_index")], axis=1)
+                         for n in ("aorkey", "channel", "target_index", "aperture_id")], axis=1)
         unique, inverse = np.unique(keys, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         bits = flags[flagged]
@@ -417,7 +444,7 @@ class _FlagCounts:
                 continue
             per_key = np.bincount(inverse, weights=(bits & int(member)) != 0, minlength=len(unique))
             for index in np.flatnonzero(per_key):
-                key = (int(unique[index][0]), int(unique[index][1]), int(unique[index][2]))
+                key = (int(unique[index][0]), int(unique[index][1]), int(unique[index][2]), int(unique[index][3]))
                 entry = self.counts.setdefault(key, {})
                 entry[member.name.lower()] = entry.get(member.name.lower(), 0) + int(per_key[index])
 
@@ -439,7 +466,7 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _write_table(snap: Snapshot, table: _Table, run: dict[str, Any], writer: TableWriter, *,
-                 on_batch: Callable[[pa.RecordBatch], None] | None = None) -> int:
+                 on_batch: Callable[[pa.RecordBatch], None] | None = None, best_only: bool = False) -> int:
     """Stream a table's rows of ``run`` (its ``runs`` record) into ``writer``; the rows written.
 
     Writing (Arrow's CSV and Parquet writers release the GIL) runs in a second thread while the next batch is
@@ -450,7 +477,7 @@ def _write_table(snap: Snapshot, table: _Table, run: dict[str, Any], writer: Tab
     with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-export") as pool:
         try:
             names = _Names.of_run(snap, run["id"]) if table.base else None
-            for rows in snap.batches(table.sql(), run=run["id"] if table.base else run["name"]):
+            for rows in snap.batches(table.sql(best_only=best_only), run=run["id"] if table.base else run["name"]):
                 batch = table.to_batch(rows, bools_as_ints=snap.booleans_as_integers, names=names)
                 while len(pending) >= 2:
                     pending.popleft().result()
@@ -467,7 +494,7 @@ def _write_table(snap: Snapshot, table: _Table, run: dict[str, Any], writer: Tab
 
 
 def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *, overwrite: bool = False,
-               progress: Progress | None = None) -> ExportResult:
+               progress: Progress | None = None, best_only: bool = False) -> ExportResult:
     """Export a run's per-AOR and per-image results, its log and its provenance into ``out_dir``.
 
     Parameters
@@ -486,6 +513,9 @@ def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *
         anything is written.
     progress : callable, optional
         Called as ``progress(image_rows_written, image_rows_total)`` after each batch of image rows.
+    best_only : bool
+        Only each AOR, channel and target's best aperture: one AOR row each, and that aperture's image rows
+        (default: every aperture of the run's grid).
 
     Returns
     -------
@@ -519,7 +549,8 @@ def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *
         for final in finals:
             temps.append(create_partial(final))
         try:
-            n_aor, n_image = _write_files(engine, run, fmt, temps, finals, out_dir, exported_at, progress)
+            n_aor, n_image = _write_files(engine, run, fmt, temps, finals, out_dir, exported_at, progress,
+                                          best_only)
         except UserError:
             raise
         except OSError as exc:  # no space left, the folder removed meanwhile, ...
@@ -534,16 +565,18 @@ def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *
 
 
 def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path], finals: list[Path],
-                 out_dir: Path, exported_at: str, progress: Progress | None) -> tuple[int, int]:
+                 out_dir: Path, exported_at: str, progress: Progress | None, best_only: bool = False
+                 ) -> tuple[int, int]:
     """Write the export's four files under their temporary names ``temps``; the rows of the two tables."""
     with backend_for(engine).snapshot() as snap:
         provenance = _provenance(engine, snap, run)
-        embedded = {**provenance, "export": {"date": exported_at, "format": fmt, "iracdb_version": __version__}}
+        embedded = {**provenance, "export": {"date": exported_at, "format": fmt, "iracdb_version": __version__,
+                                             "best_only": best_only}}
         writer_class = WRITERS[fmt]
 
         writer = writer_class(temps[0], _AOR_TABLE, embedded)
         try:
-            n_aor = _write_table(snap, _AOR_TABLE, run, writer)
+            n_aor = _write_table(snap, _AOR_TABLE, run, writer, best_only=best_only)
         finally:
             writer.close()
 
@@ -560,7 +593,7 @@ def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path
 
         writer = writer_class(temps[1], _IMAGE_TABLE, embedded)
         try:
-            n_image = _write_table(snap, _IMAGE_TABLE, run, writer, on_batch=on_image_batch)
+            n_image = _write_table(snap, _IMAGE_TABLE, run, writer, on_batch=on_image_batch, best_only=best_only)
         finally:
             writer.close()
         if progress is not None and n_image == 0:
@@ -568,7 +601,7 @@ def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path
 
         export_info = {"date": exported_at, "format": fmt, "iracdb_version": __version__,
                        "out_dir": str(out_dir.resolve()), "files": [p.name for p in finals],
-                       "n_aor_rows": n_aor, "n_image_rows": n_image}
+                       "n_aor_rows": n_aor, "n_image_rows": n_image, "best_only": best_only}
         with temps[2].open("w", encoding="utf-8") as log:
             write_log(log, provenance, export_info, _aor_lines(snap, run["name"]), flag_counts.counts,
                       _inputs(snap, run["id"]))
@@ -598,7 +631,7 @@ def _write_provenance_json(out: IO[str], snap: Snapshot, run_id: int, provenance
 
 def _aor_lines(snap: Snapshot, run_name: str) -> Iterator[AorLine]:
     """The run's per-AOR rows that the log shows, in the view's order, streamed."""
-    sql = (f"SELECT {', '.join(AOR_LINE_COLUMNS)} FROM {views.AOR_VIEW} WHERE run = :run "
+    sql = (f"SELECT {', '.join(AOR_LINE_COLUMNS)} FROM {views.AOR_VIEW} WHERE run = :run AND best "
            "ORDER BY aorkey, channel, target_index")
     for batch in snap.batches(sql, run=run_name):
         yield from (AorLine(*row) for row in batch)

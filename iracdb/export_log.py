@@ -10,16 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import IO, Any, NamedTuple
 
-#: Images per flag name of each (aorkey, channel, target_index).
-FlagCounts = Mapping[tuple[int, int, int], Mapping[str, int]]
+#: Images per flag name of each (aorkey, channel, target_index, aperture_id).
+FlagCounts = Mapping[tuple[int, int, int, int], Mapping[str, int]]
 
 
 class AorLine(NamedTuple):
-    """The ``aor_photometry`` columns of one AOR x channel x target that the log shows."""
+    """The ``aor_photometry`` columns of one AOR x channel x target (its best aperture) that the log shows."""
 
     aorkey: int
     channel: int
     target_index: int
+    aperture_id: int
     target: str | None
     object: str | None
     n_used: int
@@ -50,7 +51,7 @@ def write_log(log: IO[str], prov: dict[str, Any], export_info: dict[str, Any], a
     aor_lines : iterable of AorLine
         The run's per-AOR rows, in the order of the ``aor_photometry`` view (fluxes in mJy, spread in %).
     flag_counts : mapping
-        Images per flag name of each (aorkey, channel, target_index).
+        Images per flag name of each (aorkey, channel, target_index, aperture_id).
     inputs : iterable of dict
         Every input file (``path``, ``kind``, ``size_bytes`` [bytes], ``sha256``), by path.
     """
@@ -103,6 +104,8 @@ def _parameters_section(prov: dict[str, Any]) -> str:
         f"corrections        {params.get('corrections')}\n",
         f"aperture corr.     {params.get('aperture_correction')}\n",
         f"reject rule        {params.get('reject')}\n",
+        f"best aperture by   {params.get('best_by', 'binned-rms')} (bin {params.get('best_bin', 64)} images); the "
+        "per-AOR results below are the best aperture's\n",
         f"subarray mode      {params.get('subarray')}\n",
         f"parameter hash     {prov['params_hash']}\n",
         "targets:\n",
@@ -137,7 +140,8 @@ def _write_aor_results(log: IO[str], aor_lines: Iterable[AorLine], flag_counts: 
         log.write(f"{row.aorkey:>10} {row.channel:>2} {_fmt(row.target):<16.16} {_fmt(row.object):<20.20} "
                   f"{f'{row.n_used}/{row.n_total}':>10} {_fmt(row.flux_mjy, '.6f'):>14} "
                   f"{_fmt(row.flux_err_mjy, '.6f'):>11} {_fmt(row.spread_pct, '.3f'):>8}\n")
-        counts = flag_counts.get((int(row.aorkey), int(row.channel), int(row.target_index)), {})
+        counts = flag_counts.get((int(row.aorkey), int(row.channel), int(row.target_index), int(row.aperture_id)),
+                                 {})
         problem = _aor_problem(row, counts)
         if problem:
             problems.append(problem)

@@ -237,3 +237,20 @@ def plane_profile(plane: NDArray[np.int64], cube: NDArray[np.int64], flux: NDArr
     if has.any():
         median[has] = np.nanmedian(ratio[:, has], axis=0)
     return PlaneProfile(np.arange(PLANES_PER_CUBE), median, count.astype(np.int64), float(median[0] - 1.0))
+
+
+def binned_rms_curve(flux: NDArray[np.float64], min_bins: int = 8) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """RMS of a light curve binned in N consecutive values, for N = 1, 2, 4, ... while at least ``min_bins`` bins
+    remain: the bin sizes and the standard deviation of the bin means over the median flux (dimensionless)."""
+    f = np.asarray(flux, dtype=np.float64)
+    f = f[np.isfinite(f)]
+    level = float(np.median(f)) if f.size else math.nan
+    sizes, rms = [], []
+    size = 1
+    while f.size // size >= min_bins and level:
+        n = f.size // size
+        means = f[: n * size].reshape(n, size).mean(axis=1) / level
+        sizes.append(size)
+        rms.append(float(np.std(means, ddof=1)))
+        size *= 2
+    return np.array(sizes, dtype=np.float64), np.array(rms)

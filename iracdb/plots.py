@@ -33,7 +33,8 @@ from numpy.typing import NDArray
 from sqlalchemy import Engine, text
 
 from iracdb.db.backend import database_files
-from iracdb.db.queries import get_run, run_summary
+from iracdb.db.queries import annuli_text, get_run, radii_text, run_summary
+from iracdb.db.views import BEST_IMAGES
 from iracdb.errors import BadOption, NoSuchAor
 from iracdb.outputs import (
     cannot_write,
@@ -53,6 +54,7 @@ from iracdb.plot_data import (
     PhaseSample,
     PlaneProfile,
     Reservoir,
+    binned_rms_curve,
     flag_reasons,
     normalise,
     phase_bins,
@@ -87,6 +89,8 @@ SCATTER_POINTS = 20_000
 BATCH_ROWS = 50_000
 
 _USED_COLOUR, _OUTLIER_COLOUR, _FLAGGED_COLOUR = "C0", "red", "0.45"
+#: The overview and AOR figures show each AOR's best aperture (a run's grid may hold several; one aperture: it).
+_BEST_IMAGES = BEST_IMAGES
 _BEFORE_COLOUR, _AFTER_COLOUR = "C1", "C0"
 
 
@@ -197,7 +201,7 @@ def overview_figure(engine: Engine, run_name: str) -> Figure:
         No run has that name.
     """
     run = get_run(engine, run_name)
-    aors = run_summary(engine, run_name)
+    aors = run_summary(engine, run_name, best_only=True)
     panels = _monitor_panels(aors, auto_targets=_auto_target_indices(run))
     phases = _run_phase_sample(engine, run_name)
     channels = sorted(phases) or sorted({int(a["channel"]) for a in aors}) or [0]
@@ -410,11 +414,11 @@ def _aor_series(engine: Engine, run_name: str, aorkey: int) -> list[AorSeries]:
         images = conn.execute(text(
             "SELECT channel, target_index, target, mjd, xc_full, yc_full, flux_mjy, flux_err_mjy, correction, "
             "flags, used, flag_outlier, plane, expid, dcenum FROM image_photometry "
-            "WHERE run = :run AND aorkey = :aorkey "
+            f"WHERE run = :run AND aorkey = :aorkey AND {_BEST_IMAGES} "
             "ORDER BY channel, target_index, mjd, expid, dcenum, plane"), params).all()
         summaries = {(int(r.channel), int(r.target_index)): r for r in conn.execute(text(
             "SELECT channel, target_index, target, object, flux_mjy, flux_err_mjy FROM aor_photometry "
-            "WHERE run = :run AND aorkey = :aorkey"), params)}
+            "WHERE run = :run AND aorkey = :aorkey AND best"), params)}
         if not images and not summaries:
             keys = conn.execute(text("SELECT DISTINCT aorkey FROM aor_photometry WHERE run = :run ORDER BY aorkey"),
                                 {"run": run_name}).scalars().all()
@@ -570,7 +574,7 @@ def _empty_aor_flags(engine: Engine, run_name: str) -> dict[tuple[int, int, int]
     """Per (AORKEY, channel, target_index) of the run: the distinct quality bits of its images not used, and how
     many images carry each (a grouped count, so small whatever the run's size)."""
     query = text("SELECT aorkey, channel, target_index, flags, COUNT(*) AS n FROM image_photometry "
-                 "WHERE run = :run AND NOT used GROUP BY aorkey, channel, target_index, flags")
+                 f"WHERE run = :run AND NOT used AND {_BEST_IMAGES} GROUP BY aorkey, channel, target_index, flags")
     out: dict[tuple[int, int, int], tuple[list[int], list[int]]] = {}
     with engine.connect() as conn:
         for row in conn.execute(query, {"run": run_name}):
@@ -637,7 +641,7 @@ def _run_phase_sample(engine: Engine, run_name: str, *, batch_rows: int = BATCH_
     reservoirs: dict[int, Reservoir] = {}
     query = text(
         "SELECT aorkey, channel, target_index, xc_full, yc_full, flux_mjy, correction FROM image_photometry "
-        "WHERE run = :run AND used ORDER BY aorkey, channel, target_index")
+        f"WHERE run = :run AND used AND {_BEST_IMAGES} ORDER BY aorkey, channel, target_index")
     pending = np.empty((0, 7))
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(query, {"run": run_name})
@@ -779,9 +783,10 @@ def _describe_params(run: dict[str, Any]) -> str:
     """The parameters that tell runs apart, in words."""
     p = json.loads(run["params_json"])
     parts = [
-        f"aperture {p.get('radius_px'):g} px" if p.get("radius_px") is not None else None,
-        f"annulus {p.get('annulus_in_px'):g}-{p.get('annulus_out_px'):g} px"
+        f"aperture {radii_text(p.get('radius_px'))} px" if p.get("radius_px") is not None else None,
+        f"annulus {annuli_text(p.get('annulus_in_px'), p.get('annulus_out_px'))} px"
         if p.get("annulus_in_px") is not None and p.get("annulus_out_px") is not None else None,
+        f"centroid {p['centroid']}" if "," in str(p.get("centroid", "")) else None,
         f"corrections {p['corrections']}" if "corrections" in p else None,
         f"ap. corr. {p['aperture_correction']}" if "aperture_correction" in p else None,
         f"reject {p['reject']}" if "reject" in p else None,
@@ -836,3 +841,131 @@ def draw_plane_profile(ax: Axes, profile: PlaneProfile, title: str) -> None:
     ax.set_ylabel("flux / cube median of planes 1-63")
     ax.set_title(title, fontsize=10, parse_math=False)
     _legend(ax, below=True)
+# The aperture grid of a run
+# ----------------------------------------------------------------------------------------------------------------
+
+#: Grid figure: width and height [in].
+GRID_SIZE_IN = (15.0, 4.8)
+
+
+def default_grid_plot_path(run_name: str) -> Path:
+    """The default file name of a run's grid figure: ``RUN_grid.png`` (``RUN`` as in :func:`default_plot_path`)."""
+    return Path(f"{file_stem(run_name)}_grid.png")
+
+
+def plot_grid(engine: Engine, run_name: str, out: Path, *, aorkey: int | None = None,
+              overwrite: bool = False) -> Path:
+    """Plot a run's aperture grid (:func:`grid_figure`) to a PNG, PDF or SVG file.
+
+    Raises
+    ------
+    iracdb.errors.BadOption, iracdb.errors.NoSuchRun, iracdb.errors.NoSuchAor, iracdb.errors.OutputExists,
+    iracdb.errors.CannotWrite
+        As :func:`plot_aor`.
+    """
+    fmt = plot_format(out)
+    get_run(engine, run_name)
+    _check(engine, out, overwrite)
+    return _save(grid_figure(engine, run_name, aorkey), out, fmt, overwrite=overwrite)
+
+
+def grid_figure(engine: Engine, run_name: str, aorkey: int | None = None) -> Figure:
+    """A run's aperture grid for one AOR, channel and target (``aorkey``'s first, default the run's first AOR).
+
+    Left: the best-aperture score [ppm] against the aperture radius [pix], one line per annulus and centroid
+    method, the best aperture ringed. Middle: for the best aperture, the RMS of the normalised light curve binned in
+    N consecutive used images against N, with the white-noise expectation RMS(1) / sqrt(N). Right: the best
+    aperture's flux over its median against the plane index 0-63 within the subarray cube (median and spread over
+    the cubes; every measured plane, used or not), where the first-frame effect shows.
+
+    Raises
+    ------
+    iracdb.errors.NoSuchRun
+        No run has that name.
+    iracdb.errors.NoSuchAor
+        The run has no rows (for that AOR).
+    """
+    run = get_run(engine, run_name)
+    rows = [r for r in run_summary(engine, run_name, aorkey=aorkey) if r["aorkey"] == (aorkey or r["aorkey"])]
+    if not rows:
+        raise NoSuchAor(f"run {run_name!r} has no AOR rows yet (see `iracdb summary {run_name}`)")
+    first = rows[0]
+    key = (first["aorkey"], first["channel"], first["target_index"])
+    mine = [r for r in rows if (r["aorkey"], r["channel"], r["target_index"]) == key]
+    best = next(r for r in mine if r["best"])
+    images = _grid_images(engine, run_name, key, best["aperture_id"])
+    fig = Figure(figsize=GRID_SIZE_IN, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    fig.suptitle(f"iracdb run {run_name}: aperture grid, AOR {key[0]} ch{key[1]} {first['target']}; best by "
+                 f"{json.loads(run['params_json']).get('best_by', 'binned-rms')}\n{_describe_params(run)}",
+                 fontsize=11, parse_math=False)
+    score_ax, rms_ax, plane_ax = fig.subplots(1, 3)
+    _draw_scores(score_ax, mine, best)
+    _draw_rms_vs_bin(rms_ax, images, best)
+    _draw_plane_profile(plane_ax, images)
+    return fig
+
+
+def _grid_images(engine: Engine, run_name: str, key: tuple[int, int, int], aperture_id: int
+                 ) -> dict[str, NDArray[Any]]:
+    """The best aperture's images of one AOR, channel and target: time, plane, cube (expid, dcenum), flux, flags,
+    used, in time order."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT mjd, plane, expid, dcenum, flux_mjy, flags, used FROM image_photometry WHERE run = :run AND "
+            "aorkey = :aorkey AND "
+            "channel = :channel AND target_index = :target AND aperture_id = :aperture ORDER BY mjd, expid, plane"),
+            {"run": run_name, "aorkey": key[0], "channel": key[1], "target": key[2], "aperture": aperture_id}).all()
+    out: dict[str, NDArray[Any]] = dict(_columns(rows, ("mjd", "plane", "flux_mjy")))
+    for name in ("expid", "dcenum", "flags"):
+        out[name] = np.array([getattr(r, name) or 0 for r in rows], dtype=np.int64)
+    out["plane"] = np.nan_to_num(out["plane"], nan=-1).astype(np.int64)
+    out["used"] = np.array([bool(r.used) for r in rows], dtype=bool) & np.isfinite(out["flux_mjy"])
+    return out
+
+
+def _draw_scores(ax: Axes, rows: list[dict[str, Any]], best: dict[str, Any]) -> None:
+    lines: dict[tuple[float, float, str], list[tuple[float, float]]] = {}
+    for r in rows:
+        if r["radius_px"] is not None and r["score"] is not None:
+            lines.setdefault((r["annulus_in_px"], r["annulus_out_px"], r["centroid"]), []).append(
+                (r["radius_px"], r["score"]))
+    for (r_in, r_out, centroid), points in sorted(lines.items()):
+        radius, score = np.array(sorted(points)).T
+        ax.plot(radius, score, "o-", ms=4, label=f"{r_in:g}-{r_out:g} px, {centroid}")
+    if best["radius_px"] is not None and best["score"] is not None:
+        ax.plot([best["radius_px"]], [best["score"]], "o", ms=14, mfc="none", mec="red", mew=2,
+                label=f"best: {best['radius_spec']} px, {best['annulus_in_px']:g}-{best['annulus_out_px']:g} px, "
+                      f"{best['centroid']}")
+    if not lines:
+        _note(ax, "no score (too few used images)")
+    ax.set_xlabel("aperture radius [pix]")
+    ax.set_ylabel("score [ppm] (lower is better)")
+    ax.set_title("score per aperture", fontsize=10)
+    _legend(ax)
+
+
+def _draw_rms_vs_bin(ax: Axes, images: dict[str, NDArray[Any]], best: dict[str, Any]) -> None:
+    flux = images["flux_mjy"][images["used"]]
+    sizes, rms = binned_rms_curve(flux)
+    ax.set_title(f"best aperture ({best['radius_spec']} px): RMS vs bin size", fontsize=10)
+    if len(sizes) == 0:
+        _note(ax, "too few used images")
+        return
+    ax.loglog(sizes, rms * 1e6, "o-", ms=4, label="measured")
+    ax.loglog(sizes, rms[0] * 1e6 / np.sqrt(sizes), "k--", label="white noise, RMS(1) / sqrt(N)")
+    ax.set_xlabel("images per bin N")
+    ax.set_ylabel("RMS of flux / median [ppm]")
+    _legend(ax)
+
+
+def _draw_plane_profile(ax: Axes, images: dict[str, NDArray[Any]]) -> None:
+    """The best aperture's flux against plane index (:func:`draw_plane_profile`), or a note for data without
+    subarray planes."""
+    if not (images["plane"] > 0).any():
+        _note(ax, "not subarray data (one plane per image)")
+        ax.set_title("best aperture: flux vs plane in the cube", fontsize=10)
+        return
+    cube = images["expid"] * 100_000 + images["dcenum"]
+    draw_plane_profile(ax, plane_profile(images["plane"], cube, images["flux_mjy"], images["flags"]),
+                       "best aperture: flux vs plane in the cube")

@@ -33,7 +33,7 @@ removes, and the aperture correction is applied to the synthetic IRAC-like PSF).
 Usage:
     .venv/bin/python scripts/bench_reduce.py [--mode sub|full|both] [--aors 40] [--cubes 10] [--frames 25]
         [--backend sqlite|postgresql|both] [--workers 1,2] [--memory-factor 4] [--seed-seconds 15]
-        [--repeat 3] [--pg-url URL] [--profile [N]] [--quick]
+        [--repeat 3] [--pg-url URL] [--profile [N]] [--grid] [--quick]
 """
 
 from __future__ import annotations
@@ -159,6 +159,12 @@ def _aorkey(path: Path) -> int:
 # --------------------------------------------------------------------------------------------------------------
 
 
+#: ``--grid``: 30 apertures, 10 radii (2 to 4.25 px by 0.25) x 3 annuli, one centroid method.
+GRID: dict[str, Any] = {"radius_px": "2:4.25:0.25", "annulus_in_px": (3.0, 4.0, 5.0),
+                        "annulus_out_px": (7.0, 8.0, 10.0)}
+GRID_APERTURES = 30
+
+
 def child(spec_json: str) -> None:
     """Run one reduction ``repeat`` times as described by ``spec_json`` (each a new run) and print
     ``RESULT <json>``: the best time, the rows of the last run, peak RSS of this process and of its workers."""
@@ -169,7 +175,7 @@ def child(spec_json: str) -> None:
     engine = make_engine(spec["db"])
     keys = set(spec["aorkeys"])
     targets = tuple(t for t in read_targets_file(spec["targets"]) if t.aorkey in keys)
-    options = ReduceOptions(aorkeys=tuple(sorted(keys)), targets=targets)
+    options = ReduceOptions(aorkeys=tuple(sorted(keys)), targets=targets, **(GRID if spec.get("grid") else {}))
     execution = Execution(workers=spec["workers"], command_line=spec["command"])
     workers_peak = DescendantsPeak()
     workers_peak.start()
@@ -413,12 +419,30 @@ def bench_mode(mode: str, args: argparse.Namespace, tmp: Path, pg: PgScratch | N
                   f"peak RSS driver {row.driver_mb:,.0f} MB"
                   + (f", workers {row.workers_mb:,.0f} MB" if row.workers_mb is not None else "")
                   + f"; {result['flagged']} flagged", flush=True)
+            if args.grid:
+                rows.append(_grid_row(mode, backend, workers, aors, spec, row, expected, image_word))
         if args.profile:
             print(f"\n-- profile: {mode}, reduce {backend} --workers 1, {n} AORs (cProfile, top {args.profile} by "
                   "cumulative time; the profiler slows it down) --")
             run_child({"db": url, "run": f"bench-{mode}-profile", "aorkeys": keys[:n], "targets": str(targets_csv),
                        "workers": 1, "command": command, "profile": args.profile, "repeat": 1})
     return {"rows": rows, "ingests": ingests, "seed_rate": seed["rate"], "image_word": image_word}
+
+
+def _grid_row(mode: str, backend: str, workers: int, aors: int, spec: dict[str, Any], single: Row, expected: int,
+              image_word: str) -> Row:
+    """The same reduction with the 30-aperture grid (:data:`GRID`): its row, printed beside the single one."""
+    result = run_child({**spec, "run": spec["run"] + "-grid", "grid": True})
+    if result["images"] != expected * GRID_APERTURES or result["status"] != "complete":
+        raise SystemExit(f"grid run: expected {expected * GRID_APERTURES} complete rows, got {result}")
+    seconds = result["seconds"]
+    row = Row(mode, f"iracdb reduce, {GRID_APERTURES} apertures", backend, workers, aors, expected, seconds,
+              result["driver_kib"] / 1024, None, None)
+    print(f"reduce {backend} --workers {workers}, {aors} AORs, grid of {GRID_APERTURES} apertures: {expected:,} "
+          f"{image_word}s in {seconds:.2f} s = {expected / seconds:,.0f} {image_word}s/s, "
+          f"{expected * GRID_APERTURES / seconds:,.0f} ({image_word} x aperture) measurements/s; "
+          f"{seconds / single.seconds:.2f}x the single aperture's time (aim <= 4x)", flush=True)
+    return row
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -489,6 +513,8 @@ def main() -> None:
                         help="a PostgreSQL database to connect to for creating and dropping the scratch databases")
     parser.add_argument("--profile", type=int, nargs="?", const=25, default=0,
                         help="also profile a serial run on each backend; print the top N lines (default 25)")
+    parser.add_argument("--grid", action="store_true",
+                        help=f"also reduce with a grid of {GRID_APERTURES} apertures (10 radii x 3 annuli)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds), to check that the script works")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

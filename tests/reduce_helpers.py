@@ -11,7 +11,7 @@ MEASUREMENT_COLUMNS = tuple(c.name for c in Measurement.__table__.columns if c.n
 #: Every summary column that is a result (not a database id).
 SUMMARY_COLUMNS = tuple(c.name for c in AorSummary.__table__.columns if c.name not in ("id", "run_id"))
 #: The canonical order of a run's rows.
-ORDER = ("aorkey", "channel", "expid", "dcenum", "plane", "target_index")
+ORDER = ("aorkey", "channel", "expid", "dcenum", "plane", "target_index", "aperture_id")
 
 
 def sql_rows(engine: Engine, sql: str, **params: object) -> list[dict]:
@@ -42,5 +42,5 @@ def summaries(engine: Engine, name: str) -> list[dict]:
     with engine.connect() as conn:
         run_id = conn.execute(select(Run.id).where(Run.name == name)).scalar_one()
         query = (select(*(table.c[n] for n in SUMMARY_COLUMNS)).where(table.c.run_id == run_id)
-                 .order_by(table.c.aorkey, table.c.channel, table.c.target_index))
+                 .order_by(table.c.aorkey, table.c.channel, table.c.target_index, table.c.aperture_id))
         return [dict(r._mapping) for r in conn.execute(query)]

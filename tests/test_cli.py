@@ -99,7 +99,7 @@ def test_user_errors_are_one_line_with_status_2(db_url: str, tmp_path: Path) -> 
         (("aors", "--channel", "7", "--db", db_url), "--channel must be 1, 2, 3 or 4"),
         (("exposures", "46466816", "--channel", "7", "--db", db_url), "--channel must be 1, 2, 3 or 4"),
         (("db", "upgrade", "nosuchrev", "--db", db_url), "cannot migrate to revision 'nosuchrev'"),
-        (("db", "downgrade", "-6", "--db", db_url), "cannot migrate to revision '-6'"),
+        (("db", "downgrade", "-9", "--db", db_url), "cannot migrate to revision '-9'"),
         (("ingest", str(tmp_path), "--workers", "0", "--db", db_url), "--workers must be at least 1"),
     ]:
         result = run(*args)

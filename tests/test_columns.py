@@ -36,13 +36,14 @@ def test_names_are_unique_and_sources_known() -> None:
         assert len(names) == len(set(names))
         for column in registry:
             assert (column.source == "view") == bool(column.expression), column.name
-            assert column.type != "bool" or column.source == "view", column.name
+            assert column.type != "bool" or column.source in ("view", "best"), column.name
 
 
 def test_the_head_migration_froze_what_the_registry_renders() -> None:
     head = _head_migration()
     assert head.IMAGE_PHOTOMETRY.strip() == views.image_view_sql().strip()
     assert head.AOR_PHOTOMETRY.strip() == views.aor_view_sql().strip()
+    assert head.BEST_PHOTOMETRY.strip() == views.best_view_sql().strip()
 
 
 def test_models_store_exactly_the_registry_columns() -> None:
@@ -64,7 +65,7 @@ def test_every_computed_column_has_its_source() -> None:
     assert set(ROW_COLUMNS) == {"exposure_id"} | {c.name for c in IMAGE_COLUMNS if c.stored} - {"aorkey", "channel"}
     assert {c.name for c in AOR_COLUMNS if c.source == "summary"} <= stats_fields
     assert set(aor_facts([])) == {c.name for c in AOR_COLUMNS if c.source == "exposure"}
-    assert {c.source for c in _STORED_AOR_COLUMNS} == {"summary", "exposure", "run"}
+    assert {c.source for c in _STORED_AOR_COLUMNS} == {"summary", "exposure", "run", "best"}
 
 
 def test_flag_columns_follow_the_flag_registry() -> None:

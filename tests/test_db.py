@@ -17,7 +17,7 @@ from iracdb.errors import BadOption, DatabaseError, SchemaOutOfDate
 
 TABLES = {
     "aors", "exposures", "files", "rejected_files", "ingest_events",
-    "runs", "run_targets", "run_units", "run_inputs", "measurements", "aor_summaries",
+    "runs", "run_targets", "run_units", "run_inputs", "measurements", "aor_summaries", "run_apertures",
 }
 
 
@@ -222,7 +222,7 @@ def test_downgraded_to_empty_is_empty_again(engine) -> None:
 
 @pytest.mark.parametrize(
     ("direction", "revision"),
-    [("upgrade", "nosuchrev"), ("upgrade", "+3"), ("downgrade", "nosuchrev"), ("downgrade", "-6")],
+    [("upgrade", "nosuchrev"), ("upgrade", "+3"), ("downgrade", "nosuchrev"), ("downgrade", "-9")],
 )
 def test_unknown_revision_is_a_bad_option(engine, direction: str, revision: str) -> None:
     before = migrate.current_revision(engine)

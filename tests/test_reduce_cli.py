@@ -59,7 +59,8 @@ def test_reduce_help() -> None:
     assert "Usage: iracdb reduce [OPTIONS]" in result.stdout
     for option in ("--run-name", "--aor", "--object", "--channel", "--file-type", "--target", "--targets-file",
                    "--auto", "--radius", "--annulus", "--centroid", "--background", "--corrections",
-                   "--aperture-correction", "--reject", "--subarray", "--workers", "--scheduler", "--resume", "--db"):
+                   "--aperture-correction", "--reject", "--subarray", "--workers", "--scheduler", "--resume", "--db",
+                   "--best-by", "--bin"):
         assert option in result.stdout, option
     assert "reduce" in run("--help").stdout
 
@@ -74,7 +75,12 @@ def test_bad_options_are_one_line_with_exit_2(catalogued: str, tmp_path: Path) -
         ((*base, "--auto", "--scheduler", "nowhere"), "--scheduler must be tcp://HOST:PORT or local:N"),
         ((*base, "--auto", "--workers", "0"), "--workers must be at least 1"),
         ((*base, "--auto", "--channel", "7"), "--channel must be 1, 2, 3 or 4"),
-        ((*base, "--auto", "--aperture-correction", "-1"), "--aperture-correction must be auto, none or a positive"),
+        ((*base, "--auto", "--aperture-correction", "-1"),
+         "--aperture-correction must be auto, none, growth or a positive"),
+        ((*base, "--auto", "--centroid", "moment,peak"), "--centroid must be moment or gauss or a list of them"),
+        ((*base, "--auto", "--radius", "4:2:0.5"), "--radius range '4:2:0.5'"),
+        ((*base, "--auto", "--best-by", "smallest"), "smallest"),
+        ((*base, "--auto", "--bin", "0"), "--bin must be a positive whole number"),
         ((*base, "--target", "400 100"), "cannot read the sky position '400 100'"),
         ((*base, "--target", "12:00:00"), "a sky position is 'RA DEC'"),
         ((*base, "--targets-file", str(tmp_path / "missing.csv")), "cannot read the targets file"),

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from iracdb.choices import (
     BACKGROUND_METHODS,
+    BEST_CRITERIA,
     CENTROID_METHODS,
     CORRECTION_SETS,
     FILE_TYPES,
@@ -36,19 +37,45 @@ from iracdb.config import default_workers
 
 if TYPE_CHECKING:  # built at run time from the library's choices; to a type checker, any StrEnum
     FileType: TypeAlias = StrEnum
-    CentroidChoice: TypeAlias = StrEnum
+    BestChoice: TypeAlias = StrEnum
     BackgroundChoice: TypeAlias = StrEnum
     CorrectionsChoice: TypeAlias = StrEnum
     SubarrayChoice: TypeAlias = StrEnum
 else:
     FileType = _choice_enum("FileType", FILE_TYPES)
-    CentroidChoice = _choice_enum("CentroidChoice", CENTROID_METHODS)
+    BestChoice = _choice_enum("BestChoice", BEST_CRITERIA)
     BackgroundChoice = _choice_enum("BackgroundChoice", BACKGROUND_METHODS)
     CorrectionsChoice = _choice_enum("CorrectionsChoice", CORRECTION_SETS)
     SubarrayChoice = _choice_enum("SubarrayChoice", SUBARRAY_MODES)
 
 
-@app.command(cls=_Command)
+class _ReduceCommand(_Command):
+    """``iracdb reduce``: ``--annulus IN OUT`` may be repeated (typer has no repeatable two-value option, so the
+    two values are passed on as one, ``"IN OUT"``, and read by :func:`iracdb.reduce.keywords.reduce_settings`)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, _paired(args))
+        ctx.meta["iracdb.args"] = list(args)  # as typed
+        return rest
+
+
+def _paired(args: list[str]) -> list[str]:
+    """``--annulus IN OUT`` as ``--annulus "IN OUT"`` (anything after ``--`` untouched)."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--":
+            return out + args[i:]
+        if args[i] == "--annulus" and i + 2 < len(args) and not args[i + 2].startswith("--"):
+            out += ["--annulus", f"{args[i + 1]} {args[i + 2]}"]
+            i += 3
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
+@app.command(cls=_ReduceCommand)
 def reduce(
     ctx: typer.Context,
     run_name: Annotated[str, typer.Option("--run-name", "-n", metavar="NAME", help="The run's unique name.")],
@@ -75,15 +102,30 @@ def reduce(
     auto: Annotated[
         bool, typer.Option("--auto", help="Measure the brightest source near each frame's commanded pointing.")
     ] = False,
-    radius: Annotated[float, typer.Option("--radius", metavar="PX", help="Aperture radius, pixels.")] = 3.0,
+    radius: Annotated[
+        str, typer.Option("--radius", metavar="PX|LIST|START:STOP:STEP",
+                          help="Aperture radius, pixels: a number, a list 2,2.5,3, a range 2:4:0.5 (stop included) "
+                               "or beta:SCALE:OFFSET (SCALE x sqrt(noise pixels) + OFFSET per image); mixed in a "
+                               "list. Several radii, annuli or centroid methods make a grid: one aperture each.")
+    ] = "3",
     annulus: Annotated[
-        tuple[float, float], typer.Option("--annulus", metavar="IN OUT", help="Background annulus radii, pixels.")
-    ] = (3.0, 7.0),
+        list[str] | None,
+        typer.Option("--annulus", metavar="IN OUT", show_default=False,
+                     help="Background annulus radii, pixels (repeatable) [default: 3 7]."),
+    ] = None,
     centroid: Annotated[
-        CentroidChoice,
-        typer.Option("--centroid", metavar=_metavar(CENTROID_METHODS),
-                     help=_choice_help("Centroid method", CENTROID_METHODS)),
-    ] = CentroidChoice("box"),
+        str,
+        typer.Option("--centroid", metavar=_metavar(CENTROID_METHODS) + "[,...]",
+                     help=_choice_help("Centroid method, or a list of them", CENTROID_METHODS)),
+    ] = "box",
+    best_by: Annotated[
+        BestChoice,
+        typer.Option("--best-by", metavar=_metavar(BEST_CRITERIA),
+                     help=_choice_help("How each AOR's best aperture is chosen", BEST_CRITERIA)),
+    ] = BestChoice("binned-rms"),
+    best_bin: Annotated[
+        int, typer.Option("--bin", metavar="N", help="Images per bin of the binned-rms score (64: one cube).")
+    ] = 64,
     background: Annotated[
         BackgroundChoice,
         typer.Option("--background", metavar=_metavar(BACKGROUND_METHODS),
@@ -143,10 +185,11 @@ def reduce(
     with _database(db) as engine:
         options, execution = reduce_settings(
             target=target, targets_file=targets_file, auto=auto, aor=aor, object=object, channel=channel,
-            file_type=file_type.value, radius=radius, annulus=annulus, centroid=centroid.value,
+            file_type=file_type.value, radius=radius, annulus=annulus, centroid=centroid,
             background=background.value, corrections=corrections.value, aperture_correction=aperture_correction,
             reject=reject, subarray=subarray.value, workers=default_workers() if workers is None else workers,
-            keep_first_frame=keep_first_frame, scheduler=scheduler, resume=resume,
+            keep_first_frame=keep_first_frame, best_by=best_by.value, best_bin=best_bin, scheduler=scheduler,
+            resume=resume,
             command_line=reduction.mask_command_line(_command_line(ctx)),
         )
         columns = (TextColumn("reducing AORs"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -164,7 +207,7 @@ def reduce(
             stderr.print(f"unreadable: {path}: {reason}", markup=False, highlight=False, soft_wrap=True)
         if report.already_complete:
             stdout.print(f"run {report.name!r} is already complete (same parameters); nothing to do", markup=False)
-        rows = queries.run_summary(engine, report.name)
+        rows = queries.run_summary(engine, report.name, best_only=True)
         _print_rows(rows, SUMMARY_TABLE_COLUMNS, OutputFormat.table, title=f"run {report.name}: per-AOR summary",
                     more=f"`iracdb summary {report.name} --wide` shows them")
         stdout.print(

@@ -149,10 +149,16 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
         yield prefix, _cell(value)
 
 
+BestOnlyOption = Annotated[
+    bool, typer.Option("--best-only", help="Only each AOR's best aperture (default: every aperture of the grid).")
+]
+
+
 @app.command(cls=_Command)
 def summary(
     run_name: RunArgument,
     aor: Annotated[int | None, typer.Option("--aor", metavar="AORKEY", help="Only this AOR.")] = None,
+    best_only: BestOnlyOption = False,
     fmt: FormatOption = OutputFormat.table,
     columns: ColumnsOption = None,
     wide: WideOption = False,
@@ -168,7 +174,7 @@ def summary(
     with _database(db) as engine:
         default = SUMMARY_TABLE_COLUMNS if fmt is OutputFormat.table else queries.RUN_SUMMARY_COLUMNS
         shown = _chosen_columns(columns, default, queries.RUN_SUMMARY_COLUMNS)
-        rows = queries.run_summary(engine, run_name, aorkey=aor)
+        rows = queries.run_summary(engine, run_name, aorkey=aor, best_only=best_only)
     _print_rows(rows, shown, fmt, title=f"run {run_name}: per-AOR photometry", wide=wide)
 
 
@@ -184,6 +190,7 @@ def export(
                      help=_choice_help("Format of the two tables", EXPORT_FORMATS)),
     ] = ExportFormat("csv"),
     overwrite: OverwriteOption = False,
+    best_only: BestOnlyOption = False,
     db: DbOption = None,
 ) -> None:
     """Write a run's per-AOR and per-image tables, its log and its provenance into DIR.
@@ -204,7 +211,7 @@ def export(
                 bar.update(task, completed=done, total=total)
 
             result = Archive.from_engine(engine).run(run_name).export(out, fmt.value, overwrite=overwrite,
-                                                                      progress=progress)
+                                                                      best_only=best_only, progress=progress)
     if result.status != "complete":
         stderr.print(f"note: run {run_name!r} is {result.status}: the export holds only its finished AORs "
                      f"(finish it with `iracdb reduce --run-name {run_name} --resume ...`)",
@@ -313,6 +320,11 @@ def plot(
                      help="Where to write the figure: FILE.png, FILE.pdf or FILE.svg (the format). "
                           "Default: RUN_overview.png or RUN_aor_AORKEY.png here."),
     ] = None,
+    grid: Annotated[
+        bool, typer.Option("--grid", help="The aperture grid: score vs radius per annulus and centroid (best "
+                                          "ringed), the best aperture's RMS vs bin size and flux vs plane (of --aor "
+                                          "or the first AOR).")
+    ] = False,
     overwrite: OverwriteOption = False,
     db: DbOption = None,
 ) -> None:
@@ -324,7 +336,7 @@ def plot(
     from iracdb.api import Archive
 
     with _database(db) as engine:
-        written = Archive.from_engine(engine).run(run_name).plot(out, aor=aor, overwrite=overwrite)
+        written = Archive.from_engine(engine).run(run_name).plot(out, aor=aor, grid=grid, overwrite=overwrite)
     stdout.print(f"wrote {written}", markup=False, highlight=False, soft_wrap=True)
 
 

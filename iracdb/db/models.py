@@ -306,9 +306,29 @@ class RunInput(Base):
     sha256: Mapped[str] = mapped_column(String(64))
 
 
+class RunAperture(Base):
+    """One aperture of a run's grid: radius (fixed or noise-pixel-scaled), background annulus, centroid method and
+    the aperture correction resolved for it. A run made before grids existed has one, aperture 0."""
+
+    __tablename__ = "run_apertures"
+    __table_args__ = (UniqueConstraint("run_id", "aperture_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    aperture_id: Mapped[int] = mapped_column(Integer, doc="0, 1, ... in the grid's order (centroid, annulus, radius)")
+    radius_px: Mapped[float | None] = mapped_column(Float, doc="aperture radius [pixels]; NULL for a variable one")
+    radius_spec: Mapped[str] = mapped_column(Text, doc="the radius as given: '3' or 'beta:SCALE:OFFSET'")
+    annulus_in_px: Mapped[float] = mapped_column(Float, doc="inner radius of the background annulus [pixels]")
+    annulus_out_px: Mapped[float] = mapped_column(Float, doc="outer radius of the background annulus [pixels]")
+    centroid: Mapped[str] = mapped_column(Text, doc="centroid method")
+    aperture_correction_json: Mapped[str] = mapped_column(
+        Text, doc="the aperture correction applied, per mission and channel: value (null: none) and its source (JSON)"
+    )
+
+
 def _result_columns(columns: tuple[RegistryColumn, ...]) -> list[Column[Any]]:
     """The stored columns of a result table, from the column registry (name, type, NULL-ability, description)."""
-    types = {"int": Integer, "bigint": BigInteger, "float": Float}
+    types = {"int": Integer, "bigint": BigInteger, "float": Float, "bool": Boolean}
     return [
         Column(c.name, types[c.type]() if c.type in types else (String(c.length) if c.length else Text()),
                nullable=c.nullable, doc=f"{c.description} [{c.unit}]" if c.unit else c.description)
@@ -317,7 +337,8 @@ def _result_columns(columns: tuple[RegistryColumn, ...]) -> list[Column[Any]]:
 
 
 class Measurement(Base):
-    """One measured image of a run: a full-array frame or a subarray plane (or a cube's median), for one target.
+    """One measured image of a run: a full-array frame or a subarray plane (or a cube's median), for one target and
+    one aperture of the run's grid.
 
     The result columns are :data:`iracdb.columns.IMAGE_COLUMNS` (stored ones), with their units there. NULL marks a
     value that could not be measured; ``flags`` says why.
@@ -332,12 +353,14 @@ class Measurement(Base):
         Column("input_id", ForeignKey("run_inputs.id", ondelete="CASCADE"), index=True,
                doc="the science file measured"),
         *_result_columns(IMAGE_COLUMNS),
-        UniqueConstraint("run_id", "aorkey", "channel", "expid", "dcenum", "plane", "target_index"),
+        # Named explicitly: the convention's name would pass PostgreSQL's 63-character limit.
+        UniqueConstraint("run_id", "aorkey", "channel", "expid", "dcenum", "plane", "target_index", "aperture_id",
+                         name="uq_measurements_key"),
     )
 
 
 class AorSummary(Base):
-    """The per-AOR result of a run: one row per (AOR, channel, target), from the images that were used.
+    """The per-AOR result of a run: one row per (AOR, channel, target, aperture), from the images that were used.
 
     The result columns are :data:`iracdb.columns.AOR_COLUMNS` (stored ones).
     """
@@ -348,5 +371,5 @@ class AorSummary(Base):
         Column("id", Integer, primary_key=True),
         Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
         *_result_columns(AOR_COLUMNS),
-        UniqueConstraint("run_id", "aorkey", "channel", "target_index"),
+        UniqueConstraint("run_id", "aorkey", "channel", "target_index", "aperture_id", name="uq_aor_summaries_key"),
     )

@@ -166,8 +166,8 @@ def list_runs(engine: Engine) -> list[dict[str, Any]]:
             "outliers": run["n_outliers"],
             "file_type": params.get("file_type"),
             "targets": ",".join(target.get("name") or "?" for target in params.get("targets", [])),
-            "radius_px": params.get("radius_px"),
-            "annulus_px": f"{params.get('annulus_in_px'):g}-{params.get('annulus_out_px'):g}",
+            "radius_px": radii_text(params.get("radius_px")),
+            "annulus_px": annuli_text(params.get("annulus_in_px"), params.get("annulus_out_px")),
             "centroid": params.get("centroid"),
             "background": params.get("background"),
             "corrections": params.get("corrections"),
@@ -177,15 +177,30 @@ def list_runs(engine: Engine) -> list[dict[str, Any]]:
     return rows
 
 
-def run_summary(engine: Engine, run_name: str, *, aorkey: int | None = None) -> list[dict[str, Any]]:
-    """The per-AOR results of a run (the ``aor_photometry`` view), one row per AOR x channel x target.
+def radii_text(value: Any) -> Any:
+    """A run's radius as recorded: a number (one aperture), or its grid as ``2,2.5,3``."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(v if isinstance(v, str) else f"{v:g}" for v in value)
+    return value
+
+
+def annuli_text(inner: Any, outer: Any) -> str:
+    """A run's annuli as recorded: ``3-7``, or ``3-7,5-10`` for several."""
+    ins, outs = (inner, outer) if isinstance(inner, (list, tuple)) else ([inner], [outer])
+    return ",".join(f"{a:g}-{b:g}" for a, b in zip(ins, outs, strict=True))
+
+
+def run_summary(engine: Engine, run_name: str, *, aorkey: int | None = None, best_only: bool = False
+                ) -> list[dict[str, Any]]:
+    """The per-AOR results of a run (the ``aor_photometry`` view), one row per AOR x channel x target x aperture
+    (``best_only``: the best aperture's row only, one per AOR x channel x target).
 
     Fluxes are in mJy: ``flux_mjy`` is the mean of the used images, ``flux_err_mjy`` the error of that mean,
     ``std_mjy`` the sample standard deviation, ``spread_pct`` = 100 x std / mean; times are MJD (UTC) and
     barycentric MJD. Raises :class:`~iracdb.errors.NoSuchRun` or, for an ``aorkey`` the run lacks, ``NoSuchAor``.
     """
     get_run(engine, run_name)
-    where = "run = :run" + ("" if aorkey is None else " AND aorkey = :aorkey")
+    where = "run = :run" + ("" if aorkey is None else " AND aorkey = :aorkey") + (" AND best" if best_only else "")
     query = text(f"SELECT {', '.join(RUN_SUMMARY_COLUMNS)} FROM {AOR_VIEW} WHERE {where} "
                  f"ORDER BY {', '.join(AOR_ORDER)}")
     with engine.connect() as conn:

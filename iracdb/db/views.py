@@ -13,10 +13,16 @@ from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS, Column
 
 IMAGE_VIEW = "image_photometry"
 AOR_VIEW = "aor_photometry"
+BEST_VIEW = "best_photometry"
+#: A condition on ``image_photometry``: the row is of its AOR, channel and target's best aperture.
+BEST_IMAGES = ("EXISTS (SELECT 1 FROM best_photometry AS b WHERE b.run = image_photometry.run "
+               "AND b.aorkey = image_photometry.aorkey AND b.channel = image_photometry.channel "
+               "AND b.target_index = image_photometry.target_index AND b.aperture_id = image_photometry.aperture_id)")
 
 #: Row order of each view within a run (``image_photometry``'s follows the measurements' unique index).
-IMAGE_ORDER = ("aorkey", "channel", "expid", "dcenum", "plane", "target_index")
-AOR_ORDER = ("aorkey", "channel", "target_index")
+IMAGE_ORDER = ("aorkey", "channel", "expid", "dcenum", "plane", "target_index", "aperture_id")
+AOR_ORDER = ("aorkey", "channel", "target_index", "aperture_id")
+_APERTURE_JOIN = "LEFT JOIN run_apertures AS a ON a.run_id = m.run_id AND a.aperture_id = m.aperture_id\n"
 
 
 def _select_list(columns: tuple[Column, ...], base: str) -> str:
@@ -32,6 +38,7 @@ def image_view_sql() -> str:
         "FROM measurements AS m\n"
         "JOIN runs AS r ON r.id = m.run_id\n"
         "LEFT JOIN run_targets AS t ON t.run_id = m.run_id AND t.target_index = m.target_index\n"
+        f"{_APERTURE_JOIN}"
         "LEFT JOIN run_inputs AS i ON i.id = m.input_id\n"
     )
 
@@ -43,7 +50,16 @@ def aor_view_sql() -> str:
         "FROM aor_summaries AS m\n"
         "JOIN runs AS r ON r.id = m.run_id\n"
         "LEFT JOIN run_targets AS t ON t.run_id = m.run_id AND t.target_index = m.target_index\n"
+        f"{_APERTURE_JOIN}"
     )
 
 
-__all__ = ["AOR_ORDER", "AOR_VIEW", "IMAGE_ORDER", "IMAGE_VIEW", "aor_view_sql", "image_view_sql"]
+def best_view_sql() -> str:
+    """``CREATE VIEW best_photometry``: ``aor_photometry``'s rows of the best aperture only (one per AOR, channel
+    and target)."""
+    return f"CREATE VIEW {BEST_VIEW} AS\nSELECT * FROM {AOR_VIEW} WHERE best\n"
+
+
+__all__ = ["AOR_ORDER", "AOR_VIEW", "BEST_IMAGES", "BEST_VIEW", "IMAGE_ORDER", "IMAGE_VIEW", "aor_view_sql",
+           "best_view_sql",
+           "image_view_sql"]

@@ -33,7 +33,9 @@ def _quadrant_area(X: NDArray[np.float64], Y: NDArray[np.float64], r: float) -> 
     return sign * area
 
 
-def _corner_areas(xe: NDArray[np.float64], ye: NDArray[np.float64], r: float) -> NDArray[np.float64]:
+def _corner_areas(
+    xe: NDArray[np.float64], ye: NDArray[np.float64], r: float | NDArray[np.float64]
+) -> NDArray[np.float64]:
     """:func:`_quadrant_area` at every corner ``(xe[j, k], ye[i, k])``, shape ``(len(ye), len(xe), n)``.
 
     The same arithmetic, operation for operation (so the same bits), but everything that depends on one
@@ -72,7 +74,7 @@ def _edges(m: int) -> NDArray[np.float64]:
 
 
 def circle_overlap(
-    cx: NDArray[np.float64], cy: NDArray[np.float64], radius: float, shape: tuple[int, int]
+    cx: NDArray[np.float64], cy: NDArray[np.float64], radius: float | NDArray[np.float64], shape: tuple[int, int]
 ) -> NDArray[np.float64]:
     """Exact fraction of each pixel of a ``shape`` grid covered by a circle, for a batch of centres.
 
@@ -80,8 +82,8 @@ def circle_overlap(
     ----------
     cx, cy : numpy.ndarray
         Circle centres, shape ``(n,)``, in pixels of the grid (centre of grid pixel ``[0, 0]`` at (0, 0)).
-    radius : float
-        Circle radius, pixels.
+    radius : float or numpy.ndarray
+        Circle radius, pixels: one for all, or ``(n,)``, one per centre (a variable aperture).
     shape : tuple of int
         ``(ny, nx)`` of the grid.
 
@@ -91,7 +93,7 @@ def circle_overlap(
         Overlap area of each pixel in px² (0..1), shape ``(n, ny, nx)``.
     """
     ny, nx = shape
-    if radius <= 0:
+    if np.ndim(radius) == 0 and radius <= 0:
         return np.zeros((len(cx), ny, nx))
     xe = _edges(nx)[:, None] - np.asarray(cx, dtype=np.float64)
     ye = _edges(ny)[:, None] - np.asarray(cy, dtype=np.float64)
@@ -280,7 +282,8 @@ def aperture_sum(
 
 
 def aperture_in_windows(
-    win: Windows, unc: NDArray | None, x: NDArray[np.float64], y: NDArray[np.float64], radius: float
+    win: Windows, unc: NDArray | None, x: NDArray[np.float64], y: NDArray[np.float64],
+    radius: float | NDArray[np.float64],
 ) -> ApertureSum:
     """:func:`aperture_sum` on windows already cut: ``x``, ``y`` are the circle centres in window pixels, ``unc``
     the windows' uncertainties (or None)."""

@@ -11,6 +11,7 @@ submodules (``annulus_background``, ``moment_centroid``, ``aperture_sum``) calle
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from typing import Any, Literal, TypeVar
@@ -24,7 +25,7 @@ from iracdb.flags import PROCBITS, SATURATION_BITS, Flag
 from iracdb.photometry import apcorr, units
 from iracdb.photometry.aperture import ApertureSum, Stack, Windows, aperture_in_windows
 from iracdb.photometry.background import Background, BackgroundMethod, background_of
-from iracdb.photometry.box import box_centroid
+from iracdb.photometry.box import HALF_BOX_PX, box_centroid
 from iracdb.photometry.centroid import Centroid, CentroidMethod, gauss_centroid, moment_in_windows
 from iracdb.photometry.corrections import (
     SUBARRAY_OFFSET,
@@ -41,6 +42,7 @@ from iracdb.photometry.shared import (
     SharedWindows,
     annulus_in_windows,
     cut_windows,
+    rebased,
     window_geometry,
 )
 
@@ -54,6 +56,13 @@ CorrectionChoice = Literal["numpy", "idl", "maps", "reach", "hora", "none"]
 MAX_WINDOW_PIXELS = 1 << 21
 
 
+def beta_max_radius(scale: float, offset: float) -> float:
+    """The largest radius [pixels] a variable aperture ``SCALE * sqrt(beta) + OFFSET`` can take: noise pixels
+    ``beta = (sum I)^2 / sum I^2`` over the N pixels of the box centroider's box (:mod:`iracdb.photometry.box`,
+    N = 7 x 7) are at most N (Cauchy-Schwarz)."""
+    return scale * (2 * HALF_BOX_PX + 1) + offset
+
+
 @dataclass(frozen=True)
 class PhotometryParams:
     """The choices of a photometry run (everything except the images and their header facts).
@@ -61,7 +70,11 @@ class PhotometryParams:
     Attributes
     ----------
     radius_px : float
-        Aperture radius, pixels. Default 3 (the aperture of the IRAC pixel-phase correction).
+        Aperture radius, pixels. Default 3 (the aperture of the IRAC pixel-phase correction). For a variable
+        aperture (``radius_beta``), the largest radius it may take (:func:`beta_max_radius`).
+    radius_beta : tuple of float, optional
+        ``(SCALE, OFFSET)``: a variable aperture, ``r = SCALE * sqrt(noise_pixels) + OFFSET`` pixels per image
+        (the image's ``noise_pixels``, :func:`iracdb.photometry.box.box_centroid`).
     annulus_in_px, annulus_out_px : float
         Background annulus radii, pixels (pixel centres with ``in <= d < out``). Default 3-7.
     centroid : {"box", "moment", "gauss"}
@@ -96,6 +109,7 @@ class PhotometryParams:
     """
 
     radius_px: float = 3.0
+    radius_beta: tuple[float, float] | None = None
     annulus_in_px: float = 3.0
     annulus_out_px: float = 7.0
     centroid: CentroidMethod = "box"
@@ -384,7 +398,50 @@ def measure(
         Inconsistent inputs or choices: shapes, no published aperture correction for ``"table"``, maps missing,
         ``"idl"`` without mirpyidl, Reach/Hora on warm data, header pixel scale missing.
     """
-    params = PhotometryParams() if params is None else params
+    [result] = measure_apertures(data, x, y, info, [PhotometryParams() if params is None else params],
+                                 uncertainty=uncertainty, mask=mask, maps=maps, off_image=off_image)
+    return result
+
+
+def _shared_choices(params: PhotometryParams) -> PhotometryParams:
+    """``params`` without what may differ between the apertures of one :func:`measure_apertures` call."""
+    return replace(params, radius_px=1.0, radius_beta=None, annulus_in_px=0.0, annulus_out_px=1.0,
+                   centroid="moment", aperture_correction="none")
+
+
+def measure_apertures(
+    data: ArrayLike,
+    x: ArrayLike,
+    y: ArrayLike,
+    info: ImageInfo,
+    apertures: Sequence[PhotometryParams],
+    *,
+    uncertainty: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    maps: CorrectionMaps | None = None,
+    off_image: ArrayLike | None = None,
+) -> list[Photometry]:
+    """:func:`measure` for a grid of apertures at once: one :class:`Photometry` per aperture, each the same as
+    :func:`measure` with that aperture's parameters alone gives when the grid has one centroid method and one
+    annulus.
+
+    The apertures may differ in radius (fixed or variable), annulus, centroid method and aperture correction only.
+    Every pixel is cut once per plane; the centroid (with its noise pixels and FWHM) is computed once per plane and
+    centroid method, on the image minus the background of that method's first annulus around the expected position;
+    the background once per plane, centroid method and annulus; the aperture sum once per aperture.
+
+    Raises
+    ------
+    iracdb.errors.BadOption
+        As :func:`measure`; or no aperture, or apertures that differ in another choice.
+    """
+    if not apertures:
+        raise BadOption("measure_apertures needs at least one aperture")
+    shared_choices = _shared_choices(apertures[0])
+    if any(_shared_choices(p) != shared_choices for p in apertures[1:]):
+        raise BadOption(
+            "the apertures of one grid may differ in radius, annulus, centroid and aperture correction only")
+    params = apertures[0]
     stack = _as_stack(data, "data")
     n = stack.shape[0]
     unc = None if uncertainty is None else _as_stack(uncertainty, "uncertainty", stack.shape)
@@ -394,31 +451,38 @@ def measure(
     off = np.zeros(n, bool) if off_image is None else np.broadcast_to(np.asarray(off_image, dtype=bool), (n,))
 
     # Choices that can fail are checked before any work.
-    apc, pixel_sr = _choices(info, params)
+    choices = [_choices(info, p) for p in apertures]
     if params.corrections in ("reach", "hora") and info.mission != "cryo":
         raise BadOption(f"the {params.corrections.title()} et al. correction applies to cryogenic data only")
     if params.corrections == "maps" and maps is None:
         raise BadOption("corrections='maps' needs the correction maps (see corrections.load_correction_maps)")
     if params.corrections == "idl":
         load_idl()
-    geometry = window_geometry(
-        params.radius_px, params.annulus_in_px, params.annulus_out_px, params.centroid_radius_px,
-        params.max_shift_px, max(stack.shape[1:]),
-    )
+    geometries = _grid_geometries(apertures, max(stack.shape[1:]))
+    size = geometries[0].size
     # Planes are measured in batches whose shared windows hold at most MAX_WINDOW_PIXELS pixels: a subarray
     # cube's 64 planes (or an AOR's thousands) at the default radii in one batch, fewer planes at a time for a
     # large aperture, so that memory stays bounded whatever the radii and the number of planes.
-    step = max(1, MAX_WINDOW_PIXELS // geometry.size**2)
+    step = max(1, MAX_WINDOW_PIXELS // size**2)
     batches = [slice(start, start + step) for start in range(0, n, step)] or [slice(0, 0)]
     parts = []
     # Failed planes carry NaN through the arithmetic by design; their flags say why.
     with np.errstate(divide="ignore", invalid="ignore"):
         for b in batches:
             parts.append(_measure(
-                stack[b], None if unc is None else unc[b], None if msk is None else msk[b], xe[b], ye[b], off[b],
-                info, params, maps, apc, pixel_sr, geometry,
+                _Batch(stack[b], None if unc is None else unc[b], None if msk is None else msk[b], xe[b], ye[b],
+                       off[b]),
+                info, apertures, maps, choices, geometries,
             ))
-    return parts[0] if len(parts) == 1 else _concatenate(parts)
+    return [parts[0][k] if len(parts) == 1 else _concatenate([p[k] for p in parts]) for k in range(len(apertures))]
+
+
+def _grid_geometries(apertures: Sequence[PhotometryParams], extent: int) -> list[Geometry]:
+    """Each aperture's shared-window geometry, all on the window of the largest (so that they index one cut)."""
+    own = [window_geometry(p.radius_px, p.annulus_in_px, p.annulus_out_px, p.centroid_radius_px, p.max_shift_px,
+                           extent) for p in apertures]
+    half = max(g.half for g in own)
+    return [rebased(g, half) for g in own]
 
 
 def _concatenate(parts: list[Photometry]) -> Photometry:
@@ -446,31 +510,87 @@ def _merge(old: Background, new: Background, idx: NDArray[np.int64]) -> Backgrou
                       merged(old.npix, new.npix), merged(old.nominal_npix, new.nominal_npix))
 
 
-def _measure(
-    stack: NDArray,
-    uncertainty: NDArray | None,
-    mask: NDArray | None,
-    x_expected: NDArray[np.float64],
-    y_expected: NDArray[np.float64],
-    off_image: NDArray[np.bool_],
-    info: ImageInfo,
-    params: PhotometryParams,
-    maps: CorrectionMaps | None,
-    apc: float | None,
-    pixel_sr: float,
-    geometry: Geometry,
-) -> Photometry:
-    """Measure one batch of planes (see :func:`measure`) from their shared windows: centroid, background at the
-    centre used, aperture sum, errors, flags, corrections."""
-    n, ny, nx = stack.shape
-    clean = Stack(stack, mask, params.mask_bits, uncertainty)
-    in_fov, flags = _field_of_view(x_expected, y_expected, off_image, nx, ny)
-    # Where the measurement starts: the expected position, NaN off the image.
-    x_start = np.where(in_fov, x_expected, np.nan)
-    y_start = np.where(in_fov, y_expected, np.nan)
-    shared = cut_windows(clean, x_start, y_start, geometry)  # every pixel the measurement reads, once
+@dataclass(frozen=True)
+class _Batch:
+    """One batch of planes to measure and their expected positions."""
 
-    # Centroid on the image minus the background around the expected position.
+    stack: NDArray
+    uncertainty: NDArray | None
+    mask: NDArray | None
+    x_expected: NDArray[np.float64]
+    y_expected: NDArray[np.float64]
+    off_image: NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class _Located:
+    """Where one centroid method put the aperture centre of each plane (see :func:`_locate`)."""
+
+    centroid: Centroid
+    shift: NDArray[np.float64]
+    x: NDArray[np.float64]  # the centre used
+    y: NDArray[np.float64]
+    flags: NDArray[np.int64]  # field of view and centroid bits
+    annulus: tuple[float, float]  # the annulus of the background the centroid was measured on
+    start_ring: NDArray[np.bool_]
+    start_bkg: Background
+    factor: NDArray[np.float64]  # pixel-phase x array-location divisor at (x, y)
+    noise_pixels: NDArray[np.float64]  # beta of the box centroider's box (iracdb.photometry.box)
+
+
+def _measure(
+    batch: _Batch,
+    info: ImageInfo,
+    apertures: Sequence[PhotometryParams],
+    maps: CorrectionMaps | None,
+    choices: Sequence[tuple[float | None, float]],
+    geometries: Sequence[Geometry],
+) -> list[Photometry]:
+    """Measure one batch of planes (see :func:`measure_apertures`) from their shared windows: per centroid method
+    the centroid and the correction at the centre used; per annulus the background there; per aperture the sum,
+    errors, flags and flux."""
+    _, ny, nx = batch.stack.shape
+    clean = Stack(batch.stack, batch.mask, apertures[0].mask_bits, batch.uncertainty)
+    in_fov, fov_flags = _field_of_view(batch.x_expected, batch.y_expected, batch.off_image, nx, ny)
+    # Where the measurement starts: the expected position, NaN off the image.
+    x_start = np.where(in_fov, batch.x_expected, np.nan)
+    y_start = np.where(in_fov, batch.y_expected, np.nan)
+    shared = cut_windows(clean, x_start, y_start, geometries[0])  # every pixel the measurement reads, once
+    located: dict[str, _Located] = {}
+    backgrounds: dict[tuple[str, float, float], tuple[Background, Nearest]] = {}
+    cuts: dict[str, _ApertureCut] = {}
+    sums: dict[tuple[str, float, tuple[float, float] | None], tuple[ApertureSum, NDArray | None]] = {}
+    largest = {c: max(g.ap_half for p, g in zip(apertures, geometries, strict=True) if p.centroid == c)
+               for c in {p.centroid for p in apertures}}
+    results = []
+    for params, geometry, (apc, pixel_sr) in zip(apertures, geometries, choices, strict=True):
+        if params.centroid not in located:
+            located[params.centroid] = _locate(clean, shared, geometry, x_start, y_start, in_fov, fov_flags, info,
+                                               params, maps)
+        loc = located[params.centroid]
+        key = (params.centroid, params.annulus_in_px, params.annulus_out_px)
+        if key not in backgrounds:
+            same = loc.annulus == key[1:]
+            backgrounds[key] = _background_at(shared, geometry, loc.x, loc.y, loc.start_ring if same else None,
+                                              loc.start_bkg if same else None, params)
+        bkg, nearest = backgrounds[key]
+        if params.centroid not in cuts:
+            cuts[params.centroid] = _cut_apertures(shared, geometry, nearest, largest[params.centroid])
+        radius = _radius(params, loc)
+        size = (params.centroid, params.radius_px, params.radius_beta)
+        if size not in sums:  # the same for every annulus
+            sums[size] = _aperture_at(cuts[params.centroid], geometry.ap_half, loc.x, loc.y, radius)
+        results.append(_photometry(sums[size], radius, batch, info, params, loc, bkg, in_fov, apc, pixel_sr))
+    return results
+
+
+def _locate(
+    clean: Stack, shared: SharedWindows, geometry: Geometry, x_start: NDArray[np.float64],
+    y_start: NDArray[np.float64], in_fov: NDArray[np.bool_], fov_flags: NDArray[np.int64], info: ImageInfo,
+    params: PhotometryParams, maps: CorrectionMaps | None,
+) -> _Located:
+    """The centroid (on the image minus the background of ``params``' annulus around the expected position), the
+    centre used, its flags and the correction divisor there."""
     r_in, r_out = params.annulus_in_px, params.annulus_out_px
     start_values, start_ring, start_nominal, _ = annulus_in_windows(shared, x_start, y_start, geometry, r_in, r_out)
     start_bkg = background_of(start_values, start_nominal, params.background, params.clip_sigma)
@@ -481,18 +601,39 @@ def _measure(
     shift = np.hypot(centroid.x - x_start, centroid.y - y_start)
     shifted = centroid.ok & (shift > params.max_shift_px)
     use = centroid.ok & ~shifted
-    flags |= ((in_fov & ~centroid.ok) * _BIT["CENTROID_FAILED"]) | ((in_fov & shifted) * _BIT["CENTROID_SHIFTED"])
+    flags = fov_flags | ((in_fov & ~centroid.ok) * _BIT["CENTROID_FAILED"]) | (
+        (in_fov & shifted) * _BIT["CENTROID_SHIFTED"])
     x = np.where(use, centroid.x, x_start)  # the centre used
     y = np.where(use, centroid.y, y_start)
+    factor = _correction(x, y, info, params, maps)
+    return _Located(centroid, shift, x, y, flags, (r_in, r_out), start_ring, start_bkg, factor, box.noise_pixels)
 
-    bkg, nearest = _background_at(shared, geometry, x, y, start_ring, start_bkg, params)
-    ap, ap_mask = _aperture_at(shared, geometry, nearest, x, y, params.radius_px)
-    raw_var, error_model = _raw_variance(ap, bkg, info, has_uncertainty=uncertainty is not None)
+
+def _radius(params: PhotometryParams, loc: _Located) -> float | NDArray[np.float64]:
+    """The aperture radius, pixels: fixed, or per plane ``SCALE * sqrt(noise pixels) + OFFSET`` (NaN where the
+    noise pixels could not be measured; at most ``params.radius_px``, the bound the windows were cut for)."""
+    if params.radius_beta is None:
+        return params.radius_px
+    scale, offset = params.radius_beta
+    radius = scale * np.sqrt(loc.noise_pixels) + offset
+    return np.where(radius > 0, np.minimum(radius, params.radius_px), np.nan)
+
+
+def _photometry(
+    aperture: tuple[ApertureSum, NDArray | None], radius: float | NDArray[np.float64], batch: _Batch,
+    info: ImageInfo, params: PhotometryParams, loc: _Located, bkg: Background, in_fov: NDArray[np.bool_],
+    apc: float | None, pixel_sr: float,
+) -> Photometry:
+    """One aperture's results from the centre used, its aperture sum (and mask window) and its background."""
+    n, ny, nx = batch.stack.shape
+    x, y = loc.x, loc.y
+    ap, ap_mask = aperture
+    raw_var, error_model = _raw_variance(ap, bkg, info, has_uncertainty=batch.uncertainty is not None)
     net = ap.sum - ap.area * bkg.level
     net_var = raw_var + (ap.area * bkg.error) ** 2
 
-    bits = _quality_bits(ap, ap_mask, bkg, x, y, nx, ny, params)
-    factor = _correction(x, y, info, params, maps)
+    bits = _quality_bits(ap, ap_mask, bkg, x, y, nx, ny, params, radius)
+    factor = loc.factor
     bits |= _correction_bits(info, params, apc)
     apc_value = 1.0 if apc is None else apc
     to_mjy = units.mjy_per_mjy_sr_px(pixel_sr) * apc_value / factor
@@ -500,22 +641,22 @@ def _measure(
     flux_err = np.sqrt(net_var) * to_mjy
     finite_values = np.isfinite(np.stack([ap.sum, net, bkg.level, flux, flux_err])).all(axis=0)
     bits |= ~finite_values * _BIT["NON_FINITE"]
-    flags |= bits * in_fov
+    flags = loc.flags | (bits * in_fov)
 
     full_dx, full_dy = info.full_array_offset
     return Photometry(
-        x_expected=x_expected.copy(),
-        y_expected=y_expected.copy(),
-        x_centroid=centroid.x,
-        y_centroid=centroid.y,
-        shift_px=shift,
+        x_expected=batch.x_expected.copy(),
+        y_expected=batch.y_expected.copy(),
+        x_centroid=loc.centroid.x,
+        y_centroid=loc.centroid.y,
+        shift_px=loc.shift,
         x=x,
         y=y,
         x_full=x + full_dx,
         y_full=y + full_dy,
-        fwhm_x_px=centroid.fwhm_x,
-        fwhm_y_px=centroid.fwhm_y,
-        noise_pixels=box.noise_pixels,
+        fwhm_x_px=loc.centroid.fwhm_x,
+        fwhm_y_px=loc.centroid.fwhm_y,
+        noise_pixels=loc.noise_pixels,
         background_mjy_sr=bkg.level,
         background_err_mjy_sr=bkg.error,
         background_std_mjy_sr=bkg.std,
@@ -575,16 +716,19 @@ def _centroid(
 
 def _background_at(
     shared: SharedWindows, geometry: Geometry, x: NDArray[np.float64], y: NDArray[np.float64],
-    start_ring: NDArray[np.bool_], start_bkg: Background, params: PhotometryParams,
+    start_ring: NDArray[np.bool_] | None, start_bkg: Background | None, params: PhotometryParams,
 ) -> tuple[Background, Nearest]:
     """The background around the centre used ``(x, y)``, and the pixel nearest to that centre.
 
     Where it has the same nearest pixel and the same annulus pixels as the expected position (the centroid failed
     or was not used, or barely moved), the first background ``start_bkg`` (of the annulus ``start_ring``) is that
-    plane's answer exactly (same values, same order): it is only recomputed for the other planes.
+    plane's answer exactly (same values, same order): it is only recomputed for the other planes. Without a first
+    background (another annulus than the centroid's), it is computed for every plane.
     """
     values, ring, nominal, nearest = annulus_in_windows(
         shared, x, y, geometry, params.annulus_in_px, params.annulus_out_px)
+    if start_ring is None or start_bkg is None:
+        return background_of(values, nominal, params.background, params.clip_sigma), nearest
     redo = np.flatnonzero((nearest.dx != 0) | (nearest.dy != 0) | (ring != start_ring).any(axis=1))
     if redo.size == len(x):
         return background_of(values, nominal, params.background, params.clip_sigma), nearest
@@ -594,26 +738,55 @@ def _background_at(
     return _merge(start_bkg, redone, redo), nearest
 
 
-def _aperture_at(
-    shared: SharedWindows, geometry: Geometry, nearest: Nearest, x: NDArray[np.float64], y: NDArray[np.float64],
-    radius: float,
-) -> tuple[ApertureSum, NDArray | None]:
-    """The aperture sum around the centre used ``(x, y)`` (its nearest pixel ``nearest``), from the shared window
-    (as aperture_sum), and the mask bits of the aperture's window (None without a mask)."""
-    n = len(x)
+@dataclass(frozen=True)
+class _ApertureCut:
+    """The square windows about the pixel nearest to each plane's centre used, cut once from the shared windows
+    for the largest aperture of a centroid method; smaller apertures take their central part."""
+
+    half: int
+    values: NDArray[np.float64]
+    outside: NDArray[np.bool_]
+    mask: NDArray | None
+    unc: NDArray | None
+    nearest: Nearest
+
+
+def _cut_apertures(shared: SharedWindows, geometry: Geometry, nearest: Nearest, half: int) -> _ApertureCut:
+    """Cut the ``(2 half + 1)``-pixel aperture windows about ``nearest`` from the shared windows (``geometry``
+    gives their size)."""
+    n = len(nearest.px)
     start = np.arange(n) * geometry.size**2 + (geometry.half + nearest.dy) * geometry.size + (
         geometry.half + nearest.dx)
-    index = start[:, None] + geometry.ap_flat
-    side = 2 * geometry.ap_half + 1
-    shape = (n, side, side)
+    a = np.arange(-half, half + 1)
+    index = start[:, None] + (a[:, None] * geometry.size + a).ravel()
+    shape = (n, 2 * half + 1, 2 * half + 1)
+
+    def cut(array: NDArray | None) -> NDArray | None:
+        return None if array is None else array.reshape(-1)[index].reshape(shape)
+
+    values, outside = cut(shared.values), cut(shared.outside)
+    assert values is not None and outside is not None
+    return _ApertureCut(half, values, outside, cut(shared.mask), cut(shared.unc), nearest)
+
+
+def _aperture_at(
+    cut: _ApertureCut, half: int, x: NDArray[np.float64], y: NDArray[np.float64], radius: float | NDArray[np.float64],
+) -> tuple[ApertureSum, NDArray | None]:
+    """The aperture sum of ``radius`` px around the centre used ``(x, y)``, from the central ``(2 half + 1)``
+    pixels of the cut windows (as aperture_sum), and the mask bits of the aperture's window (None without a
+    mask)."""
+    n = len(x)
+    k = cut.half - half
+    inner = (slice(None), slice(k, cut.values.shape[1] - k), slice(k, cut.values.shape[2] - k))
+
+    def part(array: NDArray | None) -> NDArray | None:  # contiguous, as a cut of its own: the same sums, bit for bit
+        return None if array is None else (array if k == 0 else np.ascontiguousarray(array[inner]))
+
+    values, outside = part(cut.values), part(cut.outside)
+    assert values is not None and outside is not None
     empty = np.empty((n, 0), np.int64)  # image rows and columns are not needed: the companions come cut too
-    window = Windows(
-        shared.values.reshape(-1)[index].reshape(shape), shared.outside.reshape(-1)[index].reshape(shape),
-        nearest.px - geometry.ap_half, nearest.py - geometry.ap_half, empty, empty, np.arange(n),
-    )
-    window_mask = None if shared.mask is None else shared.mask.reshape(-1)[index].reshape(shape)
-    window_unc = None if shared.unc is None else shared.unc.reshape(-1)[index].reshape(shape)
-    return aperture_in_windows(window, window_unc, x - window.x0, y - window.y0, radius), window_mask
+    window = Windows(values, outside, cut.nearest.px - half, cut.nearest.py - half, empty, empty, np.arange(n))
+    return aperture_in_windows(window, part(cut.unc), x - window.x0, y - window.y0, radius), part(cut.mask)
 
 
 def _raw_variance(
@@ -634,14 +807,15 @@ def _raw_variance(
     return np.sum(weights2, axis=(1, 2)) * bkg.std**2, "background"
 
 
-def _off_edge(x: NDArray[np.float64], y: NDArray[np.float64], radius: float, nx: int, ny: int) -> NDArray[np.bool_]:
+def _off_edge(x: NDArray[np.float64], y: NDArray[np.float64], radius: float | NDArray[np.float64], nx: int, ny: int
+              ) -> NDArray[np.bool_]:
     """Whether a circle of ``radius`` px about ``(x, y)`` reaches beyond an ``(ny, nx)`` image."""
     return (x - radius < -0.5) | (x + radius > nx - 0.5) | (y - radius < -0.5) | (y + radius > ny - 0.5)
 
 
 def _quality_bits(
     ap: ApertureSum, ap_mask: NDArray | None, bkg: Background, x: NDArray[np.float64], y: NDArray[np.float64],
-    nx: int, ny: int, params: PhotometryParams,
+    nx: int, ny: int, params: PhotometryParams, radius: float | NDArray[np.float64],
 ) -> NDArray[np.int64]:
     """The flag bits of the aperture and the annulus around the centre used ``(x, y)``."""
     bits = (ap.n_bad > 0) * _BIT["MASKED_IN_APERTURE"]
@@ -649,7 +823,7 @@ def _quality_bits(
         saturated = (ap_mask & SATURATION_BITS) != 0
         hit = (saturated & (ap.weights > 0) & ~ap.window.outside).any(axis=(1, 2))
         bits |= hit * _BIT["SATURATED"]
-    bits |= _off_edge(x, y, params.radius_px, nx, ny) * _BIT["APERTURE_OFF_EDGE"]
+    bits |= _off_edge(x, y, radius, nx, ny) * _BIT["APERTURE_OFF_EDGE"]
     bits |= _off_edge(x, y, params.annulus_out_px, nx, ny) * _BIT["ANNULUS_OFF_EDGE"]
     r_in, r_out = params.annulus_in_px, params.annulus_out_px
     few = bkg.npix < params.min_background_fraction * np.pi * (r_out**2 - r_in**2)

@@ -9,7 +9,7 @@ it. The numbers are those of :func:`~iracdb.photometry.aperture.windows` and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -68,6 +68,19 @@ def window_geometry(
     return Geometry(
         half, size, dx, dy, dy * size + dx, centroid_half, ap_half, (a[:, None] * size + a).ravel(), shift
     )
+
+
+def rebased(geometry: Geometry, half: int) -> Geometry:
+    """``geometry`` on a larger shared window of half-size ``half`` (same pixels, flat offsets for the new size):
+    the apertures of a grid index one window cut for the largest of them."""
+    if half == geometry.half:
+        return geometry
+    if half < geometry.half:
+        raise ValueError(f"a window of half-size {half} cannot hold one of {geometry.half}")
+    size = 2 * half + 1
+    a = np.arange(-geometry.ap_half, geometry.ap_half + 1)
+    return replace(geometry, half=half, size=size, ann_flat=geometry.ann_dy * size + geometry.ann_dx,
+                   ap_flat=(a[:, None] * size + a).ravel())
 
 
 @dataclass(frozen=True)
@@ -181,4 +194,4 @@ def annulus_in_windows(
 
 
 __all__ = ["Geometry", "Nearest", "SharedWindows", "annulus_in_windows", "cut_windows", "nearest_pixel",
-           "window_geometry"]
+           "rebased", "window_geometry"]

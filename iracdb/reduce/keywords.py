@@ -31,15 +31,17 @@ def reduce_settings(
     object: str | None = None,
     channel: int | None = None,
     file_type: str = "bcd",
-    radius: float = 3.0,
-    annulus: Sequence[float] = (3.0, 7.0),
-    centroid: str = "box",
+    radius: float | str | Sequence[float | str] = 3.0,
+    annulus: Sequence[float] | Sequence[Sequence[float] | str] | None = (3.0, 7.0),
+    centroid: str | Sequence[str] = "box",
     background: str = "median",
     corrections: str = "auto",
     aperture_correction: str | float = "auto",
     reject: str = "sigma:3",
     subarray: str = "planes",
     keep_first_frame: bool = False,
+    best_by: str = "binned-rms",
+    best_bin: int = 64,
     workers: int | None = None,
     scheduler: str | None = None,
     resume: bool = False,
@@ -66,13 +68,15 @@ def reduce_settings(
         Only this IRAC channel (1-4).
     file_type : {"bcd", "cbcd"}
         Which images to measure.
-    radius : float
-        Aperture radius, pixels.
-    annulus : (float, float)
-        Inner and outer radius of the background annulus, pixels.
-    centroid : {"box", "moment", "gauss"}
-        How each image's centroid is found (``box``: the IRAC team's box_centroider, which the pixel-phase
-        correction was derived with).
+    radius : float, str or list
+        Aperture radius, pixels; several make a grid: a list (``[2, 2.5, 3]`` or ``"2,2.5,3"``), a range
+        ``"START:STOP:STEP"`` (stop included when on the grid), or ``"beta:SCALE:OFFSET"`` (r = SCALE x
+        sqrt(noise pixels) + OFFSET per image, pixels), also within a list.
+    annulus : (float, float) or list of them
+        Inner and outer radius of the background annulus, pixels; a list of pairs for several annuli (a grid).
+    centroid : str or list of str
+        How each image's centroid is found: ``box`` (the IRAC team's box_centroider, which the pixel-phase
+        correction was derived with), ``moment``, ``gauss``, or a list of them (a grid).
     background : {"median", "mean"}
     corrections : {"auto", "warm", "cryo", "none"}
         Pixel-phase x array-location correction coefficients.
@@ -83,7 +87,11 @@ def reduce_settings(
     subarray : {"planes", "median"}
         Every plane of a subarray cube, or one median image per cube.
     keep_first_frame : bool
-        Use plane 0 of each subarray cube in summaries (flagged ``FIRST_FRAME`` either way).
+        Use plane 0 of each subarray cube in summaries (by default it is flagged ``FIRST_FRAME`` and left out).
+    best_by : {"binned-rms", "scatter", "error"}
+        How each AOR's best aperture is chosen (:data:`iracdb.choices.BEST_CRITERIA`).
+    best_bin : int
+        Images per bin of the ``binned-rms`` score (64: one subarray cube).
     workers : int, optional
         Local worker processes (default: the CPU cores this process may use; 1: measure in this process).
     scheduler : str, optional
@@ -109,10 +117,11 @@ def reduce_settings(
         targets.append(Target(name="auto"))
     options = ReduceOptions(
         aorkeys=_aorkeys(aor), object=object, channel=channel, file_type=str(file_type),
-        targets=tuple(targets), radius_px=_number("radius", radius), annulus_in_px=_annulus(annulus)[0],
-        annulus_out_px=_annulus(annulus)[1], centroid=str(centroid), background=str(background),
+        targets=tuple(targets), radius_px=_radii(radius), annulus_in_px=_annuli(annulus)[0],
+        annulus_out_px=_annuli(annulus)[1], centroid=_centroids(centroid), background=str(background),
         corrections=str(corrections), aperture_correction=str(aperture_correction), reject=str(reject),
         subarray=str(subarray), keep_first_frame=bool(keep_first_frame),
+        best_by=str(best_by), best_bin=_whole(best_bin),
     )
     execution = Execution(workers=default_workers() if workers is None else int(workers), scheduler=scheduler,
                           resume=bool(resume), command_line=command_line)
@@ -264,10 +273,45 @@ def _number(name: str, value: Any) -> float:
         raise BadOption(f"--{name} must be a number of pixels, not {value!r}") from None
 
 
-def _annulus(annulus: Sequence[float]) -> tuple[float, float]:
-    if isinstance(annulus, str) or len(annulus) != 2:
-        raise BadOption(f"--annulus is two radii (IN, OUT) in pixels, not {annulus!r}")
-    return _number("annulus", annulus[0]), _number("annulus", annulus[1])
+def _radii(radius: Any) -> float | str | tuple[float | str, ...]:
+    """``radius`` as ReduceOptions reads it: a number, a text (list, range, beta), or a tuple of them."""
+    if isinstance(radius, str):
+        return radius
+    if isinstance(radius, Iterable):
+        return tuple(item if isinstance(item, str) else _number("radius", item) for item in radius)
+    return _number("radius", radius)
+
+
+def _annuli(annulus: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The inner and outer radii [pixels] of one annulus ``(IN, OUT)`` or of several (a list of pairs, or of
+    ``"IN OUT"`` texts as ``--annulus`` gives them); default 3 7."""
+    if annulus is None:
+        annulus = (3.0, 7.0)
+    if isinstance(annulus, str) or (len(annulus) == 2 and not any(isinstance(a, Sequence) for a in annulus)):
+        annulus = [annulus]
+    pairs = [_annulus(item) for item in annulus]
+    if not pairs:
+        raise BadOption("--annulus needs two radii in pixels, IN OUT")
+    return tuple(a for a, _ in pairs), tuple(b for _, b in pairs)
+
+
+def _annulus(item: Any) -> tuple[float, float]:
+    parts = item.replace(",", " ").split() if isinstance(item, str) else item
+    if isinstance(parts, str) or not isinstance(parts, Sequence) or len(parts) != 2:
+        raise BadOption(f"--annulus takes two radii in pixels, IN OUT, not {item!r}")
+    return _number("annulus", parts[0]), _number("annulus", parts[1])
+
+
+def _centroids(centroid: Any) -> str:
+    if isinstance(centroid, str):
+        return centroid
+    return ",".join(str(item) for item in centroid)
+
+
+def _whole(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise BadOption(f"--bin must be a positive whole number of images, not {value!r}")
+    return int(value)
 
 
 __all__ = ["check_keywords", "reduce_keywords", "reduce_settings", "targets_from"]

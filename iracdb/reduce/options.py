@@ -17,16 +17,169 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from iracdb import summary
-from iracdb.choices import CORRECTION_SETS, FILE_TYPES, SUBARRAY_MODES, one_of
+from iracdb.choices import BEST_CRITERIA, CENTROID_METHODS, CORRECTION_SETS, FILE_TYPES, SUBARRAY_MODES, one_of
 from iracdb.errors import BadOption
 from iracdb.photometry.background import BackgroundMethod
 from iracdb.photometry.centroid import CentroidMethod
-from iracdb.photometry.measure import PhotometryParams
+from iracdb.photometry.measure import PhotometryParams, beta_max_radius
 from iracdb.photometry.motion import DAYS_PER_JULIAN_YEAR, propagate
 
 FileType = Literal["bcd", "cbcd"]
 SubarrayMode = Literal["planes", "median"]
 
+
+#: At most this many apertures in one run (radii x annuli x centroid methods).
+MAX_APERTURES = 1000
+_BETA = re.compile(r"beta:([^:]+):([^:]+)")
+
+
+def _float_of(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise BadOption(f"{what}: {text.strip()!r} is not a finite number")
+    return value
+
+
+def _number(value: float | str) -> float:
+    """A radius as a float (``inf`` and ``nan`` too: the caller says why they are refused)."""
+    try:
+        return float(value)
+    except ValueError:
+        raise BadOption(f"the aperture radius (--radius) must be a number of pixels, a list, a range "
+                        f"START:STOP:STEP or beta:SCALE:OFFSET, not {str(value).strip()!r}") from None
+
+
+def _radius_range(text: str) -> list[float]:
+    """``START:STOP:STEP``: START, START + STEP, ... up to STOP, included when on the grid (to 1e-9 of a step)."""
+    start, stop, step = (_float_of(p, f"--radius range {text!r}") for p in text.split(":"))
+    if not (step > 0 and stop >= start):
+        raise BadOption(f"--radius range {text!r}: START:STOP:STEP needs STEP > 0 and STOP >= START")
+    count = math.floor((stop - start) / step + 1e-9) + 1
+    if count > MAX_APERTURES:
+        raise BadOption(f"--radius range {text!r} has {count} radii; at most {MAX_APERTURES}")
+    return [round(start + i * step, 10) for i in range(count)]
+
+
+def _beta_spec(text: str) -> str:
+    """``beta:SCALE:OFFSET`` in canonical form (r = SCALE * sqrt(noise pixels) + OFFSET, pixels)."""
+    match = _BETA.fullmatch(text)
+    if match is None:
+        raise BadOption(f"a variable radius is beta:SCALE:OFFSET (e.g. beta:1:0.5), not {text!r}")
+    scale = _float_of(match[1], f"--radius {text!r}")
+    offset = _float_of(match[2], f"--radius {text!r}")
+    if scale <= 0:
+        raise BadOption(f"--radius {text!r}: the scale of a variable radius must be positive")
+    return f"beta:{scale:g}:{offset:g}"
+
+
+def parse_radii(value: float | str | tuple[float | str, ...] | list[float | str]) -> tuple[float | str, ...]:
+    """The aperture radii of a run from ``--radius``: a number (``3``), a list (``2,2.5,3``), a range
+    ``START:STOP:STEP`` (``2:4:0.5`` is 2, 2.5, 3, 3.5, 4), variable radii ``beta:SCALE:OFFSET``, or a list mixing
+    them. Fixed radii (pixels, floats) come sorted first, then the variable ones (canonical text), without repeats.
+
+    Raises
+    ------
+    iracdb.errors.BadOption
+        Anything else, a radius that is not positive and finite, or more than :data:`MAX_APERTURES` radii.
+    """
+    items = value if isinstance(value, (tuple, list)) else [value]
+    fixed: set[float] = set()
+    variable: set[str] = set()
+    for item in items:
+        for part in (str(item).split(",") if isinstance(item, str) else [item]):
+            text = str(part).strip().lower()
+            if text.startswith("beta"):
+                variable.add(_beta_spec(text))
+            elif isinstance(part, str) and text.count(":") == 2:
+                fixed.update(_radius_range(text))
+            else:
+                fixed.add(_number(part))
+    if not fixed and not variable:
+        raise BadOption("--radius needs at least one radius")
+    for radius in fixed:
+        if not 0 < radius < math.inf:
+            raise BadOption(f"the aperture radius (--radius) must be positive and finite, not {radius} px")
+    return (*sorted(fixed), *sorted(variable, key=_beta_numbers))
+
+
+def _beta_numbers(spec: str) -> tuple[float, float]:
+    _, scale, offset = spec.split(":")
+    return float(scale), float(offset)
+
+
+def parse_annuli(inner: float | tuple[float, ...], outer: float | tuple[float, ...]) -> tuple[tuple[float, float], ...]:
+    """The background annuli ``(inner, outer)`` [pixels] of a run, paired, sorted, without repeats.
+
+    Raises
+    ------
+    iracdb.errors.BadOption
+        Not ``0 <= inner < outer``, both finite, or the inner and outer lists differ in length.
+    """
+    ins = inner if isinstance(inner, (tuple, list)) else (inner,)
+    outs = outer if isinstance(outer, (tuple, list)) else (outer,)
+    if len(ins) != len(outs) or not ins:
+        raise BadOption("each background annulus (--annulus IN OUT) needs an inner and an outer radius")
+    annuli = sorted({(float(a), float(b)) for a, b in zip(ins, outs, strict=True)})
+    for r_in, r_out in annuli:
+        if not 0 <= r_in < r_out < math.inf:
+            raise BadOption(
+                "the background annulus (--annulus IN OUT) needs 0 <= inner < outer radius, both finite, not "
+                f"{r_in} {r_out} px"
+            )
+    return tuple(annuli)
+
+
+def parse_centroids(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The centroid methods of a run from ``--centroid`` (``moment`` or a list ``moment,gauss``), in the order of
+    :data:`iracdb.choices.CENTROID_METHODS`, without repeats."""
+    items = text if isinstance(text, (tuple, list)) else [text]
+    wanted = {p.strip().lower() for item in items for p in str(item).split(",") if p.strip()}
+    unknown = sorted(wanted - set(CENTROID_METHODS))
+    if unknown or not wanted:
+        raise BadOption(f"--centroid must be {one_of(CENTROID_METHODS)} or a list of them, not {text!r}")
+    return tuple(m for m in CENTROID_METHODS if m in wanted)
+
+
+@dataclass(frozen=True)
+class Aperture:
+    """One aperture of a run's grid: a radius, a background annulus and a centroid method.
+
+    Attributes
+    ----------
+    aperture_id : int
+        0, 1, ... in the grid's order (centroid method, then annulus, then radius).
+    radius : float or str
+        Fixed radius, pixels, or a variable one, ``beta:SCALE:OFFSET`` (r = SCALE x sqrt(noise pixels) + OFFSET
+        per image, pixels).
+    annulus_in_px, annulus_out_px : float
+        Background annulus radii, pixels.
+    centroid : str
+        Centroid method (:data:`iracdb.choices.CENTROID_METHODS`).
+    """
+
+    aperture_id: int
+    radius: float | str
+    annulus_in_px: float
+    annulus_out_px: float
+    centroid: str
+
+    @property
+    def radius_px(self) -> float | None:
+        """The fixed radius, pixels (None for a variable one)."""
+        return None if isinstance(self.radius, str) else float(self.radius)
+
+    @property
+    def beta(self) -> tuple[float, float] | None:
+        """``(SCALE, OFFSET)`` of a variable radius (None for a fixed one)."""
+        return _beta_numbers(self.radius) if isinstance(self.radius, str) else None
+
+    @property
+    def radius_spec(self) -> str:
+        """The radius as text: ``3`` or ``beta:1:0.5``."""
+        return self.radius if isinstance(self.radius, str) else f"{self.radius:g}"
 
 
 @dataclass(frozen=True)
@@ -200,18 +353,23 @@ class ReduceOptions:
         Which images to measure (with their ``_bunc``/``_cbunc`` and ``_bimsk`` companions).
     targets : tuple of Target
         Where to measure; several allowed (each gets its own rows). ``auto`` targets have no coordinates.
-    radius_px, annulus_in_px, annulus_out_px : float
-        Aperture radius and background annulus, pixels.
-    centroid : {"box", "moment", "gauss"}
-        Centroid method (:data:`iracdb.choices.CENTROID_METHODS`); default ``box``, the convention the pixel-phase
-        correction was derived with.
+    radius_px : float, str or tuple
+        Aperture radius, pixels; or several (a grid): anything :func:`parse_radii` reads (``"2:4:0.5"``,
+        ``"2,3,beta:1:0.5"``, a tuple). Kept as a float when there is one fixed radius, else as the canonical tuple.
+    annulus_in_px, annulus_out_px : float or tuple of float
+        Background annulus radii, pixels; tuples of the same length for several annuli (paired).
+    centroid : str
+        A centroid method of :data:`iracdb.choices.CENTROID_METHODS` or a comma-separated list of them; default
+        ``box``, the convention the pixel-phase correction was derived with.
     background : {"median", "mean"}
     corrections : {"auto", "warm", "cryo", "none"}
         Pixel-phase x array-location correction: the coefficients of each AOR's mission (``auto``), always the
         warm or cryo set, or none. Subarray offsets are applied automatically.
     aperture_correction : str
         ``auto`` (the published value for the mission, channel and aperture, or none recorded as such when there
-        is none), ``none``, or a number.
+        is none), ``none``, a number, or ``growth`` (full-array data only: each aperture corrected to the IRAC
+        calibration aperture, 10 px radius and 12-20 px annulus, by the median ratio of the two fluxes over the
+        used images of the AOR and target: its own curve of growth; see :mod:`iracdb.reduce.store`).
     reject : str
         Per-AOR outlier rule: ``none``, ``minmax`` or ``sigma:N``.
     subarray : {"planes", "median"}
@@ -221,6 +379,13 @@ class ReduceOptions:
     keep_first_frame : bool
         Let plane 0 of each subarray cube (which reads low, a known IRAC effect) into the summaries. By default it
         is flagged ``FIRST_FRAME`` and kept out of them (:data:`iracdb.flags.SUMMARY_EXCLUDED`).
+    best_by : str
+        How the best aperture of each AOR, channel and target is chosen (:data:`iracdb.choices.BEST_CRITERIA`).
+    best_bin : int
+        Images per bin of the ``binned-rms`` score (64: one subarray cube).
+
+    The grid of apertures is the product of the radii, annuli and centroid methods (:meth:`apertures`). A run with
+    one aperture and the default best-aperture choice has the JSON (and hash) it had before grids existed.
     """
 
     aorkeys: tuple[int, ...] = ()
@@ -228,9 +393,9 @@ class ReduceOptions:
     channel: int | None = None
     file_type: str = "bcd"
     targets: tuple[Target, ...] = ()
-    radius_px: float = 3.0
-    annulus_in_px: float = 3.0
-    annulus_out_px: float = 7.0
+    radius_px: float | str | tuple[float | str, ...] = 3.0
+    annulus_in_px: float | tuple[float, ...] = 3.0
+    annulus_out_px: float | tuple[float, ...] = 7.0
     centroid: str = "box"
     background: str = "median"
     corrections: str = "auto"
@@ -239,8 +404,11 @@ class ReduceOptions:
     subarray: str = "planes"
     max_shift_px: float = 2.0
     keep_first_frame: bool = False
+    best_by: str = "binned-rms"
+    best_bin: int = 64
 
     def __post_init__(self) -> None:
+        self._canonical_grid()
         if not self.targets:
             raise BadOption("say where to measure: --target 'RA DEC', --targets-file FILE or --auto")
         if self.file_type not in FILE_TYPES:
@@ -251,37 +419,64 @@ class ReduceOptions:
             raise BadOption(f"--corrections must be {one_of(CORRECTION_SETS)}, not {self.corrections!r}")
         if self.subarray not in SUBARRAY_MODES:
             raise BadOption(f"--subarray must be {one_of(SUBARRAY_MODES)}, not {self.subarray!r}")
-        # NaN fails every comparison; infinity is refused explicitly (before anything touches the database).
-        if not 0 < self.radius_px < math.inf:
-            raise BadOption(f"the aperture radius (--radius) must be positive and finite, not {self.radius_px} px")
-        if not 0 <= self.annulus_in_px < self.annulus_out_px < math.inf:
-            raise BadOption(
-                "the background annulus (--annulus IN OUT) needs 0 <= inner < outer radius, both finite, not "
-                f"{self.annulus_in_px} {self.annulus_out_px} px"
-            )
+        if self.best_by not in BEST_CRITERIA:
+            raise BadOption(f"--best-by must be {one_of(BEST_CRITERIA)}, not {self.best_by!r}")
+        if isinstance(self.best_bin, bool) or not isinstance(self.best_bin, int) or self.best_bin < 1:
+            raise BadOption(f"--bin must be a positive whole number of images, not {self.best_bin!r}")
         summary.RejectRule.parse(self.reject)
         self.aperture_choice()
-        self.photometry_params(1.0)  # validates methods, shift (and the radii again)
+        for aperture in self.apertures():
+            self.photometry_params(1.0, aperture)  # validates methods, shift (and the radii again)
 
-    def aperture_choice(self) -> float | Literal["auto", "none"]:
-        """``auto``, ``none`` or the given number (validated)."""
+    def _canonical_grid(self) -> None:
+        """Radii, annuli and centroid methods in canonical form (one value: a plain number or name, as before
+        grids existed; several: sorted tuples), so that the same grid always has the same JSON and hash."""
+        radii = parse_radii(self.radius_px)
+        annuli = parse_annuli(self.annulus_in_px, self.annulus_out_px)
+        centroids = parse_centroids(self.centroid)
+        count = len(radii) * len(annuli) * len(centroids)
+        if count > MAX_APERTURES:
+            raise BadOption(f"the grid has {count} apertures (radii x annuli x centroid methods); at most "
+                            f"{MAX_APERTURES}")
+        one_radius = len(radii) == 1 and not isinstance(radii[0], str)
+        object.__setattr__(self, "radius_px", radii[0] if one_radius else radii)
+        ins, outs = tuple(a for a, _ in annuli), tuple(b for _, b in annuli)
+        object.__setattr__(self, "annulus_in_px", ins[0] if len(annuli) == 1 else ins)
+        object.__setattr__(self, "annulus_out_px", outs[0] if len(annuli) == 1 else outs)
+        object.__setattr__(self, "centroid", ",".join(centroids))
+
+    def apertures(self) -> tuple[Aperture, ...]:
+        """The run's grid: every (centroid method, annulus, radius) combination, numbered 0, 1, ... in that
+        order (so radii vary fastest; one aperture: ``aperture_id`` 0)."""
+        radii = parse_radii(self.radius_px)
+        annuli = parse_annuli(self.annulus_in_px, self.annulus_out_px)
+        combos = [(c, a, r) for c in parse_centroids(self.centroid) for a in annuli for r in radii]
+        return tuple(Aperture(i, r, a[0], a[1], c) for i, (c, a, r) in enumerate(combos))
+
+    def aperture_choice(self) -> float | Literal["auto", "none", "growth"]:
+        """``auto``, ``none``, ``growth`` or the given number (validated)."""
         text = str(self.aperture_correction).strip().lower()
-        if text in ("auto", "none"):
+        if text in ("auto", "none", "growth"):
             return text  # type: ignore[return-value]
         try:
             value = float(text)
         except ValueError:
             value = math.nan
         if not (math.isfinite(value) and value > 0):
-            raise BadOption(f"--aperture-correction must be auto, none or a positive number, not {text!r}")
+            raise BadOption(f"--aperture-correction must be auto, none, growth or a positive number, not {text!r}")
         return value
 
-    def photometry_params(self, aperture_correction: float | None) -> PhotometryParams:
-        """The photometry core's parameters, with the aperture correction resolved for one mission and channel."""
+    def photometry_params(self, aperture_correction: float | None, aperture: Aperture | None = None
+                          ) -> PhotometryParams:
+        """The photometry core's parameters of one aperture of the grid (default: the first), with the aperture
+        correction resolved for one mission and channel."""
+        aperture = aperture or self.apertures()[0]
+        beta = aperture.beta
         return PhotometryParams(
-            radius_px=self.radius_px, annulus_in_px=self.annulus_in_px, annulus_out_px=self.annulus_out_px,
+            radius_px=beta_max_radius(*beta) if beta else float(aperture.radius), radius_beta=beta,
+            annulus_in_px=aperture.annulus_in_px, annulus_out_px=aperture.annulus_out_px,
             # checked against iracdb.choices when the options were made
-            centroid=cast(CentroidMethod, self.centroid), background=cast(BackgroundMethod, self.background),
+            centroid=cast(CentroidMethod, aperture.centroid), background=cast(BackgroundMethod, self.background),
             max_shift_px=self.max_shift_px,
             corrections="none" if self.corrections == "none" else "numpy",
             aperture_correction="none" if aperture_correction is None else aperture_correction,
@@ -294,6 +489,12 @@ class ReduceOptions:
         data["aorkeys"] = sorted(self.aorkeys)
         data["reject"] = str(summary.RejectRule.parse(self.reject))
         data["aperture_correction"] = str(self.aperture_choice())
+        for key in ("radius_px", "annulus_in_px", "annulus_out_px"):
+            if isinstance(data[key], tuple):
+                data[key] = list(data[key])
+        for key, default in (("best_by", "binned-rms"), ("best_bin", 64), ("keep_first_frame", False)):
+            if data[key] == default:  # runs made before these options existed keep their hash
+                del data[key]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -301,6 +502,9 @@ class ReduceOptions:
         data = json.loads(text)
         data["targets"] = tuple(Target(**t) for t in data["targets"])
         data["aorkeys"] = tuple(data["aorkeys"])
+        for key in ("radius_px", "annulus_in_px", "annulus_out_px"):
+            if isinstance(data[key], list):
+                data[key] = tuple(data[key])
         return cls(**data)
 
     def params_hash(self) -> str:

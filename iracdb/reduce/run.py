@@ -20,10 +20,10 @@ import socket
 import subprocess
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 
@@ -31,13 +31,14 @@ from iracdb import __version__, summary, workers
 from iracdb.db import queries
 from iracdb.db.backend import backend_for
 from iracdb.db.engine import mask_secrets
-from iracdb.db.models import Exposure, File, Run, RunTarget, RunUnit
+from iracdb.db.models import Exposure, File, Run, RunAperture, RunTarget, RunUnit
 from iracdb.errors import BadOption, ExecutionError, RunConflict, RunInterrupted, RunTerminated
 from iracdb.fitsio import UNCERTAINTY_KIND
 from iracdb.flags import Flag
 from iracdb.photometry import apcorr
-from iracdb.reduce.options import Execution, ReduceOptions, object_matches
-from iracdb.reduce.store import Unit, Writer, utc_now
+from iracdb.photometry.centroid import CentroidMethod
+from iracdb.reduce.options import Aperture, Execution, ReduceOptions, object_matches, parse_centroids
+from iracdb.reduce.store import GROWTH_APERTURE, Unit, Writer, aperture_corrections, utc_now
 from iracdb.reduce.worker import AUTO_SEARCH_RADIUS_PX, Chunk, ChunkResult, ExposureWork, FileRef, measure_chunk
 
 #: full-array frames, ~25 MB of image, uncertainty and mask), so memory stays bounded whatever an AOR holds.
@@ -300,15 +301,25 @@ def _max_aperture_px(naxis1: int, naxis2: int) -> float:
 
 def _check_apertures(options: ReduceOptions, units: Sequence[_UnitPlan]) -> None:
     """Refuse an aperture or annulus larger than the smallest selected image can hold (see :func:`_max_aperture_px`),
-    before the run exists, naming that image."""
+    and a growth aperture correction on images the calibration aperture does not fit, before the run exists,
+    naming that image."""
     sized = [u for u in units if u.naxis1 and u.naxis2]
     if not sized:
         return
+    if options.aperture_choice() == "growth":
+        small = [u for u in sized if min(u.naxis1, u.naxis2) < 2 * GROWTH_APERTURE[2] + 1]  # type: ignore[type-var,operator]
+        if small:
+            raise BadOption(
+                f"--aperture-correction growth needs full-array data: the calibration aperture (10 px radius, 12-20 "
+                f"px annulus) does not fit the {small[0].naxis1}x{small[0].naxis2}-pixel images of AOR "
+                f"{small[0].aorkey} ch{small[0].channel} (select full-array AORs, or use auto or a value)")
     unit = min(sized, key=lambda u: _max_aperture_px(u.naxis1, u.naxis2))  # type: ignore[arg-type]
     limit = _max_aperture_px(unit.naxis1, unit.naxis2)  # type: ignore[arg-type]
     shown = math.floor(limit * 100) / 100  # rounded down: the value shown is itself accepted
-    for what, value in (("aperture radius (--radius)", options.radius_px),
-                        ("annulus outer radius (--annulus)", options.annulus_out_px)):
+    apertures = options.apertures()
+    radius = max(options.photometry_params(None, a).radius_px for a in apertures)
+    annulus = max(a.annulus_out_px for a in apertures)
+    for what, value in (("aperture radius (--radius)", radius), ("annulus outer radius (--annulus)", annulus)):
         if value > limit:
             raise BadOption(
                 f"the {what} {value:g} px does not fit the {unit.naxis1}x{unit.naxis2}-pixel images of AOR "
@@ -316,34 +327,59 @@ def _check_apertures(options: ReduceOptions, units: Sequence[_UnitPlan]) -> None
             )
 
 
-def _resolve(options: ReduceOptions, missions_channels: Iterable[tuple[str, int]]) -> dict[str, Any]:
-    """The choices as applied, per mission and channel: correction set and aperture correction (with its source)."""
+def _correction_set(options: ReduceOptions, mission: str, channel: int) -> dict[str, Any]:
+    """The pixel-phase x array-location correction applied to one mission and channel."""
+    if options.corrections == "none":
+        return {"correction": "none", "correction_coefficients": None}
+    coefficients = mission if options.corrections == "auto" else options.corrections
+    correction = f"irac_aphot_corr:{coefficients}"
+    if coefficients == "warm" and channel in (3, 4):
+        correction = "none (warm ch3/ch4 cannot be corrected)"
+    return {"correction": correction, "correction_coefficients": coefficients}
+
+
+def _aperture_correction(options: ReduceOptions, aperture: Aperture, mission: str, channel: int
+                         ) -> tuple[float | None, str]:
+    """The aperture correction of one aperture for one mission and channel, and where it comes from."""
     choice = options.aperture_choice()
-    per: dict[str, Any] = {}
-    for mission, channel in sorted(set(missions_channels)):
-        if options.corrections == "none":
-            correction = "none"
-        else:
-            coefficients = mission if options.corrections == "auto" else options.corrections
-            correction = f"irac_aphot_corr:{coefficients}"
-            if coefficients == "warm" and channel in (3, 4):
-                correction = "none (warm ch3/ch4 cannot be corrected)"
-        if choice == "none":
-            apc, source = None, "none (asked)"
-        elif choice == "auto":
-            apc = apcorr.lookup(mission, channel, options.radius_px, options.annulus_in_px, options.annulus_out_px)
-            source = "published table" if apc is not None else "none (no published value for this aperture)"
-        else:
-            apc, source = float(choice), "given"
-        per[f"{mission}:ch{channel}"] = {
-            "correction": correction, "aperture_correction": apc, "aperture_correction_source": source,
-            "correction_coefficients": None if options.corrections == "none"
-            else (mission if options.corrections == "auto" else options.corrections),
-        }
+    if choice == "none":
+        return None, "none (asked)"
+    if choice == "growth":
+        return None, ("growth: to the 10 px, 12-20 px calibration aperture by the median flux ratio over the used "
+                      "images of each AOR and target (the AOR rows' ap_corr)")
+    if choice != "auto":
+        return float(choice), "given"
+    if aperture.radius_px is None:
+        return None, "none (no published value for a variable aperture)"
+    apc = apcorr.lookup(mission, channel, aperture.radius_px, aperture.annulus_in_px, aperture.annulus_out_px)
+    return apc, "published table" if apc is not None else "none (no published value for this aperture)"
+
+
+def _resolve(options: ReduceOptions, missions_channels: Iterable[tuple[str, int]]) -> dict[str, Any]:
+    """The choices as applied, per mission and channel: correction set, and per aperture of the grid the aperture
+    correction (with its source); ``per_mission_channel`` holds aperture 0's, as runs before grids did."""
+    keys = sorted(set(missions_channels))
+    apertures: list[dict[str, Any]] = []
+    for aperture in options.apertures():
+        per: dict[str, Any] = {}
+        for mission, channel in keys:
+            apc, source = _aperture_correction(options, aperture, mission, channel)
+            per[f"{mission}:ch{channel}"] = {"aperture_correction": apc, "aperture_correction_source": source}
+        apertures.append({"aperture_id": aperture.aperture_id, "radius": aperture.radius_spec,
+                          "annulus_px": [aperture.annulus_in_px, aperture.annulus_out_px],
+                          "centroid": aperture.centroid, "per_mission_channel": per})
+    per_mission_channel = {
+        f"{mission}:ch{channel}": {**_correction_set(options, mission, channel),
+                                   **apertures[0]["per_mission_channel"][f"{mission}:ch{channel}"]}
+        for mission, channel in keys
+    }
     moving = {"proper_motion": PROPER_MOTION} if any(t.moving for t in options.targets) else {}
     return {
         **moving,
-        "per_mission_channel": per,
+        "per_mission_channel": per_mission_channel,
+        "apertures": apertures,
+        "best_by": options.best_by,
+        "best_bin": options.best_bin,
         "reject": str(summary.RejectRule.parse(options.reject)),
         "summary_excluded_flags": [f.name for f in Flag if f and (summary.SUMMARY_EXCLUDED & f)],
         "time": "middle of the image: MJD_OBS + (plane + 0.5) * FRAMTIME / 86400",
@@ -351,6 +387,22 @@ def _resolve(options: ReduceOptions, missions_channels: Iterable[tuple[str, int]
         "chunk_pixels": CHUNK_PIXELS,
         "photometry": asdict(options.photometry_params(None)),
     }
+
+
+def _aperture_rows(run_id: int, options: ReduceOptions, resolved: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``run_apertures`` rows of a new run."""
+    rows = []
+    for aperture, recorded in zip(options.apertures(), resolved["apertures"], strict=True):
+        corrections = {key: {"aperture_correction": value["aperture_correction"],
+                             "source": value["aperture_correction_source"]}
+                       for key, value in recorded["per_mission_channel"].items()}
+        rows.append({
+            "run_id": run_id, "aperture_id": aperture.aperture_id, "radius_px": aperture.radius_px,
+            "radius_spec": aperture.radius_spec, "annulus_in_px": aperture.annulus_in_px,
+            "annulus_out_px": aperture.annulus_out_px, "centroid": aperture.centroid,
+            "aperture_correction_json": json.dumps(corrections, sort_keys=True),
+        })
+    return rows
 
 
 def _create_run(
@@ -386,6 +438,7 @@ def _create_run(
             [{"run_id": run_id, "target_index": i, "name": t.name, "ra_deg": t.ra_deg, "dec_deg": t.dec_deg,
               "aorkey": t.aorkey, "object": t.object} for i, t in enumerate(options.targets)],
         )
+        conn.execute(insert(RunAperture), _aperture_rows(run_id, options, resolved))
         conn.execute(
             insert(RunUnit),
             [{"run_id": run_id, "aorkey": u.aorkey, "channel": u.channel, "status": "pending",
@@ -521,7 +574,15 @@ def _chunks(unit: Unit, options: ReduceOptions, resolved: dict[str, Any]) -> lis
     exposures = unit.exposures
     mission = exposures[0]["mission"]
     choice = resolved["per_mission_channel"][f"{mission}:ch{unit.channel}"]
-    params = options.photometry_params(choice["aperture_correction"])
+    apertures = tuple(
+        options.photometry_params(aperture_corrections(resolved, a.aperture_id, mission, unit.channel), a)
+        for a in options.apertures()
+    )
+    if options.aperture_choice() == "growth":  # the calibration aperture of each centroid method, measured last
+        radius, r_in, r_out = GROWTH_APERTURE
+        apertures += tuple(replace(apertures[0], radius_px=radius, radius_beta=None, annulus_in_px=r_in,
+                                   annulus_out_px=r_out, centroid=cast(CentroidMethod, c), aperture_correction="none")
+                           for c in parse_centroids(options.centroid))
     correction_mission = choice["correction_coefficients"] or mission
     works = []
     for e in exposures:
@@ -546,7 +607,7 @@ def _chunks(unit: Unit, options: ReduceOptions, resolved: dict[str, Any]) -> lis
         groups[-1].append(work)
         pixels += size
     return [
-        Chunk(unit.id, i, len(groups), unit.channel, correction_mission, params, options.subarray, unit.targets,
+        Chunk(unit.id, i, len(groups), unit.channel, correction_mission, apertures, options.subarray, unit.targets,
               tuple(g), keep_first_frame=options.keep_first_frame)
         for i, g in enumerate(groups)
     ]

@@ -12,13 +12,16 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, Engine, insert, update
 
-from iracdb import summary
+from iracdb import best, summary
 from iracdb.columns import AOR_COLUMNS
 from iracdb.db.backend import backend_for
 from iracdb.db.models import AorSummary, Measurement, Run, RunInput, RunUnit
-from iracdb.flags import Flag
-from iracdb.reduce.options import ReduceOptions, Target
+from iracdb.flags import NOT_USED, SUMMARY_EXCLUDED, Flag
+from iracdb.reduce.options import ReduceOptions, Target, parse_centroids
 from iracdb.reduce.worker import _INT_COLUMNS, ROW_COLUMNS, ChunkResult
+
+#: The IRAC calibration aperture that ``--aperture-correction growth`` corrects to: radius, annulus in, out [px].
+GROWTH_APERTURE = (10.0, 12.0, 20.0)
 
 
 def utc_now() -> datetime:
@@ -60,6 +63,49 @@ def aor_facts(exposures: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def aperture_corrections(resolved: dict[str, Any], aperture_id: int, mission: str, channel: int) -> float | None:
+    """The aperture correction a run applied to one aperture, mission and channel (None: none)."""
+    key = f"{mission}:ch{channel}"
+    apertures = resolved.get("apertures")
+    if not apertures:  # a run made before grids: one aperture
+        return resolved["per_mission_channel"].get(key, {}).get("aperture_correction")
+    return apertures[aperture_id]["per_mission_channel"].get(key, {}).get("aperture_correction")
+
+
+def growth_corrections(columns: dict[str, np.ndarray], options: ReduceOptions
+                       ) -> tuple[dict[str, np.ndarray], dict[tuple[int, int], float | None]]:
+    """``--aperture-correction growth`` on one unit's rows: each aperture's correction to the calibration aperture
+    (:data:`GROWTH_APERTURE`, measured as extra apertures after the grid, one per centroid method) is the median,
+    over the images usable in both (no :data:`~iracdb.flags.SUMMARY_EXCLUDED` bit, finite sums), of the ratio of
+    their background-subtracted sums; it multiplies the aperture's fluxes and errors and is its ``ap_corr``. The
+    calibration rows are then dropped. Returns the rows and the correction of each (target_index, aperture_id)
+    (None, and ``NO_APERTURE_CORRECTION`` kept, when no image is usable in both)."""
+    apertures = options.apertures()
+    calibration = {c: len(apertures) + i for i, c in enumerate(parse_centroids(options.centroid))}
+    flags = columns["flags"].astype(np.int64)
+    usable = ((flags & int(SUMMARY_EXCLUDED)) == 0) & np.isfinite(columns["net_flux"])
+    corrections: dict[tuple[int, int], float | None] = {}
+    for target_index in np.unique(columns["target_index"]).tolist():
+        target = columns["target_index"] == target_index
+        for aperture in apertures:
+            mine = np.flatnonzero(target & (columns["aperture_id"] == aperture.aperture_id))
+            cal = np.flatnonzero(target & (columns["aperture_id"] == calibration[aperture.centroid]))
+            both = usable[mine] & usable[cal]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = columns["net_flux"][cal][both] / columns["net_flux"][mine][both]
+            ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+            value = float(np.median(ratio)) if ratio.size else None
+            corrections[int(target_index), aperture.aperture_id] = value
+            if value is not None:
+                for name in ("flux_mjy", "flux_err_mjy"):
+                    columns[name][mine] = columns[name][mine] * value
+                columns["ap_corr"][mine] = value
+                flags[mine] &= ~np.int64(Flag.NO_APERTURE_CORRECTION)
+    columns["flags"] = flags
+    keep = columns["aperture_id"] < len(apertures)
+    return {name: values[keep] for name, values in columns.items()}, corrections
+
+
 class Writer:
     """Writes a unit's inputs, rows, summaries and its ``complete`` mark in one transaction."""
 
@@ -76,7 +122,10 @@ class Writer:
             {name: np.concatenate([r.columns[name] for r in results]) for name in ROW_COLUMNS}
             if results else {name: np.zeros(0) for name in ROW_COLUMNS}
         )
-        summaries, flags = self._summaries(unit, columns)
+        growth: dict[tuple[int, int], float | None] = {}
+        if self.options.aperture_choice() == "growth":
+            columns, growth = growth_corrections(columns, self.options)
+        summaries, flags = self._summaries(unit, columns, growth)
         columns["flags"] = flags
         n = len(flags)
         excluded = int(((flags & int(summary.SUMMARY_EXCLUDED)) != 0).sum())
@@ -98,32 +147,53 @@ class Writer:
                 )
             )
 
-    def _summaries(self, unit: Unit, columns: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], np.ndarray]:
-        """One ``aor_summaries`` row per target (the registry's stored AOR columns), and the flags with outliers."""
+    def _summaries(self, unit: Unit, columns: dict[str, np.ndarray], growth: dict[tuple[int, int], float | None]
+                   ) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """One ``aor_summaries`` row per target and aperture (the registry's stored AOR columns), the best aperture
+        of each target marked, and the flags with outliers."""
         flags = columns["flags"].astype(np.int64)
         facts = aor_facts(unit.exposures)
         mission = facts["mission"]
         choice = self.resolved["per_mission_channel"].get(f"{mission}:ch{unit.channel}", {"correction": "none"})
+        apertures = self.options.apertures()
         rows = []
         for target_index, _target in unit.targets:
-            mine = columns["target_index"] == target_index
-            stats = summary.summarize(
-                columns["flux_mjy"][mine], columns["flux_err_mjy"][mine], columns["mjd"][mine],
-                columns["bmjd"][mine], flags[mine], self.rule,
-            )
-            flags[mine] = summary.with_outlier_flags(flags[mine], stats.outlier)
-            row: dict[str, Any] = {"run_id": self.run_id, "aorkey": unit.aorkey, "channel": unit.channel,
-                                   "target_index": target_index}
-            for column in _STORED_AOR_COLUMNS:
-                if column.source == "summary":
-                    value = getattr(stats, column.name)
-                    row[column.name] = _null_if_nan(value) if column.type == "float" else value
-                elif column.source == "exposure":
-                    row[column.name] = facts[column.name]
-                elif column.source == "run":
-                    row[column.name] = choice.get(column.origin)
-            rows.append(row)
+            target_rows = []
+            for aperture in apertures:
+                mine = (columns["target_index"] == target_index) & (columns["aperture_id"] == aperture.aperture_id)
+                stats = summary.summarize(
+                    columns["flux_mjy"][mine], columns["flux_err_mjy"][mine], columns["mjd"][mine],
+                    columns["bmjd"][mine], flags[mine], self.rule,
+                )
+                flags[mine] = summary.with_outlier_flags(flags[mine], stats.outlier)
+                used = mine & ((flags & int(NOT_USED)) == 0) & np.isfinite(columns["flux_mjy"])
+                run_values = {**choice, "aperture_correction": growth.get((target_index, aperture.aperture_id))
+                              if growth else aperture_corrections(self.resolved, aperture.aperture_id, mission,
+                                                                  unit.channel)}
+                row = self._summary_row(unit, target_index, aperture.aperture_id, stats, facts, run_values)
+                row["score"] = _null_if_nan(best.score(self.options.best_by, columns["mjd"][used],
+                                                       columns["flux_mjy"][used], self.options.best_bin))
+                target_rows.append(row)
+            radii = [math.inf if a.radius_px is None else a.radius_px for a in apertures]
+            chosen = best.choose_best([math.nan if r["score"] is None else r["score"] for r in target_rows], radii)
+            for position, row in enumerate(target_rows):
+                row["best"] = position == chosen
+            rows.extend(target_rows)
         return rows, flags
+
+    def _summary_row(self, unit: Unit, target_index: int, aperture_id: int, stats: summary.AorStats,
+                     facts: dict[str, Any], run_values: dict[str, Any]) -> dict[str, Any]:
+        row: dict[str, Any] = {"run_id": self.run_id, "aorkey": unit.aorkey, "channel": unit.channel,
+                               "target_index": target_index, "aperture_id": aperture_id}
+        for column in _STORED_AOR_COLUMNS:
+            if column.source == "summary":
+                value = getattr(stats, column.name)
+                row[column.name] = _null_if_nan(value) if column.type == "float" else value
+            elif column.source == "exposure":
+                row[column.name] = facts[column.name]
+            elif column.source == "run":
+                row[column.name] = run_values.get(column.origin)
+        return row
 
     def _write_inputs(self, conn: Connection, unit: Unit) -> dict[str, int]:
         rows = [

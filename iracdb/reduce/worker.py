@@ -18,7 +18,7 @@ from iracdb.columns import IMAGE_COLUMNS
 from iracdb.errors import NotIracFile
 from iracdb.fitsio.image import ImageFile, image_info, read_image, wcs_keywords
 from iracdb.flags import SATURATION_BITS, Flag
-from iracdb.photometry.measure import ImageInfo, Photometry, PhotometryParams, measure
+from iracdb.photometry.measure import ImageInfo, Photometry, PhotometryParams, measure_apertures
 from iracdb.photometry.tansip import TanSip
 from iracdb.photometry.targets import brightest_near
 from iracdb.reduce.options import Target
@@ -58,14 +58,15 @@ class ExposureWork:
 @dataclass(frozen=True)
 class Chunk:
     """Consecutive exposures of one work unit (an AOR's images of one channel), with everything needed to measure
-    them: the resolved photometry parameters and the targets (index, target) that apply."""
+    them: the resolved photometry parameters of each aperture of the grid (``apertures[aperture_id]``) and the
+    targets (index, target) that apply."""
 
     unit_id: int
     index: int  # position of the chunk within its unit
     n_chunks: int
     channel: int
     correction_mission: str  # the coefficient set: the data's mission, or the one forced by --corrections
-    params: PhotometryParams
+    apertures: tuple[PhotometryParams, ...]
     subarray_mode: str  # iracdb.choices.SUBARRAY_MODES
     targets: tuple[tuple[int, Target], ...]
     exposures: tuple[ExposureWork, ...]
@@ -105,8 +106,8 @@ class _Loaded:
 def measure_chunk(chunk: Chunk) -> ChunkResult:
     """Measure every image of a chunk for every target: the worker's whole job (reads files, no database).
 
-    Rows come out ordered by exposure, then target, then plane. An exposure whose files cannot be read (missing,
-    corrupt, changed since ingest) still gets its rows, with NULL values and ``FILE_UNREADABLE``.
+    Rows come out ordered by exposure, then target, then aperture, then plane. An exposure whose files cannot be
+    read (missing, corrupt, changed since ingest) still gets its rows, with NULL values and ``FILE_UNREADABLE``.
     """
     loaded: list[_Loaded] = []
     unreadable: list[tuple[str, str]] = []
@@ -168,7 +169,7 @@ def _measure_group(
 ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """Measure the exposures of one group for every target; yield (exposure_id, rows of that exposure+target)."""
     median = chunk.subarray_mode == "median" and info.subarray
-    data, unc, mask = _stack(items, median, chunk.params.mask_bits)
+    data, unc, mask = _stack(items, median, chunk.apertures[0].mask_bits)
     per_image = np.array([1 if median else item.science.data.shape[0] for item in items])
     starts = np.concatenate([[0], np.cumsum(per_image)])
     n = int(starts[-1])
@@ -182,13 +183,19 @@ def _measure_group(
     wcs = _wcs(items)
     for target_index, target in chunk.targets:
         x, y, off_image = _expected(target, wcs, data, exposure_of_image, _per_exposure(items, "mjd_obs"))
-        phot = measure(data, x, y, info, chunk.params, uncertainty=unc, mask=mask, off_image=off_image)
-        columns = _columns_from(phot, items, exposure_of_image, plane, n_combined, target_index, times)
+        grid = measure_apertures(data, x, y, info, chunk.apertures, uncertainty=unc, mask=mask, off_image=off_image)
+        per_aperture = [
+            _columns_from(phot, items, exposure_of_image, plane, n_combined, (target_index, aperture_id), times)
+            for aperture_id, phot in enumerate(grid)
+        ]
         if info.subarray and not median and not chunk.keep_first_frame:
-            columns["flags"] = columns["flags"] | np.where(plane == 0, int(Flag.FIRST_FRAME), 0)
+            first = np.where(plane == 0, int(Flag.FIRST_FRAME), 0)
+            for columns in per_aperture:
+                columns["flags"] = columns["flags"] | first
         for i, item in enumerate(items):
             rows = slice(starts[i], starts[i + 1])
-            yield item.work.exposure_id, {name: values[rows] for name, values in columns.items()}
+            for columns in per_aperture:
+                yield item.work.exposure_id, {name: values[rows] for name, values in columns.items()}
 
 
 def _stack(
@@ -334,14 +341,17 @@ def _columns_from(
     exposure_of_image: np.ndarray,
     plane: np.ndarray,
     n_combined: np.ndarray,
-    target_index: int,
+    key: tuple[int, int],
     times: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> dict[str, np.ndarray]:
+    """The rows of one target (``key``: target index, aperture id) as columns."""
     n = len(phot)
+    target_index, aperture_id = key
     ids = np.array([[item.work.exposure_id, item.work.expid, item.work.dcenum] for item in items], dtype=np.int64)
     columns: dict[str, np.ndarray] = {
         "expid": ids[exposure_of_image, 1], "dcenum": ids[exposure_of_image, 2], "plane": plane.astype(np.int64),
         "n_combined": n_combined.astype(np.int64), "target_index": np.full(n, target_index, dtype=np.int64),
+        "aperture_id": np.full(n, aperture_id, dtype=np.int64),
         "exposure_id": ids[exposure_of_image, 0], "mjd": times[0], "bmjd": times[1], "bmjd_tdb": times[2],
     }
     for column in _PHOTOMETRY_COLUMNS:
@@ -356,8 +366,10 @@ def _unreadable_rows(chunk: Chunk, work: ExposureWork) -> dict[str, np.ndarray]:
     """Rows of an exposure whose files could not be read: identity, times, NULL values, FILE_UNREADABLE."""
     median = chunk.subarray_mode == "median" and work.n_planes > 1
     per_target = 1 if median else work.n_planes
-    n = per_target * len(chunk.targets)
-    plane = np.tile(np.zeros(1, np.int64) if median else np.arange(work.n_planes), len(chunk.targets))
+    n_apertures = len(chunk.apertures)
+    per_block = per_target * n_apertures  # a target's rows: each aperture's planes
+    n = per_block * len(chunk.targets)
+    plane = np.tile(np.zeros(1, np.int64) if median else np.arange(work.n_planes), len(chunk.targets) * n_apertures)
     n_combined = np.full(n, work.n_planes if median else 1, dtype=np.int64)
     mjd, bmjd, bmjd_tdb = _middle_times(
         work.mjd_obs, _float(work.bmjd_obs), _float(work.frame_time_s), plane, n_combined, median
@@ -366,7 +378,8 @@ def _unreadable_rows(chunk: Chunk, work: ExposureWork) -> dict[str, np.ndarray]:
     columns.update(
         expid=np.full(n, work.expid, np.int64), dcenum=np.full(n, work.dcenum, np.int64), plane=plane,
         n_combined=n_combined, exposure_id=np.full(n, work.exposure_id, np.int64),
-        target_index=np.repeat(np.array([i for i, _ in chunk.targets], np.int64), per_target),
+        target_index=np.repeat(np.array([i for i, _ in chunk.targets], np.int64), per_block),
+        aperture_id=np.tile(np.repeat(np.arange(n_apertures, dtype=np.int64), per_target), len(chunk.targets)),
         mjd=mjd, bmjd=bmjd, bmjd_tdb=bmjd_tdb,
         flags=np.full(n, int(Flag.FILE_UNREADABLE), np.int64),
     )
