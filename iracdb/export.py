@@ -64,6 +64,7 @@ from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS, Column
 from iracdb.db import views
 from iracdb.db.backend import Snapshot, backend_for, database_files
 from iracdb.db.engine import mask_secrets, safe_url
+from iracdb.db.pgbinary import ColumnArrays
 from iracdb.db.queries import get_run
 from iracdb.errors import BadOption, UserError
 from iracdb.export_formats import WRITERS, TableWriter
@@ -100,6 +101,8 @@ _ARROW_TYPES = {"int": pa.int64(), "bigint": pa.int64(), "float": pa.float64(), 
 #: costs a Python string per row, more than the rest of the row. Every other column has the same name in
 #: ``measurements``.
 _IMAGE_DERIVED = frozenset(c.name for c in IMAGE_COLUMNS if c.source == "view")
+#: Kind of each registry storage type that :meth:`Snapshot.column_batches` streams (text is not fixed-width).
+_KINDS = {"int": "int", "bigint": "int", "float": "float", "bool": "bool"}
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,25 @@ class _Table:
                      else self.arrow_type(name)) for name in self.fetched
         ])
         struct = pa.array(rows, type=fetched_type)
-        by_name = dict(zip(self.fetched, struct.flatten(), strict=True))
+        return self._assemble(dict(zip(self.fetched, struct.flatten(), strict=True)), names)
+
+    @property
+    def kinds(self) -> tuple[str, ...] | None:
+        """The kind (``int``, ``float``, ``bool``) of each fetched column, for :meth:`Snapshot.column_batches`;
+        None when one is text (it cannot be streamed as fixed-width columns)."""
+        kinds = tuple(_KINDS.get("bigint" if name == "input_id" else self.types[name]) for name in self.fetched)
+        return None if None in kinds else tuple(k for k in kinds if k is not None)
+
+    def columns_to_batch(self, columns: Sequence[ColumnArrays], *, names: _Names | None = None) -> pa.RecordBatch:
+        """Fetched columns (numpy values and validity, in :attr:`fetched` order) as a record batch of
+        :attr:`schema`."""
+        by_name = {name: pa.array(values, type=self.arrow_type(name), mask=None if valid is None else ~valid)
+                   for name, (values, valid) in zip(self.fetched, columns, strict=True)}
+        return self._assemble(by_name, names)
+
+    def _assemble(self, by_name: dict[str, pa.Array], names: _Names | None) -> pa.RecordBatch:
+        """The batch of the exported columns from the fetched ones (``target``, ``file``, ``used`` and ``flag_*``
+        computed here)."""
         flags = by_name["flags"].to_numpy(zero_copy_only=False) if "flags" in by_name else None
         if self.base:
             assert names is not None and flags is not None
@@ -438,6 +459,19 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _batches(snap: Snapshot, table: _Table, run: dict[str, Any], names: _Names | None) -> Iterator[pa.RecordBatch]:
+    """The table's rows of ``run`` as record batches: streamed as numpy columns where the database can
+    (:meth:`Snapshot.column_batches`: PostgreSQL's binary COPY, no Python object per value), else as rows."""
+    key = run["id"] if table.base else run["name"]
+    kinds = table.kinds
+    if snap.streams_columns and kinds is not None:
+        for columns in snap.column_batches(table.sql(), kinds, run=key):
+            yield table.columns_to_batch(columns, names=names)
+        return
+    for rows in snap.batches(table.sql(), run=key):
+        yield table.to_batch(rows, bools_as_ints=snap.booleans_as_integers, names=names)
+
+
 def _write_table(snap: Snapshot, table: _Table, run: dict[str, Any], writer: TableWriter, *,
                  on_batch: Callable[[pa.RecordBatch], None] | None = None) -> int:
     """Stream a table's rows of ``run`` (its ``runs`` record) into ``writer``; the rows written.
@@ -450,8 +484,7 @@ def _write_table(snap: Snapshot, table: _Table, run: dict[str, Any], writer: Tab
     with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-export") as pool:
         try:
             names = _Names.of_run(snap, run["id"]) if table.base else None
-            for rows in snap.batches(table.sql(), run=run["id"] if table.base else run["name"]):
-                batch = table.to_batch(rows, bools_as_ints=snap.booleans_as_integers, names=names)
+            for batch in _batches(snap, table, run, names):
                 while len(pending) >= 2:
                     pending.popleft().result()
                 pending.append(pool.submit(writer.write, batch))

@@ -17,13 +17,16 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.engine import URL, Row
 
 from iracdb.db.engine import safe_url
 from iracdb.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from iracdb.db.pgbinary import ColumnArrays
 
 #: Module of each backend, by SQLAlchemy backend name (imported when first asked for).
 _MODULES = {"sqlite": "iracdb.db.sqlite", "postgresql": "iracdb.db.postgresql"}
@@ -50,6 +53,9 @@ class Snapshot:
     """
 
     booleans_as_integers: ClassVar[bool] = False
+    #: :meth:`column_batches` is available: big results of integer, float and boolean columns come as numpy
+    #: arrays, without a Python object per value.
+    streams_columns: ClassVar[bool] = False
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
@@ -98,6 +104,25 @@ class Snapshot:
                 yield rows
         finally:
             cursor.close()
+
+    def column_batches(self, sql: str, kinds: Sequence[str], *, size: int = BATCH_ROWS,
+                       **params: Any) -> Iterator[list[ColumnArrays]]:
+        """A big query's rows as columns, ``size`` rows at a time (where :attr:`streams_columns`).
+
+        Parameters
+        ----------
+        sql : str
+            The query; every column it selects is an integer, a float or a boolean.
+        kinds : sequence of {"int", "float", "bool"}
+            The kind of each selected column.
+
+        Yields
+        ------
+        list of (values, valid)
+            Per column, its numpy values (int64, float64 or bool; 0 where NULL) and where they are not NULL
+            (None when none is NULL in the batch).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not stream columns")
 
 
 class Backend(ABC):
