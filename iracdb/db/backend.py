@@ -210,6 +210,16 @@ class Backend(ABC):
     def _insert(self, table: Table) -> Any:
         """The dialect's INSERT construct for ``table`` (it has ``on_conflict_do_nothing`` and ``..._do_update``)."""
 
+    def relax_durability(self, conn: Connection) -> None:
+        """Let the transaction of ``conn`` commit without waiting for its log to reach the disk.
+
+        A crash of the machine may then lose the last such transactions, whole (never a part of one), while the
+        database stays consistent: what SQLite in WAL mode with ``synchronous=NORMAL`` (iracdb's setting) does for
+        every transaction, so nothing to do there. A reduction's units use it; the run's final mark does not, and
+        its commit makes every unit before it durable (the log is written in order).
+        """
+        return None
+
     def insert_new(self, conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert those of ``rows`` whose unique keys are not in ``table`` yet; leave the others as they are."""
         conn.execute(self._insert(table).on_conflict_do_nothing(), list(rows))

@@ -184,6 +184,10 @@ class PostgresqlBackend(Backend):
     def _insert(self, table: Table) -> Any:
         return pg_dialect.insert(table)
 
+    def relax_durability(self, conn: Connection) -> None:
+        # A commit then returns without its WAL flush (~4 ms each on the development machine's disk).
+        conn.exec_driver_sql("SET LOCAL synchronous_commit TO off")
+
     def bulk_insert(self, conn: Connection, table: Table, columns: Sequence[str],
                     rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
