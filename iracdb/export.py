@@ -49,7 +49,7 @@ import contextlib
 import gc
 import json
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,7 +64,7 @@ from iracdb import __version__
 from iracdb.choices import EXPORT_FORMATS
 from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS, Column
 from iracdb.db import views
-from iracdb.db.backend import Snapshot, backend_for, database_files
+from iracdb.db.backend import BATCH_ROWS, Snapshot, backend_for, database_files
 from iracdb.db.engine import mask_secrets, safe_url
 from iracdb.db.pgbinary import ColumnArrays
 from iracdb.db.queries import get_run
@@ -103,6 +103,8 @@ _ARROW_TYPES = {"int": pa.int64(), "bigint": pa.int64(), "float": pa.float64(), 
 #: costs a Python string per row, more than the rest of the row. Every other column has the same name in
 #: ``measurements``.
 _IMAGE_DERIVED = frozenset(c.name for c in IMAGE_COLUMNS if c.source == "view")
+#: Rows per batch of a COPY stream (:meth:`Snapshot.column_batches`).
+_COPY_BATCH_ROWS = BATCH_ROWS
 #: Kind of each registry storage type that :meth:`Snapshot.column_batches` streams (text is not fixed-width).
 _KINDS = {"int": "int", "bigint": "int", "float": "float", "bool": "bool"}
 
@@ -207,6 +209,14 @@ class _Table:
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
+class _UnknownKeys(Exception):
+    """Keys a :meth:`_Lookup.refusing` lookup does not hold."""
+
+    def __init__(self, keys: list[int]) -> None:
+        super().__init__(keys)
+        self.keys = keys
+
+
 class _Lookup:
     """Text values by integer key (a target's name by ``target_index``, an input's path by ``run_inputs.id``): what
     the view's LEFT JOINs give, taken in numpy. ``missing(keys)`` gives ``(key, text)`` of keys not yet known."""
@@ -220,6 +230,22 @@ class _Lookup:
         self._items = items
         self._keys = np.array(sorted(items), dtype=np.int64)
         self._values = pa.array([items[int(k)] for k in self._keys], type=pa.string())
+
+    def refusing(self) -> _Lookup:
+        """The same items, raising :class:`_UnknownKeys` for a key not among them instead of looking it up."""
+
+        def refuse(keys: list[int]) -> Sequence[tuple[int, str | None]]:
+            raise _UnknownKeys(keys)
+
+        return _Lookup(list(self._items.items()), refuse)
+
+    def fetch(self, keys: list[int]) -> dict[int, str | None]:
+        """Look ``keys`` up with the ``missing`` this lookup was made with (None for a key not found)."""
+        assert self._missing is not None
+        return {**dict.fromkeys(keys), **dict(self._missing(keys))}
+
+    def add(self, items: dict[int, str | None]) -> None:
+        self._set({**self._items, **items})
 
     def take(self, keys: pa.Array) -> pa.Array:
         """The text of each key; NULL for a NULL or unknown key."""
@@ -461,17 +487,43 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _batches(snap: Snapshot, table: _Table, run: dict[str, Any], names: _Names | None) -> Iterator[pa.RecordBatch]:
+def _batches(snap: Snapshot, table: _Table, run: dict[str, Any],
+             names: _Names | None) -> Generator[pa.RecordBatch, None, None]:
     """The table's rows of ``run`` as record batches: streamed as numpy columns where the database can
     (:meth:`Snapshot.column_batches`: PostgreSQL's binary COPY, no Python object per value), else as rows."""
     key = run["id"] if table.base else run["name"]
     kinds = table.kinds
     if snap.streams_columns and kinds is not None:
-        for columns in snap.column_batches(table.sql(), kinds, run=key):
-            yield table.columns_to_batch(columns, names=names)
+        yield from _copied_batches(snap, table, kinds, key, names)
         return
     for rows in snap.batches(table.sql(), run=key):
         yield table.to_batch(rows, bools_as_ints=snap.booleans_as_integers, names=names)
+
+
+def _copied_batches(snap: Snapshot, table: _Table, kinds: tuple[str, ...], key: Any,
+                    names: _Names | None) -> Generator[pa.RecordBatch, None, None]:
+    """:func:`_batches` through :meth:`Snapshot.column_batches`.
+
+    No other query can run on the connection while a COPY streams: an input path that the run's own inputs do not
+    hold (another run's input: never in practice) ends the COPY, is looked up, and the COPY starts again, in the
+    same snapshot and order, past the rows already given.
+    """
+    paths = None if names is None else names.paths.refusing()
+    copied = None if names is None or paths is None else _Names(names.targets, paths)
+    given = 0
+    while True:
+        seen = 0
+        try:
+            with contextlib.closing(snap.column_batches(table.sql(), kinds, size=_COPY_BATCH_ROWS, run=key)) as stream:
+                for columns in stream:
+                    seen += len(columns[0][0]) if columns else 0
+                    if seen > given:
+                        yield table.columns_to_batch(columns, names=copied)
+                        given = seen
+            return
+        except _UnknownKeys as exc:
+            assert names is not None and paths is not None
+            paths.add(names.paths.fetch(exc.keys))
 
 
 def _write_table(snap: Snapshot, table: _Table, run: dict[str, Any], writer: TableWriter, *,
@@ -486,13 +538,14 @@ def _write_table(snap: Snapshot, table: _Table, run: dict[str, Any], writer: Tab
     with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-export") as pool:
         try:
             names = _Names.of_run(snap, run["id"]) if table.base else None
-            for batch in _batches(snap, table, run, names):
-                while len(pending) >= 2:
-                    pending.popleft().result()
-                pending.append(pool.submit(writer.write, batch))
-                n += batch.num_rows
-                if on_batch is not None:
-                    on_batch(batch)
+            with contextlib.closing(_batches(snap, table, run, names)) as batches:  # closed before the snapshot
+                for batch in batches:
+                    while len(pending) >= 2:
+                        pending.popleft().result()
+                    pending.append(pool.submit(writer.write, batch))
+                    n += batch.num_rows
+                    if on_batch is not None:
+                        on_batch(batch)
             while pending:
                 pending.popleft().result()
         finally:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -106,7 +106,7 @@ class Snapshot:
             cursor.close()
 
     def column_batches(self, sql: str, kinds: Sequence[str], *, size: int = BATCH_ROWS,
-                       **params: Any) -> Iterator[list[ColumnArrays]]:
+                       **params: Any) -> Generator[list[ColumnArrays], None, None]:
         """A big query's rows as columns, ``size`` rows at a time (where :attr:`streams_columns`).
 
         Parameters

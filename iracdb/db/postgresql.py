@@ -104,7 +104,7 @@ class PostgresqlSnapshot(Snapshot):
         return re.sub(r":(\w+)", r"%(\1)s", sql)
 
     def column_batches(self, sql: str, kinds: Sequence[str], *, size: int = BATCH_ROWS,
-                       **params: Any) -> Iterator[list[ColumnArrays]]:
+                       **params: Any) -> Generator[list[ColumnArrays], None, None]:
         """Through ``COPY (sql) TO STDOUT (FORMAT BINARY)``, parsed by :func:`iracdb.db.pgbinary.parse_rows`: the
         server sends binary values (no text to parse) and no Python object is made per value."""
         from iracdb.db import pgbinary
