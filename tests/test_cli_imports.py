@@ -49,3 +49,13 @@ def test_help_and_usage_errors_import_no_heavy_library(args: tuple[str, ...]) ->
 def test_the_probe_sees_a_command_that_does_import_them(tmp_path: Path) -> None:
     # A listing opens the database: SQLAlchemy is then loaded (so an empty answer above means something).
     assert "sqlalchemy" in loaded_heavy_modules("aors", "--db", str(tmp_path / "x.sqlite"))
+
+
+def test_a_listing_of_an_up_to_date_database_imports_no_alembic(tmp_path: Path) -> None:
+    # The schema version is checked with one query (migrate.ensure_schema); Alembic only migrates.
+    database = tmp_path / "x.sqlite"
+    subprocess.run([sys.executable, "-m", "iracdb", "db", "upgrade", "--db", str(database)], check=True,
+                   capture_output=True)
+    for command in ("runs", "aors"):
+        loaded = loaded_heavy_modules(command, "--db", str(database))
+        assert "sqlalchemy" in loaded and "alembic" not in loaded, (command, loaded)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, inspect, text
@@ -78,6 +79,15 @@ def test_outdated_database_is_never_migrated_silently(engine, newer_migrations) 
     migrate.upgrade(engine)
     assert migrate.current_revision(engine) == "9000_test_next"
     migrate.ensure_schema(engine)
+
+
+def test_the_scripts_head_read_from_their_text_is_alembics(newer_migrations: Path) -> None:
+    """ensure_schema's quick check (no Alembic import) reads the head from the scripts' text: the same as Alembic's,
+    also with a newer script added."""
+    assert migrate.scripts_head() == migrate.head_revision(make_engine("sqlite://")) == "9000_test_next"
+    (newer_migrations / "versions" / "9001_branch.py").write_text('revision = "9001_branch"\ndown_revision = "0001"\n')
+    migrate._scripts_head.cache_clear()
+    assert migrate.scripts_head() is None  # two heads: Alembic decides
 
 
 def test_database_of_a_newer_iracdb_is_refused(engine) -> None:

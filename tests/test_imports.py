@@ -202,3 +202,9 @@ def test_db_imports_nothing_above_it(module: str) -> None:
 def test_leaf_modules_import_nothing_of_iracdb_but_flags_and_errors(module: str) -> None:
     ours = {n for n in direct_imports(module) if _under(n, ("iracdb",))}
     assert ours <= {"iracdb", "iracdb.flags", "iracdb.errors"}, f"{module} imports {sorted(ours)}"
+
+
+def test_no_module_imports_photutils() -> None:
+    """photutils is the tests' reference (the ``test`` extra), not a run-time dependency: no module of the package
+    imports it, at any depth (README, "What iracdb computes itself, and why")."""
+    assert [m for m in sorted(_modules()) if "photutils" in direct_imports(m)] == []

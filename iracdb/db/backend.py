@@ -15,15 +15,18 @@ from __future__ import annotations
 import contextlib
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.engine import URL, Row
 
 from iracdb.db.engine import safe_url
 from iracdb.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from iracdb.db.pgbinary import ColumnArrays
 
 #: Module of each backend, by SQLAlchemy backend name (imported when first asked for).
 _MODULES = {"sqlite": "iracdb.db.sqlite", "postgresql": "iracdb.db.postgresql"}
@@ -50,6 +53,9 @@ class Snapshot:
     """
 
     booleans_as_integers: ClassVar[bool] = False
+    #: :meth:`column_batches` is available: big results of integer, float and boolean columns come as numpy
+    #: arrays, without a Python object per value.
+    streams_columns: ClassVar[bool] = False
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
@@ -98,6 +104,25 @@ class Snapshot:
                 yield rows
         finally:
             cursor.close()
+
+    def column_batches(self, sql: str, kinds: Sequence[str], *, size: int = BATCH_ROWS,
+                       **params: Any) -> Generator[list[ColumnArrays], None, None]:
+        """A big query's rows as columns, ``size`` rows at a time (where :attr:`streams_columns`).
+
+        Parameters
+        ----------
+        sql : str
+            The query; every column it selects is an integer, a float or a boolean.
+        kinds : sequence of {"int", "float", "bool"}
+            The kind of each selected column.
+
+        Yields
+        ------
+        list of (values, valid)
+            Per column, its numpy values (int64, float64 or bool; 0 where NULL) and where they are not NULL
+            (None when none is NULL in the batch).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not stream columns")
 
 
 class Backend(ABC):
@@ -184,6 +209,16 @@ class Backend(ABC):
     @abstractmethod
     def _insert(self, table: Table) -> Any:
         """The dialect's INSERT construct for ``table`` (it has ``on_conflict_do_nothing`` and ``..._do_update``)."""
+
+    def relax_durability(self, conn: Connection) -> None:
+        """Let the transaction of ``conn`` commit without waiting for its log to reach the disk.
+
+        A crash of the machine may then lose the last such transactions, whole (never a part of one), while the
+        database stays consistent: what SQLite in WAL mode with ``synchronous=NORMAL`` (iracdb's setting) does for
+        every transaction, so nothing to do there. A reduction's units use it; the run's final mark does not, and
+        its commit makes every unit before it durable (the log is written in order).
+        """
+        return None
 
     def insert_new(self, conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert those of ``rows`` whose unique keys are not in ``table`` yet; leave the others as they are."""

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
@@ -487,7 +488,7 @@ def _execute_run(
         ).all()
     resolved = json.loads(run["resolved_json"])
     total, done0 = run["n_units"], run["n_units_done"]
-    writer = Writer(engine, run_id, options, resolved)
+    behind = _WriteBehind(Writer(engine, run_id, options, resolved))
     unreadable: list[tuple[str, str]] = []
     done = 0
     if progress:
@@ -499,12 +500,16 @@ def _execute_run(
         with closing(_run_units(engine, pending, options, resolved, execution, _STOP)) as units:
             for unit, results in units:
                 unreadable.extend(item for result in results for item in result.unreadable)
-                writer.write_unit(unit, results)
-                done += 1
+                done += behind.submit(unit, results)
                 if progress:
                     progress(done0 + done, total)
                 _STOP.check()
+        done += behind.wait()
+        if progress:
+            progress(done0 + done, total)
+        _STOP.check()
     except KeyboardInterrupt as exc:
+        done += behind.settle()
         terminated = getattr(exc, "signum", signal.SIGINT) == signal.SIGTERM
         how = "stopped by SIGTERM" if terminated else "interrupted by the user (Ctrl-C)"
         _finish(engine, run_id, "interrupted", how)
@@ -513,15 +518,62 @@ def _execute_run(
             f"{total} AOR units are complete and kept; {resume}"
         ) from None
     except ExecutionError as exc:
+        done += behind.settle()
         _finish(engine, run_id, "failed", str(exc)[:2000])
         raise ExecutionError(
             f"run {run['name']!r} failed: {exc}; {done0 + done} of {total} AOR units are complete and kept; {resume}"
         ) from exc
     except BaseException as exc:
+        behind.settle()
         _finish(engine, run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
         raise
+    finally:
+        behind.close()
     _finish(engine, run_id, "complete", None)
     return _report(engine, run_id, done, unreadable, notes)
+
+
+class _WriteBehind:
+    """Writes each unit in a second thread while the next is measured, one write at a time.
+
+    The database's part of a write (PostgreSQL's server process; SQLite's C code, which releases the GIL) then
+    overlaps the measurement instead of following it. A unit counts as done once its transaction has committed:
+    :meth:`submit` and :meth:`wait` return how many units they saw committed (0 or 1). A write that fails raises
+    in :meth:`submit` or :meth:`wait`; on the way out of a run that failed or was interrupted, :meth:`settle`
+    waits for the write in flight without raising, so no write outlives the run's final mark.
+    """
+
+    def __init__(self, writer: Writer) -> None:
+        self._writer = writer
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-writer")
+        self._pending: Future[None] | None = None
+
+    def submit(self, unit: Unit, results: list[ChunkResult]) -> int:
+        """Start writing ``unit`` once the previous write has committed; the units committed meanwhile."""
+        committed = self.wait()
+        self._pending = self._pool.submit(self._writer.write_unit, unit, results)
+        return committed
+
+    def wait(self) -> int:
+        """Wait for the write in flight (its error raised here); the units it committed."""
+        if self._pending is None:
+            return 0
+        try:
+            self._pending.result()
+        finally:  # kept while waiting: an interrupt meanwhile leaves it for settle()
+            if self._pending.done():
+                self._pending = None
+        return 1
+
+    def settle(self) -> int:
+        """:meth:`wait`, its error swallowed: the run is failing or stopping already."""
+        try:
+            return self.wait()
+        except Exception:  # the run's own error is the one reported
+            return 0
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def _finish(engine: Engine, run_id: int, status: str, message: str | None) -> None:

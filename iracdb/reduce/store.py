@@ -131,6 +131,7 @@ class Writer:
         excluded = int(((flags & int(summary.SUMMARY_EXCLUDED)) != 0).sum())
         outliers = int(((flags & int(Flag.OUTLIER)) != 0).sum())
         with self.engine.begin() as conn:
+            self.backend.relax_durability(conn)  # the run's final mark makes it durable
             input_ids = self._write_inputs(conn, unit)
             science = {e["id"]: input_ids[e["files"][self.options.file_type]["path"]] for e in unit.exposures}
             self._write_rows(conn, unit, columns, science)
