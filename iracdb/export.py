@@ -536,7 +536,7 @@ def _copied_batches(snap: Snapshot, table: _Table, kinds: tuple[str, ...], key: 
     same snapshot and order, past the rows already given.
     """
     paths = None if names is None else names.paths.refusing()
-    copied = None if names is None or paths is None else _Names(names.targets, paths)
+    copied = None if names is None or paths is None else _Names(names.targets, paths, names.apertures)
     given = 0
     while True:
         seen = 0

@@ -82,7 +82,7 @@ def test_the_api_on_the_real_xo3_aor(db_url: str, tmp_path: Path) -> None:
         assert run.images(aorkey=46466816, columns=["used"])["used"].dtype == bool
         frame = images.to_pandas()
         assert frame["flux_mjy"].sum() == pytest.approx(float(np.sum(images["flux_mjy"])))
-        assert int(frame["used"].sum()) == 701
+        assert int(frame["used"].sum()) == 689
 
         # The catalogue of runs, comparisons, SQL, exports and plots.
         assert list(arc.runs()["name"]) == ["xo3"] and arc.run("xo3").status == "complete"
@@ -217,10 +217,10 @@ def test_a_notebook_session_runs_and_the_library_prints_nothing(tmp_path: Path) 
     assert done.stdout == ""  # the library printed nothing; only the session's own line is on stderr
     (line,) = done.stderr.splitlines()
     result = json.loads(line.removeprefix("RESULT "))
-    assert result["unit"] == "mJy" and result["n_used"] == 701 and result["pandas_rows"] == 704
+    assert result["unit"] == "mJy" and result["n_used"] == 689 and result["pandas_rows"] == 704
     assert result["files"] == ["xo3_aor_data.ecsv", "xo3_img_data.ecsv", "xo3_log.txt", "xo3_provenance.json"]
     assert result["figure"] == "xo3.png" and (tmp_path / "xo3.png").stat().st_size > 10_000
-    assert result["counts"] == [["xo3", 701], ["xo3-r2", result["counts"][1][1]]]
+    assert result["counts"] == [["xo3", 689], ["xo3-r2", result["counts"][1][1]]]
     assert -1 < result["diff_pct"] < 0  # the published 2 px aperture correction leaves r2 ~0.3 % lower
     exported = Table.read(tmp_path / "out" / "xo3_aor_data.ecsv")
     assert exported["flux_mjy"][0] == result["flux"] and exported["flux_mjy"].unit == u.mJy

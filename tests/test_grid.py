@@ -80,7 +80,7 @@ def test_the_grid_is_the_product_and_part_of_the_identity() -> None:
     data = json.loads(one.to_json())
     # One aperture: the JSON (and hash) of a run made before grids existed.
     assert (data["radius_px"], data["annulus_in_px"], data["annulus_out_px"], data["centroid"]) == (3.0, 3.0, 7.0,
-                                                                                                     "moment")
+                                                                                                     "box")
     assert "best_by" not in data and "best_bin" not in data
     grid = ReduceOptions(targets=(Target("auto"),), radius_px="2:3:0.5", annulus_in_px=(3, 5),
                          annulus_out_px=(7, 10), centroid="gauss,moment")
@@ -265,7 +265,7 @@ def test_a_grid_run_on_both_backends(grid_engine: Engine) -> None:
     """8 apertures: 8 rows per plane, 8 AOR rows with one best; the aperture (3 px, 3-7 px, moment) has exactly
     the rows and summary of the one-aperture run with those choices."""
     engine = grid_engine
-    reduce(engine, "one", ReduceOptions(targets=(STAR,)))
+    reduce(engine, "one", ReduceOptions(targets=(STAR,), centroid="moment"))
     reduce(engine, "grid", ReduceOptions(targets=(STAR,), **GRID))  # type: ignore[arg-type]
     one, grid = measurements(engine, "one"), measurements(engine, "grid")
     assert len(grid) == 8 * len(one) == 8 * 3 * 64

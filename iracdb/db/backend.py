@@ -142,6 +142,12 @@ class Backend(ABC):
         The database.
     """
 
+    @property
+    def shared_across_threads(self) -> bool:
+        """Whether another thread's connection sees the same database (not so for an in-memory SQLite database,
+        where each thread's connection is a database of its own)."""
+        return bool(self.files(self.engine.url)) or self.name != "sqlite"
+
     name: ClassVar[str]
     has_roles: ClassVar[bool] = False
     alter_in_batches: ClassVar[bool] = False

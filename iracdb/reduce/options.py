@@ -492,8 +492,8 @@ class ReduceOptions:
         for key in ("radius_px", "annulus_in_px", "annulus_out_px"):
             if isinstance(data[key], tuple):
                 data[key] = list(data[key])
-        for key, default in (("best_by", "binned-rms"), ("best_bin", 64), ("keep_first_frame", False)):
-            if data[key] == default:  # runs made before these options existed keep their hash
+        for key, default in (("best_by", "binned-rms"), ("best_bin", 64)):
+            if data[key] == default:  # runs made before the best-aperture choice existed keep their hash
                 del data[key]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
