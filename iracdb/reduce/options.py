@@ -369,7 +369,7 @@ class ReduceOptions:
         ``auto`` (the published value for the mission, channel and aperture, or none recorded as such when there
         is none), ``none``, a number, or ``growth`` (full-array data only: each aperture corrected to the IRAC
         calibration aperture, 10 px radius and 12-20 px annulus, by the median ratio of the two fluxes over the
-        used images of the AOR and target: its own curve of growth; see :mod:`iracdb.reduce.store`).
+        used images of the AOR and target: its own curve of growth; see ``iracdb.reduce.store``).
     reject : str
         Per-AOR outlier rule: ``none``, ``minmax`` or ``sigma:N``.
     subarray : {"planes", "median"}
