@@ -486,11 +486,16 @@ class _WriteBehind:
 
     def __init__(self, writer: Writer) -> None:
         self._writer = writer
+        self._threaded = writer.backend.writes_behind
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-writer")
         self._pending: Future[None] | None = None
 
     def submit(self, unit: Unit, results: list[ChunkResult]) -> int:
-        """Start writing ``unit`` once the previous write has committed; the units committed meanwhile."""
+        """Start writing ``unit`` once the previous write has committed; the units committed meanwhile (written
+        at once, in this thread, where the backend does not write behind)."""
+        if not self._threaded:
+            self._writer.write_unit(unit, results)
+            return 1
         committed = self.wait()
         self._pending = self._pool.submit(self._writer.write_unit, unit, results)
         return committed
