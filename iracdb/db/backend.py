@@ -142,12 +142,6 @@ class Backend(ABC):
         The database.
     """
 
-    @property
-    def shared_across_threads(self) -> bool:
-        """Whether another thread's connection sees the same database (not so for an in-memory SQLite database,
-        where each thread's connection is a database of its own)."""
-        return bool(self.files(self.engine.url)) or self.name != "sqlite"
-
     name: ClassVar[str]
     has_roles: ClassVar[bool] = False
     alter_in_batches: ClassVar[bool] = False
@@ -215,6 +209,11 @@ class Backend(ABC):
     @abstractmethod
     def _insert(self, table: Table) -> Any:
         """The dialect's INSERT construct for ``table`` (it has ``on_conflict_do_nothing`` and ``..._do_update``)."""
+
+    #: A reduction writes each unit in a second thread while the next is measured (PostgreSQL: the server then
+    #: works meanwhile). Not on SQLite: its connections are safest in the thread that opened them, and the gain is
+    #: small there (the write is done in this process either way).
+    writes_behind: ClassVar[bool] = False
 
     def relax_durability(self, conn: Connection) -> None:
         """Let the transaction of ``conn`` commit without waiting for its log to reach the disk.

@@ -184,6 +184,8 @@ class PostgresqlBackend(Backend):
     def _insert(self, table: Table) -> Any:
         return pg_dialect.insert(table)
 
+    writes_behind = True
+
     def relax_durability(self, conn: Connection) -> None:
         # A commit then returns without its WAL flush (~4 ms each on the development machine's disk).
         conn.exec_driver_sql("SET LOCAL synchronous_commit TO off")

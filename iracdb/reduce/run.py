@@ -488,8 +488,7 @@ def _execute_run(
         ).all()
     resolved = json.loads(run["resolved_json"])
     total, done0 = run["n_units"], run["n_units_done"]
-    behind = _WriteBehind(Writer(engine, run_id, options, resolved),
-                          threaded=backend_for(engine).shared_across_threads)
+    behind = _WriteBehind(Writer(engine, run_id, options, resolved))
     unreadable: list[tuple[str, str]] = []
     done = 0
     if progress:
@@ -544,18 +543,19 @@ class _WriteBehind:
     waits for the write in flight without raising, so no write outlives the run's final mark.
     """
 
-    def __init__(self, writer: Writer, *, threaded: bool = True) -> None:
+    def __init__(self, writer: Writer) -> None:
         self._writer = writer
-        # Without a database that a second thread sees (in-memory SQLite), each write happens in place.
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-writer") if threaded else None
+        self._threaded = writer.backend.writes_behind
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-writer")
         self._pending: Future[None] | None = None
 
     def submit(self, unit: Unit, results: list[ChunkResult]) -> int:
-        """Start writing ``unit`` once the previous write has committed; the units committed meanwhile."""
-        committed = self.wait()
-        if self._pool is None:
+        """Start writing ``unit`` once the previous write has committed; the units committed meanwhile (written
+        at once, in this thread, where the backend does not write behind)."""
+        if not self._threaded:
             self._writer.write_unit(unit, results)
-            return committed + 1
+            return 1
+        committed = self.wait()
         self._pending = self._pool.submit(self._writer.write_unit, unit, results)
         return committed
 
@@ -578,8 +578,7 @@ class _WriteBehind:
             return 0
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True)
 
 
 def _finish(engine: Engine, run_id: int, status: str, message: str | None) -> None:
