@@ -371,6 +371,8 @@ class AorSeries:
         The AOR's mean flux and its error [mJy] from ``aor_photometry``; NaN when there is none.
     plane, cube : ndarray of int
         Each image's subarray plane (0 for a full-array frame or a cube median) and its cube (EXPID x 10^6 + DCENUM).
+    aperture : str or None
+        The aperture shown, when the run measured several (its best: ``"4 px, 3-7 px, box"``); None for one.
     """
 
     channel: int
@@ -390,6 +392,7 @@ class AorSeries:
     mean_err_mjy: float
     plane: NDArray[np.int64]
     cube: NDArray[np.int64]
+    aperture: str | None = None
 
     @property
     def has_planes(self) -> bool:
@@ -417,8 +420,10 @@ def _aor_series(engine: Engine, run_name: str, aorkey: int) -> list[AorSeries]:
             f"WHERE run = :run AND aorkey = :aorkey AND {_BEST_IMAGES} "
             "ORDER BY channel, target_index, mjd, expid, dcenum, plane"), params).all()
         summaries = {(int(r.channel), int(r.target_index)): r for r in conn.execute(text(
-            "SELECT channel, target_index, target, object, flux_mjy, flux_err_mjy FROM aor_photometry "
-            "WHERE run = :run AND aorkey = :aorkey AND best"), params)}
+            "SELECT channel, target_index, target, object, flux_mjy, flux_err_mjy, radius_spec, annulus_in_px, "
+            "annulus_out_px, centroid FROM aor_photometry WHERE run = :run AND aorkey = :aorkey AND best"), params)}
+        n_apertures = conn.execute(text("SELECT count(*) FROM run_apertures a JOIN runs r ON r.id = a.run_id "
+                                        "WHERE r.name = :run"), params).scalar_one()
         if not images and not summaries:
             keys = conn.execute(text("SELECT DISTINCT aorkey FROM aor_photometry WHERE run = :run ORDER BY aorkey"),
                                 {"run": run_name}).scalars().all()
@@ -448,8 +453,14 @@ def _aor_series(engine: Engine, run_name: str, aorkey: int) -> list[AorSeries]:
             mean_err_mjy=_float(summary.flux_err_mjy if summary else None),
             plane=np.array([int(r.plane) for r in rows], dtype=np.int64),
             cube=np.array([int(r.expid) * 10**6 + int(r.dcenum) for r in rows], dtype=np.int64),
+            aperture=_aperture_text(summary) if summary is not None and n_apertures > 1 else None,
         ))  # fmt: skip
     return out
+
+
+def _aperture_text(row: Any) -> str:
+    """An AOR row's aperture in words: ``4 px, 3-7 px, box``."""
+    return f"{row.radius_spec} px, {row.annulus_in_px:g}-{row.annulus_out_px:g} px, {row.centroid}"
 
 
 def _draw_light_curve(ax: Axes, s: AorSeries) -> None:
@@ -486,6 +497,8 @@ def _draw_light_curve(ax: Axes, s: AorSeries) -> None:
     ax.set_xlabel(f"time since the first image ({start}) [{unit}]")
     ax.set_ylabel("flux density [mJy]")
     title = f"ch{s.channel} {s.target}: light curve, {_plural(s.flux.size, 'image')}"
+    if s.aperture is not None:
+        title += f"\nbest aperture: {s.aperture}"
     if n_missing and (s.used.any() or s.flagged.any() or s.outlier.any()):  # in the title, where it covers no point
         title += f"\n{n_missing} without a flux, not shown ({flag_reasons(s.flags[missing])})"
     ax.set_title(title, fontsize=10, parse_math=False)

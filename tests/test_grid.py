@@ -505,3 +505,14 @@ def test_plot_grid(grid_engine: Engine, tmp_path: Path) -> None:
     assert len(plane_ax.lines) >= 1 and rms_ax.get_xscale() == "log"
     out = plots.plot_grid(engine, "grid", tmp_path / "g.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_annulus_inside_the_aperture_is_noted(grid_engine: Engine) -> None:
+    """Measured as asked, but the run says which apertures have a background annulus starting inside them."""
+    report = reduce(grid_engine, "inside", ReduceOptions(targets=(STAR,), radius_px="2,4", annulus_in_px=3.0,
+                                                         annulus_out_px=7.0))
+    assert report.status == "complete"
+    (note,) = [n for n in report.notes if "inside the aperture" in n]
+    assert note.startswith("1 aperture(s)") and "4 px in 3-7 px" in note and "2 px" not in note
+    default = reduce(grid_engine, "standard", ReduceOptions(targets=(STAR,)))  # 3 px in 3-7 px: the IRAC standard
+    assert not [n for n in default.notes if "inside the aperture" in n]

@@ -289,7 +289,19 @@ def _plan_units(conn: Connection, options: ReduceOptions) -> tuple[list[_UnitPla
         raise BadOption(f"nothing to reduce: no {options.file_type} images with a target in {chosen}"
                         + (f" ({'; '.join(notes)})" if notes else ""))
     _check_apertures(options, units)
+    notes += _overlap_notes(options)
     return units, notes
+
+
+def _overlap_notes(options: ReduceOptions) -> list[str]:
+    """A note for the apertures whose background annulus starts inside the aperture (its background then holds the
+    star's own light): measured as asked, but rarely what was meant in a grid."""
+    inside = [a for a in options.apertures() if a.radius_px is not None and a.annulus_in_px < a.radius_px]
+    if not inside:
+        return []
+    shown = ", ".join(f"{a.radius_spec} px in {a.annulus_in_px:g}-{a.annulus_out_px:g} px" for a in inside[:5])
+    return [f"{len(inside)} aperture(s) have a background annulus that starts inside the aperture, so their "
+            f"background includes the star's light ({shown}{' ...' if len(inside) > 5 else ''})"]
 
 
 def _max_aperture_px(naxis1: int, naxis2: int) -> float:
