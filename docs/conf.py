@@ -55,8 +55,8 @@ html_theme_options = {
 }
 # The section navigation on the left only where a section has pages (the library reference); the other pages are
 # one page each and use the full width for their tables.
-TOP_LEVEL_PAGES = ["index", "getting-started", "cli-walkthrough", "tutorial", "time-series", "team", "cli", "api", "schema",
-                   "corrections"]
+TOP_LEVEL_PAGES = ["index", "getting-started", "cli-walkthrough", "tutorial", "time-series", "team", "cli", "api",
+                   "schema", "corrections"]
 html_sidebars = {page: [] for page in TOP_LEVEL_PAGES}
 # No MathJax (it would be fetched from a CDN by the reader's browser): formulas are written as code, so that the
 # pages read the same offline.
