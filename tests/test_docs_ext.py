@@ -49,7 +49,7 @@ def test_reduce_options_carry_their_choices_and_defaults() -> None:
     for method, meaning in choices.CENTROID_METHODS.items():
         assert method in centroid.name and meaning in centroid.help
     radius = next(p for p in reduce.params if p.name.startswith("--radius"))
-    assert "[default: 3.0]" in radius.help
+    assert "[default: 3]" in radius.help
 
 
 @pytest.mark.parametrize(("kind", "registry"), [("image", IMAGE_COLUMNS), ("aor", AOR_COLUMNS)])
