@@ -77,7 +77,7 @@ def test_bad_options_are_one_line_with_exit_2(catalogued: str, tmp_path: Path) -
         ((*base, "--auto", "--channel", "7"), "--channel must be 1, 2, 3 or 4"),
         ((*base, "--auto", "--aperture-correction", "-1"),
          "--aperture-correction must be auto, none, growth or a positive"),
-        ((*base, "--auto", "--centroid", "moment,peak"), "--centroid must be moment or gauss or a list of them"),
+        ((*base, "--auto", "--centroid", "moment,peak"), "--centroid must be box, moment or gauss or a list of them"),
         ((*base, "--auto", "--radius", "4:2:0.5"), "--radius range '4:2:0.5'"),
         ((*base, "--auto", "--best-by", "smallest"), "smallest"),
         ((*base, "--auto", "--bin", "0"), "--bin must be a positive whole number"),
