@@ -8,6 +8,7 @@ order of magnitude faster than building an ``astropy.io.fits.Header``. Every pro
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import struct
 from collections.abc import Callable
@@ -151,12 +152,13 @@ def split_header(data: bytes | bytearray, keywords: frozenset[str] | None = None
 _CARD = re.compile(f".{{{CARD_BYTES}}}", re.DOTALL)
 #: A card's keyword and value indicator (its first 10 bytes), the rest skipped.
 _CARD_START = struct.Struct("10s70x")
+_FIRST = operator.itemgetter(0)
 
 
 def _index_of(keywords: frozenset[str], header: bytes | bytearray, n_cards: int) -> dict[str, int]:
     """keyword -> index of its first ``KEYWORD = value`` card, for those of ``keywords`` in ``header`` (the header's
     cards, END excluded)."""
-    starts = [start for (start,) in _CARD_START.iter_unpack(header)]
+    starts = list(map(_FIRST, _CARD_START.iter_unpack(header)))
     # Built in C, reversed so that each keyword's first card wins.
     first = dict(zip(reversed(starts), range(n_cards - 1, -1, -1), strict=True))
     index = {}
