@@ -31,7 +31,32 @@ def test_values_match_astropy(path: Path) -> None:
             assert value == expected, keyword
     restricted = split_header(path.read_bytes(), INGEST_KEYWORDS)
     assert set(restricted.index) <= INGEST_KEYWORDS
+    assert restricted.index == {key: i for key, i in ours.index.items() if key in INGEST_KEYWORDS}
+    assert restricted.cards == ours.cards
     assert restricted.get("AORKEY", int) == theirs["AORKEY"]
+
+
+def test_restricted_index_takes_each_keywords_first_valued_card() -> None:
+    cards = [
+        "SIMPLE  =                    T",
+        "OBJECT    no value indicator: commentary text, not a value",
+        "AORKEY  =             46466816 / the first AORKEY",
+        "OBJECT  = 'target'",
+        "AORKEY  =                    1 / a repeated keyword: the first one counts",
+        "EXPID   =                    7",
+        "NOTWANTED=                   3",
+        "END",
+    ]
+    data = "".join(card.ljust(80) for card in cards).encode("ascii")
+    data += b" " * (2880 - len(data))
+    full = split_header(data)
+    restricted = split_header(data, frozenset({"AORKEY", "OBJECT", "EXPID", "DCENUM"}))
+    assert restricted.index == {"OBJECT": 3, "AORKEY": 2, "EXPID": 5}
+    assert {key: full.index[key] for key in restricted.index} == restricted.index
+    assert restricted.get("AORKEY", int) == 46466816
+    assert restricted.get("OBJECT") == "target"
+    assert restricted.get("DCENUM", int) is None
+    assert restricted.cards == full.cards and len(full.cards) == 7
 
 
 @pytest.mark.parametrize(

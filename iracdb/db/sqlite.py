@@ -208,6 +208,13 @@ def _require_file(url: URL) -> None:
         )
 
 
+#: Pages the write-ahead log may hold before a commit copies it into the database (SQLite's default: 1000, 4 MB).
+#: A batch of ingested files (their header texts) is ~5 MB, so with the default every commit checkpointed, and
+#: syncs; 10000 pages (~40 MB of log) checkpoint every ~1500 files instead, 10 % of the ingest time. The log is
+#: still copied in and removed when the last connection closes.
+WAL_AUTOCHECKPOINT_PAGES = 10000
+
+
 def _configure(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (see _begin_immediate).
     dbapi_connection.isolation_level = None
@@ -215,6 +222,7 @@ def _configure(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     cursor.close()
 
 
