@@ -3,8 +3,10 @@ transaction; rows in bulk through the database's backend (binary COPY on Postgre
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -217,9 +219,24 @@ class Writer:
         }
         for name in ROW_COLUMNS:
             values[name] = _column_values(columns[name], integer=name in _INT_COLUMNS)
-        rows = list(zip(*(values[name] for name in _MEASUREMENT_COLUMNS), strict=True))
-        # Binary COPY on PostgreSQL (~6x faster than text COPY), executemany on SQLite.
-        self.backend.bulk_insert(conn, Measurement.__table__, _MEASUREMENT_COLUMNS, rows)
+        with _collector_paused():
+            rows = list(zip(*(values[name] for name in _MEASUREMENT_COLUMNS), strict=True))
+            # Binary COPY on PostgreSQL (~6x faster than text COPY), executemany on SQLite.
+            self.backend.bulk_insert(conn, Measurement.__table__, _MEASUREMENT_COLUMNS, rows)
+            del rows
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused (if it ran): a unit's rows are hundreds of thousands of tuples,
+    none in a cycle, and each few hundred of them made would otherwise start a collection that walks them all."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _null_if_nan(value: float) -> float | None:
