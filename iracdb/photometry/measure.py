@@ -559,7 +559,7 @@ def _measure(
     located: dict[str, _Located] = {}
     backgrounds: dict[tuple[str, float, float], tuple[Background, Nearest]] = {}
     cuts: dict[str, _ApertureCut] = {}
-    sums: dict[tuple[str, float, tuple[float, float] | None], tuple[ApertureSum, NDArray | None]] = {}
+    sums: dict[tuple[str, float, tuple[float, float] | None], _ApertureParts] = {}
     largest = {c: max(g.ap_half for p, g in zip(apertures, geometries, strict=True) if p.centroid == c)
                for c in {p.centroid for p in apertures}}
     results = []
@@ -579,8 +579,9 @@ def _measure(
         radius = _radius(params, loc)
         size = (params.centroid, params.radius_px, params.radius_beta)
         if size not in sums:  # the same for every annulus
-            sums[size] = _aperture_at(cuts[params.centroid], geometry.ap_half, loc.x, loc.y, radius)
-        results.append(_photometry(sums[size], radius, batch, info, params, loc, bkg, in_fov, apc, pixel_sr))
+            sums[size] = _aperture_parts(
+                _aperture_at(cuts[params.centroid], geometry.ap_half, loc.x, loc.y, radius), radius, batch, info, loc)
+        results.append(_photometry(sums[size], batch, info, params, loc, bkg, in_fov, apc, pixel_sr))
     return results
 
 
@@ -619,20 +620,39 @@ def _radius(params: PhotometryParams, loc: _Located) -> float | NDArray[np.float
     return np.where(radius > 0, np.minimum(radius, params.radius_px), np.nan)
 
 
+@dataclass(frozen=True)
+class _ApertureParts:
+    """What one aperture size gives every annulus measured with it (computed once per size, not per aperture)."""
+
+    sum: ApertureSum
+    bits: NDArray[np.int64]  # the flag bits of the aperture alone (:func:`_aperture_bits`)
+    variance: NDArray[np.float64]  # see :func:`_raw_variance`
+    error_model: str
+
+
+def _aperture_parts(aperture: tuple[ApertureSum, NDArray | None], radius: float | NDArray[np.float64],
+                    batch: _Batch, info: ImageInfo, loc: _Located) -> _ApertureParts:
+    """An aperture size's sum (and mask window), its flag bits and its variance, shared by its annuli."""
+    _, ny, nx = batch.stack.shape
+    ap, ap_mask = aperture
+    variance, error_model = _raw_variance(ap, info, has_uncertainty=batch.uncertainty is not None)
+    return _ApertureParts(ap, _aperture_bits(ap, ap_mask, loc.x, loc.y, nx, ny, radius), variance, error_model)
+
+
 def _photometry(
-    aperture: tuple[ApertureSum, NDArray | None], radius: float | NDArray[np.float64], batch: _Batch,
-    info: ImageInfo, params: PhotometryParams, loc: _Located, bkg: Background, in_fov: NDArray[np.bool_],
-    apc: float | None, pixel_sr: float,
+    parts: _ApertureParts, batch: _Batch, info: ImageInfo, params: PhotometryParams, loc: _Located,
+    bkg: Background, in_fov: NDArray[np.bool_], apc: float | None, pixel_sr: float,
 ) -> Photometry:
-    """One aperture's results from the centre used, its aperture sum (and mask window) and its background."""
+    """One aperture's results from the centre used, its aperture size's parts and its background."""
     n, ny, nx = batch.stack.shape
     x, y = loc.x, loc.y
-    ap, ap_mask = aperture
-    raw_var, error_model = _raw_variance(ap, bkg, info, has_uncertainty=batch.uncertainty is not None)
+    ap, error_model = parts.sum, parts.error_model
+    # The "background" error model's variance is the annulus scatter times the summed squared weights.
+    raw_var = parts.variance * bkg.std**2 if error_model == "background" else parts.variance
     net = ap.sum - ap.area * bkg.level
     net_var = raw_var + (ap.area * bkg.error) ** 2
 
-    bits = _quality_bits(ap, ap_mask, bkg, x, y, nx, ny, params, radius)
+    bits = parts.bits | _annulus_bits(bkg, x, y, nx, ny, params)
     factor = loc.factor
     bits |= _correction_bits(info, params, apc)
     apc_value = 1.0 if apc is None else apc
@@ -789,11 +809,11 @@ def _aperture_at(
     return aperture_in_windows(window, part(cut.unc), x - window.x0, y - window.y0, radius), part(cut.mask)
 
 
-def _raw_variance(
-    ap: ApertureSum, bkg: Background, info: ImageInfo, *, has_uncertainty: bool
-) -> tuple[NDArray[np.float64], str]:
+def _raw_variance(ap: ApertureSum, info: ImageInfo, *, has_uncertainty: bool) -> tuple[NDArray[np.float64], str]:
     """Variance of the aperture sum ((MJy/sr x px)²) and the error model that gave it: the uncertainty companion;
-    else Poisson and read noise from the header (GAIN, RONOISE, EXPTIME, FLUXCONV); else the annulus scatter."""
+    else Poisson and read noise from the header (GAIN, RONOISE, EXPTIME, FLUXCONV); else the annulus scatter, for
+    which this returns the sum of the squared weights of the good pixels (px²) that the annulus variance
+    (``Background.std**2``, (MJy/sr)²) multiplies."""
     if has_uncertainty:
         return ap.variance, "uncertainty"
     weights2 = np.where(np.isfinite(ap.window.values), ap.weights**2, 0.0)
@@ -804,7 +824,7 @@ def _raw_variance(
         values = np.where(np.isfinite(ap.window.values), ap.window.values, 0.0)
         pixel_var = (np.maximum(values, 0.0) * e_per_unit + ronoise**2) / e_per_unit**2
         return np.sum(weights2 * pixel_var, axis=(1, 2)) * np.where(np.isfinite(ap.sum), 1.0, np.nan), "gain"
-    return np.sum(weights2, axis=(1, 2)) * bkg.std**2, "background"
+    return np.sum(weights2, axis=(1, 2)), "background"
 
 
 def _off_edge(x: NDArray[np.float64], y: NDArray[np.float64], radius: float | NDArray[np.float64], nx: int, ny: int
@@ -813,18 +833,24 @@ def _off_edge(x: NDArray[np.float64], y: NDArray[np.float64], radius: float | ND
     return (x - radius < -0.5) | (x + radius > nx - 0.5) | (y - radius < -0.5) | (y + radius > ny - 0.5)
 
 
-def _quality_bits(
-    ap: ApertureSum, ap_mask: NDArray | None, bkg: Background, x: NDArray[np.float64], y: NDArray[np.float64],
-    nx: int, ny: int, params: PhotometryParams, radius: float | NDArray[np.float64],
+def _aperture_bits(
+    ap: ApertureSum, ap_mask: NDArray | None, x: NDArray[np.float64], y: NDArray[np.float64], nx: int, ny: int,
+    radius: float | NDArray[np.float64],
 ) -> NDArray[np.int64]:
-    """The flag bits of the aperture and the annulus around the centre used ``(x, y)``."""
+    """The flag bits of the aperture (of ``radius`` px) around the centre used ``(x, y)``."""
     bits = (ap.n_bad > 0) * _BIT["MASKED_IN_APERTURE"]
     if ap_mask is not None:
         saturated = (ap_mask & SATURATION_BITS) != 0
         hit = (saturated & (ap.weights > 0) & ~ap.window.outside).any(axis=(1, 2))
         bits |= hit * _BIT["SATURATED"]
     bits |= _off_edge(x, y, radius, nx, ny) * _BIT["APERTURE_OFF_EDGE"]
-    bits |= _off_edge(x, y, params.annulus_out_px, nx, ny) * _BIT["ANNULUS_OFF_EDGE"]
+    return bits
+
+
+def _annulus_bits(bkg: Background, x: NDArray[np.float64], y: NDArray[np.float64], nx: int, ny: int,
+                  params: PhotometryParams) -> NDArray[np.int64]:
+    """The flag bits of the annulus of ``params`` around the centre used ``(x, y)``."""
+    bits = _off_edge(x, y, params.annulus_out_px, nx, ny) * _BIT["ANNULUS_OFF_EDGE"]
     r_in, r_out = params.annulus_in_px, params.annulus_out_px
     few = bkg.npix < params.min_background_fraction * np.pi * (r_out**2 - r_in**2)
     bits |= few * _BIT["FEW_BACKGROUND_PIXELS"]

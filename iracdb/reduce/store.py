@@ -3,8 +3,10 @@ transaction; rows in bulk through the database's backend (binary COPY on Postgre
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -157,17 +159,20 @@ class Writer:
         mission = facts["mission"]
         choice = self.resolved["per_mission_channel"].get(f"{mission}:ch{unit.channel}", {"correction": "none"})
         apertures = self.options.apertures()
+        groups = _row_groups(columns["target_index"], columns["aperture_id"])
+        empty = np.zeros(0, dtype=np.int64)
+        finite_flux = np.isfinite(columns["flux_mjy"])
         rows = []
         for target_index, _target in unit.targets:
             target_rows = []
             for aperture in apertures:
-                mine = (columns["target_index"] == target_index) & (columns["aperture_id"] == aperture.aperture_id)
+                mine = groups.get((target_index, aperture.aperture_id), empty)  # row numbers, ascending
                 stats = summary.summarize(
                     columns["flux_mjy"][mine], columns["flux_err_mjy"][mine], columns["mjd"][mine],
                     columns["bmjd"][mine], flags[mine], self.rule,
                 )
                 flags[mine] = summary.with_outlier_flags(flags[mine], stats.outlier)
-                used = mine & ((flags & int(NOT_USED)) == 0) & np.isfinite(columns["flux_mjy"])
+                used = mine[((flags[mine] & int(NOT_USED)) == 0) & finite_flux[mine]]
                 run_values = {**choice, "aperture_correction": growth.get((target_index, aperture.aperture_id))
                               if growth else aperture_corrections(self.resolved, aperture.aperture_id, mission,
                                                                   unit.channel)}
@@ -217,9 +222,39 @@ class Writer:
         }
         for name in ROW_COLUMNS:
             values[name] = _column_values(columns[name], integer=name in _INT_COLUMNS)
-        rows = list(zip(*(values[name] for name in _MEASUREMENT_COLUMNS), strict=True))
-        # Binary COPY on PostgreSQL (~6x faster than text COPY), executemany on SQLite.
-        self.backend.bulk_insert(conn, Measurement.__table__, _MEASUREMENT_COLUMNS, rows)
+        with _collector_paused():
+            rows = list(zip(*(values[name] for name in _MEASUREMENT_COLUMNS), strict=True))
+            # Binary COPY on PostgreSQL (~6x faster than text COPY), executemany on SQLite.
+            self.backend.bulk_insert(conn, Measurement.__table__, _MEASUREMENT_COLUMNS, rows)
+            del rows
+
+
+def _row_groups(target_index: np.ndarray, aperture_id: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+    """The row numbers (ascending) of each (target index, aperture id) among a unit's rows, found in one sort."""
+    keyed = np.flatnonzero(np.isfinite(target_index) & np.isfinite(aperture_id))  # (a row without a key: none)
+    if keyed.size == 0:
+        return {}
+    targets = target_index[keyed].astype(np.int64)
+    ids = aperture_id[keyed].astype(np.int64)
+    by_key = np.lexsort((ids, targets))  # stable: ascending row numbers within a group
+    order = keyed[by_key]
+    keys = np.stack([targets[by_key], ids[by_key]], axis=1)
+    starts = np.flatnonzero(np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)])
+    ends = np.r_[starts[1:], len(order)]
+    return {(int(keys[a, 0]), int(keys[a, 1])): order[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)}
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused (if it ran): a unit's rows are hundreds of thousands of tuples,
+    none in a cycle, and each few hundred of them made would otherwise start a collection that walks them all."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _null_if_nan(value: float) -> float | None:

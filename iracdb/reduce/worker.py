@@ -192,10 +192,12 @@ def _measure_group(
             first = np.where(plane == 0, int(Flag.FIRST_FRAME), 0)
             for columns in per_aperture:
                 columns["flags"] = columns["flags"] | first
+        # Each exposure's rows, aperture after aperture, taken at once from the apertures' columns end to end.
+        joined = {name: np.concatenate([columns[name] for columns in per_aperture]) for name in per_aperture[0]}
+        aperture_offsets = np.arange(len(per_aperture))[:, None] * n
         for i, item in enumerate(items):
-            rows = slice(starts[i], starts[i + 1])
-            for columns in per_aperture:
-                yield item.work.exposure_id, {name: values[rows] for name, values in columns.items()}
+            rows = (aperture_offsets + np.arange(starts[i], starts[i + 1])[None, :]).ravel()
+            yield item.work.exposure_id, {name: values[rows] for name, values in joined.items()}
 
 
 def _stack(
