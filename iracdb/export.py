@@ -46,7 +46,6 @@ The database URL is only ever shown with its password masked (:func:`iracdb.db.e
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -64,7 +63,7 @@ from iracdb import __version__
 from iracdb.choices import EXPORT_FORMATS
 from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS, Column
 from iracdb.db import views
-from iracdb.db.backend import BATCH_ROWS, Snapshot, backend_for, database_files
+from iracdb.db.backend import BATCH_ROWS, Snapshot, backend_for, collector_paused, database_files
 from iracdb.db.engine import mask_secrets, safe_url
 from iracdb.db.pgbinary import ColumnArrays
 from iracdb.db.queries import get_run
@@ -498,22 +497,6 @@ class _FlagCounts:
                 entry[member.name.lower()] = entry.get(member.name.lower(), 0) + int(per_key[index])
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off meanwhile (as it was before, after).
-
-    Fetching creates millions of row tuples, each a new container the collector counts, and it runs through all
-    of them again and again to find no cycle at all: some 6 % of an export's time. Pausing it changes no result.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _batches(snap: Snapshot, table: _Table, run: dict[str, Any], names: _Names | None,
              best_only: bool = False) -> Generator[pa.RecordBatch, None, None]:
     """The table's rows of ``run`` as record batches: streamed as numpy columns where the database can
@@ -563,7 +546,7 @@ def _write_table(snap: Snapshot, table: _Table, run: dict[str, Any], writer: Tab
     """
     n = 0
     pending: deque[Future[None]] = deque()
-    with _gc_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-export") as pool:
+    with collector_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-export") as pool:
         try:
             names = _Names.of_run(snap, run["id"]) if table.base else None
             # Closed before the snapshot is.

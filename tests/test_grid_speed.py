@@ -8,7 +8,8 @@ import gc
 
 import numpy as np
 
-from iracdb.reduce.store import _collector_paused, _row_groups
+from iracdb.db.backend import collector_paused
+from iracdb.reduce.store import _row_groups
 
 
 def _unit_keys(n_exposures: int, n_targets: int, n_apertures: int, n_planes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -43,11 +44,11 @@ def test_collector_paused_restores_its_state() -> None:
     was = gc.isenabled()
     try:
         gc.enable()
-        with _collector_paused():
+        with collector_paused():
             assert not gc.isenabled()
         assert gc.isenabled()
         gc.disable()
-        with _collector_paused():
+        with collector_paused():
             assert not gc.isenabled()
         assert not gc.isenabled()
     finally:

@@ -3,10 +3,8 @@ transaction; rows in bulk through the database's backend (binary COPY on Postgre
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +14,7 @@ from sqlalchemy import Connection, Engine, insert, update
 
 from iracdb import best, summary
 from iracdb.columns import AOR_COLUMNS
-from iracdb.db.backend import backend_for
+from iracdb.db.backend import backend_for, collector_paused
 from iracdb.db.models import AorSummary, Measurement, Run, RunInput, RunUnit
 from iracdb.flags import NOT_USED, SUMMARY_EXCLUDED, Flag
 from iracdb.reduce.options import ReduceOptions, Target, parse_centroids
@@ -222,7 +220,7 @@ class Writer:
         }
         for name in ROW_COLUMNS:
             values[name] = _column_values(columns[name], integer=name in _INT_COLUMNS)
-        with _collector_paused():
+        with collector_paused():
             rows = list(zip(*(values[name] for name in _MEASUREMENT_COLUMNS), strict=True))
             # Binary COPY on PostgreSQL (~6x faster than text COPY), executemany on SQLite.
             self.backend.bulk_insert(conn, Measurement.__table__, _MEASUREMENT_COLUMNS, rows)
@@ -242,19 +240,6 @@ def _row_groups(target_index: np.ndarray, aperture_id: np.ndarray) -> dict[tuple
     starts = np.flatnonzero(np.r_[True, (keys[1:] != keys[:-1]).any(axis=1)])
     ends = np.r_[starts[1:], len(order)]
     return {(int(keys[a, 0]), int(keys[a, 1])): order[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)}
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector paused (if it ran): a unit's rows are hundreds of thousands of tuples,
-    none in a cycle, and each few hundred of them made would otherwise start a collection that walks them all."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _null_if_nan(value: float) -> float | None:
