@@ -89,8 +89,6 @@ SCATTER_POINTS = 20_000
 BATCH_ROWS = 50_000
 
 _USED_COLOUR, _OUTLIER_COLOUR, _FLAGGED_COLOUR = "C0", "red", "0.45"
-#: The overview and AOR figures show each AOR's best aperture (a run's grid may hold several; one aperture: it).
-_BEST_IMAGES = BEST_IMAGES
 _BEFORE_COLOUR, _AFTER_COLOUR = "C1", "C0"
 
 
@@ -417,7 +415,7 @@ def _aor_series(engine: Engine, run_name: str, aorkey: int) -> list[AorSeries]:
         images = conn.execute(text(
             "SELECT channel, target_index, target, mjd, xc_full, yc_full, flux_mjy, flux_err_mjy, correction, "
             "flags, used, flag_outlier, plane, expid, dcenum FROM image_photometry "
-            f"WHERE run = :run AND aorkey = :aorkey AND {_BEST_IMAGES} "
+            f"WHERE run = :run AND aorkey = :aorkey AND {BEST_IMAGES} "
             "ORDER BY channel, target_index, mjd, expid, dcenum, plane"), params).all()
         summaries = {(int(r.channel), int(r.target_index)): r for r in conn.execute(text(
             "SELECT channel, target_index, target, object, flux_mjy, flux_err_mjy, radius_spec, annulus_in_px, "
@@ -587,7 +585,7 @@ def _empty_aor_flags(engine: Engine, run_name: str) -> dict[tuple[int, int, int]
     """Per (AORKEY, channel, target_index) of the run: the distinct quality bits of its images not used, and how
     many images carry each (a grouped count, so small whatever the run's size)."""
     query = text("SELECT aorkey, channel, target_index, flags, COUNT(*) AS n FROM image_photometry "
-                 f"WHERE run = :run AND NOT used AND {_BEST_IMAGES} GROUP BY aorkey, channel, target_index, flags")
+                 f"WHERE run = :run AND NOT used AND {BEST_IMAGES} GROUP BY aorkey, channel, target_index, flags")
     out: dict[tuple[int, int, int], tuple[list[int], list[int]]] = {}
     with engine.connect() as conn:
         for row in conn.execute(query, {"run": run_name}):
@@ -654,7 +652,7 @@ def _run_phase_sample(engine: Engine, run_name: str, *, batch_rows: int = BATCH_
     reservoirs: dict[int, Reservoir] = {}
     query = text(
         "SELECT aorkey, channel, target_index, xc_full, yc_full, flux_mjy, correction FROM image_photometry "
-        f"WHERE run = :run AND used AND {_BEST_IMAGES} ORDER BY aorkey, channel, target_index")
+        f"WHERE run = :run AND used AND {BEST_IMAGES} ORDER BY aorkey, channel, target_index")
     pending = np.empty((0, 7))
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(query, {"run": run_name})
@@ -979,6 +977,6 @@ def _draw_plane_profile(ax: Axes, images: dict[str, NDArray[Any]]) -> None:
         _note(ax, "not subarray data (one plane per image)")
         ax.set_title("best aperture: flux vs plane in the cube", fontsize=10)
         return
-    cube = images["expid"] * 100_000 + images["dcenum"]
+    cube = images["expid"] * 10**6 + images["dcenum"]  # as AorSeries.cube
     draw_plane_profile(ax, plane_profile(images["plane"], cube, images["flux_mjy"], images["flags"]),
                        "best aperture: flux vs plane in the cube")

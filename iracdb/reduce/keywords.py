@@ -121,7 +121,7 @@ def reduce_settings(
         annulus_out_px=_annuli(annulus)[1], centroid=_centroids(centroid), background=str(background),
         corrections=str(corrections), aperture_correction=str(aperture_correction), reject=str(reject),
         subarray=str(subarray), keep_first_frame=bool(keep_first_frame),
-        best_by=str(best_by), best_bin=_whole(best_bin),
+        best_by=str(best_by), best_bin=int(best_bin) if isinstance(best_bin, np.integer) else best_bin,
     )
     execution = Execution(workers=default_workers() if workers is None else int(workers), scheduler=scheduler,
                           resume=bool(resume), command_line=command_line)
@@ -306,12 +306,6 @@ def _centroids(centroid: Any) -> str:
     if isinstance(centroid, str):
         return centroid
     return ",".join(str(item) for item in centroid)
-
-
-def _whole(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise BadOption(f"--bin must be a positive whole number of images, not {value!r}")
-    return int(value)
 
 
 __all__ = ["check_keywords", "reduce_keywords", "reduce_settings", "targets_from"]
