@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from sqlalchemy import Engine, text
 
 from iracdb.db.backend import database_files
-from iracdb.db.queries import annuli_text, get_run, radii_text, run_summary
+from iracdb.db.queries import annuli_text, aperture_count, get_run, radii_text, run_summary
 from iracdb.db.views import BEST_IMAGES
 from iracdb.errors import BadOption, NoSuchAor
 from iracdb.outputs import (
@@ -411,6 +411,7 @@ def _aor_series(engine: Engine, run_name: str, aorkey: int) -> list[AorSeries]:
     Raises :class:`~iracdb.errors.NoSuchAor` when the run holds no row for the AOR.
     """
     params = {"run": run_name, "aorkey": aorkey}
+    n_apertures = aperture_count(engine, run_name)
     with engine.connect() as conn:
         images = conn.execute(text(
             "SELECT channel, target_index, target, mjd, xc_full, yc_full, flux_mjy, flux_err_mjy, correction, "
@@ -420,8 +421,6 @@ def _aor_series(engine: Engine, run_name: str, aorkey: int) -> list[AorSeries]:
         summaries = {(int(r.channel), int(r.target_index)): r for r in conn.execute(text(
             "SELECT channel, target_index, target, object, flux_mjy, flux_err_mjy, radius_spec, annulus_in_px, "
             "annulus_out_px, centroid FROM aor_photometry WHERE run = :run AND aorkey = :aorkey AND best"), params)}
-        n_apertures = conn.execute(text("SELECT count(*) FROM run_apertures a JOIN runs r ON r.id = a.run_id "
-                                        "WHERE r.name = :run"), params).scalar_one()
         if not images and not summaries:
             keys = conn.execute(text("SELECT DISTINCT aorkey FROM aor_photometry WHERE run = :run ORDER BY aorkey"),
                                 {"run": run_name}).scalars().all()

@@ -516,3 +516,17 @@ def test_an_annulus_inside_the_aperture_is_noted(grid_engine: Engine) -> None:
     assert note.startswith("1 aperture(s)") and "4 px in 3-7 px" in note and "2 px" not in note
     default = reduce(grid_engine, "standard", ReduceOptions(targets=(STAR,)))  # 3 px in 3-7 px: the IRAC standard
     assert not [n for n in default.notes if "inside the aperture" in n]
+
+
+def test_the_terminal_summary_of_a_grid_says_which_aperture_each_row_is(grid_engine: Engine) -> None:
+    from iracdb.cli.app import SUMMARY_TABLE_COLUMNS, summary_table_columns
+    from iracdb.db.queries import aperture_count
+
+    reduce(grid_engine, "grid", ReduceOptions(targets=(STAR,), **GRID))  # type: ignore[arg-type]
+    reduce(grid_engine, "one", ReduceOptions(targets=(STAR,)))
+    assert aperture_count(grid_engine, "grid") == 8 and aperture_count(grid_engine, "one") == 1
+    assert summary_table_columns(1) == SUMMARY_TABLE_COLUMNS
+    grid = summary_table_columns(8)
+    flux = grid.index("flux_mjy")
+    assert grid[flux + 1:flux + 7] == ("radius_spec", "annulus_in_px", "annulus_out_px", "centroid", "best", "score")
+    assert [c for c in grid if c in SUMMARY_TABLE_COLUMNS] == list(SUMMARY_TABLE_COLUMNS)

@@ -310,3 +310,14 @@ def _metavar(choices: dict[str, str]) -> str:
 
 #: Table columns of `iracdb summary` (csv and json give every column of the aor_photometry view).
 SUMMARY_TABLE_COLUMNS = tuple(c.name for c in sorted((c for c in AOR_COLUMNS if c.terminal), key=lambda c: c.terminal))
+#: What tells the rows of a run's aperture grid apart, shown after the flux when a run has more than one aperture.
+GRID_TABLE_COLUMNS = ("radius_spec", "annulus_in_px", "annulus_out_px", "centroid", "best", "score")
+
+
+def summary_table_columns(n_apertures: int) -> tuple[str, ...]:
+    """:data:`SUMMARY_TABLE_COLUMNS`, with the aperture's columns after the flux for a run of ``n_apertures`` > 1
+    (otherwise a grid's rows, or its best ones, would not say which aperture they are)."""
+    if n_apertures <= 1:
+        return SUMMARY_TABLE_COLUMNS
+    at = SUMMARY_TABLE_COLUMNS.index("flux_mjy") + 1
+    return (*SUMMARY_TABLE_COLUMNS[:at], *GRID_TABLE_COLUMNS, *SUMMARY_TABLE_COLUMNS[at:])

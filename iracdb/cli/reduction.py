@@ -19,7 +19,6 @@ from iracdb.choices import (
     SUBARRAY_MODES,
 )
 from iracdb.cli.app import (
-    SUMMARY_TABLE_COLUMNS,
     ChannelOption,
     DbOption,
     OutputFormat,
@@ -32,6 +31,7 @@ from iracdb.cli.app import (
     app,
     stderr,
     stdout,
+    summary_table_columns,
 )
 from iracdb.config import default_workers
 
@@ -208,7 +208,8 @@ def reduce(
         if report.already_complete:
             stdout.print(f"run {report.name!r} is already complete (same parameters); nothing to do", markup=False)
         rows = queries.run_summary(engine, report.name, best_only=True)
-        _print_rows(rows, SUMMARY_TABLE_COLUMNS, OutputFormat.table, title=f"run {report.name}: per-AOR summary",
+        shown = summary_table_columns(queries.aperture_count(engine, report.name))
+        _print_rows(rows, shown, OutputFormat.table, title=f"run {report.name}: per-AOR summary",
                     more=f"`iracdb summary {report.name} --wide` shows them")
         stdout.print(
             f"run {report.name!r}: {report.status}; {report.n_units_done} of {report.n_units} AOR units "

@@ -19,7 +19,6 @@ from iracdb.choices import (
     EXPORT_FORMATS,
 )
 from iracdb.cli.app import (
-    SUMMARY_TABLE_COLUMNS,
     ColumnsOption,
     DbOption,
     FormatOption,
@@ -39,6 +38,7 @@ from iracdb.cli.app import (
     app,
     stderr,
     stdout,
+    summary_table_columns,
 )
 from iracdb.errors import BadOption
 
@@ -172,9 +172,10 @@ def summary(
     from iracdb.db import queries
 
     with _database(db) as engine:
-        default = SUMMARY_TABLE_COLUMNS if fmt is OutputFormat.table else queries.RUN_SUMMARY_COLUMNS
-        shown = _chosen_columns(columns, default, queries.RUN_SUMMARY_COLUMNS)
         rows = queries.run_summary(engine, run_name, aorkey=aor, best_only=best_only)
+        default = (summary_table_columns(queries.aperture_count(engine, run_name)) if fmt is OutputFormat.table
+                   else queries.RUN_SUMMARY_COLUMNS)
+        shown = _chosen_columns(columns, default, queries.RUN_SUMMARY_COLUMNS)
     _print_rows(rows, shown, fmt, title=f"run {run_name}: per-AOR photometry", wide=wide)
 
 

@@ -213,6 +213,13 @@ def run_summary(engine: Engine, run_name: str, *, aorkey: int | None = None, bes
     return rows
 
 
+def aperture_count(engine: Engine, run_name: str) -> int:
+    """How many apertures a run measures (its grid: radii x annuli x centroid methods; 1 for most runs)."""
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM run_apertures AS a JOIN runs AS r ON r.id = a.run_id "
+                                     "WHERE r.name = :run"), {"run": run_name}).scalar_one())
+
+
 def list_exposures(engine: Engine, aorkey: int, *, channel: int | None = None) -> list[dict[str, Any]]:
     """One row per exposure of ``aorkey`` (ordered by channel, EXPID, DCENUM), with the kinds of its files."""
     _check_channel(channel)
