@@ -195,7 +195,9 @@ def child(spec_json: str) -> None:
             import pstats
 
             profiler.disable()
-            pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(spec["profile"])
+            stats = pstats.Stats(profiler, stream=sys.stderr)
+            stats.sort_stats("cumulative").print_stats(spec["profile"])
+            stats.sort_stats("tottime").print_stats(spec["profile"])
     workers_peak.stop()
     with engine.connect() as conn:
         rows = conn.execute(
@@ -426,6 +428,12 @@ def bench_mode(mode: str, args: argparse.Namespace, tmp: Path, pg: PgScratch | N
                   "cumulative time; the profiler slows it down) --")
             run_child({"db": url, "run": f"bench-{mode}-profile", "aorkeys": keys[:n], "targets": str(targets_csv),
                        "workers": 1, "command": command, "profile": args.profile, "repeat": 1})
+            if args.grid:
+                print(f"\n-- profile: {mode}, reduce {backend} --workers 1, {n} AORs, grid of {GRID_APERTURES} "
+                      "apertures --")
+                run_child({"db": url, "run": f"bench-{mode}-profile-grid", "aorkeys": keys[:n],
+                           "targets": str(targets_csv), "workers": 1, "command": command,
+                           "profile": args.profile, "repeat": 1, "grid": True})
     return {"rows": rows, "ingests": ingests, "seed_rate": seed["rate"], "image_word": image_word}
 
 
