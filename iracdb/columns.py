@@ -64,6 +64,11 @@ class Column:
         In the view and the exports (False: stored only, e.g. the measured centroid beside the aperture centre).
     nullable : bool
         Whether storage allows NULL (a value that could not be measured is NULL, never NaN).
+    per_aperture : bool
+        A stored image column that differs between the apertures of one image (background, sums, fluxes, flags),
+        kept in ``aperture_fluxes``; the others are the image's own (time, centroid, widths, noise pixels,
+        pixel-phase correction: one value per image, target and centroid method), kept once in
+        ``measured_images`` however many apertures the run has. ``measurements`` joins the two.
     terminal : int
         Its place in the terminal's per-AOR table (``iracdb summary``, ``iracdb reduce``), most useful first, so
         that a narrow terminal shows the fluxes before the catalogue's facts; 0: not in it (csv and json show all).
@@ -81,6 +86,7 @@ class Column:
     exported: bool = True
     nullable: bool = True
     length: int | None = None
+    per_aperture: bool = False
     terminal: int = 0
 
     @property
@@ -99,8 +105,15 @@ def _key(name: str, description: str, type_: ColumnType = "int", *, terminal: in
 
 
 def _phot(name: str, field: str, unit: str, description: str, type_: ColumnType = "float", *,
+          exported: bool = True, per_aperture: bool = False) -> Column:
+    return Column(name, type_, unit, description, "photometry", field=field, exported=exported,
+                  per_aperture=per_aperture)
+
+
+def _flux(name: str, field: str, unit: str, description: str, type_: ColumnType = "float", *,
           exported: bool = True) -> Column:
-    return Column(name, type_, unit, description, "photometry", field=field, exported=exported)
+    """A photometry column of one aperture (see :attr:`Column.per_aperture`)."""
+    return _phot(name, field, unit, description, type_, exported=exported, per_aperture=True)
 
 
 def _flag_columns() -> tuple[Column, ...]:
@@ -115,7 +128,8 @@ _RUN = Column("run", "text", "", "name of the reduction run", "view", expression
 _TARGET = Column("target", "text", "", "target name (as given, or 'auto')", "view", expression="t.name")
 #: The aperture of a run's grid a row belongs to: its number and what it is (from ``run_apertures``).
 _APERTURE = (
-    _key("aperture_id", "0, 1, ... the aperture (radius, annulus, centroid method) in the run's grid"),
+    Column("aperture_id", "int", "", "0, 1, ... the aperture (radius, annulus, centroid method) in the run's grid",
+           "key", nullable=False, per_aperture=True),
     Column("radius_px", "float", "pix", "aperture radius (empty for a variable, noise-pixel-scaled aperture: see "
            "radius_spec)", "view", expression="a.radius_px"),
     Column("radius_spec", "text", "", "aperture radius as given: a number of pixels, or beta:SCALE:OFFSET for "
@@ -156,24 +170,24 @@ IMAGE_COLUMNS: tuple[Column, ...] = (
     _phot("fwhm_y", "fwhm_y_px", "pix", "FWHM of the source along y"),
     _phot("noise_pixels", "noise_pixels", "pix2", "noise pixels (sum I)^2 / sum(I^2) of the background-subtracted 7x7 "
           "box about the centroid (the IRAC team's box_centroider convention)"),
-    _phot("sky", "background_mjy_sr", "MJy/sr", "background per pixel from the annulus"),
-    _phot("sky_err", "background_err_mjy_sr", "MJy/sr", "1-sigma error of the background per pixel"),
-    _phot("sky_npix", "background_npix", "", "annulus pixels used for the background", "int"),
-    _phot("aperture_area", "aperture_area_px", "pix2", "usable aperture area (masked and NaN pixels excluded)"),
-    _phot("raw_flux", "raw_sum_mjy_sr", "MJy pix2 / sr",
+    _flux("sky", "background_mjy_sr", "MJy/sr", "background per pixel from the annulus"),
+    _flux("sky_err", "background_err_mjy_sr", "MJy/sr", "1-sigma error of the background per pixel"),
+    _flux("sky_npix", "background_npix", "", "annulus pixels used for the background", "int"),
+    _flux("aperture_area", "aperture_area_px", "pix2", "usable aperture area (masked and NaN pixels excluded)"),
+    _flux("raw_flux", "raw_sum_mjy_sr", "MJy pix2 / sr",
           "aperture sum before background subtraction (MJy/sr summed over pixels)"),
-    _phot("raw_flux_err", "raw_sum_err_mjy_sr", "MJy pix2 / sr", "1-sigma error of raw_flux"),
-    _phot("net_flux", "net_sum_mjy_sr", "MJy pix2 / sr",
+    _flux("raw_flux_err", "raw_sum_err_mjy_sr", "MJy pix2 / sr", "1-sigma error of raw_flux"),
+    _flux("net_flux", "net_sum_mjy_sr", "MJy pix2 / sr",
           "aperture sum minus the background (MJy/sr summed over pixels)"),
-    _phot("net_flux_err", "net_sum_err_mjy_sr", "MJy pix2 / sr", "1-sigma error of net_flux"),
+    _flux("net_flux_err", "net_sum_err_mjy_sr", "MJy pix2 / sr", "1-sigma error of net_flux"),
     _phot("correction", "correction_factor", "", "pixel-phase x array-location correction, a divisor: "
           "flux_mjy = net_flux x pixel solid angle [sr] x 1e9 x ap_corr / correction"),
-    _phot("ap_corr", "aperture_correction", "", "multiplicative aperture correction applied (1 with "
+    _flux("ap_corr", "aperture_correction", "", "multiplicative aperture correction applied (1 with "
           "flag_no_aperture_correction when none was applied)"),
-    _phot("flux_mjy", "flux_mjy", "mJy", "corrected flux density"),
-    _phot("flux_err_mjy", "flux_err_mjy", "mJy", "1-sigma photometric error of flux_mjy"),
+    _flux("flux_mjy", "flux_mjy", "mJy", "corrected flux density"),
+    _flux("flux_err_mjy", "flux_err_mjy", "mJy", "1-sigma photometric error of flux_mjy"),
     Column("flags", "int", "", "quality bits (iracdb.flags.Flag); decoded in the flag_* columns", "photometry",
-           nullable=False),
+           nullable=False, per_aperture=True),
     Column("used", "bool", "", "true when the image entered its AOR's summary (no excluding flag, not an outlier)",
            "view", expression=f"((m.flags & {int(NOT_USED)}) = 0 AND m.flux_mjy IS NOT NULL)"),
     *_flag_columns(),
@@ -181,7 +195,7 @@ IMAGE_COLUMNS: tuple[Column, ...] = (
     _phot("x_centroid", "x_centroid", "pix", "x of the measured centroid, image pixels (NULL if it failed)",
           exported=False),
     _phot("y_centroid", "y_centroid", "pix", "y of the measured centroid, image pixels", exported=False),
-    _phot("sky_std", "background_std_mjy_sr", "MJy/sr", "standard deviation of the annulus pixels used",
+    _flux("sky_std", "background_std_mjy_sr", "MJy/sr", "standard deviation of the annulus pixels used",
           exported=False),
 )
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, select, text
 
-from iracdb.db.models import AorSummary, Measurement, Run
+from iracdb.db.models import MEASUREMENTS, AorSummary, Run
 
 #: Every measurement column that is a result (not a database id).
-MEASUREMENT_COLUMNS = tuple(c.name for c in Measurement.__table__.columns if c.name not in ("id", "run_id", "input_id"))
+MEASUREMENT_COLUMNS = tuple(c.name for c in MEASUREMENTS.columns if c.name not in ("id", "run_id", "input_id"))
 #: Every summary column that is a result (not a database id).
 SUMMARY_COLUMNS = tuple(c.name for c in AorSummary.__table__.columns if c.name not in ("id", "run_id"))
 #: The canonical order of a run's rows.
@@ -28,7 +28,7 @@ def run_record(engine: Engine, name: str) -> dict:
 
 def measurements(engine: Engine, name: str) -> list[dict]:
     """A run's measurement rows (every result column; no ids), in the canonical order."""
-    table = Measurement.__table__
+    table = MEASUREMENTS
     with engine.connect() as conn:
         run_id = conn.execute(select(Run.id).where(Run.name == name)).scalar_one()
         query = (select(*(table.c[n] for n in MEASUREMENT_COLUMNS)).where(table.c.run_id == run_id)

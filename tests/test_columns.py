@@ -41,19 +41,33 @@ def test_names_are_unique_and_sources_known() -> None:
 
 def test_the_head_migration_froze_what_the_registry_renders() -> None:
     head = _head_migration()
+    assert head.MEASUREMENTS.strip() == views.measurements_view_sql().strip()
     assert head.IMAGE_PHOTOMETRY.strip() == views.image_view_sql().strip()
     assert head.AOR_PHOTOMETRY.strip() == views.aor_view_sql().strip()
     assert head.BEST_PHOTOMETRY.strip() == views.best_view_sql().strip()
 
 
 def test_models_store_exactly_the_registry_columns() -> None:
-    structure = {"id", "run_id", "exposure_id", "input_id"}
-    for model, registry in ((models.Measurement, IMAGE_COLUMNS), (models.AorSummary, AOR_COLUMNS)):
-        table = model.__table__
+    structure = {"id", "run_id", "exposure_id", "input_id", "centroid", "image_id"}
+    image_level = tuple(c for c in IMAGE_COLUMNS if not c.per_aperture)
+    aperture_level = tuple(c for c in IMAGE_COLUMNS if c.per_aperture)
+    for table, registry in ((models.MeasuredImage.__table__, image_level),
+                            (models.ApertureFlux.__table__, aperture_level),
+                            (models.MEASUREMENTS, IMAGE_COLUMNS), (models.AorSummary.__table__, AOR_COLUMNS)):
         stored = {c.name: c for c in registry if c.stored}
-        assert set(table.columns.keys()) - structure == set(stored)
+        assert set(table.columns.keys()) - structure == set(stored), table.name
         for name, column in stored.items():
             assert table.c[name].nullable == column.nullable, name
+
+
+def test_the_per_aperture_columns_are_the_ones_a_grid_varies() -> None:
+    """What differs between two apertures of one image (background, sums, corrections by radius, fluxes, flags)
+    is per aperture; the rest is the image's (a 30-aperture grid stores it once, not 30 times)."""
+    per_aperture = {c.name for c in IMAGE_COLUMNS if c.per_aperture}
+    assert per_aperture == {"aperture_id", "sky", "sky_err", "sky_npix", "sky_std", "aperture_area", "raw_flux",
+                            "raw_flux_err", "net_flux", "net_flux_err", "ap_corr", "flux_mjy", "flux_err_mjy",
+                            "flags"}
+    assert all(c.stored for c in IMAGE_COLUMNS if c.per_aperture)
 
 
 def test_every_computed_column_has_its_source() -> None:

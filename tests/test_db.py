@@ -18,8 +18,10 @@ from iracdb.errors import BadOption, DatabaseError, SchemaOutOfDate
 
 TABLES = {
     "aors", "exposures", "files", "rejected_files", "ingest_events",
-    "runs", "run_targets", "run_units", "run_inputs", "measurements", "aor_summaries", "run_apertures",
+    "runs", "run_targets", "run_units", "run_inputs", "measured_images", "aperture_fluxes", "aor_summaries",
+    "run_apertures",
 }
+VIEWS = {"measurements", "image_photometry", "aor_photometry", "best_photometry"}
 
 
 def test_upgrade_from_empty_creates_every_table(empty_db_url: str) -> None:
@@ -28,6 +30,7 @@ def test_upgrade_from_empty_creates_every_table(empty_db_url: str) -> None:
     migrate.upgrade(engine)
     assert migrate.current_revision(engine) == migrate.head_revision(engine)
     assert TABLES <= set(inspect(engine).get_table_names())
+    assert VIEWS <= set(inspect(engine).get_view_names())
     engine.dispose()
 
 

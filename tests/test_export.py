@@ -161,7 +161,7 @@ def test_file_and_target_as_the_view_joins_them(reduced: Engine, tmp_path: Path,
         other = conn.execute(text("SELECT id FROM runs WHERE name = 'other'")).scalar_one()
         first, last = conn.execute(text("SELECT min(input_id), max(input_id) FROM measurements")).one()
         conn.execute(text("UPDATE run_inputs SET run_id = :other WHERE id = :id"), {"other": other, "id": last})
-        conn.execute(text("UPDATE measurements SET input_id = NULL WHERE input_id = :id"), {"id": first})
+        conn.execute(text("UPDATE measured_images SET input_id = NULL WHERE input_id = :id"), {"id": first})
         conn.execute(text("DELETE FROM run_targets WHERE run_id = :run AND target_index = 1"), {"run": run["id"]})
     stored = image_db(reduced)
     assert {r["target"] for r in stored} == {"alpha", None, "nowhere"}
@@ -276,7 +276,7 @@ def test_interrupted_run_exports_what_it_has(reduced: Engine, tmp_path: Path) ->
                           "message = 'interrupted by the user (Ctrl-C)'"))
         conn.execute(text("UPDATE run_units SET status = 'pending', n_images = NULL WHERE aorkey = :a"),
                      {"a": BETA.aorkey})
-        conn.execute(text("DELETE FROM measurements WHERE aorkey = :a"), {"a": BETA.aorkey})
+        conn.execute(text("DELETE FROM measured_images WHERE aorkey = :a"), {"a": BETA.aorkey})
         conn.execute(text("DELETE FROM aor_summaries WHERE aorkey = :a"), {"a": BETA.aorkey})
     result = export_run(reduced, RUN, tmp_path, "parquet")
     assert result.status == "interrupted" and result.n_image_rows == 128 * 3 and result.n_aor_rows == 3

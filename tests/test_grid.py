@@ -379,11 +379,20 @@ def test_upgrading_a_database_with_a_run_made_at_0004(empty_db_url: str) -> None
         assert (row["aperture_id"], row["radius_px"], row["centroid"], bool(row["best"]), row["score"]) == (
             0, 4.0, "gauss", True, None)
         assert len(_rows(engine, "SELECT * FROM best_photometry")) == 1
+        # 0007: each image's own values once (measured_images), each aperture's apart (aperture_fluxes)
+        assert [(r["plane"], r["centroid"]) for r in _rows(engine, "SELECT plane, centroid FROM measured_images "
+                                                                   "ORDER BY plane")] == [(0, "gauss"), (1, "gauss")]
+        assert [r["flux_mjy"] for r in _rows(engine, "SELECT flux_mjy FROM aperture_fluxes")] == [50.0, 50.0]
         # a second aperture of the same run may now exist; back at 0004 only aperture 0 remains
         with engine.begin() as conn:
             conn.execute(text(
-                "INSERT INTO measurements (run_id, aorkey, channel, target_index, expid, dcenum, plane, "
-                "n_combined, flags, aperture_id) VALUES (1, 7, 2, 0, 0, 0, 0, 1, 0, 1)"))
+                "INSERT INTO aperture_fluxes (image_id, aperture_id, flags, flux_mjy) "
+                "SELECT id, 1, 0, 51.0 FROM measured_images WHERE plane = 0"))
+        assert len(_rows(engine, "SELECT * FROM measurements")) == 3
+        migrate.downgrade(engine, "0006")
+        assert sorted((r["plane"], r["aperture_id"], r["flux_mjy"]) for r in _rows(
+            engine, "SELECT plane, aperture_id, flux_mjy FROM measurements")) == [(0, 0, 50.0), (0, 1, 51.0),
+                                                                                   (1, 0, 50.0)]
         migrate.downgrade(engine, "0004")
         assert len(_rows(engine, "SELECT * FROM measurements")) == 2
         migrate.upgrade(engine)

@@ -17,7 +17,7 @@ from reduce_helpers import run_record as _run
 from reduce_helpers import sql_rows as _rows
 from sqlalchemy import Engine, select
 
-from iracdb.db.models import Measurement, RunInput, RunTarget, RunUnit
+from iracdb.db.models import MEASUREMENTS, RunInput, RunTarget, RunUnit
 from iracdb.errors import BadOption
 from iracdb.flags import PROCBITS, Flag
 from iracdb.ingest import ingest
@@ -32,7 +32,7 @@ APCORR_CSV = SHARED / "reference" / "aperture_corrections.csv"
 SECONDS_PER_DAY = 86400.0
 
 FLOAT_COLUMNS = tuple(
-    c.name for c in Measurement.__table__.columns if c.type.python_type is float
+    c.name for c in MEASUREMENTS.columns if c.type.python_type is float
 )
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -336,27 +337,66 @@ def _result_columns(columns: tuple[RegistryColumn, ...]) -> list[Column[Any]]:
     ]
 
 
-class Measurement(Base):
-    """One measured image of a run: a full-array frame or a subarray plane (or a cube's median), for one target and
-    one aperture of the run's grid.
+#: The stored image columns of one image, target and centroid method (``measured_images``) and of one aperture
+#: (``aperture_fluxes``), from the registry (:attr:`iracdb.columns.Column.per_aperture`).
+IMAGE_LEVEL_COLUMNS: tuple[RegistryColumn, ...] = tuple(c for c in IMAGE_COLUMNS if c.stored and not c.per_aperture)
+APERTURE_LEVEL_COLUMNS: tuple[RegistryColumn, ...] = tuple(c for c in IMAGE_COLUMNS if c.stored and c.per_aperture)
 
-    The result columns are :data:`iracdb.columns.IMAGE_COLUMNS` (stored ones), with their units there. NULL marks a
-    value that could not be measured; ``flags`` says why.
+
+class MeasuredImage(Base):
+    """One measured image of a run (a full-array frame, a subarray plane or a cube's median) for one target and one
+    centroid method: its time, the centroid and the aperture centre, widths, noise pixels and the pixel-phase
+    correction, stored once however many apertures of the run's grid share that centroid method.
+
+    The result columns are the image-level ones of :data:`iracdb.columns.IMAGE_COLUMNS`, with their units there;
+    each aperture's background, sums, fluxes and flags are rows of ``aperture_fluxes``. The ``measurements`` view
+    joins the two into one row per image, target and aperture.
     """
 
     __table__ = Table(
-        "measurements",
+        "measured_images",
         Base.metadata,
         Column("id", _BIG_ID, primary_key=True),
         Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
         Column("exposure_id", ForeignKey("exposures.id", ondelete="SET NULL"), index=True),
         Column("input_id", ForeignKey("run_inputs.id", ondelete="CASCADE"), index=True,
                doc="the science file measured"),
-        *_result_columns(IMAGE_COLUMNS),
-        # Named explicitly: the convention's name would pass PostgreSQL's 63-character limit.
-        UniqueConstraint("run_id", "aorkey", "channel", "expid", "dcenum", "plane", "target_index", "aperture_id",
-                         name="uq_measurements_key"),
+        Column("centroid", Text, nullable=False, doc="centroid method (the run_apertures.centroid of its apertures)"),
+        *_result_columns(IMAGE_LEVEL_COLUMNS),
+        UniqueConstraint("run_id", "aorkey", "channel", "expid", "dcenum", "plane", "target_index", "centroid",
+                         name="uq_measured_images_key"),
     )
+
+
+class ApertureFlux(Base):
+    """One aperture of the run's grid on one measured image: background, sums, corrections, flux and flags.
+
+    Keyed by the image row and the aperture (no other index: a grid writes one of these per image and aperture,
+    so each index is paid 30 times for a 30-aperture grid). On SQLite a WITHOUT ROWID table, stored in key order.
+    """
+
+    __table__ = Table(
+        "aperture_fluxes",
+        Base.metadata,
+        Column("image_id", ForeignKey("measured_images.id", ondelete="CASCADE"), nullable=False),
+        *_result_columns(APERTURE_LEVEL_COLUMNS),
+        PrimaryKeyConstraint("image_id", "aperture_id"),
+        sqlite_with_rowid=False,
+    )
+
+
+#: The ``measurements`` view (``measured_images`` joined with ``aperture_fluxes``): one row per image, target and
+#: aperture, with every stored image column. It is a view, made by the migrations, so it lives in a MetaData of its
+#: own that no schema check compares; queries may select from it like a table.
+VIEW_METADATA = MetaData()
+MEASUREMENTS = Table(
+    "measurements",
+    VIEW_METADATA,
+    Column("run_id", Integer, nullable=False),
+    Column("exposure_id", Integer),
+    Column("input_id", BigInteger),
+    *_result_columns(tuple(c for c in IMAGE_COLUMNS if c.stored)),
+)
 
 
 class AorSummary(Base):

@@ -1,16 +1,19 @@
 """The readable SQL views over a run's results, rendered from the column registry (:mod:`iracdb.columns`).
 
-``image_photometry`` (one row per measured image and target) and ``aor_photometry`` (one row per AOR x channel x
-target) give every run's rows with the export's columns, so the same column always means the same thing in SQL, in
-exports and in Python. A migration that changes them freezes a copy of the SQL it ran (the view must not change when
-the registry changes later); ``tests/test_columns.py`` checks that the head migration's copy equals
-:func:`image_view_sql` and :func:`aor_view_sql` now.
+``measurements`` joins the two result tables of images (``measured_images``, one row per image, target and centroid
+method, and ``aperture_fluxes``, one per aperture) into one row per image, target and aperture with every stored
+column. ``image_photometry`` (one row per measured image, target and aperture) and ``aor_photometry`` (one row per
+AOR x channel x target x aperture) give every run's rows with the export's columns, so the same column always means
+the same thing in SQL, in exports and in Python. A migration that changes them freezes a copy of the SQL it ran
+(the view must not change when the registry changes later); ``tests/test_columns.py`` checks that the head
+migration's copy equals :func:`measurements_view_sql`, :func:`image_view_sql` and :func:`aor_view_sql` now.
 """
 
 from __future__ import annotations
 
 from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS, Column
 
+MEASUREMENTS_VIEW = "measurements"
 IMAGE_VIEW = "image_photometry"
 AOR_VIEW = "aor_photometry"
 BEST_VIEW = "best_photometry"
@@ -29,6 +32,20 @@ def _select_list(columns: tuple[Column, ...], base: str) -> str:
     items = [f"{c.expression} AS {c.name}" if c.source == "view" else f"{base}.{c.name}"
              for c in columns if c.exported]
     return ",\n    ".join(items)
+
+
+def measurements_view_sql() -> str:
+    """``CREATE VIEW measurements``: every stored image column, one row per image, target and aperture, from the
+    image's row (``measured_images``, once per image, target and centroid method) and the aperture's
+    (``aperture_fluxes``)."""
+    items = ["i.run_id", "i.exposure_id", "i.input_id"]
+    items += [f"{'f' if c.per_aperture else 'i'}.{c.name}" for c in IMAGE_COLUMNS if c.stored]
+    select = ",\n    ".join(items)
+    return (
+        f"CREATE VIEW {MEASUREMENTS_VIEW} AS\nSELECT\n    {select}\n"
+        "FROM measured_images AS i\n"
+        "JOIN aperture_fluxes AS f ON f.image_id = i.id\n"
+    )
 
 
 def image_view_sql() -> str:
@@ -60,6 +77,5 @@ def best_view_sql() -> str:
     return f"CREATE VIEW {BEST_VIEW} AS\nSELECT * FROM {AOR_VIEW} WHERE best\n"
 
 
-__all__ = ["AOR_ORDER", "AOR_VIEW", "BEST_IMAGES", "BEST_VIEW", "IMAGE_ORDER", "IMAGE_VIEW", "aor_view_sql",
-           "best_view_sql",
-           "image_view_sql"]
+__all__ = ["AOR_ORDER", "AOR_VIEW", "BEST_IMAGES", "BEST_VIEW", "IMAGE_ORDER", "IMAGE_VIEW", "MEASUREMENTS_VIEW",
+           "aor_view_sql", "best_view_sql", "image_view_sql", "measurements_view_sql"]

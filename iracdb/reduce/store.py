@@ -10,12 +10,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from iracdb import best, summary
 from iracdb.columns import AOR_COLUMNS
 from iracdb.db.backend import backend_for, collector_paused
-from iracdb.db.models import AorSummary, Measurement, Run, RunInput, RunUnit
+from iracdb.db.models import (
+    APERTURE_LEVEL_COLUMNS,
+    IMAGE_LEVEL_COLUMNS,
+    AorSummary,
+    ApertureFlux,
+    MeasuredImage,
+    Run,
+    RunInput,
+    RunUnit,
+)
 from iracdb.flags import NOT_USED, SUMMARY_EXCLUDED, Flag
 from iracdb.reduce.options import ReduceOptions, Target, parse_centroids
 from iracdb.reduce.worker import _INT_COLUMNS, ROW_COLUMNS, ChunkResult
@@ -40,7 +49,11 @@ class Unit:
 
 
 
-_MEASUREMENT_COLUMNS = ("run_id", "aorkey", "channel", "input_id", *ROW_COLUMNS)
+#: The columns of a ``measured_images`` row and of an ``aperture_fluxes`` row, as the writer sends them.
+_IMAGE_ROW_COLUMNS = ("run_id", "exposure_id", "input_id", "centroid", *(c.name for c in IMAGE_LEVEL_COLUMNS))
+_APERTURE_ROW_COLUMNS = ("image_id", *(c.name for c in APERTURE_LEVEL_COLUMNS))
+#: The key of an image row within a unit (with the centroid method).
+_IMAGE_KEY = ("expid", "dcenum", "plane", "target_index")
 
 
 #: The stored per-AOR columns (:data:`iracdb.columns.AOR_COLUMNS`).
@@ -211,20 +224,67 @@ class Writer:
     def _write_rows(
         self, conn: Connection, unit: Unit, columns: dict[str, np.ndarray], science: dict[int, int]
     ) -> None:
+        """The unit's rows: one ``measured_images`` row per image, target and centroid method (the image's own
+        values, from its first aperture of that method), then one ``aperture_fluxes`` row per aperture."""
         n = len(columns["flags"])
         if n == 0:
             return
-        values: dict[str, list[Any]] = {
-            "run_id": [self.run_id] * n, "aorkey": [unit.aorkey] * n, "channel": [unit.channel] * n,
-            "input_id": [science.get(e) for e in columns["exposure_id"].astype(np.int64).tolist()],
+        centroids = [aperture.centroid for aperture in self.options.apertures()]
+        method_of = {name: code for code, name in enumerate(dict.fromkeys(centroids))}
+        method = np.array([method_of[name] for name in centroids], dtype=np.int64)[columns["aperture_id"].astype(
+            np.int64)]
+        keys = np.stack([*(columns[name].astype(np.int64) for name in _IMAGE_KEY), method], axis=1)
+        unique, first, image_of_row = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        image_of_row = image_of_row.reshape(-1)
+        _check_image_level(columns, first, image_of_row)
+        names = list(method_of)
+        image_values: dict[str, list[Any]] = {
+            "run_id": [self.run_id] * len(first), "aorkey": [unit.aorkey] * len(first),
+            "channel": [unit.channel] * len(first),
+            "input_id": [science.get(e) for e in columns["exposure_id"][first].astype(np.int64).tolist()],
+            "exposure_id": _column_values(columns["exposure_id"][first], integer=True),
+            "centroid": [names[code] for code in unique[:, -1].tolist()],
         }
-        for name in ROW_COLUMNS:
-            values[name] = _column_values(columns[name], integer=name in _INT_COLUMNS)
+        for column in IMAGE_LEVEL_COLUMNS:
+            if column.name not in image_values:
+                image_values[column.name] = _column_values(columns[column.name][first],
+                                                           integer=column.name in _INT_COLUMNS)
         with collector_paused():
-            rows = list(zip(*(values[name] for name in _MEASUREMENT_COLUMNS), strict=True))
+            rows = list(zip(*(image_values[name] for name in _IMAGE_ROW_COLUMNS), strict=True))
+            self.backend.bulk_insert(conn, MeasuredImage.__table__, _IMAGE_ROW_COLUMNS, rows)
+        image_ids = self._image_ids(conn, unit, unique, names)
+        values: dict[str, list[Any]] = {"image_id": image_ids[image_of_row].tolist()}
+        for column in APERTURE_LEVEL_COLUMNS:
+            values[column.name] = _column_values(columns[column.name], integer=column.name in _INT_COLUMNS)
+        with collector_paused():
+            rows = list(zip(*(values[name] for name in _APERTURE_ROW_COLUMNS), strict=True))
             # Binary COPY on PostgreSQL (~6x faster than text COPY), executemany on SQLite.
-            self.backend.bulk_insert(conn, Measurement.__table__, _MEASUREMENT_COLUMNS, rows)
+            self.backend.bulk_insert(conn, ApertureFlux.__table__, _APERTURE_ROW_COLUMNS, rows)
             del rows
+
+    def _image_ids(self, conn: Connection, unit: Unit, unique: np.ndarray, names: list[str]) -> np.ndarray:
+        """The ids of the image rows just written, in the order of ``unique`` (their keys and centroid codes)."""
+        table = MeasuredImage.__table__
+        found = conn.execute(
+            select(table.c.id, *(table.c[name] for name in _IMAGE_KEY), table.c.centroid).where(
+                table.c.run_id == self.run_id, table.c.aorkey == unit.aorkey, table.c.channel == unit.channel)
+        ).all()
+        code = {name: i for i, name in enumerate(names)}
+        by_key = {(*row[1:-1], code[row[-1]]): row[0] for row in found}
+        return np.array([by_key[key] for key in map(tuple, unique.tolist())], dtype=np.int64)
+
+
+def _check_image_level(columns: dict[str, np.ndarray], first: np.ndarray, image_of_row: np.ndarray) -> None:
+    """Every aperture of an image (and centroid method) must carry the same image-level values, since only the
+    first is stored: a difference would be a bug in the photometry, and is refused rather than lost."""
+    for column in IMAGE_LEVEL_COLUMNS:
+        if column.name in ("aorkey", "channel"):
+            continue
+        values = columns[column.name]
+        stored = values[first][image_of_row]
+        if not np.array_equal(values, stored, equal_nan=values.dtype.kind == "f"):
+            raise RuntimeError(f"internal error: the apertures of one image differ in {column.name}, an image-level "
+                               "column (iracdb.columns); nothing of this AOR was written")
 
 
 def _row_groups(target_index: np.ndarray, aperture_id: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
