@@ -101,7 +101,10 @@ def column_rows(kind: str) -> list[tuple[str, str, str, str, str]]:
     registry = {"image": IMAGE_COLUMNS, "aor": AOR_COLUMNS}[kind]
     rows = []
     for column in registry:
-        where = ("table, view" if column.exported else "table only") if column.stored else "view"
+        table = "table"
+        if kind == "image":  # the image's own columns, or the aperture's (iracdb.columns.Column.per_aperture)
+            table = "aperture_fluxes" if column.per_aperture else "measured_images"
+        where = (f"{table}, view" if column.exported else f"{table} only") if column.stored else "view"
         unit = column.unit.replace("pix2", "pix²")
         rows.append((column.name, column.type, unit, where, column.description))
     return rows
@@ -350,7 +353,7 @@ class ColumnsDirective(_Generated):
     def run(self) -> list[nodes.Node]:
         self.note_sources("iracdb.columns", "iracdb.flags")
         kind = directives.choice(self.arguments[0], ("image", "aor"))
-        return [_table(("column", "type", "unit", "where", "meaning"), column_rows(kind), (20, 7, 12, 16, 45))]
+        return [_table(("column", "type", "unit", "where", "meaning"), column_rows(kind), (20, 7, 12, 22, 45))]
 
 
 class TablesDirective(_Generated):

@@ -27,6 +27,8 @@ from iracdb.db.engine import safe_url
 from iracdb.errors import DatabaseError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from iracdb.db.pgbinary import ColumnArrays
 
 #: Module of each backend, by SQLAlchemy backend name (imported when first asked for).
@@ -35,6 +37,31 @@ _MODULES = {"sqlite": "iracdb.db.sqlite", "postgresql": "iracdb.db.postgresql"}
 #: Rows :meth:`Snapshot.batches` fetches per round unless told otherwise (small batches stay in the CPU caches: 5,000
 #: rows fetch some 10 % faster than 25,000, and need less memory).
 BATCH_ROWS = 5_000
+
+
+def _is_integer(table: Table, name: str) -> bool:
+    try:
+        return table.c[name].type.python_type is int
+    except NotImplementedError:
+        return False
+
+
+def python_values(values: np.ndarray, *, integer: bool) -> list[Any]:
+    """A column as Python values for a DBAPI driver: NaN becomes None, and an ``integer`` column's values ints."""
+    import numpy as np
+
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values)
+        if integer:
+            if not bad.any():
+                return values.astype(np.int64).tolist()
+            return [None if b else int(v) for v, b in zip(values.tolist(), bad.tolist(), strict=True)]
+        if bad.any():
+            items = values.astype(object)
+            items[bad] = None
+            return list(items.tolist())
+        return list(values.tolist())
+    return list(values.tolist())
 
 
 @contextlib.contextmanager
@@ -272,6 +299,18 @@ class Backend(ABC):
         """Insert many ``rows`` (tuples of Python values in ``columns`` order, None for NULL) into ``table`` in
         ``conn``'s transaction, the fastest way the database takes them. Integer values of integer columns must be
         ints, of float columns floats."""
+
+    def bulk_insert_arrays(self, conn: Connection, table: Table, columns: Mapping[str, Any]) -> None:
+        """Insert the rows given as columns (numpy arrays of one length, by column name; NaN is NULL, also in an
+        integer column given as floats) into ``table`` in ``conn``'s transaction. This default turns them into
+        tuples of Python values for :meth:`bulk_insert`; a backend may send the arrays without that step."""
+        import numpy as np
+
+        names = list(columns)
+        values = [python_values(np.asarray(columns[name]), integer=_is_integer(table, name)) for name in names]
+        with collector_paused():
+            rows = list(zip(*values, strict=True))
+            self.bulk_insert(conn, table, names, rows)
 
     # --- reading -------------------------------------------------------------------------------------------------
 
