@@ -5,7 +5,8 @@
    temporary SQLite file (or the database given with ``--db``, migrated to the newest schema first) and reduces it
    (``--auto``) into a real run;
 2. amplifies that run's image rows to ``--rows`` (default 1,000,000) in SQL: ``INSERT ... SELECT`` of the run's
-   measurements with AORKEY shifted by multiples of 1000 (the unique key stays unique; ``input_id`` repeats);
+   image rows (``measured_images``) with AORKEY shifted by multiples of 1000 (the unique key stays unique;
+   ``input_id`` repeats), then of their aperture rows (``aperture_fluxes``);
 3. exports the run to CSV and to Parquet, each in a fresh process (this script with ``--child``), which reports
    its wall time and its peak RSS (``VmHWM`` from ``/proc/self/status``: Linux carries ``ru_maxrss`` over fork
    and exec, so a child of this larger process would report this process's size).
@@ -61,7 +62,7 @@ def build_run(engine: Engine, root: Path, run_name: str, rows: int) -> int:
     Imports what it needs itself: the exporting child process imports only what an export does, so that its peak
     memory is the export's (reduce alone, with scipy and photutils, adds some 260 MB).
     """
-    from iracdb.db.models import Measurement
+    from iracdb.db.models import ApertureFlux, MeasuredImage
     from iracdb.ingest import ingest
     from iracdb.reduce import ReduceOptions, Target, reduce
     from iracdb.synth import AorSpec, write_archive
@@ -76,23 +77,40 @@ def build_run(engine: Engine, root: Path, run_name: str, rows: int) -> int:
     archive = write_archive(root / "archive", aors, seed=11, truth_csv=False)
     ingest(engine, [str(archive.root)])
     reduce(engine, run_name, ReduceOptions(targets=(Target("auto"),)))
-    columns = [c.name for c in Measurement.__table__.columns if c.name != "id"]
-    selected = ", ".join(f"m.aorkey + k.n * {AORKEY_STEP}" if c == "aorkey" else f"m.{c}" for c in columns)
+    image_columns = [c.name for c in MeasuredImage.__table__.columns if c.name != "id"]
+    flux_columns = [c.name for c in ApertureFlux.__table__.columns if c.name != "image_id"]
+    shifted = ", ".join(f"i.aorkey + k.n * {AORKEY_STEP}" if c == "aorkey" else f"i.{c}" for c in image_columns)
+    same = " AND ".join(f"n.{c} = o.{c}" for c in ("run_id", "channel", "expid", "dcenum", "plane", "target_index",
+                                                  "centroid"))
     with engine.begin() as conn:
         run_id = conn.execute(text("SELECT id FROM runs WHERE name = :name"), {"name": run_name}).scalar_one()
         base = conn.execute(text("SELECT count(*) FROM measurements WHERE run_id = :r"), {"r": run_id}).scalar_one()
         copies = max(0, -(-rows // base) - 1)
         if copies and rows > base:
+            # Copies of the run's image rows with the AORKEY shifted (the key stays unique), then of each copied
+            # image's aperture rows (the run has one aperture: one aperture row per image row).
             conn.execute(text(
-                f"INSERT INTO measurements ({', '.join(columns)}) "
+                f"INSERT INTO measured_images ({', '.join(image_columns)}) "
                 "WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < :copies) "
-                f"SELECT {selected} FROM measurements AS m CROSS JOIN k WHERE m.run_id = :r LIMIT :extra"
+                f"SELECT {shifted} FROM measured_images AS i CROSS JOIN k WHERE i.run_id = :r "
+                "ORDER BY k.n, i.id LIMIT :extra"
             ), {"copies": copies, "r": run_id, "extra": rows - base})
+            conn.execute(text(
+                f"INSERT INTO aperture_fluxes (image_id, {', '.join(flux_columns)}) "
+                f"SELECT n.id, {', '.join(f'f.{c}' for c in flux_columns)} "
+                "FROM measured_images AS n "
+                f"JOIN measured_images AS o ON {same} AND n.aorkey <> o.aorkey "
+                f"AND (n.aorkey - o.aorkey) % {AORKEY_STEP} = 0 "
+                "AND o.aorkey IN (SELECT aorkey FROM run_units WHERE run_id = :r) "
+                "JOIN aperture_fluxes AS f ON f.image_id = o.id "
+                "WHERE n.run_id = :r"
+            ), {"r": run_id})
         total = conn.execute(text("SELECT count(*) FROM measurements WHERE run_id = :r"), {"r": run_id}).scalar_one()
         conn.execute(text("UPDATE runs SET n_images = :n WHERE id = :r"), {"n": total, "r": run_id})
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE measurements"))
+            conn.execute(text("VACUUM ANALYZE measured_images"))
+            conn.execute(text("VACUUM ANALYZE aperture_fluxes"))
     else:
         with engine.connect() as conn:
             conn.exec_driver_sql("ANALYZE")

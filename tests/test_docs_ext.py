@@ -58,7 +58,8 @@ def test_column_tables_list_the_registry(kind: str, registry: tuple) -> None:
     assert [row[0] for row in rows] == [column.name for column in registry]
     for row, column in zip(rows, registry, strict=True):
         assert row[1] == column.type and row[4] == column.description
-        assert row[3] == ("view" if not column.stored else "table, view" if column.exported else "table only")
+        table = "table" if kind == "aor" else "aperture_fluxes" if column.per_aperture else "measured_images"
+        assert row[3] == ("view" if not column.stored else f"{table}, view" if column.exported else f"{table} only")
     assert dict((row[0], row[2]) for row in rows)["flux_mjy"] == "mJy"
 
 
@@ -79,8 +80,10 @@ def test_schema_tables_are_the_models() -> None:
 
     docs = {doc.name: doc for doc in iracdb_docs.table_docs()}
     assert set(docs) == set(Base.metadata.tables)
-    measurements = {name for name, *_ in docs["measurements"].columns}
-    assert {c.name for c in IMAGE_COLUMNS if c.stored} <= measurements
+    images = {name for name, *_ in docs["measured_images"].columns}
+    fluxes = {name for name, *_ in docs["aperture_fluxes"].columns}
+    assert {c.name for c in IMAGE_COLUMNS if c.stored and not c.per_aperture} <= images
+    assert {c.name for c in IMAGE_COLUMNS if c.stored and c.per_aperture} <= fluxes
     keys = {name: key for name, _type, key, _doc in docs["files"].columns}
     assert keys["id"] == "PK" and "FK exposures.id" in keys["exposure_id"] and "unique" in keys["path"]
     assert "unique (exposure_id, kind)" in docs["files"].constraints

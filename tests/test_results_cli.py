@@ -379,7 +379,7 @@ def test_db_create_reader_then_sql_through_the_environment(reduced: str) -> None
         reader_url = make_url(reduced).set(username=name, password="pw-not-shown")
         shown = reader_url.render_as_string(hide_password=True)
         assert made.stdout.splitlines() == [
-            f"created read-only role '{name}': SELECT on 16 tables and views in schema 'public'",
+            f"created read-only role '{name}': SELECT on 18 tables and views in schema 'public'",
             f"iracdb sql URL: {shown}  (--db URL, or export IRACDB_READER_URL=URL)"]
         assert "pw-not-shown" not in made.output
         again = runner.invoke(app, ["db", "create-reader", name, "--no-password", "--db", reduced])
