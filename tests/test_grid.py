@@ -26,8 +26,9 @@ from iracdb.flags import Flag
 from iracdb.ingest import ingest
 from iracdb.photometry import psf
 from iracdb.photometry.measure import ImageInfo, PhotometryParams, beta_max_radius, measure, measure_apertures
-from iracdb.reduce import ReduceOptions, Target, reduce
+from iracdb.reduce import ReduceOptions, Target, reduce, store
 from iracdb.reduce.options import parse_annuli, parse_centroids, parse_radii
+from iracdb.reduce.worker import ROW_COLUMNS
 from iracdb.synth import AorSpec, SynthArchive, write_archive
 
 XO3_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "irac" / "r46466816"
@@ -295,6 +296,30 @@ def test_a_grid_run_on_both_backends(grid_engine: Engine) -> None:
                            "WHERE run = 'grid' GROUP BY aperture_id, radius_px, centroid ORDER BY aperture_id")
     assert [(i["radius_px"], i["centroid"], i["n"]) for i in images] == [
         (a["radius_px"], a["centroid"], 3 * 64) for a in apertures]
+    # stored: each plane's own values once per centroid method, each aperture's apart
+    stored = _rows(engine, "SELECT i.centroid, count(*) AS n, count(DISTINCT f.image_id) AS images "
+                           "FROM measured_images i JOIN runs r ON r.id = i.run_id "
+                           "JOIN aperture_fluxes f ON f.image_id = i.id WHERE r.name = 'grid' "
+                           "GROUP BY i.centroid ORDER BY i.centroid")
+    assert [(s["centroid"], s["n"], s["images"]) for s in stored] == [("gauss", 4 * 192, 192),
+                                                                     ("moment", 4 * 192, 192)]
+
+
+def test_the_writer_refuses_apertures_of_one_image_that_differ_in_its_own_values() -> None:
+    """Only one row of an image's own values is stored for all its apertures: if they ever differed (a bug in
+    the photometry), the AOR is refused, never stored with one aperture's values silently standing for another's."""
+    n = 4
+    columns = {name: np.zeros(n) for name in ROW_COLUMNS}
+    columns["aperture_id"] = np.array([0, 1, 0, 1], dtype=np.int64)
+    columns["plane"] = np.array([0, 0, 1, 1], dtype=np.int64)
+    keys = np.stack([columns["plane"]], axis=1)
+    _, first, image_of_row = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    store._check_image_level(columns, first, image_of_row.reshape(-1))  # the same: accepted
+    columns["noise_pixels"] = np.array([5.0, 5.0, np.nan, np.nan])
+    store._check_image_level(columns, first, image_of_row.reshape(-1))  # NaN equals NaN (both NULL)
+    columns["xc"] = np.array([15.0, 15.0, 15.2, 15.3])
+    with pytest.raises(RuntimeError, match="differ in xc"):
+        store._check_image_level(columns, first, image_of_row.reshape(-1))
 
 
 def test_a_variable_aperture_in_a_run(grid_engine: Engine) -> None:
