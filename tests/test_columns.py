@@ -10,8 +10,7 @@ from pathlib import Path
 
 from iracdb import columns
 from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS
-from iracdb.db import migrate, models, views
-from iracdb.db.engine import make_engine
+from iracdb.db import models, views
 from iracdb.photometry.measure import Photometry
 from iracdb.reduce.store import _STORED_AOR_COLUMNS, aor_facts
 from iracdb.reduce.worker import ROW_COLUMNS
@@ -21,13 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _head_migration():
-    head = migrate.head_revision(make_engine("sqlite://"))
-    [path] = (ROOT / "migrations" / "versions").glob(f"{head}_*.py")
-    spec = importlib.util.spec_from_file_location(f"migration_{head}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The newest migration that froze the views' SQL (later ones that change no view freeze none)."""
+    for path in sorted((ROOT / "migrations" / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"), reverse=True):
+        spec = importlib.util.spec_from_file_location(f"migration_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if hasattr(module, "IMAGE_PHOTOMETRY"):
+            return module
+    raise AssertionError("no migration froze the views")
 
 
 def test_names_are_unique_and_sources_known() -> None:

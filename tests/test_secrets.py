@@ -14,11 +14,13 @@ import shlex
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from iracdb.cli import app
 from iracdb.config import resolve_db_url
+from iracdb.db import migrate
 from iracdb.db.engine import make_engine, mask_secrets, safe_url
 from iracdb.errors import BadOption, NoSuchDatabase
 from iracdb.ingest import ingest
@@ -245,6 +247,26 @@ def test_secret_recorded_by_an_older_iracdb_is_masked_on_the_way_out(catalogued:
     assert json.loads(outputs[1].stdout)["command_line"] == old_line.replace("S3cretOLD", "***")
     assert all("S3cretOLD" not in r.output for r in outputs)
     assert all("S3cretOLD" not in path.read_text(errors="replace") for path in out.iterdir())
+
+
+def test_upgrading_masks_secrets_recorded_by_an_older_iracdb(catalogued: str) -> None:
+    """Migration 0008 masks what an older iracdb stored unmasked, so that `iracdb sql` and reader roles never see it."""
+    engine = make_engine(catalogued)
+    try:
+        reduce(engine, "old", ReduceOptions(targets=(Target(name="auto"),)))
+        line = "iracdb reduce --run-name old --auto --db 'postgresql://alice:Pw0LD@h/d?sslpassword=Pw1&x=1'"
+        message = "failed: connection to postgresql://bob:Pw2@host/db?password=Pw3 refused"
+        migrate.downgrade(engine, "0007")
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE runs SET command_line = :c, message = :m"), {"c": line, "m": message})
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT command_line, message FROM runs")).one()
+        assert stored == (
+            "iracdb reduce --run-name old --auto --db 'postgresql://alice:***@h/d?sslpassword=***&x=1'",
+            "failed: connection to postgresql://bob:***@host/db?password=*** refused")
+    finally:
+        engine.dispose()
 
 
 # --- case 12: a command that only reads never creates a SQLite file ------------------------------------------------
