@@ -564,3 +564,20 @@ def test_the_terminal_summary_of_a_grid_says_which_aperture_each_row_is(grid_eng
     flux = grid.index("flux_mjy")
     assert grid[flux + 1:flux + 7] == ("radius_spec", "annulus_in_px", "annulus_out_px", "centroid", "best", "score")
     assert [c for c in grid if c in SUMMARY_TABLE_COLUMNS] == list(SUMMARY_TABLE_COLUMNS)
+
+
+def test_best_reads_true_or_false_in_the_summary_as_in_the_export(grid_engine: Engine) -> None:
+    """SQLite stores booleans as 0/1: the summary (json, csv, table) still says true/false, like the exports."""
+    from typer.testing import CliRunner
+
+    from iracdb.cli import app
+    from iracdb.db.queries import run_summary
+
+    reduce(grid_engine, "grid", ReduceOptions(targets=(STAR,), **GRID))  # type: ignore[arg-type]
+    rows = run_summary(grid_engine, "grid")
+    assert sorted(type(r["best"]).__name__ for r in rows) == ["bool"] * 8 and sum(r["best"] for r in rows) == 1
+    url = grid_engine.url.render_as_string(hide_password=False)
+    result = CliRunner().invoke(app, ["summary", "grid", "--format", "csv", "--columns", "aperture_id,best",
+                                      "--db", url])
+    assert result.exit_code == 0, result.output
+    assert {line.split(",")[1] for line in result.stdout.splitlines()[1:]} == {"true", "false"}

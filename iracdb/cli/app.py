@@ -230,7 +230,7 @@ def _print_rows(
     if fmt is OutputFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([["" if row[c] is None else row[c] for c in columns] for row in rows])
+        writer.writerows([[_csv_value(row[c]) for c in columns] for row in rows])
         return
     tables.print_table(stdout, rows, columns, title, cell=_cell, numeric=_numeric, wide=wide, more=more)
 
@@ -271,9 +271,20 @@ def _numeric(rows: Sequence[dict[str, Any]], column: str) -> bool:
     return any(isinstance(row[column], int | float) and not isinstance(row[column], bool) for row in rows)
 
 
+def _csv_value(value: Any) -> Any:
+    """A value as the CSV exports write it: NULL empty, booleans ``true``/``false``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:.6f}".rstrip("0").rstrip(".") if abs(value) < 1e7 else f"{value:.6g}"
     return str(value)

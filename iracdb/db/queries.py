@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, distinct, func, select, text
 
-from iracdb.columns import AOR_COLUMN_NAMES
+from iracdb.columns import AOR_COLUMN_NAMES, AOR_COLUMNS
 from iracdb.db.models import CHANNELS, MISSIONS, Aor, Exposure, File, RejectedFile, Run
 from iracdb.db.views import AOR_ORDER, AOR_VIEW
 from iracdb.errors import BadOption, NoSuchAor, NoSuchRun
@@ -123,6 +123,8 @@ RUN_LIST_COLUMNS = (
 )
 #: Columns of :func:`run_summary` rows: the ``aor_photometry`` view's, without the run's name.
 RUN_SUMMARY_COLUMNS = tuple(column for column in AOR_COLUMN_NAMES if column != "run")
+#: Its boolean columns (``best``): SQLite, which has no boolean type, returns them as 0/1.
+_BOOLEAN_SUMMARY_COLUMNS = tuple(c.name for c in AOR_COLUMNS if c.type == "bool" and c.name in RUN_SUMMARY_COLUMNS)
 
 
 def find_run(engine: Engine, name: str) -> dict[str, Any] | None:
@@ -205,6 +207,9 @@ def run_summary(engine: Engine, run_name: str, *, aorkey: int | None = None, bes
                  f"ORDER BY {', '.join(AOR_ORDER)}")
     with engine.connect() as conn:
         rows = [dict(row._mapping) for row in conn.execute(query, {"run": run_name, "aorkey": aorkey})]
+        for row in rows:
+            for name in _BOOLEAN_SUMMARY_COLUMNS:
+                row[name] = None if row[name] is None else bool(row[name])
         if aorkey is not None and not rows:
             keys = conn.execute(text(f"SELECT DISTINCT aorkey FROM {AOR_VIEW} WHERE run = :run ORDER BY aorkey"),
                                 {"run": run_name}).scalars().all()
