@@ -140,20 +140,17 @@ def encode_rows(columns: Sequence[np.ndarray], copy_types: Sequence[str]) -> byt
         if values.dtype.kind == "f":
             null[j] = np.isnan(values)
     parts = [SIGNATURE, bytes(8)]  # flags and header extension length: 0
-    patterns, inverse = np.unique(null, axis=1, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    for p in range(patterns.shape[1]):
-        rows = np.flatnonzero(inverse == p)
+    for pattern, rows in _null_patterns(null):
         fields: list[tuple[str, str]] = [("count", ">i2")]
         for j, copy_type in enumerate(copy_types):
             fields.append((f"n{j}", ">i4"))
-            if not patterns[j, p]:
+            if not pattern[j]:
                 fields.append((f"v{j}", _ENCODE[copy_type]))
         dtype = np.dtype(fields)
         records = np.empty(rows.size, dtype=dtype)
         records["count"] = len(columns)
         for j, (values, copy_type) in enumerate(zip(columns, copy_types, strict=True)):
-            if patterns[j, p]:
+            if pattern[j]:
                 records[f"n{j}"] = -1
                 continue
             wire = np.dtype(_ENCODE[copy_type])
@@ -163,6 +160,23 @@ def encode_rows(columns: Sequence[np.ndarray], copy_types: Sequence[str]) -> byt
         parts.append(records.tobytes())
     parts.append(TRAILER)
     return b"".join(parts)
+
+
+def _null_patterns(null: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The distinct columns of ``null`` (columns x rows: where a field is NULL), each with the rows that have it.
+
+    Each row's pattern is packed into bytes (a bit per column) and viewed as one opaque value, so that one sort of
+    n values finds them (``np.unique(null, axis=1)`` compares column by column, some 30x slower)."""
+    n_columns, n = null.shape
+    if not null.any():
+        return [(np.zeros(n_columns, dtype=bool), np.arange(n))]
+    packed = np.ascontiguousarray(np.packbits(null, axis=0).T)  # n x ceil(n_columns / 8) bytes
+    keys = packed.view(np.dtype((np.void, packed.shape[1]))).reshape(-1)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(first) + 1))
+    return [(null[:, first[p]], order[bounds[p]:bounds[p + 1]]) for p in range(len(first))]
 
 
 def _integers(values: np.ndarray, wire: np.dtype, j: int) -> np.ndarray:
