@@ -112,14 +112,22 @@ class PostgresqlSnapshot(Snapshot):
         cursor = self.raw.cursor()
         try:
             with cursor.copy(f"COPY ({self._sql(sql)}) TO STDOUT (FORMAT BINARY)", params) as copy:
-                rows: list[Any] = []
-                for message in _rows_of_copy(copy):
-                    rows.append(message)
-                    if len(rows) == size:
-                        yield pgbinary.parse_rows(rows, kinds)
-                        rows = []
-                if rows:
-                    yield pgbinary.parse_rows(rows, kinds)
+                messages = iter(copy)  # read to its end: psycopg ends the COPY only then
+                first = next(messages, None)
+                if first is None:
+                    return
+                # The first message holds the file header (and the first row, if any); the last is the trailer.
+                head = pgbinary.strip_header(first)
+                rows = [head] if len(head) else []
+                while chunk := list(itertools.islice(messages, size)):
+                    rows += chunk
+                    if len(rows) > size:
+                        yield pgbinary.parse_rows(rows[:size], kinds)
+                        del rows[:size]
+                if rows and bytes(rows[-1]) == pgbinary.TRAILER:
+                    rows.pop()
+                for start in range(0, len(rows), size):
+                    yield pgbinary.parse_rows(rows[start: start + size], kinds)
         finally:
             cursor.close()
 
@@ -309,19 +317,6 @@ def _columns(conn: Any, cursor: Any, sql: str) -> tuple[str, ...]:
         return ()
     described = conn.pgconn.describe_prepared(b"")
     return tuple((described.fname(i) or b"").decode(encoding) for i in range(described.nfields))
-
-
-def _rows_of_copy(copy: Any) -> Iterator[Any]:
-    """The row messages of a binary COPY TO: the file header (before the first row) and the trailer left out."""
-    from iracdb.db import pgbinary
-
-    messages = iter(copy)  # read to its end: psycopg ends the COPY only then
-    first = next(messages, None)
-    if first is None:
-        return
-    for message in itertools.chain([pgbinary.strip_header(first)], messages):
-        if len(message) and not (len(message) == len(pgbinary.TRAILER) and bytes(message) == pgbinary.TRAILER):
-            yield message
 
 
 def _chain(first: tuple[Any, ...] | None, rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
