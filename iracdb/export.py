@@ -30,7 +30,8 @@ is in ``RUN_provenance.json`` and ``RUN_log.txt``. VOTable units are VOUnit; ``%
 Rows are streamed: on PostgreSQL the image rows by a binary ``COPY ... TO STDOUT`` parsed straight into numpy
 columns (:mod:`iracdb.db.pgbinary`: no Python object per value; about twice as fast as fetching rows) and the
 per-AOR rows by a server-side cursor, ``fetchmany`` on SQLite; converted batch by batch to Arrow record batches and
-written, so memory does not grow with the size of the run. The image rows are read from
+written, so memory does not grow with the size of the run. Formatting CSV (the shortest round-trip text of each
+float) costs more than fetching: CSV batches are formatted by several threads at once and written in order. The image rows are read from
 ``measurements`` itself, as the view reads them, with the text columns ``target`` and ``file`` looked up by
 ``target_index`` and ``input_id`` and ``used`` and ``flag_*`` decoded from ``flags`` here: the same values, fetched
 for a fraction of the cost (a text value costs a Python string per row). All queries of one export read one
@@ -62,6 +63,7 @@ from sqlalchemy import Engine
 from iracdb import __version__
 from iracdb.choices import EXPORT_FORMATS
 from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS, Column
+from iracdb.config import default_workers
 from iracdb.db import views
 from iracdb.db.backend import Snapshot, backend_for, collector_paused, database_files
 from iracdb.db.engine import mask_secrets, safe_url
@@ -104,8 +106,9 @@ _ARROW_TYPES = {"int": pa.int64(), "bigint": pa.int64(), "float": pa.float64(), 
 _IMAGE_DERIVED = frozenset(c.name for c in IMAGE_COLUMNS if c.source == "view")
 #: Rows per batch of a COPY stream (:meth:`Snapshot.column_batches`): fewer, larger batches cost less per row.
 _COPY_BATCH_ROWS = 20_000
-#: Threads that encode batches at once, for a writer that allows it (:attr:`TableWriter.parallel_encode`).
-_ENCODE_THREADS = 2
+#: Threads that encode batches at once, for a writer that allows it (:attr:`TableWriter.parallel_encode`), at
+#: most: no more than the cores the process may use. More than 4 gain nothing: the fetch is then the bottleneck.
+_ENCODE_THREADS = 4
 #: Batches fetched and not yet written, at most (each of :data:`_COPY_BATCH_ROWS` rows at most).
 _PENDING_BATCHES = 4
 #: Kind of each registry storage type that :meth:`Snapshot.column_batches` streams (text is not fixed-width).
@@ -552,13 +555,13 @@ def _write_table(snap: Snapshot, table: _Table, run: dict[str, Any], writer: Tab
     """Stream a table's rows of ``run`` (its ``runs`` record) into ``writer``; the rows written.
 
     Encoding and writing run in other threads while the next batch is fetched and converted (Arrow's CSV and
-    Parquet writers release the GIL): batches are encoded by :data:`_ENCODE_THREADS` threads where the writer
-    allows it (:attr:`TableWriter.parallel_encode`), else by one, and written in order by one. At most
-    :data:`_PENDING_BATCHES` batches wait, so memory stays bounded.
+    Parquet writers release the GIL): batches are encoded by one thread per usable core (at most
+    :data:`_ENCODE_THREADS`) where the writer allows it (:attr:`TableWriter.parallel_encode`), else by one, and
+    written in order by one. At most :data:`_PENDING_BATCHES` batches wait, so memory stays bounded.
     """
     n = 0
     pending: deque[Future[None]] = deque()
-    encoders = _ENCODE_THREADS if writer.parallel_encode else 1
+    encoders = min(_ENCODE_THREADS, default_workers()) if writer.parallel_encode else 1
     with (collector_paused(),
           ThreadPoolExecutor(max_workers=encoders, thread_name_prefix="iracdb-encode") as encode,
           ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-write") as write):
