@@ -31,10 +31,11 @@ Rows are streamed: on PostgreSQL the image rows by a binary ``COPY ... TO STDOUT
 columns (:mod:`iracdb.db.pgbinary`: no Python object per value; about twice as fast as fetching rows) and the
 per-AOR rows by a server-side cursor, ``fetchmany`` on SQLite; converted batch by batch to Arrow record batches and
 written, so memory does not grow with the size of the run. Formatting CSV (the shortest round-trip text of each
-float) costs more than fetching: CSV batches are formatted by several threads at once and written in order. The image rows are read from
-``measurements`` itself, as the view reads them, with the text columns ``target`` and ``file`` looked up by
-``target_index`` and ``input_id`` and ``used`` and ``flag_*`` decoded from ``flags`` here: the same values, fetched
-for a fraction of the cost (a text value costs a Python string per row). All queries of one export read one
+float) costs more than fetching: CSV batches are formatted by several threads at once and written in order. The
+image rows are read from ``measurements`` itself, as the view reads them, with the text columns ``target`` and
+``file`` looked up by ``target_index`` and ``input_id`` (dictionary-encoded: a path is not copied per row) and
+``used`` and ``flag_*`` decoded from ``flags`` here: the same values, fetched for a fraction of the cost (a text
+value costs a Python string per row). All queries of one export read one
 consistent snapshot of the database (a read-only repeatable-read transaction on PostgreSQL, one read transaction
 on SQLite, which does not block writers in WAL mode). Every file is written under a temporary name
 (``.NAME.PID.partial``) and renamed into place only once all of them are complete: a failed export leaves no

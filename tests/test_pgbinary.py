@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from iracdb.db import pgbinary
-from iracdb.db.backend import backend_for
+from iracdb.db.backend import Snapshot, backend_for
 
 KINDS = ("int", "int", "int", "float", "float", "bool", "int")
 CREATE = ("CREATE TABLE wide (i2 smallint, i4 integer, i8 bigint, f4 real, f8 double precision, b boolean, "
@@ -116,3 +116,24 @@ def test_rows_of_one_size_and_different_layouts() -> None:
     assert z.tolist() == [10, 20, 30, 20, 10] and z_ok is None
     (x, x_ok), (y, y_ok), _ = pgbinary.parse_rows([b, b], ("int", "int", "int"))
     assert x_ok is not None and not x_ok.any() and x.tolist() == [0, 0] and y.tolist() == [2, 2] and y_ok is None
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_an_error_during_the_copy_is_raised_and_leaves_the_connection_usable(engine: Engine) -> None:
+    import psycopg
+
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE many (k integer NOT NULL)"))
+        conn.execute(text("INSERT INTO many SELECT generate_series(0, 29999)"))
+    seen: list[int] = []
+
+    def read(snap: Snapshot) -> None:
+        for batch in snap.column_batches("SELECT k, 1 / (k - 25000) FROM many ORDER BY k", ("int", "int"), size=1000):
+            seen.append(len(batch[0][0]))
+
+    with backend_for(engine).snapshot() as snap:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            read(snap)
+        assert sum(seen) <= 25000
+    with engine.connect() as conn:  # the pooled connection went back in a usable state
+        assert conn.execute(text("SELECT count(*) FROM many")).scalar_one() == 30000

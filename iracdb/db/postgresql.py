@@ -112,7 +112,7 @@ class PostgresqlSnapshot(Snapshot):
         cursor = self.raw.cursor()
         try:
             with cursor.copy(f"COPY ({self._sql(sql)}) TO STDOUT (FORMAT BINARY)", params) as copy:
-                messages = iter(copy)  # read to its end: psycopg ends the COPY only then
+                messages = _copy_messages(copy, cursor.connection)  # read to its end: the COPY ends only then
                 first = next(messages, None)
                 if first is None:
                     return
@@ -317,6 +317,36 @@ def _columns(conn: Any, cursor: Any, sql: str) -> tuple[str, ...]:
         return ()
     described = conn.pgconn.describe_prepared(b"")
     return tuple((described.fname(i) or b"").decode(encoding) for i in range(described.nfields))
+
+
+def _copy_messages(copy: Any, connection: Any) -> Iterator[Any]:
+    """The messages of a COPY TO (psycopg ``Copy``), to the end of the COPY.
+
+    Those libpq has already received are taken from it one C call each (``PGconn.get_copy_data``, not waiting);
+    psycopg's ``Copy.read``, which waits for the socket (and lets Ctrl-C cancel the statement), only when libpq
+    holds none: psycopg's own iteration costs about 1 us of Python per message, most of reading the rows.
+    """
+    from psycopg import errors, pq
+
+    pgconn = connection.pgconn
+    get = pgconn.get_copy_data
+    while True:
+        nbytes, data = get(1)
+        if nbytes > 0:
+            yield data
+        elif nbytes == 0:
+            data = copy.read()
+            if not data:  # psycopg has seen the end and taken the COPY's result
+                return
+            yield data
+        else:  # the end, seen here: take the COPY's results (all: libpq is idle only then), as psycopg would
+            results = []
+            while (result := pgconn.get_result()) is not None:
+                results.append(result)
+            for result in results:
+                if result.status != pq.ExecStatus.COMMAND_OK:
+                    raise errors.error_from_result(result, encoding=connection.info.encoding)
+            return
 
 
 def _chain(first: tuple[Any, ...] | None, rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
