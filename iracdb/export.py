@@ -30,10 +30,12 @@ is in ``RUN_provenance.json`` and ``RUN_log.txt``. VOTable units are VOUnit; ``%
 Rows are streamed: on PostgreSQL the image rows by a binary ``COPY ... TO STDOUT`` parsed straight into numpy
 columns (:mod:`iracdb.db.pgbinary`: no Python object per value; about twice as fast as fetching rows) and the
 per-AOR rows by a server-side cursor, ``fetchmany`` on SQLite; converted batch by batch to Arrow record batches and
-written, so memory does not grow with the size of the run. The image rows are read from
-``measurements`` itself, as the view reads them, with the text columns ``target`` and ``file`` looked up by
-``target_index`` and ``input_id`` and ``used`` and ``flag_*`` decoded from ``flags`` here: the same values, fetched
-for a fraction of the cost (a text value costs a Python string per row). All queries of one export read one
+written, so memory does not grow with the size of the run. Formatting CSV (the shortest round-trip text of each
+float) costs more than fetching: CSV batches are formatted by several threads at once and written in order. The
+image rows are read from ``measurements`` itself, as the view reads them, with the text columns ``target`` and
+``file`` looked up by ``target_index`` and ``input_id`` (dictionary-encoded: a path is not copied per row) and
+``used`` and ``flag_*`` decoded from ``flags`` here: the same values, fetched for a fraction of the cost (a text
+value costs a Python string per row). All queries of one export read one
 consistent snapshot of the database (a read-only repeatable-read transaction on PostgreSQL, one read transaction
 on SQLite, which does not block writers in WAL mode). Every file is written under a temporary name
 (``.NAME.PID.partial``) and renamed into place only once all of them are complete: a failed export leaves no
@@ -62,8 +64,9 @@ from sqlalchemy import Engine
 from iracdb import __version__
 from iracdb.choices import EXPORT_FORMATS
 from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS, Column
+from iracdb.config import default_workers
 from iracdb.db import views
-from iracdb.db.backend import BATCH_ROWS, Snapshot, backend_for, collector_paused, database_files
+from iracdb.db.backend import Snapshot, backend_for, collector_paused, database_files
 from iracdb.db.engine import mask_secrets, safe_url
 from iracdb.db.pgbinary import ColumnArrays
 from iracdb.db.queries import get_run
@@ -102,8 +105,13 @@ _ARROW_TYPES = {"int": pa.int64(), "bigint": pa.int64(), "float": pa.float64(), 
 #: costs a Python string per row, more than the rest of the row. Every other column has the same name in
 #: ``measurements``.
 _IMAGE_DERIVED = frozenset(c.name for c in IMAGE_COLUMNS if c.source == "view")
-#: Rows per batch of a COPY stream (:meth:`Snapshot.column_batches`).
-_COPY_BATCH_ROWS = BATCH_ROWS
+#: Rows per batch of a COPY stream (:meth:`Snapshot.column_batches`): fewer, larger batches cost less per row.
+_COPY_BATCH_ROWS = 20_000
+#: Threads that encode batches at once, for a writer that allows it (:attr:`TableWriter.parallel_encode`), at
+#: most: no more than the cores the process may use. More than 4 gain nothing: the fetch is then the bottleneck.
+_ENCODE_THREADS = 4
+#: Batches fetched and not yet written, at most (each of :data:`_COPY_BATCH_ROWS` rows at most).
+_PENDING_BATCHES = 4
 #: Kind of each registry storage type that :meth:`Snapshot.column_batches` streams (text is not fixed-width).
 _KINDS = {"int": "int", "bigint": "int", "float": "float", "bool": "bool"}
 
@@ -209,7 +217,11 @@ class _Table:
             else:  # a flag_* column: decoded from `flags`, as the view does
                 assert flags is not None
                 arrays.append(pa.array((flags & _FLAG_BITS[name]) != 0, type=pa.bool_()))
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        schema = self.schema
+        for i, array in enumerate(arrays):
+            if pa.types.is_dictionary(array.type):  # text looked up by key: see _Lookup.take
+                schema = schema.set(i, schema.field(i).with_type(array.type))
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 class _UnknownKeys(Exception):
@@ -250,8 +262,9 @@ class _Lookup:
     def add(self, items: dict[int, str | None]) -> None:
         self._set({**self._items, **items})
 
-    def take(self, keys: pa.Array) -> pa.Array:
-        """The text of each key; NULL for a NULL or unknown key."""
+    def take(self, keys: pa.Array) -> pa.DictionaryArray:
+        """The text of each key; NULL for a NULL or unknown key. Dictionary-encoded: a path is not copied per row
+        (the writers decode it, but for CSV, which writes it as it is)."""
         known = keys.is_valid().to_numpy(zero_copy_only=False)
         values = keys.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
         where = np.searchsorted(self._keys, values)
@@ -261,7 +274,7 @@ class _Lookup:
             new = np.unique(values[known & ~found]).tolist()
             self._set({**self._items, **dict.fromkeys(new), **dict(self._missing(new))})
             return self.take(keys)
-        return self._values.take(pa.array(where, type=pa.int64(), mask=~found))
+        return pa.DictionaryArray.from_arrays(pa.array(where, type=pa.int64(), mask=~found), self._values)
 
 
 #: The image columns that describe the row's aperture (``a.NAME`` in the view), by column name: NAME.
@@ -285,11 +298,12 @@ class _Names:
         found = where < len(ids)
         found[found] = ids[where[found]] == keys[found]
         index = pa.array(where, type=pa.int64(), mask=~found)
-        return {
-            name: pa.array([a[source] for a in self.apertures],
-                           type=_ARROW_TYPES[_IMAGE_TABLE.types[name]]).take(index)
-            for name, source in _APERTURE_FIELDS.items()
-        }
+        columns = {}
+        for name, source in _APERTURE_FIELDS.items():
+            values = pa.array([a[source] for a in self.apertures], type=_ARROW_TYPES[_IMAGE_TABLE.types[name]])
+            columns[name] = (pa.DictionaryArray.from_arrays(index, values) if pa.types.is_string(values.type)
+                             else values.take(index))
+        return columns
 
     @classmethod
     def of_run(cls, snap: Snapshot, run_id: int) -> _Names:
@@ -541,20 +555,26 @@ def _write_table(snap: Snapshot, table: _Table, run: dict[str, Any], writer: Tab
                  on_batch: Callable[[pa.RecordBatch], None] | None = None, best_only: bool = False) -> int:
     """Stream a table's rows of ``run`` (its ``runs`` record) into ``writer``; the rows written.
 
-    Writing (Arrow's CSV and Parquet writers release the GIL) runs in a second thread while the next batch is
-    fetched and converted; at most two batches wait, so memory stays bounded.
+    Encoding and writing run in other threads while the next batch is fetched and converted (Arrow's CSV and
+    Parquet writers release the GIL): batches are encoded by one thread per usable core (at most
+    :data:`_ENCODE_THREADS`) where the writer allows it (:attr:`TableWriter.parallel_encode`), else by one, and
+    written in order by one. At most :data:`_PENDING_BATCHES` batches wait, so memory stays bounded.
     """
     n = 0
     pending: deque[Future[None]] = deque()
-    with collector_paused(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-export") as pool:
+    encoders = min(_ENCODE_THREADS, default_workers()) if writer.parallel_encode else 1
+    with (collector_paused(),
+          ThreadPoolExecutor(max_workers=encoders, thread_name_prefix="iracdb-encode") as encode,
+          ThreadPoolExecutor(max_workers=1, thread_name_prefix="iracdb-write") as write):
         try:
             names = _Names.of_run(snap, run["id"]) if table.base else None
             # Closed before the snapshot is.
             with contextlib.closing(_batches(snap, table, run, names, best_only)) as batches:
                 for batch in batches:
-                    while len(pending) >= 2:
+                    while len(pending) >= _PENDING_BATCHES:
                         pending.popleft().result()
-                    pending.append(pool.submit(writer.write, batch))
+                    encoded = encode.submit(writer.encode, batch)
+                    pending.append(write.submit(_write_encoded, writer, encoded))
                     n += batch.num_rows
                     if on_batch is not None:
                         on_batch(batch)
@@ -564,6 +584,10 @@ def _write_table(snap: Snapshot, table: _Table, run: dict[str, Any], writer: Tab
             for future in pending:
                 future.cancel()
     return n
+
+
+def _write_encoded(writer: TableWriter, encoded: Future[Any]) -> None:
+    writer.write_encoded(encoded.result())
 
 
 def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *, overwrite: bool = False,

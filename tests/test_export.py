@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -441,3 +442,46 @@ def test_the_garbage_collector_is_left_as_it_was(reduced: Engine, tmp_path: Path
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_csv_writer_writes_what_arrows_csv_writer_writes(tmp_path: Path) -> None:
+    """The CSV file (batches formatted in parallel, text columns dictionary-encoded) has the bytes that one Arrow
+    CSVWriter given the decoded batches writes: NULLs, quotes, commas, new lines, special and extreme floats."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from iracdb.export_formats import WRITERS, decoded
+
+    table = export._IMAGE_TABLE
+    rng = np.random.default_rng(3)
+    texts = pa.array(['a "quoted", text', "new\nline", "", None, "plain", "x,y"])
+    floats = [math.nan, math.inf, -math.inf, -0.0, 5e-324, 1.7976931348623157e308, 1e-7, 1e-5, 1e10, 1e15, 1e16,
+              0.1, 123456.789, None]
+    batches = []
+    for n in (0, 1, 17, 300):
+        arrays = []
+        for field in table.schema:
+            if pa.types.is_string(field.type):
+                index = pa.array(rng.integers(0, len(texts), n), type=pa.int64(), mask=rng.random(n) < 0.2)
+                arrays.append(pa.DictionaryArray.from_arrays(index, texts) if field.name in ("file", "target")
+                              else texts.take(index))
+            elif pa.types.is_floating(field.type):
+                arrays.append(pa.array([floats[k] for k in rng.integers(0, len(floats), n)], type=pa.float64()))
+            elif pa.types.is_boolean(field.type):
+                arrays.append(pa.array(rng.random(n) < 0.5, mask=rng.random(n) < 0.2))
+            else:
+                arrays.append(pa.array(rng.integers(-2**62, 2**62, n), mask=rng.random(n) < 0.2))
+        fields = [f.with_type(a.type) for f, a in zip(table.schema, arrays, strict=True)]
+        batches.append(pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields)))
+    writer = WRITERS["csv"](tmp_path / "ours.csv", table, {})
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for encoded in list(pool.map(writer.encode, batches)):
+            writer.write_encoded(encoded)
+    writer.close()
+    options = pacsv.WriteOptions(include_header=True, quoting_style="needed")
+    with pacsv.CSVWriter(str(tmp_path / "arrow.csv"), table.schema, write_options=options) as arrow:
+        for batch in batches:
+            arrow.write_batch(decoded(batch))
+    ours, expected = (tmp_path / "ours.csv").read_bytes(), (tmp_path / "arrow.csv").read_bytes()
+    assert expected.count(b"\n") > 300 and b'"a ""quoted"", text"' in expected
+    assert ours == expected

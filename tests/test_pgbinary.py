@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from iracdb.db import pgbinary
-from iracdb.db.backend import backend_for
+from iracdb.db.backend import Snapshot, backend_for
 
 KINDS = ("int", "int", "int", "float", "float", "bool", "int")
 CREATE = ("CREATE TABLE wide (i2 smallint, i4 integer, i8 bigint, f4 real, f8 double precision, b boolean, "
@@ -101,3 +101,39 @@ def test_bad_streams_are_refused() -> None:
         pgbinary.parse_rows([_message([b"\x01", b"\x00"])], ("bool", "bool", "bool"))
     with pytest.raises(ValueError, match="longer than its fields"):
         pgbinary.parse_rows([_message([b"\x01"]) + b"x"], ("bool",))
+
+
+def test_rows_of_one_size_and_different_layouts() -> None:
+    """Rows of the same length whose NULLs are in different columns are each read with their own layout (a batch
+    of one layout is read in one piece, a mixed one row group by row group)."""
+    a = _message([struct.pack(">q", 1), None, struct.pack(">q", 10)])
+    b = _message([None, struct.pack(">q", 2), struct.pack(">q", 20)])
+    c = _message([struct.pack(">q", 3), struct.pack(">q", 4), struct.pack(">q", 30)])
+    assert len(a) == len(b) != len(c)
+    (x, x_ok), (y, y_ok), (z, z_ok) = pgbinary.parse_rows([a, b, c, b, a], ("int", "int", "int"))
+    assert x.tolist() == [1, 0, 3, 0, 1] and x_ok is not None and x_ok.tolist() == [1, 0, 1, 0, 1]
+    assert y.tolist() == [0, 2, 4, 2, 0] and y_ok is not None and y_ok.tolist() == [0, 1, 1, 1, 0]
+    assert z.tolist() == [10, 20, 30, 20, 10] and z_ok is None
+    (x, x_ok), (y, y_ok), _ = pgbinary.parse_rows([b, b], ("int", "int", "int"))
+    assert x_ok is not None and not x_ok.any() and x.tolist() == [0, 0] and y.tolist() == [2, 2] and y_ok is None
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_an_error_during_the_copy_is_raised_and_leaves_the_connection_usable(engine: Engine) -> None:
+    import psycopg
+
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE many (k integer NOT NULL)"))
+        conn.execute(text("INSERT INTO many SELECT generate_series(0, 29999)"))
+    seen: list[int] = []
+
+    def read(snap: Snapshot) -> None:
+        for batch in snap.column_batches("SELECT k, 1 / (k - 25000) FROM many ORDER BY k", ("int", "int"), size=1000):
+            seen.append(len(batch[0][0]))
+
+    with backend_for(engine).snapshot() as snap:
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            read(snap)
+        assert sum(seen) <= 25000
+    with engine.connect() as conn:  # the pooled connection went back in a usable state
+        assert conn.execute(text("SELECT count(*) FROM many")).scalar_one() == 30000

@@ -81,6 +81,9 @@ def _matches(records: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
 def parse_rows(rows: Sequence[bytes | memoryview], kinds: Sequence[str]) -> list[ColumnArrays]:
     """Binary COPY rows (one message each, no header or trailer) as one array pair per column.
 
+    The rows are joined into one buffer; when they all have one layout (the usual case) the buffer is read as one
+    array of records, else the rows of each layout are gathered from it.
+
     Parameters
     ----------
     rows : sequence of bytes-like
@@ -96,24 +99,42 @@ def parse_rows(rows: Sequence[bytes | memoryview], kinds: Sequence[str]) -> list
         when no row of the batch is NULL there.
     """
     n = len(rows)
-    values = [np.zeros(n, dtype=KINDS[kind]) for kind in kinds]
-    valid = [np.ones(n, dtype=bool) for _ in kinds]
-    sizes = np.fromiter((len(row) for row in rows), dtype=np.int64, count=n)
+    data = np.frombuffer(b"".join(rows), dtype=np.uint8)
+    sizes = np.fromiter(map(len, rows), dtype=np.int64, count=n)
+    starts = np.cumsum(sizes) - sizes
+    values: list[np.ndarray | None] = [None] * len(kinds)
+    valid: list[np.ndarray | None] = [None] * len(kinds)
     todo = np.arange(n)
     while todo.size:
-        lengths = _layout(rows[todo[0]], len(kinds))
+        first = int(todo[0])
+        lengths = _layout(data[starts[first]: starts[first] + sizes[first]].tobytes(), len(kinds))
         dtype = _dtype(lengths, kinds)
         same_size = todo[sizes[todo] == dtype.itemsize]
-        records = np.frombuffer(b"".join(rows[i] for i in same_size), dtype=dtype)
+        if same_size.size == n:
+            records = data.view(dtype)
+        else:
+            records = data[starts[same_size][:, None] + np.arange(dtype.itemsize)].view(dtype).reshape(-1)
         ok = _matches(records, lengths)
-        here, records = same_size[ok], records[ok]
+        whole = same_size.size == n and bool(ok.all())  # every row of the batch has this layout
+        here = same_size[ok]
         for j, length in enumerate(lengths):
             if length < 0:
-                valid[j][here] = False
+                mask = valid[j]
+                if mask is None:
+                    mask = valid[j] = np.ones(n, dtype=bool)
+                mask[here] = False
+            elif whole:
+                values[j] = records[f"v{j}"].astype(KINDS[kinds[j]])
             else:
-                values[j][here] = records[f"v{j}"]
+                column = values[j]
+                if column is None:
+                    column = values[j] = np.zeros(n, dtype=KINDS[kinds[j]])
+                column[here] = records[f"v{j}"][ok]
+        if whole:
+            break
         todo = np.setdiff1d(todo, here, assume_unique=True)
-    return [(v, None if m.all() else m) for v, m in zip(values, valid, strict=True)]
+    return [(np.zeros(n, dtype=KINDS[kind]) if v is None else v, m)
+            for kind, v, m in zip(kinds, values, valid, strict=True)]
 
 
 #: Wire type of each binary COPY type that :func:`encode_rows` writes.
