@@ -589,7 +589,7 @@ def _measure(
 
 
 def _locate(
-    clean: Stack, cleaned: NDArray[np.float64] | None, shared: SharedWindows, geometry: Geometry,
+    clean: Stack, cleaned: NDArray[np.floating] | None, shared: SharedWindows, geometry: Geometry,
     x_start: NDArray[np.float64], y_start: NDArray[np.float64], in_fov: NDArray[np.bool_],
     fov_flags: NDArray[np.int64], info: ImageInfo, params: PhotometryParams, maps: CorrectionMaps | None,
 ) -> _Located:
