@@ -37,11 +37,12 @@ Positions are image pixels, 0-based, centre of the bottom-left pixel at (0, 0) (
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
 
-from iracdb.photometry.aperture import Stack, windows
+from iracdb.photometry.aperture import Stack, gather, windows
 from iracdb.photometry.centroid import FWHM_PER_SIGMA, Centroid
 
 #: ``box_centroider``'s arguments as ``get_centroids`` calls it: HALFBOXWIDTH, BACKBOXWIDTH, BOXBORDER (pixels).
@@ -142,62 +143,161 @@ def _one_pass(
     back_border: int, planes: NDArray[np.int64] | None = None,
 ) -> BoxCentroid:
     """Steps 2-4 of the module docstring with the box centred on the pixel nearest ``(xc, yc)`` (of the planes
-    ``planes``, default all)."""
-    reach = half_box + back_border + back_width
-    win = windows(clean, xc, yc, reach, planes)
-    offsets = np.arange(-reach, reach + 1)
-    chebyshev = np.maximum(np.abs(offsets)[:, None], np.abs(offsets)[None, :])
-    in_box = chebyshev <= half_box
-    in_ring = (chebyshev >= half_box + back_border) & (chebyshev <= reach)
-    n_box = (2 * half_box + 1) ** 2
-    level = _background(win.values[:, in_ring], 0.5 * n_box)
-    values = win.values[:, in_box] - level[:, None]  # (n, n_box); NaN at bad pixels and without a background
+    ``planes``, default all).
+
+    The ring and box pixels are cut pixel-major, ``(pixels, planes)``, so that every sum over a plane's pixels is
+    one ``add.reduce`` down the columns, added in the pixels' (row-major) order: see :func:`_column_sum`."""
+    ring_dy, ring_dx, box_dy, box_dx = _offsets(half_box, back_width, back_border)
+    n_box = len(box_dx)
+    k = len(xc)
+    plane = np.arange(k) if planes is None else np.asarray(planes)
+    finite = np.isfinite(xc) & np.isfinite(yc)
+    cx = np.where(finite, np.floor(np.where(finite, xc, 0) + 0.5), -(10**6)).astype(np.int64)
+    cy = np.where(finite, np.floor(np.where(finite, yc, 0) + 0.5), -(10**6)).astype(np.int64)
+    cut = pixel_major(clean, plane, cx, cy, np.concatenate([ring_dy, box_dy]), np.concatenate([ring_dx, box_dx]))
+    ring = cut[: len(ring_dx)]
+    level = _background(ring.astype(np.float64, copy=False), 0.5 * n_box, ring)
+    values = cut[len(ring_dx) :].astype(np.float64, copy=False) - level  # (n_box, k); NaN: bad, or no background
     good = np.isfinite(values)
     v = np.where(good, values, 0.0)
-    dx = np.broadcast_to(offsets[None, :], in_box.shape)[in_box].astype(np.float64)
-    dy = np.broadcast_to(offsets[:, None], in_box.shape)[in_box].astype(np.float64)
+    dx = box_dx.astype(np.float64)[:, None]
+    dy = box_dy.astype(np.float64)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        total = _row_sum(v)
-        mx, my = _row_sum(v * dx) / total, _row_sum(v * dy) / total
-        noise_pixels = total**2 / _row_sum(v * v)
-        var_x = _row_sum(v * (dx - mx[:, None]) ** 2) / total
-        var_y = _row_sum(v * (dy - my[:, None]) ** 2) / total
-        ok = (good.sum(axis=1) > 0.5 * n_box) & np.isfinite(level) & (total > 0) & np.isfinite(mx) & np.isfinite(my)
+        total = _column_sum(v)
+        mx, my = _column_sum(v * dx) / total, _column_sum(v * dy) / total
+        noise_pixels = total**2 / _column_sum(v * v)
+        var_x = _column_sum(v * (dx - mx) ** 2) / total
+        var_y = _column_sum(v * (dy - my) ** 2) / total
+        ok = (good.sum(axis=0) > 0.5 * n_box) & np.isfinite(level) & (total > 0) & np.isfinite(mx) & np.isfinite(my)
         nan = np.where(ok, 1.0, np.nan)
         # As the moment centroid: the pixel width (variance 1/12 px²) taken out, so it is the source's FWHM.
         fwhm_x = FWHM_PER_SIGMA * np.sqrt(np.where(var_x - 1 / 12 > 0, var_x - 1 / 12, np.nan))
         fwhm_y = FWHM_PER_SIGMA * np.sqrt(np.where(var_y - 1 / 12 > 0, var_y - 1 / 12, np.nan))
-    centre_x, centre_y = win.x0 + reach, win.y0 + reach
     return BoxCentroid(
-        (centre_x + mx) * nan, (centre_y + my) * nan, fwhm_x * nan, fwhm_y * nan, ok, noise_pixels * nan, level,
+        (cx + mx) * nan, (cy + my) * nan, fwhm_x * nan, fwhm_y * nan, ok, noise_pixels * nan, level,
     )
 
 
-def _background(ring: NDArray[np.float64], min_pixels: float) -> NDArray[np.float64]:
-    """The box centroider's background of each row of ``ring`` (``(n, m)``, NaN = bad): median, one pass of
-    3-sigma rejection about it, median of the rest; NaN where fewer than ``min_pixels`` good pixels remain."""
-    count = np.isfinite(ring).sum(axis=1)
-    first = _row_median(ring)
+@lru_cache(maxsize=8)
+def _offsets(half_box: int, back_width: int, back_border: int) -> tuple[NDArray[np.int64], ...]:
+    """``(dy, dx)`` of the background ring's pixels, then of the box's, from the box centre, each in row-major
+    order (rows of increasing y, then x)."""
+    reach = half_box + back_border + back_width
+    dy, dx = (a.ravel() for a in np.mgrid[-reach : reach + 1, -reach : reach + 1])
+    chebyshev = np.maximum(np.abs(dx), np.abs(dy))
+    in_box = chebyshev <= half_box
+    in_ring = chebyshev >= half_box + back_border  # and <= reach
+    return dy[in_ring], dx[in_ring], dy[in_box], dx[in_box]
+
+
+def pixel_major(
+    clean: NDArray | Stack, planes: NDArray[np.int64], cx: NDArray[np.int64], cy: NDArray[np.int64],
+    dy: NDArray[np.int64], dx: NDArray[np.int64],
+) -> NDArray[np.float64]:
+    """The pixels at offsets ``(dy[j], dx[j])`` from the pixel ``(cx[i], cy[i])`` of plane ``planes[i]``,
+    ``(len(dy), len(cx))``; NaN where bad or outside the image (the values :func:`windows` would cut). Float64, or
+    float32 when ``clean`` is a float32 array (a cleaned stack of float32 data: the same values)."""
+    _, ny, nx = clean.shape
+    if not (isinstance(clean, np.ndarray) and clean.flags.c_contiguous):
+        rows = cy[None, :] + dy[:, None]
+        cols = cx[None, :] + dx[:, None]
+        off = (rows < 0) | (rows >= ny) | (cols < 0) | (cols >= nx)
+        return gather(clean, (planes[None, :], np.clip(rows, 0, ny - 1), np.clip(cols, 0, nx - 1)), off)
+    # One take of flat positions: the offsets plus each centre's position; only the planes whose offsets reach
+    # beyond the image (or whose centre is not finite) need clipped indices and NaN outside.
+    reach_y = int(np.abs(dy).max(initial=0))
+    reach_x = int(np.abs(dx).max(initial=0))
+    flat = ((planes * ny + cy) * nx + cx)[None, :] + (dy * nx + dx)[:, None]
+    edge = np.flatnonzero((cy < reach_y) | (cy >= ny - reach_y) | (cx < reach_x) | (cx >= nx - reach_x))
+    outside: NDArray[np.bool_] | None = None
+    if edge.size:
+        rows = cy[edge][None, :] + dy[:, None]
+        cols = cx[edge][None, :] + dx[:, None]
+        outside = (rows < 0) | (rows >= ny) | (cols < 0) | (cols >= nx)
+        flat[:, edge] = (planes[edge][None, :] * ny + np.clip(rows, 0, ny - 1)) * nx + np.clip(cols, 0, nx - 1)
+    values = clean.reshape(-1).take(flat)
+    if values.dtype != np.float32:
+        values = values.astype(np.float64, copy=False)
+    if outside is not None:
+        values[:, edge] = np.where(outside, np.nan, values[:, edge])
+    return values
+
+
+def _background(ring: NDArray[np.float64], min_pixels: float, narrow: NDArray | None = None) -> NDArray[np.float64]:
+    """The box centroider's background of each column of ``ring`` (``(m, n)``: m pixels of n planes, NaN = bad):
+    median, one pass of 3-sigma rejection about it, median of the rest; NaN where fewer than ``min_pixels`` good
+    pixels remain.
+
+    Each plane's pixels are sorted once: the first median is the middle of its finite values, and the values kept
+    by the rejection (within a distance of the median) are a contiguous run of the sorted values, whose middle is
+    the second median. The medians are those of :func:`_row_median` (the same values at the middle positions);
+    planes with an infinite pixel go through :func:`_row_median` itself (its count of finite values then differs
+    from the run's length). ``narrow``: the same values as float32, if they are float32 values (sorted faster)."""
+    m, n = ring.shape
+    finite = np.isfinite(ring)
+    count = finite.sum(axis=0)
+    srt = (ring if narrow is None else narrow).T.copy()  # (n, m), C order: a plane's pixels per row, to sort
+    srt.sort(axis=1)  # NaN last
+    rows = np.arange(n)
+    if m == 0:
+        return np.full(n, np.nan)
+    lo, hi = (count - 1) // 2, count // 2
+    srt_flat = srt.reshape(-1)
+
+    def at(index: NDArray[np.int64]) -> NDArray[np.float64]:  # sorted values as float64 (before any arithmetic)
+        return srt_flat[index].astype(np.float64, copy=False)
+
+    base = rows * m
+    first = np.where(count > 0, 0.5 * (at(base + np.maximum(lo, 0)) + at(base + np.minimum(hi, m - 1))), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(count > 0, _row_sum(np.where(np.isfinite(ring), ring, 0.0)) / count, np.nan)
-        var = _row_sum(np.where(np.isfinite(ring), (ring - mean[:, None]) ** 2, 0.0)) / (count - 1)
-        keep = np.abs(ring - first[:, None]) <= CLIP_SIGMA * np.sqrt(var)[:, None]
+        mean = np.where(count > 0, _column_sum(np.where(finite, ring, 0.0)) / count, np.nan)
+        var = _column_sum(np.where(finite, (ring - mean) ** 2, 0.0)) / (count - 1)
+        keep = np.abs(srt - first[:, None]) <= (CLIP_SIGMA * np.sqrt(var))[:, None]
     kept = keep.sum(axis=1)
     second = first.copy()  # where nothing was rejected the second median is the first
     clipped = np.flatnonzero(kept < count)
     if clipped.size:
-        second[clipped] = _row_median(np.where(keep[clipped], ring[clipped], np.nan))
+        start = keep[clipped].argmax(axis=1)  # the run of kept values starts at the first true
+        c = kept[clipped]
+        begin = base[clipped] + start
+        middle = 0.5 * (at(begin + np.maximum((c - 1) // 2, 0)) + at(begin + c // 2))
+        second[clipped] = np.where(c > 0, middle, np.nan)
+    # An infinite pixel (not finite, not NaN) sorts among the values: such planes take the reference path.
+    infinite = (count < m) & ~np.isnan(srt_flat[base + np.minimum(count, m - 1)])
+    if infinite.any():
+        idx = np.flatnonzero(infinite)
+        second[idx] = _reference_second(ring[:, idx].T, first[idx], var[idx])
     enough = (count >= min_pixels) & (kept >= min_pixels)
     return np.where(enough, second, np.nan)
 
 
-def _row_sum(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Sum of each row of ``(n, m)`` ``values``, added left to right (a cumulative sum's last column): the same order
-    of additions whatever ``n`` (numpy's ``sum`` may group them differently for different shapes, which changes the
-    last bit)."""
-    if values.shape[1] == 0:
-        return np.zeros(len(values))
-    return np.cumsum(values, axis=1)[:, -1]
+def _reference_second(ring: NDArray[np.float64], first: NDArray[np.float64], var: NDArray[np.float64]
+                      ) -> NDArray[np.float64]:
+    """The second median of ``ring``'s rows ``(n, m)`` as the IDL-following definition states it: the median of the
+    finite values within ``CLIP_SIGMA`` standard deviations of the first median (the first where none is
+    rejected)."""
+    with np.errstate(invalid="ignore"):
+        keep = np.abs(ring - first[:, None]) <= CLIP_SIGMA * np.sqrt(var)[:, None]
+    second = first.copy()
+    clipped = np.flatnonzero(keep.sum(axis=1) < np.isfinite(ring).sum(axis=1))
+    if clipped.size:
+        second[clipped] = _row_median(np.where(keep[clipped], ring[clipped], np.nan))
+    return second
+
+
+def _column_sum(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Sum of each column of ``(m, n)`` ``values``, added top to bottom: the same order of additions whatever ``n``
+    (so that a plane's answer does not depend on the planes measured with it).
+
+    numpy reduces the first axis of a C-contiguous array of two or more columns by adding the rows one after the
+    other (pairwise summation applies along the contiguous axis only: a single column would be summed pairwise, so
+    it is accumulated instead); ``tests/photometry/test_phot_box.py`` checks this against a loop."""
+    m, n = values.shape
+    if m == 0:
+        return np.zeros(n)
+    if n == 1:
+        return np.cumsum(values[:, 0])[-1:]
+    return np.add.reduce(np.ascontiguousarray(values), axis=0)
 
 
 def _row_median(values: NDArray[np.float64]) -> NDArray[np.float64]:

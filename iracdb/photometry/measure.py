@@ -43,6 +43,7 @@ from iracdb.photometry.shared import (
     annulus_in_windows,
     cut_windows,
     rebased,
+    whole_cleaned,
     window_geometry,
 )
 
@@ -555,7 +556,9 @@ def _measure(
     # Where the measurement starts: the expected position, NaN off the image.
     x_start = np.where(in_fov, batch.x_expected, np.nan)
     y_start = np.where(in_fov, batch.y_expected, np.nan)
-    shared = cut_windows(clean, x_start, y_start, geometries[0])  # every pixel the measurement reads, once
+    cleaned = whole_cleaned(clean, geometries[0])
+    # Every pixel the measurement reads, cut once (the box centroider's, further out, from the cleaned stack).
+    shared = cut_windows(clean, x_start, y_start, geometries[0], cleaned)
     located: dict[str, _Located] = {}
     backgrounds: dict[tuple[str, float, float], tuple[Background, Nearest]] = {}
     cuts: dict[str, _ApertureCut] = {}
@@ -565,8 +568,8 @@ def _measure(
     results = []
     for params, geometry, (apc, pixel_sr) in zip(apertures, geometries, choices, strict=True):
         if params.centroid not in located:
-            located[params.centroid] = _locate(clean, shared, geometry, x_start, y_start, in_fov, fov_flags, info,
-                                               params, maps)
+            located[params.centroid] = _locate(clean, cleaned, shared, geometry, x_start, y_start, in_fov,
+                                               fov_flags, info, params, maps)
         loc = located[params.centroid]
         key = (params.centroid, params.annulus_in_px, params.annulus_out_px)
         if key not in backgrounds:
@@ -586,17 +589,19 @@ def _measure(
 
 
 def _locate(
-    clean: Stack, shared: SharedWindows, geometry: Geometry, x_start: NDArray[np.float64],
-    y_start: NDArray[np.float64], in_fov: NDArray[np.bool_], fov_flags: NDArray[np.int64], info: ImageInfo,
-    params: PhotometryParams, maps: CorrectionMaps | None,
+    clean: Stack, cleaned: NDArray[np.floating] | None, shared: SharedWindows, geometry: Geometry,
+    x_start: NDArray[np.float64], y_start: NDArray[np.float64], in_fov: NDArray[np.bool_],
+    fov_flags: NDArray[np.int64], info: ImageInfo, params: PhotometryParams, maps: CorrectionMaps | None,
 ) -> _Located:
     """The centroid (on the image minus the background of ``params``' annulus around the expected position), the
-    centre used, its flags and the correction divisor there."""
+    centre used, its flags and the correction divisor there. ``cleaned``: the whole stack cleaned
+    (:func:`~iracdb.photometry.shared.whole_cleaned`) or None."""
     r_in, r_out = params.annulus_in_px, params.annulus_out_px
     start_values, start_ring, start_nominal, _ = annulus_in_windows(shared, x_start, y_start, geometry, r_in, r_out)
     start_bkg = background_of(start_values, start_nominal, params.background, params.clip_sigma)
     active = in_fov & np.isfinite(start_bkg.level)
-    box = box_centroid(clean, np.where(active, x_start, np.nan), np.where(active, y_start, np.nan))
+    box = box_centroid(clean if cleaned is None else cleaned, np.where(active, x_start, np.nan),
+                       np.where(active, y_start, np.nan))
     centroid = box if params.centroid == "box" else _centroid(
         clean, shared, geometry, x_start, y_start, active, start_bkg.level, params)
     shift = np.hypot(centroid.x - x_start, centroid.y - y_start)

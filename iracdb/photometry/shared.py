@@ -95,9 +95,21 @@ class SharedWindows:
     cy: NDArray[np.int64]
 
 
-def cut_windows(clean: Stack, x: NDArray[np.float64], y: NDArray[np.float64], geometry: Geometry) -> SharedWindows:
+def whole_cleaned(clean: Stack, geometry: Geometry) -> NDArray[np.floating] | None:
+    """The whole stack as floats (:func:`_cleaned`) with NaN at its bad pixels when the shared windows cover much
+    of it (a subarray cube: the bad-pixel rule in one sequential pass over whole images is then faster than on
+    scattered window pixels, and every later cut is one take); else None (e.g. a full-array frame)."""
+    _, ny, nx = clean.shape
+    return _cleaned(clean) if 4 * geometry.size**2 >= ny * nx else None
+
+
+def cut_windows(
+    clean: Stack, x: NDArray[np.float64], y: NDArray[np.float64], geometry: Geometry,
+    cleaned: NDArray[np.floating] | None = None,
+) -> SharedWindows:
     """Cut the shared window of every plane once, with its mask and uncertainty, as
-    :func:`~iracdb.photometry.aperture.windows` would (same centre, outside pixels, bad-pixel rule)."""
+    :func:`~iracdb.photometry.aperture.windows` would (same centre, outside pixels, bad-pixel rule); from
+    ``cleaned`` (:func:`whole_cleaned`) when given."""
     n = len(x)
     _, ny, nx = clean.shape
     finite = np.isfinite(x) & np.isfinite(y)
@@ -115,10 +127,8 @@ def cut_windows(clean: Stack, x: NDArray[np.float64], y: NDArray[np.float64], ge
     flat = flat_index(clean.shape, index)
     mask = None if clean.mask is None else pick(clean.mask, index, flat)
     unc = None if clean.uncertainty is None else pick(clean.uncertainty, index, flat)
-    if 4 * outside.size >= clean.data.size:
-        # The windows cover much of the stack (a subarray cube): the bad-pixel rule in one sequential pass over
-        # whole images is faster than on scattered window pixels; the same pixels come out NaN.
-        values = pick(_cleaned(clean), index, flat)
+    if cleaned is not None:  # the same pixels come out NaN
+        values = pick(cleaned, index, flat).astype(np.float64, copy=False)
         values[outside] = np.nan
     else:
         values = pick(clean.data, index, flat).astype(np.float64)
@@ -135,9 +145,12 @@ def cut_windows(clean: Stack, x: NDArray[np.float64], y: NDArray[np.float64], ge
     )
 
 
-def _cleaned(clean: Stack) -> NDArray[np.float64]:
-    """The whole stack as float64 with NaN at its bad pixels (see :class:`Stack`)."""
-    values = clean.data.astype(np.float64)
+def _cleaned(clean: Stack) -> NDArray[np.floating]:
+    """The whole stack as floats with NaN at its bad pixels (see :class:`Stack`): float32 for float32 (or
+    narrower) data, which it holds exactly (half the memory to write and to cut from; every cut is turned into
+    float64, the same values the data give as float64), else float64."""
+    narrow = clean.data.dtype.kind == "f" and clean.data.dtype.itemsize <= 4
+    values: NDArray[np.floating] = clean.data.astype(np.float32 if narrow else np.float64)
     bad = None
     if clean.mask is not None and clean.mask_bits:
         bad = (clean.mask & clean.mask_bits) != 0
@@ -194,4 +207,4 @@ def annulus_in_windows(
 
 
 __all__ = ["Geometry", "Nearest", "SharedWindows", "annulus_in_windows", "cut_windows", "nearest_pixel",
-           "rebased", "window_geometry"]
+           "rebased", "whole_cleaned", "window_geometry"]
