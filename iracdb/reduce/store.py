@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, update
 
 from iracdb import best, summary
 from iracdb.columns import AOR_COLUMNS
@@ -50,7 +50,7 @@ class Unit:
 
 
 #: The columns of a ``measured_images`` row and of an ``aperture_fluxes`` row, as the writer sends them.
-_IMAGE_ROW_COLUMNS = ("run_id", "exposure_id", "input_id", "centroid", *(c.name for c in IMAGE_LEVEL_COLUMNS))
+_IMAGE_ROW_COLUMNS = ("id", "run_id", "exposure_id", "input_id", "centroid", *(c.name for c in IMAGE_LEVEL_COLUMNS))
 #: The key of an image row within a unit (with the centroid method).
 _IMAGE_KEY = ("expid", "dcenum", "plane", "target_index")
 
@@ -237,8 +237,9 @@ class Writer:
         image_of_row = image_of_row.reshape(-1)
         _check_image_level(columns, first, image_of_row)
         names = list(method_of)
+        image_ids = unit_image_ids(unit.id, len(first))
         image_values: dict[str, list[Any]] = {
-            "run_id": [self.run_id] * len(first), "aorkey": [unit.aorkey] * len(first),
+            "id": image_ids.tolist(), "run_id": [self.run_id] * len(first), "aorkey": [unit.aorkey] * len(first),
             "channel": [unit.channel] * len(first),
             "input_id": [science.get(e) for e in columns["exposure_id"][first].astype(np.int64).tolist()],
             "exposure_id": python_values(columns["exposure_id"][first], integer=True),
@@ -251,22 +252,26 @@ class Writer:
         with collector_paused():
             rows = list(zip(*(image_values[name] for name in _IMAGE_ROW_COLUMNS), strict=True))
             self.backend.bulk_insert(conn, MeasuredImage.__table__, _IMAGE_ROW_COLUMNS, rows)
-        image_ids = self._image_ids(conn, unit, unique, names)
         fluxes = {"image_id": image_ids[image_of_row]}
         fluxes.update((column.name, columns[column.name]) for column in APERTURE_LEVEL_COLUMNS)
         # Binary COPY built from the arrays on PostgreSQL, executemany on SQLite.
         self.backend.bulk_insert_arrays(conn, ApertureFlux.__table__, fluxes)
 
-    def _image_ids(self, conn: Connection, unit: Unit, unique: np.ndarray, names: list[str]) -> np.ndarray:
-        """The ids of the image rows just written, in the order of ``unique`` (their keys and centroid codes)."""
-        table = MeasuredImage.__table__
-        found = conn.execute(
-            select(table.c.id, *(table.c[name] for name in _IMAGE_KEY), table.c.centroid).where(
-                table.c.run_id == self.run_id, table.c.aorkey == unit.aorkey, table.c.channel == unit.channel)
-        ).all()
-        code = {name: i for i, name in enumerate(names)}
-        by_key = {(*row[1:-1], code[row[-1]]): row[0] for row in found}
-        return np.array([by_key[key] for key in map(tuple, unique.tolist())], dtype=np.int64)
+
+#: An image row's id is its unit's id (``run_units.id``) times this, plus its place in the unit's canonical order.
+IMAGE_IDS_PER_UNIT = 2**32
+
+
+def unit_image_ids(unit_id: int, n: int) -> np.ndarray:
+    """The ids of a unit's ``n`` image rows, in the canonical order (exposure, plane, target, centroid method).
+
+    Units are planned (``run_units`` ids given) in AOR and channel order, so ordering a run's image rows by id, and
+    each image's aperture rows by ``aperture_id``, is the canonical order of the results: the export reads them
+    so, as a merge of the two tables' primary keys (:func:`iracdb.export.image_id_range`), with no sort.
+    """
+    if n >= IMAGE_IDS_PER_UNIT:
+        raise ValueError(f"an AOR and channel with {n:,} image rows: more than {IMAGE_IDS_PER_UNIT:,} are not stored")
+    return unit_id * IMAGE_IDS_PER_UNIT + np.arange(n, dtype=np.int64)
 
 
 def _check_image_level(columns: dict[str, np.ndarray], first: np.ndarray, image_of_row: np.ndarray) -> None:

@@ -13,8 +13,11 @@ exposure, plane, target and centroid method) and each aperture's background, sum
 old table's columns (less its ``id``), so queries of it, ``image_photometry`` and the exports are unchanged.
 
 Existing rows are moved: an image's values are taken from its row of the lowest aperture of each centroid method
-(every aperture of an image shares them: they are computed once per image and centroid method), and the move checks
-that every row arrived. Downgrading rebuilds the table from the view. The view SQL is frozen here.
+(every aperture of an image shares them: they are computed once per image and centroid method), its id is its
+unit's id x 2^32 + its place in the unit's canonical order (as the writer gives them, so that reading a run in id
+order is reading it in order), and the move checks that every row arrived. Rows of an AOR and channel that has
+no ``run_units`` row (none that iracdb wrote) get one, marked complete. Downgrading rebuilds the table from the
+view. The view SQL is frozen here.
 """
 
 from collections.abc import Sequence
@@ -278,6 +281,8 @@ CREATE VIEW best_photometry AS
 SELECT * FROM aor_photometry WHERE best
 """
 
+#: Image row ids per unit (iracdb.reduce.store.IMAGE_IDS_PER_UNIT when this revision was written).
+IMAGE_IDS_PER_UNIT = 2**32
 _IMAGE_KEY = ("aorkey", "channel", "expid", "dcenum", "plane", "target_index")
 _TYPES = {"int": sa.Integer, "bigint": sa.BigInteger, "float": sa.Float}
 _BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -324,13 +329,27 @@ def upgrade() -> None:
     aperture = [name for name, _, _ in APERTURE_LEVEL if name != "aperture_id"]
     key = ", ".join(f"m.{name}" for name in ("run_id", *_IMAGE_KEY))
     op.execute(
-        f"INSERT INTO measured_images (run_id, exposure_id, input_id, centroid, {', '.join(image)})\n"
-        f"SELECT run_id, exposure_id, input_id, centroid, {', '.join(image)} FROM (\n"
+        "INSERT INTO run_units (run_id, aorkey, channel, status, n_exposures, n_images)\n"
+        "SELECT m.run_id, m.aorkey, m.channel, 'complete', count(DISTINCT m.expid), count(*) FROM measurements AS m\n"
+        "WHERE NOT EXISTS (SELECT 1 FROM run_units AS u WHERE u.run_id = m.run_id AND u.aorkey = m.aorkey "
+        "AND u.channel = m.channel)\n"
+        "GROUP BY m.run_id, m.aorkey, m.channel ORDER BY m.run_id, m.aorkey, m.channel"
+    )
+    # An image row's id: its unit's id x 2^32 + its place in the unit's canonical order (exposure, plane, target,
+    # centroid method, the method's order being its first aperture's), as iracdb.reduce.store writes them.
+    op.execute(
+        f"INSERT INTO measured_images (id, run_id, exposure_id, input_id, centroid, {', '.join(image)})\n"
+        f"SELECT u.id * {IMAGE_IDS_PER_UNIT} + ROW_NUMBER() OVER (PARTITION BY first.run_id, first.aorkey, "
+        "first.channel ORDER BY first.expid, first.dcenum, first.plane, first.target_index, first.aperture_id) - 1, "
+        f"first.run_id, first.exposure_id, first.input_id, first.centroid, "
+        f"{', '.join(f'first.{name}' for name in image)} FROM (\n"
         f"  SELECT m.*, a.centroid AS centroid, ROW_NUMBER() OVER (PARTITION BY {key}, a.centroid "
         "ORDER BY m.aperture_id) AS n\n"
         "  FROM measurements AS m\n"
         "  JOIN run_apertures AS a ON a.run_id = m.run_id AND a.aperture_id = m.aperture_id\n"
-        ") AS first WHERE n = 1"
+        ") AS first\n"
+        "JOIN run_units AS u ON u.run_id = first.run_id AND u.aorkey = first.aorkey AND u.channel = first.channel\n"
+        "WHERE first.n = 1"
     )
     same = " AND ".join(f"i.{name} = m.{name}" for name in ("run_id", *_IMAGE_KEY))
     op.execute(
