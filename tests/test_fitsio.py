@@ -60,6 +60,29 @@ def test_restricted_index_takes_each_keywords_first_valued_card() -> None:
     assert restricted.cards == full.cards and len(full.cards) == 7
 
 
+def test_index_kept_by_layout_is_the_index_of_each_header() -> None:
+    """Headers of one layout share an index (kept by the cards' first 10 bytes); any other layout gets its own."""
+    def header(*cards: str) -> bytes:
+        return "".join(c.ljust(80) for c in ("SIMPLE  =                    T", *cards, "END")).encode().ljust(2880)
+
+    keywords = frozenset({"AORKEY", "EXPID"})
+    layouts = [
+        header("AORKEY  =                    1", "EXPID   =                    2"),
+        header("AORKEY  =                   10", "EXPID   =                   20 / same layout, other values"),
+        header("EXPID   =                    3", "AORKEY  =                    4"),
+        header("AORKEY  =                    5", "EXPID     no value indicator", "EXPID   =                    6"),
+        header("AORKEY  =                    7", "EXPIDX  =                    8"),
+    ]
+    expected = [(1, 2), (10, 20), (4, 3), (5, 6), (7, None)]
+    for _ in range(2):  # built, then taken from what was kept
+        parsed = [split_header(data, keywords) for data in layouts]
+        assert [(h.get("AORKEY", int), h.get("EXPID", int)) for h in parsed] == expected
+        assert [h.index for h in parsed] == [{key: i for key, i in split_header(data).index.items()
+                                              if key in keywords} for data in layouts]
+    parsed[0].index.clear()  # each caller gets its own copy
+    assert split_header(layouts[0], keywords).index == {"AORKEY": 1, "EXPID": 2}
+
+
 @pytest.mark.parametrize(
     ("raw", "kind", "value"),
     [
