@@ -228,9 +228,10 @@ class Backend(ABC):
     def _insert(self, table: Table) -> Any:
         """The dialect's INSERT construct for ``table`` (it has ``on_conflict_do_nothing`` and ``..._do_update``)."""
 
-    #: A reduction writes each unit in a second thread while the next is measured (PostgreSQL: the server then
-    #: works meanwhile). Not on SQLite: its connections are safest in the thread that opened them, and the gain is
-    #: small there (the write is done in this process either way).
+    #: A reduction writes each unit in a second thread while the next is measured, and ingest reads files in a
+    #: second thread while it writes (PostgreSQL: the server then works meanwhile). Not on SQLite: its connections
+    #: are safest in the thread that opened them, and the gain is small there (the write is done in this process
+    #: either way).
     writes_behind: ClassVar[bool] = False
 
     def relax_durability(self, conn: Connection) -> None:

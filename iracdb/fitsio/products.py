@@ -259,7 +259,10 @@ def read_and_hash(path: str) -> ReadFile | Rejection:
             problem = not_regular(stat.st_mode)
             if problem is not None:
                 raise NotIracFile(problem)
-            head = read_header_bytes(handle.read(READ_CHUNK_BYTES), lambda _: handle.read(READ_CHUNK_BYTES))
+            # A usual file in one read of its size (+1: one that grew meanwhile is still read to its end below): a
+            # buffer of READ_CHUNK_BYTES for a 100 kB file would cost more than the read.
+            head = read_header_bytes(handle.read(min(READ_CHUNK_BYTES, stat.st_size + 1)),
+                                     lambda _: handle.read(READ_CHUNK_BYTES))
             digest = hashlib.sha256(head)
             size = len(head)
             for chunk in iter(lambda: handle.read(READ_CHUNK_BYTES), b""):
