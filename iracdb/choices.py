@@ -6,6 +6,10 @@ new method is added in one place. This module imports nothing (the command line 
 
 from __future__ import annotations
 
+#: The IRAC channels (CHNLNUM).
+CHANNELS = (1, 2, 3, 4)
+#: The mission phases (see iracdb.mission): cryogenic until MJD 54968, warm after.
+MISSIONS = ("cryo", "warm")
 #: Background estimators of the annulus (:mod:`iracdb.photometry.background`).
 BACKGROUND_METHODS: dict[str, str] = {
     "median": "sigma-clipped median of the annulus pixels",

@@ -17,10 +17,10 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     Engine,
     Float,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -292,9 +292,36 @@ def test_bulk_insert_rolls_back_with_its_transaction(db: Backend, engine: Engine
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_binary_copy_refuses_a_column_type_it_cannot_send(engine: Engine) -> None:
-    table = Table("scratch_times", MetaData(), Column("at", DateTime(timezone=True)))
-    with engine.begin() as conn, pytest.raises(TypeError, match=r"scratch_times\.at: no binary COPY type"):
-        backend_for(engine).bulk_insert(conn, table, ["at"], [(NOW,)])
+    table = Table("scratch_blobs", MetaData(), Column("blob", LargeBinary))
+    with engine.begin() as conn, pytest.raises(TypeError, match=r"scratch_blobs\.blob: no binary COPY type"):
+        backend_for(engine).bulk_insert(conn, table, ["blob"], [(b"x",)])
+
+
+def test_insert_rows_round_trips_dicts_with_times(db: Backend, engine: Engine) -> None:
+    """insert_rows (ingest's files; binary COPY on PostgreSQL) stores what SQLAlchemy's own insert would."""
+    table = RejectedFile.__table__
+    rows = [{"path": f"/x/{i}.fits", "reason": "r\u00e9ason", "size_bytes": 2**40 + i, "mtime_ns": -i,
+             "rejected_at": NOW, "ingest_id": None} for i in range(3)]
+    with engine.begin() as conn:
+        db.insert_rows(conn, table, rows)
+        db.insert_rows(conn, table, [])
+        conn.execute(table.insert(), [{**rows[0], "path": "/by/sqlalchemy.fits"}])
+        stored = [r._asdict() for r in conn.execute(select(table).order_by(table.c.id))]
+    for row in stored:  # SQLite keeps no time zone: its times read back naive (as UTC here)
+        if row["rejected_at"].tzinfo is None:
+            row["rejected_at"] = row["rejected_at"].replace(tzinfo=UTC)
+    assert [{k: v for k, v in r.items() if k != "id"} for r in stored[:3]] == rows
+    # The same time, read back the same way, whichever insert stored it.
+    assert stored[0]["rejected_at"] == stored[3]["rejected_at"]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_insert_rows_refused_by_the_database_raises_sqlalchemys_error(engine: Engine) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    row = {"path": "/x.fits", "reason": "r", "size_bytes": 1, "mtime_ns": 1, "rejected_at": NOW, "ingest_id": None}
+    with engine.begin() as conn, pytest.raises(IntegrityError, match="duplicate key"):
+        backend_for(engine).insert_rows(conn, RejectedFile.__table__, [row, row])
 
 
 # --- reading -----------------------------------------------------------------------------------------------------

@@ -59,6 +59,11 @@ def test_ingest_then_list(db_url: str, real_archive: Path) -> None:
     assert json.loads(run("aors", "-f", "json", "--mission", "cryo", "--db", db_url).stdout) == []
     assert len(json.loads(run("aors", "-f", "json", "--program", "90015", "--db", db_url).stdout)) == 1
     assert len(json.loads(run("aors", "-f", "json", "--channel", "2", "--db", db_url).stdout)) == 2
+    # OBJECT is matched as a substring: LIKE's wildcards in it are taken literally.
+    for literal, n in (("XO_3", 0), ("%", 0), ("xo-3 ch2 peak", 1), ("/", 0)):
+        assert len(json.loads(run("aors", "-f", "json", "--object", literal, "--db", db_url).stdout)) == n, literal
+    assert len(json.loads(run("aors", "-f", "json", "--object", "xo", "--channel", "2", "--mission", "warm",
+                              "--db", db_url).stdout)) == 1
 
     exposures = list(csv.DictReader(io.StringIO(run("exposures", "46466816", "-f", "csv", "--db", db_url).stdout)))
     assert [int(r["expid"]) for r in exposures] == list(range(11))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,29 @@ def test_restricted_index_takes_each_keywords_first_valued_card() -> None:
     assert restricted.cards == full.cards and len(full.cards) == 7
 
 
+def test_index_kept_by_layout_is_the_index_of_each_header() -> None:
+    """Headers of one layout share an index (kept by the cards' first 10 bytes); any other layout gets its own."""
+    def header(*cards: str) -> bytes:
+        return "".join(c.ljust(80) for c in ("SIMPLE  =                    T", *cards, "END")).encode().ljust(2880)
+
+    keywords = frozenset({"AORKEY", "EXPID"})
+    layouts = [
+        header("AORKEY  =                    1", "EXPID   =                    2"),
+        header("AORKEY  =                   10", "EXPID   =                   20 / same layout, other values"),
+        header("EXPID   =                    3", "AORKEY  =                    4"),
+        header("AORKEY  =                    5", "EXPID     no value indicator", "EXPID   =                    6"),
+        header("AORKEY  =                    7", "EXPIDX  =                    8"),
+    ]
+    expected = [(1, 2), (10, 20), (4, 3), (5, 6), (7, None)]
+    for _ in range(2):  # built, then taken from what was kept
+        parsed = [split_header(data, keywords) for data in layouts]
+        assert [(h.get("AORKEY", int), h.get("EXPID", int)) for h in parsed] == expected
+        assert [h.index for h in parsed] == [{key: i for key, i in split_header(data).index.items()
+                                              if key in keywords} for data in layouts]
+    parsed[0].index.clear()  # each caller gets its own copy
+    assert split_header(layouts[0], keywords).index == {"AORKEY": 1, "EXPID": 2}
+
+
 @pytest.mark.parametrize(
     ("raw", "kind", "value"),
     [
@@ -76,6 +100,41 @@ def test_restricted_index_takes_each_keywords_first_valued_card() -> None:
 )
 def test_value_syntax(raw: str, kind: type, value: object) -> None:
     assert parse_value(raw, kind) == value
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["'O''Brien '          / quoted quote", "'a/b'                / slash inside", "'    long'", "''", "'   '",
+     "'unterminated", "T / logical", "1.5D3 / exponent D", "                  2. / integral float",
+     "           46466816 / AORKEY", "                     / empty", "", "      -12", " +7 / signed", "1.25E-3",
+     "'1.5'", "'text &'", "inf", "1_000", "2.5 / not an integer", "'a' 'b'"],
+)
+def test_ingest_value_fast_path_equals_get(raw: str) -> None:
+    from iracdb.fitsio.products import _values
+
+    data = "".join(card.ljust(80) for card in ["SIMPLE  =                    T", f"KEY     = {raw}", "END"])
+    header = split_header(data.encode("ascii").ljust(2880))
+    for kind in (str, int, float, bool):
+        try:
+            expected: object = header.get("KEY", kind)
+        except NotIracFile as exc:
+            with pytest.raises(NotIracFile, match=re.escape(str(exc))):
+                _values(header, (("KEY", "key", kind),))
+            continue
+        got = _values(header, (("KEY", "key", kind), ("ABSENT", "absent", kind)))
+        assert got == {"key": expected, "absent": None} and type(got["key"]) is type(expected), kind
+
+
+@pytest.mark.parametrize("path", REAL_FILES, ids=lambda p: p.name)
+def test_ingest_values_of_real_files_equal_get(path: Path) -> None:
+    from iracdb.fitsio.products import _AOR_SPEC, _EXPOSURE_SPEC, _values
+
+    header = split_header(path.read_bytes(), INGEST_KEYWORDS)
+    for spec in (_EXPOSURE_SPEC, _AOR_SPEC):
+        expected = {column: header.get(key, kind) for key, column, kind in spec}
+        got = _values(header, spec)
+        assert got == expected
+        assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
 
 
 def test_bad_values_and_files() -> None:

@@ -208,3 +208,10 @@ def test_no_module_imports_photutils() -> None:
     """photutils is the tests' reference (the ``test`` extra), not a run-time dependency: no module of the package
     imports it, at any depth (README, "What iracdb computes itself, and why")."""
     assert [m for m in sorted(_modules()) if "photutils" in direct_imports(m)] == []
+
+
+def test_listings_import_no_orm() -> None:
+    """`iracdb aors` and `iracdb runs` start without SQLAlchemy's ORM set-up (models.py: 0.3-0.5 s)."""
+    bad = sorted(n for n in all_imports("iracdb.db.listing") if _under(n, ("sqlalchemy.orm", "iracdb.db.models")))
+    assert not bad, f"iracdb.db.listing imports {bad}"
+    assert "sqlalchemy" in all_imports("iracdb.db.listing")

@@ -536,3 +536,33 @@ def test_catalogue_inside_the_tree_is_not_ingested(real_archive: Path) -> None:
     summary = ingest(engine, [str(real_archive)])
     assert (summary.n_seen, summary.n_new, summary.n_rejected) == (80, 80, 0)
     engine.dispose()
+
+
+def test_read_ahead_thread_gives_everything_in_order_raises_its_errors_and_stops() -> None:
+    """The reading thread of a PostgreSQL ingest: items in order; its error raised in the writing thread; leaving
+    early stops it (nothing more is read)."""
+    from iracdb.ingest import _HANDOVER_FILES, _HANDOVERS_AHEAD, _ReadAhead
+
+    with _ReadAhead(iter(range(1000))) as items:
+        assert list(items) == list(range(1000))
+
+    def failing() -> object:
+        yield from range(30)
+        raise OSError("disk on fire")
+
+    seen: list[object] = []
+    with pytest.raises(OSError, match="disk on fire"), _ReadAhead(failing()) as items:
+        seen.extend(items)
+    assert seen == list(range(25))  # the whole hand-overs before the error
+    read: list[int] = []
+
+    def counted() -> object:
+        for n in range(100_000):
+            read.append(n)
+            yield n
+
+    reader = _ReadAhead(counted())
+    with reader as items:
+        assert next(items) == 0
+    assert not reader._thread.is_alive()
+    assert len(read) <= _HANDOVER_FILES * (_HANDOVERS_AHEAD + 2)  # stopped: never read to the end

@@ -193,11 +193,11 @@ def aors(
     db: DbOption = None,
 ) -> None:
     """List catalogued AORs: one row per AOR and channel."""
-    from iracdb.db import queries
+    from iracdb.db import listing  # not queries: no ORM set-up for a listing
 
     with _database(db) as engine:
-        shown = _chosen_columns(columns, queries.AOR_LIST_COLUMNS, queries.AOR_LIST_COLUMNS)
-        rows = queries.list_aors(engine, object=object, channel=channel, program=program, mission=mission)
+        shown = _chosen_columns(columns, listing.AOR_LIST_COLUMNS, listing.AOR_LIST_COLUMNS)
+        rows = listing.list_aors(engine, object=object, channel=channel, program=program, mission=mission)
         _print_rows(rows, shown, fmt, title="AORs", wide=wide)
 
 

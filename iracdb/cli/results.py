@@ -60,11 +60,11 @@ def runs(
     db: DbOption = None,
 ) -> None:
     """List the reduction runs: state, counts and the parameters that tell them apart."""
-    from iracdb.db import queries
+    from iracdb.db import listing  # not queries: no ORM set-up for a listing
 
     with _database(db) as engine:
-        shown = _chosen_columns(columns, queries.RUN_LIST_COLUMNS, queries.RUN_LIST_COLUMNS)
-        _print_rows(queries.list_runs(engine), shown, fmt, title="Runs", wide=wide)
+        shown = _chosen_columns(columns, listing.RUN_LIST_COLUMNS, listing.RUN_LIST_COLUMNS)
+        _print_rows(listing.list_runs(engine), shown, fmt, title="Runs", wide=wide)
 
 
 class ShowFormat(StrEnum):

@@ -34,14 +34,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from iracdb.choices import CHANNELS, MISSIONS
 from iracdb.columns import AOR_COLUMNS, IMAGE_COLUMNS
 from iracdb.columns import Column as RegistryColumn
 from iracdb.fitsio import KINDS
-
-#: The IRAC channels (CHNLNUM).
-CHANNELS = (1, 2, 3, 4)
-#: The mission phases (see iracdb.mission): cryogenic until MJD 54968, warm after.
-MISSIONS = ("cryo", "warm")
 
 # Stable constraint names on both backends (and for Alembic batch mode on SQLite).
 NAMING_CONVENTION = {

@@ -30,7 +30,19 @@ import re
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import BigInteger, Boolean, Connection, Engine, Float, Integer, SmallInteger, String, Table, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    Integer,
+    SmallInteger,
+    String,
+    Table,
+    text,
+)
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.engine import URL
 
@@ -78,6 +90,11 @@ _PREDEFINED_POWERS = {
 #: Binary COPY type of each SQLAlchemy column type (subclasses first: BigInteger and SmallInteger are Integers).
 _COPY_TYPES = ((BigInteger, "int8"), (SmallInteger, "int2"), (Integer, "int4"), (Float, "float8"),
                (Boolean, "bool"), (String, "text"))
+
+
+#: Sets default_toast_compression to lz4 for the rest of the transaction if the server has lz4, else leaves it.
+_LZ4_IF_BUILT_IN = ("SELECT set_config('default_toast_compression', 'lz4', true) FROM pg_settings "
+                    "WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)")
 
 
 def run_lock_key(name: str) -> int:
@@ -198,6 +215,24 @@ class PostgresqlBackend(Backend):
         # A commit then returns without its WAL flush (~4 ms each on the development machine's disk).
         conn.exec_driver_sql("SET LOCAL synchronous_commit TO off")
 
+    def compress_text_cheaply(self, conn: Connection) -> None:
+        # lz4 only where the server was built with it (it is then one of the setting's values); a transaction-local
+        # setting, so no schema change: the columns keep the default compression, which this setting chooses.
+        conn.exec_driver_sql(_LZ4_IF_BUILT_IN)
+
+    def insert_rows(self, conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+        # Binary COPY: one round trip, no statement per row (ingest's files: ~2x faster than executemany).
+        import psycopg
+        from sqlalchemy.exc import DBAPIError
+
+        if not rows:
+            return
+        columns = list(rows[0])
+        try:
+            self.bulk_insert(conn, table, columns, [tuple(row[name] for name in columns) for row in rows])
+        except psycopg.Error as exc:  # raised by the driver itself: made what SQLAlchemy's execute would raise
+            raise DBAPIError.instance(f"COPY {table.name}", None, exc, psycopg.Error, dialect=conn.dialect) from exc
+
     def bulk_insert(self, conn: Connection, table: Table, columns: Sequence[str],
                     rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
@@ -311,6 +346,9 @@ def _copy_types(table: Table, columns: tuple[str, ...]) -> list[str]:
     for name in columns:
         kind = table.c[name].type
         kind = kind.load_dialect_impl(dialect) if hasattr(kind, "load_dialect_impl") else kind
+        if isinstance(kind, DateTime):
+            types.append("timestamptz" if kind.timezone else "timestamp")
+            continue
         copy_type = next((copy_type for sa_type, copy_type in _COPY_TYPES if isinstance(kind, sa_type)), None)
         if copy_type is None:
             raise TypeError(f"{table.name}.{name}: no binary COPY type for {kind!r}")

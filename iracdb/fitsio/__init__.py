@@ -32,10 +32,13 @@ from iracdb.fitsio.products import (
     SCIENCE_KINDS,
     UNCERTAINTY_KIND,
     FileRecord,
+    ReadFile,
     Rejection,
     not_regular,
     product_kind,
+    read_and_hash,
     read_irac_file,
+    record_of,
 )
 
 __all__ = [
@@ -52,6 +55,7 @@ __all__ = [
     "UNCERTAINTY_KIND",
     "FileRecord",
     "HeaderCards",
+    "ReadFile",
     "Rejection",
     "check_signature",
     "data_bytes",
@@ -61,7 +65,9 @@ __all__ = [
     "not_regular",
     "parse_value",
     "product_kind",
+    "read_and_hash",
     "read_header_bytes",
     "read_irac_file",
+    "record_of",
     "split_header",
 ]

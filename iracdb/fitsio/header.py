@@ -155,9 +155,30 @@ _CARD_START = struct.Struct("10s70x")
 _FIRST = operator.itemgetter(0)
 
 
+#: Indexes already built, by keywords and header layout (see :func:`_index_of`); emptied when it holds
+#: :data:`_MAX_LAYOUTS`.
+_LAYOUTS: dict[tuple[frozenset[str], bytes], dict[str, int]] = {}
+_MAX_LAYOUTS = 256
+
+
 def _index_of(keywords: frozenset[str], header: bytes | bytearray, n_cards: int) -> dict[str, int]:
     """keyword -> index of its first ``KEYWORD = value`` card, for those of ``keywords`` in ``header`` (the header's
-    cards, END excluded)."""
+    cards, END excluded).
+
+    The index depends only on the first 10 bytes of every card (keyword and value indicator): the header's layout.
+    Files of one product from one pipeline share their layout, so indexes are kept by layout: for a header whose
+    layout was seen before, the index costs ten strided slices and a dictionary lookup, not a pass over its cards.
+    """
+    layout = (keywords, b"".join([bytes(header[k::CARD_BYTES]) for k in range(10)]))
+    known = _LAYOUTS.get(layout)
+    if known is None:
+        if len(_LAYOUTS) >= _MAX_LAYOUTS:
+            _LAYOUTS.clear()
+        known = _LAYOUTS[layout] = _build_index(keywords, header, n_cards)
+    return dict(known)  # a copy: the caller's to keep
+
+
+def _build_index(keywords: frozenset[str], header: bytes | bytearray, n_cards: int) -> dict[str, int]:
     starts = list(map(_FIRST, _CARD_START.iter_unpack(header)))
     # Built in C, reversed so that each keyword's first card wins.
     first = dict(zip(reversed(starts), range(n_cards - 1, -1, -1), strict=True))

@@ -229,6 +229,27 @@ def read_irac_file(path: str) -> FileRecord | Rejection:
     rejected after its first chunk, unhashed. Anything but a regular file (a FIFO, a socket, a device) is rejected
     unread. Never raises for a bad file: returns a :class:`Rejection`.
     """
+    return record_of(read_and_hash(path))
+
+
+@dataclass(frozen=True)
+class ReadFile:
+    """A file read and checksummed, its header not parsed yet (:func:`read_and_hash`; :func:`record_of` parses)."""
+
+    path: str
+    #: The file's first bytes, the whole primary header included (unless the file is truncated).
+    head: bytes
+    size_bytes: int
+    mtime_ns: int
+    sha256: str
+
+
+def read_and_hash(path: str) -> ReadFile | Rejection:
+    """The I/O half of :func:`read_irac_file`: read the file in chunks, keep its header blocks, checksum it all.
+
+    Almost all its time is spent without the GIL (reading, hashing), so a thread can run it while another parses
+    and writes. Never raises for a bad file: returns a :class:`Rejection`.
+    """
     try:
         # Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever (it makes no
         # difference to a regular file). What was opened is checked before a byte is read.
@@ -238,17 +259,70 @@ def read_irac_file(path: str) -> FileRecord | Rejection:
             problem = not_regular(stat.st_mode)
             if problem is not None:
                 raise NotIracFile(problem)
-            head = read_header_bytes(handle.read(READ_CHUNK_BYTES), lambda _: handle.read(READ_CHUNK_BYTES))
+            # A usual file in one read of its size (+1: one that grew meanwhile is still read to its end below): a
+            # buffer of READ_CHUNK_BYTES for a 100 kB file would cost more than the read.
+            head = read_header_bytes(handle.read(min(READ_CHUNK_BYTES, stat.st_size + 1)),
+                                     lambda _: handle.read(READ_CHUNK_BYTES))
             digest = hashlib.sha256(head)
             size = len(head)
             for chunk in iter(lambda: handle.read(READ_CHUNK_BYTES), b""):
                 digest.update(chunk)
                 size += len(chunk)
-        return _record_from_header(path, head, size, stat.st_mtime_ns, digest.hexdigest())
+        return ReadFile(path, head, size, stat.st_mtime_ns, digest.hexdigest())
     except OSError as exc:
         return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
     except NotIracFile as exc:
         return Rejection(path, stat.st_size, stat.st_mtime_ns, str(exc))
+
+
+def record_of(read: ReadFile | Rejection) -> FileRecord | Rejection:
+    """The parsing half of :func:`read_irac_file`: what a file read by :func:`read_and_hash` is (a rejection
+    stays one). Never raises for a bad file: returns a :class:`Rejection`."""
+    if isinstance(read, Rejection):
+        return read
+    try:
+        return _record_from_header(read.path, read.head, read.size_bytes, read.mtime_ns, read.sha256)
+    except NotIracFile as exc:
+        return Rejection(read.path, read.size_bytes, read.mtime_ns, str(exc))
+
+
+#: (keyword, column, type) of the exposure's and the AOR's header columns, for :func:`_values`.
+_EXPOSURE_SPEC = tuple((key, column, kind) for key, (column, kind) in EXPOSURE_COLUMNS.items())
+_AOR_SPEC = tuple((key, column, kind) for key, (column, kind) in AOR_COLUMNS.items())
+
+
+def _values(header: HeaderCards, spec: tuple[tuple[str, str, type], ...]) -> dict[str, Any]:
+    """column -> ``header.get(keyword, type)`` for each of ``spec``, the same values, some 2x faster.
+
+    The usual cards (a plain number; a quoted string with no quote inside, not continued) are parsed here with the
+    very conversions :func:`~iracdb.fitsio.header.parse_value` makes (``int``/``float`` of the value field before
+    any comment); anything else (an empty value, a D exponent, a boolean, a long string...) goes to
+    :meth:`HeaderCards.get`, which also raises its errors.
+    """
+    cards, index = header.cards, header.index
+    values: dict[str, Any] = {}
+    for keyword, column, kind in spec:
+        position = index.get(keyword)
+        if position is None:
+            values[column] = None
+            continue
+        raw = cards[position][10:]
+        if kind is str:
+            text = raw.lstrip()
+            end = text.find("'", 1) if text[:1] == "'" else -1
+            if end > 0 and text[end + 1 : end + 2] != "'":
+                value = text[1:end].strip()
+                if not value.endswith("&"):
+                    values[column] = value or None
+                    continue
+        elif kind is float or kind is int:
+            try:
+                values[column] = kind(raw.partition("/")[0])
+                continue
+            except ValueError:
+                pass
+        values[column] = header.get(keyword, kind)
+    return values
 
 
 def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256: str) -> FileRecord:
@@ -265,7 +339,7 @@ def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256
     dpid = header.get("DPID", int)
     _check_exposure_link(header, kind, dcenum, dpid)
 
-    exposure = {column: header.get(key, kind_) for key, (column, kind_) in EXPOSURE_COLUMNS.items()}
+    exposure = _values(header, _EXPOSURE_SPEC)
     _check_integer_ranges({**exposure, "aorkey": aorkey, "expid": expid, "dcenum": dcenum, "channel": channel})
     if channel not in (1, 2, 3, 4):
         raise NotIracFile(f"CHNLNUM = {channel} is not an IRAC channel (1-4)")
@@ -276,7 +350,7 @@ def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256
         except BadOption as exc:
             raise NotIracFile(str(exc)) from exc
     exposure["header_source_kind"] = kind
-    aor = {column: header.get(key, kind_) for key, (column, kind_) in AOR_COLUMNS.items()}
+    aor = _values(header, _AOR_SPEC)
     return FileRecord(
         path=path,
         size_bytes=size,
