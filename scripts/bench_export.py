@@ -5,8 +5,8 @@
    temporary SQLite file (or the database given with ``--db``, migrated to the newest schema first) and reduces it
    (``--auto``) into a real run;
 2. amplifies that run's image rows to ``--rows`` (default 1,000,000) in SQL: ``INSERT ... SELECT`` of the run's
-   image rows (``measured_images``) with AORKEY shifted by multiples of 1000 (the unique key stays unique;
-   ``input_id`` repeats), then of their aperture rows (``aperture_fluxes``);
+   units (``run_units``) and image rows (``measured_images``) with AORKEY shifted by multiples of 1000 (the unique
+   key stays unique; ``input_id`` repeats; ids as iracdb gives them), then of their aperture rows;
 3. exports the run to CSV and to Parquet, each in a fresh process (this script with ``--child``), which reports
    its wall time and its peak RSS (``VmHWM`` from ``/proc/self/status``: Linux carries ``ru_maxrss`` over fork
    and exec, so a child of this larger process would report this process's size).
@@ -63,6 +63,7 @@ def build_run(engine: Engine, root: Path, run_name: str, rows: int) -> int:
     memory is the export's (reduce alone, with scipy and photutils, adds some 260 MB).
     """
     from iracdb.db.models import ApertureFlux, MeasuredImage
+    from iracdb.db.views import IMAGE_IDS_PER_UNIT
     from iracdb.ingest import ingest
     from iracdb.reduce import ReduceOptions, Target, reduce
     from iracdb.synth import AorSpec, write_archive
@@ -79,32 +80,41 @@ def build_run(engine: Engine, root: Path, run_name: str, rows: int) -> int:
     reduce(engine, run_name, ReduceOptions(targets=(Target("auto"),)))
     image_columns = [c.name for c in MeasuredImage.__table__.columns if c.name != "id"]
     flux_columns = [c.name for c in ApertureFlux.__table__.columns if c.name != "image_id"]
-    shifted = ", ".join(f"i.aorkey + k.n * {AORKEY_STEP}" if c == "aorkey" else f"i.{c}" for c in image_columns)
-    same = " AND ".join(f"n.{c} = o.{c}" for c in ("run_id", "channel", "expid", "dcenum", "plane", "target_index",
-                                                  "centroid"))
+    per_unit = IMAGE_IDS_PER_UNIT
+    shifted = ", ".join("i.aorkey + nu.aorkey - ou.aorkey" if c == "aorkey" else f"i.{c}" for c in image_columns)
+    # A copy's unit: the original's, its AORKEY shifted by a multiple of AORKEY_STEP (the originals span less).
+    copies_of = ("JOIN run_units AS ou ON ou.run_id = {o}.run_id AND ou.aorkey = {o}.aorkey "
+                 "AND ou.channel = {o}.channel AND ou.id <= :last "
+                 "JOIN run_units AS nu ON nu.run_id = ou.run_id AND nu.channel = ou.channel AND nu.id > :last "
+                 f"AND (nu.aorkey - ou.aorkey) % {AORKEY_STEP} = 0 ")
     with engine.begin() as conn:
         run_id = conn.execute(text("SELECT id FROM runs WHERE name = :name"), {"name": run_name}).scalar_one()
         base = conn.execute(text("SELECT count(*) FROM measurements WHERE run_id = :r"), {"r": run_id}).scalar_one()
+        last = conn.execute(text("SELECT max(id) FROM run_units WHERE run_id = :r"), {"r": run_id}).scalar_one()
         copies = max(0, -(-rows // base) - 1)
         if copies and rows > base:
-            # Copies of the run's image rows with the AORKEY shifted (the key stays unique), then of each copied
-            # image's aperture rows (the run has one aperture: one aperture row per image row).
+            # Copies of the run's units with the AORKEY shifted (numbered in AORKEY order, as iracdb plans them),
+            # of their image rows (ids numbered from the copy's unit id, as iracdb writes them) and of those
+            # images' aperture rows (the run has one aperture: one aperture row per image row).
             conn.execute(text(
-                f"INSERT INTO measured_images ({', '.join(image_columns)}) "
+                "INSERT INTO run_units (run_id, aorkey, channel, status, n_exposures, n_images, finished_at) "
                 "WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < :copies) "
-                f"SELECT {shifted} FROM measured_images AS i CROSS JOIN k WHERE i.run_id = :r "
-                "ORDER BY k.n, i.id LIMIT :extra"
-            ), {"copies": copies, "r": run_id, "extra": rows - base})
+                f"SELECT u.run_id, u.aorkey + k.n * {AORKEY_STEP}, u.channel, u.status, u.n_exposures, u.n_images, "
+                "u.finished_at FROM run_units AS u CROSS JOIN k WHERE u.run_id = :r ORDER BY k.n, u.aorkey, u.channel"
+            ), {"copies": copies, "r": run_id})
+            conn.execute(text(
+                f"INSERT INTO measured_images (id, {', '.join(image_columns)}) "
+                f"SELECT nu.id * {per_unit} + i.id - ou.id * {per_unit}, {shifted} FROM measured_images AS i "
+                + copies_of.format(o="i") + "WHERE i.run_id = :r ORDER BY nu.id, i.id LIMIT :extra"
+            ), {"r": run_id, "last": last, "extra": rows - base})
             conn.execute(text(
                 f"INSERT INTO aperture_fluxes (image_id, {', '.join(flux_columns)}) "
-                f"SELECT n.id, {', '.join(f'f.{c}' for c in flux_columns)} "
-                "FROM measured_images AS n "
-                f"JOIN measured_images AS o ON {same} AND n.aorkey <> o.aorkey "
-                f"AND (n.aorkey - o.aorkey) % {AORKEY_STEP} = 0 "
-                "AND o.aorkey IN (SELECT aorkey FROM run_units WHERE run_id = :r) "
-                "JOIN aperture_fluxes AS f ON f.image_id = o.id "
-                "WHERE n.run_id = :r"
-            ), {"r": run_id})
+                f"SELECT n.id, {', '.join(f'f.{c}' for c in flux_columns)} FROM aperture_fluxes AS f "
+                "JOIN measured_images AS o ON o.id = f.image_id "
+                + copies_of.format(o="o")
+                + f"JOIN measured_images AS n ON n.id = nu.id * {per_unit} + o.id - ou.id * {per_unit} "
+                "WHERE o.run_id = :r"
+            ), {"r": run_id, "last": last})
         total = conn.execute(text("SELECT count(*) FROM measurements WHERE run_id = :r"), {"r": run_id}).scalar_one()
         conn.execute(text("UPDATE runs SET n_images = :n WHERE id = :r"), {"n": total, "r": run_id})
     if engine.dialect.name == "postgresql":

@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from iracdb import columns, export
 from iracdb.db import views
+from iracdb.db.backend import backend_for
 from iracdb.db.engine import make_engine
 from iracdb.db.models import Run
 from iracdb.errors import BadOption, CannotWrite, NoSuchRun, OutputExists
@@ -144,6 +145,24 @@ def test_csv_equals_the_database(reduced: Engine, tmp_path: Path) -> None:
             assert img[f"flag_{member.name.lower()}"].tolist() == decoded, member
     # strings with quotes, commas and brackets survive
     assert set(aor["object"]) == {ALPHA.object_name, BETA.object_name}
+
+
+def test_rows_read_in_id_order_are_the_views_order(reduced: Engine, tmp_path: Path) -> None:
+    """The image rows are read from the two result tables in the order of their ids (no sort) when the run's units
+    were numbered in AOR and channel order, as iracdb plans them; otherwise in the view's order. Both give the
+    same file."""
+    with backend_for(reduced).snapshot() as snap:
+        run_id = snap.scalar("SELECT id FROM runs WHERE name = :name", name=RUN)
+        units = snap.rows("SELECT id FROM run_units WHERE run_id = :run ORDER BY id", run=run_id)
+        assert export.image_id_range(snap, run_id) == (units[0]["id"] * 2**32, (units[-1]["id"] + 1) * 2**32 - 1)
+    by_id = export_run(reduced, RUN, tmp_path / "by_id")
+    with reduced.begin() as conn:  # the last unit renumbered first: id order is no longer AOR order
+        conn.execute(text("UPDATE run_units SET id = -id WHERE id = :id"), {"id": units[-1]["id"]})
+    with backend_for(reduced).snapshot() as snap:
+        assert export.image_id_range(snap, run_id) is None
+    by_view = export_run(reduced, RUN, tmp_path / "by_view")
+    assert by_id.files[1].read_bytes() == by_view.files[1].read_bytes()
+    assert_rows_equal(records(pd.read_csv(by_id.files[1])), image_db(reduced), IMAGE_NAMES)
 
 
 @pytest.mark.parametrize("batch_rows", [5000, 7])

@@ -22,6 +22,11 @@ BEST_IMAGES = ("EXISTS (SELECT 1 FROM best_photometry AS b WHERE b.run = image_p
                "AND b.aorkey = image_photometry.aorkey AND b.channel = image_photometry.channel "
                "AND b.target_index = image_photometry.target_index AND b.aperture_id = image_photometry.aperture_id)")
 
+#: An image row's id (``measured_images.id``) is its unit's id (``run_units.id``) times this, plus its place in the
+#: unit's canonical order (:data:`IMAGE_ORDER`, the centroid methods in the order of their apertures): a run whose
+#: units were numbered in AOR and channel order is read in order by id (the export does so).
+IMAGE_IDS_PER_UNIT = 2**32
+
 #: Row order of each view within a run (``image_photometry``'s follows the measurements' unique index).
 IMAGE_ORDER = ("aorkey", "channel", "expid", "dcenum", "plane", "target_index", "aperture_id")
 AOR_ORDER = ("aorkey", "channel", "target_index", "aperture_id")
@@ -77,5 +82,5 @@ def best_view_sql() -> str:
     return f"CREATE VIEW {BEST_VIEW} AS\nSELECT * FROM {AOR_VIEW} WHERE best\n"
 
 
-__all__ = ["AOR_ORDER", "AOR_VIEW", "BEST_IMAGES", "BEST_VIEW", "IMAGE_ORDER", "IMAGE_VIEW", "MEASUREMENTS_VIEW",
-           "aor_view_sql", "best_view_sql", "image_view_sql", "measurements_view_sql"]
+__all__ = ["AOR_ORDER", "AOR_VIEW", "BEST_IMAGES", "BEST_VIEW", "IMAGE_IDS_PER_UNIT", "IMAGE_ORDER", "IMAGE_VIEW",
+           "MEASUREMENTS_VIEW", "aor_view_sql", "best_view_sql", "image_view_sql", "measurements_view_sql"]

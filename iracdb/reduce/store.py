@@ -25,6 +25,7 @@ from iracdb.db.models import (
     RunInput,
     RunUnit,
 )
+from iracdb.db.views import IMAGE_IDS_PER_UNIT
 from iracdb.flags import NOT_USED, SUMMARY_EXCLUDED, Flag
 from iracdb.reduce.options import ReduceOptions, Target, parse_centroids
 from iracdb.reduce.worker import _INT_COLUMNS, ROW_COLUMNS, ChunkResult
@@ -256,10 +257,6 @@ class Writer:
         fluxes.update((column.name, columns[column.name]) for column in APERTURE_LEVEL_COLUMNS)
         # Binary COPY built from the arrays on PostgreSQL, executemany on SQLite.
         self.backend.bulk_insert_arrays(conn, ApertureFlux.__table__, fluxes)
-
-
-#: An image row's id is its unit's id (``run_units.id``) times this, plus its place in the unit's canonical order.
-IMAGE_IDS_PER_UNIT = 2**32
 
 
 def unit_image_ids(unit_id: int, n: int) -> np.ndarray:

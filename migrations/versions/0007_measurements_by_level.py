@@ -281,7 +281,7 @@ CREATE VIEW best_photometry AS
 SELECT * FROM aor_photometry WHERE best
 """
 
-#: Image row ids per unit (iracdb.reduce.store.IMAGE_IDS_PER_UNIT when this revision was written).
+#: Image row ids per unit (iracdb.db.views.IMAGE_IDS_PER_UNIT when this revision was written).
 IMAGE_IDS_PER_UNIT = 2**32
 _IMAGE_KEY = ("aorkey", "channel", "expid", "dcenum", "plane", "target_index")
 _TYPES = {"int": sa.Integer, "bigint": sa.BigInteger, "float": sa.Float}
