@@ -555,6 +555,20 @@ def image_id_range(snap: Snapshot, run_id: int) -> tuple[int, int] | None:
     return units[0]["id"] * views.IMAGE_IDS_PER_UNIT, (units[-1]["id"] + 1) * views.IMAGE_IDS_PER_UNIT - 1
 
 
+def _image_row_count(snap: Snapshot, run_id: int) -> int:
+    """The run's image rows: counted in ``aperture_fluxes``' primary key alone when the run's image ids are a range
+    no other run's fall in (the join of ``measurements`` reads both tables: 1.5 s for 1,000,000 rows)."""
+    ids = image_id_range(snap, run_id)
+    if ids is not None:
+        first, last = (value // views.IMAGE_IDS_PER_UNIT for value in ids)
+        others = snap.scalar("SELECT count(*) FROM run_units WHERE id BETWEEN :first AND :last AND run_id <> :run",
+                             first=first, last=last, run=run_id)
+        if not others:
+            return int(snap.scalar("SELECT count(*) FROM aperture_fluxes WHERE image_id BETWEEN :low AND :high",
+                                   low=ids[0], high=ids[1]))
+    return int(snap.scalar("SELECT count(*) FROM measurements WHERE run_id = :run", run=run_id))
+
+
 def _copied_batches(snap: Snapshot, table: _Table, kinds: tuple[str, ...], sql: str, params: dict[str, Any],
                     names: _Names | None) -> Generator[pa.RecordBatch, None, None]:
     """:func:`_batches` through :meth:`Snapshot.column_batches`.
@@ -707,7 +721,7 @@ def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path
         finally:
             writer.close()
 
-        total = int(snap.scalar("SELECT count(*) FROM measurements WHERE run_id = :run", run=run["id"]))
+        total = _image_row_count(snap, run["id"])
         flag_counts = _FlagCounts()
         done = 0
 

@@ -71,11 +71,22 @@ def _dtype(lengths: Sequence[int], kinds: Sequence[str]) -> np.dtype:
 
 
 def _matches(records: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
-    """Which records have exactly these field lengths (the rows read with a layout that is not theirs do not)."""
-    ok = records["count"] == len(lengths)
-    for j, length in enumerate(lengths):
-        ok &= records[f"n{j}"] == length
-    return ok
+    """Which records have exactly these field lengths (the rows read with a layout that is not theirs do not).
+
+    The count and length fields are compared as bytes, all at once: a record's bytes, masked to those fields, must
+    equal the layout's (contiguous byte operations, not one strided big-endian read per column)."""
+    dtype = records.dtype
+    fields = dtype.fields
+    assert fields is not None  # a structured dtype (_dtype)
+    template = np.zeros(dtype.itemsize, dtype=np.uint8)
+    mask = np.zeros(dtype.itemsize, dtype=np.uint8)
+    for name, value, width in (("count", len(lengths), 2),
+                               *((f"n{j}", length, 4) for j, length in enumerate(lengths))):
+        offset = fields[name][1]
+        template[offset: offset + width] = np.frombuffer(value.to_bytes(width, "big", signed=True), dtype=np.uint8)
+        mask[offset: offset + width] = 0xFF
+    raw = np.ascontiguousarray(records).view(np.uint8).reshape(len(records), dtype.itemsize)
+    return np.asarray(((raw & mask) == template).all(axis=1))
 
 
 def parse_rows(rows: Sequence[bytes | memoryview], kinds: Sequence[str]) -> list[ColumnArrays]:
