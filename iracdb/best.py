@@ -86,7 +86,8 @@ def binned_rms_ppm(time: npt.ArrayLike, flux: npt.ArrayLike, bin_size: int = 64)
     n_bins = f.size // bin_size
     if n_bins < 2:
         return math.nan
-    ordered = f[np.argsort(t, kind="stable")][: n_bins * bin_size]
+    in_order = t.size < 2 or bool(np.all(t[1:] >= t[:-1]))  # usually: a unit's rows come in time order
+    ordered = (f if in_order else f[np.argsort(t, kind="stable")])[: n_bins * bin_size]
     binned = ordered.reshape(n_bins, bin_size).mean(axis=1)
     level = float(np.median(binned))
     if level == 0 or not math.isfinite(level):

@@ -335,8 +335,7 @@ def summarize(
     used = usable & ~outlier
     n_used = int(used.sum())
 
-    order = np.argsort(flux[used], kind="stable")  # fluxes (and their errors) in flux order: order-independent sums
-    f_used = flux[used][order]
+    f_used = np.sort(flux[used])  # in flux order: order-independent sums
     mean = _sorted_mean(f_used)
     median = float(np.median(f_used)) if n_used else math.nan
     if n_used >= 2:

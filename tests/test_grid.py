@@ -581,3 +581,21 @@ def test_best_reads_true_or_false_in_the_summary_as_in_the_export(grid_engine: E
                                       "--db", url])
     assert result.exit_code == 0, result.output
     assert {line.split(",")[1] for line in result.stdout.splitlines()[1:]} == {"true", "false"}
+
+
+def test_the_writers_unique_rows_are_numpys() -> None:
+    rng = np.random.default_rng(3)
+    for n in (1, 5, 1000, 19_200):
+        keys = rng.integers(0, 4, size=(n, 5))
+        unique, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        mine = store._unique_rows(keys)
+        assert np.array_equal(mine[0], unique) and np.array_equal(mine[1], first)
+        assert np.array_equal(mine[2], inverse.reshape(-1))
+
+
+def test_binned_rms_does_not_depend_on_the_order_of_the_images() -> None:
+    rng = np.random.default_rng(4)
+    time = np.sort(rng.uniform(0, 1, 640))
+    flux = 1 + 1e-3 * rng.standard_normal(640)
+    shuffled = rng.permutation(640)
+    assert best.binned_rms_ppm(time, flux) == best.binned_rms_ppm(time[shuffled], flux[shuffled])
