@@ -252,8 +252,10 @@ class Writer:
         with collector_paused():
             rows = list(zip(*(image_values[name] for name in _IMAGE_ROW_COLUMNS), strict=True))
             self.backend.bulk_insert(conn, MeasuredImage.__table__, _IMAGE_ROW_COLUMNS, rows)
-        fluxes = {"image_id": image_ids[image_of_row]}
-        fluxes.update((column.name, columns[column.name]) for column in APERTURE_LEVEL_COLUMNS)
+        # In key order (image, aperture): each row goes to the end of the primary key's B-tree, not between others.
+        in_key_order = np.lexsort((columns["aperture_id"], image_of_row))
+        fluxes = {"image_id": image_ids[image_of_row][in_key_order]}
+        fluxes.update((column.name, columns[column.name][in_key_order]) for column in APERTURE_LEVEL_COLUMNS)
         # Binary COPY built from the arrays on PostgreSQL, executemany on SQLite.
         self.backend.bulk_insert_arrays(conn, ApertureFlux.__table__, fluxes)
 
