@@ -599,3 +599,22 @@ def test_binned_rms_does_not_depend_on_the_order_of_the_images() -> None:
     flux = 1 + 1e-3 * rng.standard_normal(640)
     shuffled = rng.permutation(640)
     assert best.binned_rms_ppm(time, flux) == best.binned_rms_ppm(time[shuffled], flux[shuffled])
+
+
+def test_deleting_a_run_deletes_its_aperture_rows(grid_engine: Engine) -> None:
+    """aperture_fluxes has no foreign key (its per-row check cost more than the row on PostgreSQL): a trigger
+    deletes an image's aperture rows with it, also when the image goes with its run (ON DELETE CASCADE)."""
+    reduce(grid_engine, "grid", ReduceOptions(targets=(STAR,), **GRID))  # type: ignore[arg-type]
+    reduce(grid_engine, "one", ReduceOptions(targets=(STAR,)))
+    count = "SELECT count(*) AS n FROM aperture_fluxes"
+    assert _rows(grid_engine, count)[0]["n"] == 9 * 3 * 64
+    with grid_engine.begin() as conn:
+        conn.execute(text("DELETE FROM measured_images WHERE plane = 0 AND run_id = "
+                          "(SELECT id FROM runs WHERE name = 'one')"))
+    assert _rows(grid_engine, count)[0]["n"] == 9 * 3 * 64 - 3
+    with grid_engine.begin() as conn:
+        conn.execute(text("DELETE FROM runs WHERE name = 'grid'"))
+    assert _rows(grid_engine, count)[0]["n"] == 3 * 64 - 3
+    assert _rows(grid_engine, "SELECT count(*) AS n FROM measurements")[0]["n"] == 3 * 64 - 3
+    assert not _rows(grid_engine, "SELECT f.image_id FROM aperture_fluxes f LEFT JOIN measured_images i "
+                                  "ON i.id = f.image_id WHERE i.id IS NULL")
