@@ -195,8 +195,9 @@ def pixel_major(
     dy: NDArray[np.int64], dx: NDArray[np.int64],
 ) -> NDArray[np.float64]:
     """The pixels at offsets ``(dy[j], dx[j])`` from the pixel ``(cx[i], cy[i])`` of plane ``planes[i]``,
-    ``(len(dy), len(cx))``; NaN where bad or outside the image (the values :func:`windows` would cut). Float64, or
-    float32 when ``clean`` is a float32 array (a cleaned stack of float32 data: the same values)."""
+    ``(len(dy), len(cx))``; NaN where bad or outside the image (the values
+    :func:`~iracdb.photometry.aperture.windows` would cut). Float64, or float32 when ``clean`` is a float32 array (a
+    cleaned stack of float32 data: the same values)."""
     _, ny, nx = clean.shape
     if not (isinstance(clean, np.ndarray) and clean.flags.c_contiguous):
         rows = cy[None, :] + dy[:, None]

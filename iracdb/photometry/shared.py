@@ -96,7 +96,7 @@ class SharedWindows:
 
 
 def whole_cleaned(clean: Stack, geometry: Geometry) -> NDArray[np.floating] | None:
-    """The whole stack as floats (:func:`_cleaned`) with NaN at its bad pixels when the shared windows cover much
+    """The whole stack as floats (``_cleaned``) with NaN at its bad pixels when the shared windows cover much
     of it (a subarray cube: the bad-pixel rule in one sequential pass over whole images is then faster than on
     scattered window pixels, and every later cut is one take); else None (e.g. a full-array frame)."""
     _, ny, nx = clean.shape
