@@ -116,6 +116,14 @@ _PENDING_BATCHES = 4
 _KINDS = {"int": "int", "bigint": "int", "float": "float", "bool": "bool"}
 
 
+def _best_condition(image: str, aperture: str) -> str:
+    """``AND`` the row is of its AOR, channel and target's best aperture: ``image`` names the table (alias) of
+    the run and the image's keys, ``aperture`` the one of ``aperture_id``."""
+    return (f"AND EXISTS (SELECT 1 FROM aor_summaries AS s WHERE s.run_id = {image}.run_id "
+            f"AND s.aorkey = {image}.aorkey AND s.channel = {image}.channel AND s.target_index = {image}.target_index "
+            f"AND s.aperture_id = {aperture}.aperture_id AND s.best) ")
+
+
 @dataclass(frozen=True)
 class _Table:
     """One exported table: its view, its columns (no ``run``), their Arrow schema and the SQL that streams it.
@@ -170,16 +178,12 @@ class _Table:
         if by_id:
             prefix = {c.name: "f" if c.per_aperture else "i" for c in IMAGE_COLUMNS}
             selected = ", ".join(f"{prefix.get(n, 'i')}.{n}" for n in self.fetched)
-            best = ("AND EXISTS (SELECT 1 FROM aor_summaries AS s WHERE s.run_id = i.run_id AND s.aorkey = i.aorkey "
-                    "AND s.channel = i.channel AND s.target_index = i.target_index AND s.aperture_id = f.aperture_id "
-                    "AND s.best) " if best_only else "")
+            best = _best_condition("i", "f") if best_only else ""
             return (f"SELECT {selected} FROM measured_images AS i JOIN aperture_fluxes AS f ON f.image_id = i.id "
                     "WHERE i.run_id = :run AND i.id BETWEEN :low AND :high AND f.image_id BETWEEN :low AND :high "
                     f"{best}ORDER BY i.id, f.aperture_id")
         selected = ", ".join(f"m.{n}" for n in self.fetched)
-        best = ("AND EXISTS (SELECT 1 FROM aor_summaries AS s WHERE s.run_id = m.run_id AND s.aorkey = m.aorkey "
-                "AND s.channel = m.channel AND s.target_index = m.target_index AND s.aperture_id = m.aperture_id "
-                "AND s.best) " if best_only else "")
+        best = _best_condition("m", "m") if best_only else ""
         return (f"SELECT {selected} FROM {self.base} AS m WHERE m.run_id = :run {best}"
                 f"ORDER BY {', '.join(f'm.{n}' for n in self.order)}")
 
@@ -526,12 +530,12 @@ class _FlagCounts:
 
 
 def _batches(snap: Snapshot, table: _Table, run: dict[str, Any], names: _Names | None,
-             best_only: bool = False) -> Generator[pa.RecordBatch, None, None]:
+             best_only: bool = False, ids: tuple[int, int] | None = None) -> Generator[pa.RecordBatch, None, None]:
     """The table's rows of ``run`` as record batches: streamed as numpy columns where the database can
-    (:meth:`Snapshot.column_batches`: PostgreSQL's binary COPY, no Python object per value), else as rows."""
+    (:meth:`Snapshot.column_batches`: PostgreSQL's binary COPY, no Python object per value), else as rows.
+    ``ids``: the run's image id range (:func:`image_id_range`), for a ``base`` table read in id order."""
     key = run["id"] if table.base else run["name"]
     params: dict[str, Any] = {"run": key}
-    ids = image_id_range(snap, key) if table.base else None
     if ids is not None:
         params.update(low=ids[0], high=ids[1])
     sql = table.sql(best_only=best_only, by_id=ids is not None)
@@ -555,10 +559,10 @@ def image_id_range(snap: Snapshot, run_id: int) -> tuple[int, int] | None:
     return units[0]["id"] * views.IMAGE_IDS_PER_UNIT, (units[-1]["id"] + 1) * views.IMAGE_IDS_PER_UNIT - 1
 
 
-def _image_row_count(snap: Snapshot, run_id: int) -> int:
-    """The run's image rows: counted in ``aperture_fluxes``' primary key alone when the run's image ids are a range
-    no other run's fall in (the join of ``measurements`` reads both tables: 1.5 s for 1,000,000 rows)."""
-    ids = image_id_range(snap, run_id)
+def _image_row_count(snap: Snapshot, run_id: int, ids: tuple[int, int] | None) -> int:
+    """The run's image rows: counted in ``aperture_fluxes``' primary key alone when the run's image ids (``ids``,
+    :func:`image_id_range`) are a range no other run's fall in (the join of ``measurements`` reads both tables:
+    1.5 s for 1,000,000 rows)."""
     if ids is not None:
         first, last = (value // views.IMAGE_IDS_PER_UNIT for value in ids)
         others = snap.scalar("SELECT count(*) FROM run_units WHERE id BETWEEN :first AND :last AND run_id <> :run",
@@ -596,8 +600,10 @@ def _copied_batches(snap: Snapshot, table: _Table, kinds: tuple[str, ...], sql: 
 
 
 def _write_table(snap: Snapshot, table: _Table, run: dict[str, Any], writer: TableWriter, *,
-                 on_batch: Callable[[pa.RecordBatch], None] | None = None, best_only: bool = False) -> int:
-    """Stream a table's rows of ``run`` (its ``runs`` record) into ``writer``; the rows written.
+                 on_batch: Callable[[pa.RecordBatch], None] | None = None, best_only: bool = False,
+                 ids: tuple[int, int] | None = None) -> int:
+    """Stream a table's rows of ``run`` (its ``runs`` record) into ``writer``; the rows written (``ids``: see
+    :func:`_batches`).
 
     Encoding and writing run in other threads while the next batch is fetched and converted (Arrow's CSV and
     Parquet writers release the GIL): batches are encoded by one thread per usable core (at most
@@ -613,7 +619,7 @@ def _write_table(snap: Snapshot, table: _Table, run: dict[str, Any], writer: Tab
         try:
             names = _Names.of_run(snap, run["id"]) if table.base else None
             # Closed before the snapshot is.
-            with contextlib.closing(_batches(snap, table, run, names, best_only)) as batches:
+            with contextlib.closing(_batches(snap, table, run, names, best_only, ids)) as batches:
                 for batch in batches:
                     while len(pending) >= _PENDING_BATCHES:
                         pending.popleft().result()
@@ -721,7 +727,8 @@ def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path
         finally:
             writer.close()
 
-        total = _image_row_count(snap, run["id"])
+        ids = image_id_range(snap, run["id"])
+        total = _image_row_count(snap, run["id"], ids)
         flag_counts = _FlagCounts()
         done = 0
 
@@ -734,7 +741,8 @@ def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path
 
         writer = writer_class(temps[1], _IMAGE_TABLE, embedded)
         try:
-            n_image = _write_table(snap, _IMAGE_TABLE, run, writer, on_batch=on_image_batch, best_only=best_only)
+            n_image = _write_table(snap, _IMAGE_TABLE, run, writer, on_batch=on_image_batch, best_only=best_only,
+                                   ids=ids)
         finally:
             writer.close()
         if progress is not None and n_image == 0:

@@ -279,9 +279,10 @@ def _unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     slower)."""
     order = np.lexsort(keys.T[::-1])  # stable: the first occurrence of a key comes first
     ordered = keys[order]
-    starts = np.flatnonzero(np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)])
+    new_key = np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)]
+    starts = np.flatnonzero(new_key)
     place = np.empty(len(keys), dtype=np.int64)
-    place[order] = np.cumsum(np.r_[True, (ordered[1:] != ordered[:-1]).any(axis=1)]) - 1
+    place[order] = np.cumsum(new_key) - 1
     return ordered[starts], order[starts], place
 
 
