@@ -19,6 +19,7 @@ import os
 import queue
 import socket
 import stat as stat_module
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -237,8 +238,8 @@ def _read_and_write(engine: Engine, to_read: list[str], workers: int, batch: lis
     that only link to an exposure last, once every exposure of this ingest exists. Only this thread touches the
     database."""
     deferred: list[FileRecord | Rejection] = []
-    # Reading ahead pays where the writes wait for a database server (PostgreSQL), which works meanwhile; with
-    # SQLite this process does the database's work, and the two threads only took turns (measured: no faster).
+    # With one worker, reading ahead in a second thread pays where the writes wait for a database server
+    # (PostgreSQL), which works meanwhile; with SQLite, --workers 1 stays one thread.
     read_ahead = backend_for(engine).writes_behind
     with _read_all(to_read, workers, read_ahead) as results:
         for done, result in enumerate(results, start=1):
@@ -258,26 +259,52 @@ def _read_and_write(engine: Engine, to_read: list[str], workers: int, batch: lis
 
 #: Below this many files to read, starting worker processes costs more than it saves.
 MIN_FILES_FOR_WORKERS = 64
+#: Fewest workers for which ingest reads in worker processes; below, a second thread reads and checksums.
+#:
+#: A file costs ingest ~0.8 ms of CPU (2 cores, 4,000 real-header files of ~135 kB): ~0.25 ms reading and
+#: SHA-256 (no GIL held), ~0.2 ms parsing the header, ~0.35 ms writing its rows. A worker process does the first
+#: two, but sending its ~25 kB of header text back to the writer (pickled, piped, unpickled) and starting the
+#: processes cost ~0.35 ms a file more (measured: 7.0 s of CPU in all with two worker processes, 5.6 s with one
+#: thread), so on two cores two processes beside the writer were slower than one thread alone. A thread that
+#: reads and hashes while this one parses and writes costs nothing extra. With three or more workers (more cores),
+#: worker processes take the parsing off the writer too.
+MIN_WORKERS_FOR_PROCESSES = 3
+#: The GIL switch interval while a reading thread runs [s] (Python's default: 5 ms). The reading thread holds the
+#: GIL only for moments between system calls, but each time waits for the parsing thread to give it up: at 5 ms a
+#: wait, it would read only while the writer waits on the database.
+READ_AHEAD_SWITCH_INTERVAL_S = 0.0005
 
 
 @contextlib.contextmanager
 def _read_all(paths: list[str], workers: int, read_ahead: bool) -> Iterator[Iterator[FileRecord | Rejection]]:
     """What each of ``paths`` holds, in order.
 
-    With one worker and ``read_ahead``, a second thread reads and checksums the files ahead (:class:`_ReadAhead`:
-    no GIL needed meanwhile) and the headers are parsed in the thread that iterates, between its writes. With
-    worker processes, they do all of it.
+    With two workers (or one and ``read_ahead``), a second thread reads and checksums the files ahead
+    (:class:`_ReadAhead`: no GIL needed meanwhile) and the headers are parsed in the thread that iterates, between
+    its writes. With :data:`MIN_WORKERS_FOR_PROCESSES` or more, worker processes do all of it. Whichever way, the
+    records are the same and come in the same order.
     """
-    if workers == 1 or len(paths) < MIN_FILES_FOR_WORKERS:
-        if not read_ahead:
-            yield map(read_irac_file, paths)
-            return
-        with _ReadAhead(map(read_and_hash, paths)) as read:
+    if len(paths) < MIN_FILES_FOR_WORKERS or (workers == 1 and not read_ahead):
+        yield map(read_irac_file, paths)
+        return
+    if workers < MIN_WORKERS_FOR_PROCESSES:
+        with _switching_often(), _ReadAhead(map(read_and_hash, paths)) as read:
             yield map(record_of, read)
         return
     # Workers only read files; they share no connection or thread with us, and end when this process does.
     with process_pool(workers) as pool:
         yield pool.map(read_irac_file, paths, chunksize=16)
+
+
+@contextlib.contextmanager
+def _switching_often() -> Iterator[None]:
+    """Python's GIL switch interval set to :data:`READ_AHEAD_SWITCH_INTERVAL_S` meanwhile (restored after)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, READ_AHEAD_SWITCH_INTERVAL_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 #: Files the reading thread hands over at a time (one queue operation for them all), and hand-overs it may be

@@ -448,10 +448,16 @@ def test_parallel_workers_give_the_same_catalogue(backend: str, request: pytest.
                                                   real_archive: Path) -> None:
     from iracdb.db.engine import make_engine
 
+    from iracdb.ingest import MIN_FILES_FOR_WORKERS, MIN_WORKERS_FOR_PROCESSES
+
+    # One thread; a second thread reading and checksumming (the default on two cores); worker processes.
+    assert len(list(real_archive.rglob("*.fits"))) >= MIN_FILES_FOR_WORKERS
     dumps = []
-    for workers in (1, 2):
-        engine = make_engine(request.getfixturevalue("db_url") if workers == 1 else _fresh_url(request, backend))
+    for n, workers in enumerate((1, 2, MIN_WORKERS_FOR_PROCESSES)):
+        engine = make_engine(request.getfixturevalue("db_url") if n == 0 else _fresh_url(request, backend, n))
+        switch_interval_s = sys.getswitchinterval()
         ingest(engine, [str(real_archive)], workers=workers)
+        assert sys.getswitchinterval() == switch_interval_s  # the reading thread's setting is undone
         dump = _catalogue_dump(engine)
         for table in dump.values():
             for row in table:
@@ -459,12 +465,13 @@ def test_parallel_workers_give_the_same_catalogue(backend: str, request: pytest.
                     row.pop(column, None)
         dumps.append(dump)
         engine.dispose()
-    assert dumps[0] == dumps[1]
+    assert dumps[0] == dumps[1] == dumps[2]
+    assert dumps[0]["files"]  # (not three empty catalogues)
 
 
-def _fresh_url(request: pytest.FixtureRequest, backend: str) -> str:
+def _fresh_url(request: pytest.FixtureRequest, backend: str, n: int = 1) -> str:
     if backend == "sqlite":
-        path = Path(request.getfixturevalue("tmp_path")) / "second.sqlite"
+        path = Path(request.getfixturevalue("tmp_path")) / f"fresh_{n}.sqlite"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite:///{path}"
     return request.getfixturevalue("pg_server").create(template=request.getfixturevalue("pg_template"))
