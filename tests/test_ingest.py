@@ -447,7 +447,6 @@ def test_a_row_the_database_refuses_loses_only_that_file(engine: Engine, real_ar
 def test_parallel_workers_give_the_same_catalogue(backend: str, request: pytest.FixtureRequest,
                                                   real_archive: Path) -> None:
     from iracdb.db.engine import make_engine
-
     from iracdb.ingest import MIN_FILES_FOR_WORKERS, MIN_WORKERS_FOR_PROCESSES
 
     # One thread; a second thread reading and checksumming (the default on two cores); worker processes.
