@@ -1,8 +1,9 @@
 """Catalogue IRAC Level-1 files into the database (``iracdb ingest``).
 
 The walk is cheap: a file whose size and modification time match its catalogue row is not opened. Everything else is
-read (header blocks parsed, whole file checksummed) in worker processes, and the main process writes the results in
-batches, each batch one transaction. A bad file never stops the walk: it is recorded in ``rejected_files`` with its
+read (header blocks parsed, whole file checksummed) and written in batches, each batch one transaction. With two
+workers (the default on two cores) a second thread reads and checksums files while this one parses and writes; with
+three or more, worker processes read and parse (see :data:`MIN_WORKERS_FOR_PROCESSES`). A bad file never stops the walk: it is recorded in ``rejected_files`` with its
 reason, and every good file is still committed.
 
 Concurrent ingests of the same tree are safe: every write transaction first takes a database-wide ingest lock
@@ -178,7 +179,9 @@ def ingest(
     roots
         Folders (walked recursively) and/or files.
     workers
-        Processes that read and checksum files in parallel (1: read in this process).
+        1: everything in this thread (with PostgreSQL, a second thread reads ahead); 2: a second thread reads and
+        checksums files while this one parses and writes; 3 or more: that many worker processes read and parse.
+        The rows written are the same whichever.
     progress
         Called with (files read so far, files to read).
 
@@ -261,13 +264,13 @@ def _read_and_write(engine: Engine, to_read: list[str], workers: int, batch: lis
 MIN_FILES_FOR_WORKERS = 64
 #: Fewest workers for which ingest reads in worker processes; below, a second thread reads and checksums.
 #:
-#: A file costs ingest ~0.8 ms of CPU (2 cores, 4,000 real-header files of ~135 kB): ~0.25 ms reading and
-#: SHA-256 (no GIL held), ~0.2 ms parsing the header, ~0.35 ms writing its rows. A worker process does the first
-#: two, but sending its ~25 kB of header text back to the writer (pickled, piped, unpickled) and starting the
-#: processes cost ~0.35 ms a file more (measured: 7.0 s of CPU in all with two worker processes, 5.6 s with one
-#: thread), so on two cores two processes beside the writer were slower than one thread alone. A thread that
-#: reads and hashes while this one parses and writes costs nothing extra. With three or more workers (more cores),
-#: worker processes take the parsing off the writer too.
+#: A file costs ingest ~0.9 ms of CPU (4,000 real-header files of ~135 kB, SQLite, measured on a busy 2-core
+#: machine): ~0.25 ms reading and SHA-256 (no GIL held), ~0.3 ms parsing the header, ~0.35 ms writing its rows. A
+#: worker process reads and parses, but sending ~25 kB of header text a file back to the writer (pickled, piped,
+#: unpickled) and starting the processes cost more than the work moved (whole ingest, start-up included: 5.6 s of
+#: CPU in one thread, 6.0 s with a reading thread, 7.0 s with two worker processes), so on two cores two processes
+#: beside the writer were slower than one thread alone (the writer's thread: 3.7 s alone, 3.0 s beside a reading
+#: thread). With three or more workers (more cores), worker processes also take the parsing off the writer.
 MIN_WORKERS_FOR_PROCESSES = 3
 #: The GIL switch interval while a reading thread runs [s] (Python's default: 5 ms). The reading thread holds the
 #: GIL only for moments between system calls, but each time waits for the parsing thread to give it up: at 5 ms a
@@ -279,15 +282,15 @@ READ_AHEAD_SWITCH_INTERVAL_S = 0.0005
 def _read_all(paths: list[str], workers: int, read_ahead: bool) -> Iterator[Iterator[FileRecord | Rejection]]:
     """What each of ``paths`` holds, in order.
 
-    With two workers (or one and ``read_ahead``), a second thread reads and checksums the files ahead
-    (:class:`_ReadAhead`: no GIL needed meanwhile) and the headers are parsed in the thread that iterates, between
-    its writes. With :data:`MIN_WORKERS_FOR_PROCESSES` or more, worker processes do all of it. Whichever way, the
+    With two workers (or one and ``read_ahead``, or too few files for processes), a second thread reads and
+    checksums the files ahead (:class:`_ReadAhead`: no GIL needed meanwhile) and the headers are parsed in the thread
+    that iterates, between its writes. With :data:`MIN_WORKERS_FOR_PROCESSES` or more, worker processes do all of it. Whichever way, the
     records are the same and come in the same order.
     """
-    if len(paths) < MIN_FILES_FOR_WORKERS or (workers == 1 and not read_ahead):
+    if workers == 1 and not read_ahead:
         yield map(read_irac_file, paths)
         return
-    if workers < MIN_WORKERS_FOR_PROCESSES:
+    if workers < MIN_WORKERS_FOR_PROCESSES or len(paths) < MIN_FILES_FOR_WORKERS:
         with _switching_often(), _ReadAhead(map(read_and_hash, paths)) as read:
             yield map(record_of, read)
         return
