@@ -3,8 +3,8 @@
 The walk is cheap: a file whose size and modification time match its catalogue row is not opened. Everything else is
 read (header blocks parsed, whole file checksummed) and written in batches, each batch one transaction. With two
 workers (the default on two cores) a second thread reads and checksums files while this one parses and writes; with
-three or more, worker processes read and parse (see :data:`MIN_WORKERS_FOR_PROCESSES`). A bad file never stops the walk: it is recorded in ``rejected_files`` with its
-reason, and every good file is still committed.
+three or more, worker processes read and parse (see :data:`MIN_WORKERS_FOR_PROCESSES`). A bad file never stops the
+walk: it is recorded in ``rejected_files`` with its reason, and every good file is still committed.
 
 Concurrent ingests of the same tree are safe: every write transaction first takes a database-wide ingest lock
 (:meth:`iracdb.db.backend.Backend.ingest_lock`: a PostgreSQL advisory lock; SQLite's write lock), then re-reads what
@@ -284,8 +284,8 @@ def _read_all(paths: list[str], workers: int, read_ahead: bool) -> Iterator[Iter
 
     With two workers (or one and ``read_ahead``, or too few files for processes), a second thread reads and
     checksums the files ahead (:class:`_ReadAhead`: no GIL needed meanwhile) and the headers are parsed in the thread
-    that iterates, between its writes. With :data:`MIN_WORKERS_FOR_PROCESSES` or more, worker processes do all of it. Whichever way, the
-    records are the same and come in the same order.
+    that iterates, between its writes. With :data:`MIN_WORKERS_FOR_PROCESSES` or more, worker processes do all of
+    it. Whichever way, the records are the same and come in the same order.
     """
     if workers == 1 and not read_ahead:
         yield map(read_irac_file, paths)
