@@ -36,7 +36,7 @@ from sqlalchemy.engine import make_url
 
 from iracdb.db.engine import make_engine
 from iracdb.db.migrate import upgrade
-from iracdb.ingest import IngestSummary, ingest
+from iracdb.ingest import MIN_WORKERS_FOR_PROCESSES, IngestSummary, ingest
 
 SHARED_IRAC = Path(__file__).resolve().parents[2] / "shared" / "data" / "irac"
 DEFAULT_PG_URL = os.environ.get("IRACDB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -120,6 +120,13 @@ def timed_ingest(url: str, archive: Path, workers: int, profile: cProfile.Profil
         engine.dispose()
 
 
+def how_read(workers: int) -> str:
+    """How ``ingest`` reads with ``workers`` (see :data:`iracdb.ingest.MIN_WORKERS_FOR_PROCESSES`)."""
+    if workers >= MIN_WORKERS_FOR_PROCESSES:
+        return f"{workers} worker processes read and parse"
+    return "a second thread reads and checksums" if workers > 1 else "one thread (PostgreSQL: a read-ahead thread)"
+
+
 def getheader_loop(files: list[Path]) -> float:
     start = time.perf_counter()
     for path in files:
@@ -169,7 +176,7 @@ def main() -> None:
                     best = elapsed if best is None else min(best, elapsed)
                 assert best is not None
                 results.append((backend, workers, best))
-                print(f"{backend:10s} ingest --workers {workers}: best {best:.2f} s")
+                print(f"{backend:10s} ingest --workers {workers} ({how_read(workers)}): best {best:.2f} s")
                 if args.profile:
                     profile = cProfile.Profile()
                     timed_ingest(databases.new(backend), archive, workers, profile)
