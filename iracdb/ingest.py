@@ -1,10 +1,11 @@
 """Catalogue IRAC Level-1 files into the database (``iracdb ingest``).
 
 The walk is cheap: a file whose size and modification time match its catalogue row is not opened. Everything else is
-read (header blocks parsed, whole file checksummed) and written in batches, each batch one transaction. With two
-workers (the default on two cores) a second thread reads and checksums files while this one parses and writes; with
-three or more, worker processes read and parse (see :data:`MIN_WORKERS_FOR_PROCESSES`). A bad file never stops the
-walk: it is recorded in ``rejected_files`` with its reason, and every good file is still committed.
+read (header blocks parsed, whole file checksummed) and written in batches, each batch one transaction. With fewer
+than three workers (the default on two cores) this process reads, parses and writes (with PostgreSQL a second thread
+reads and checksums meanwhile); with three or more, worker processes read and parse and this one writes (see
+:data:`MIN_WORKERS_FOR_PROCESSES`: on two cores, worker processes were slower). A bad file never stops the walk: it
+is recorded in ``rejected_files`` with its reason, and every good file is still committed.
 
 Concurrent ingests of the same tree are safe: every write transaction first takes a database-wide ingest lock
 (:meth:`iracdb.db.backend.Backend.ingest_lock`: a PostgreSQL advisory lock; SQLite's write lock), then re-reads what
@@ -179,9 +180,9 @@ def ingest(
     roots
         Folders (walked recursively) and/or files.
     workers
-        1: everything in this thread (with PostgreSQL, a second thread reads ahead); 2: a second thread reads and
-        checksums files while this one parses and writes; 3 or more: that many worker processes read and parse.
-        The rows written are the same whichever.
+        Up to 2: files are read in this process (with PostgreSQL, a second thread reads and checksums ahead); 3 or
+        more: that many worker processes read and parse them (:data:`MIN_WORKERS_FOR_PROCESSES`). The ingest event
+        records the processes that read (1 or ``workers``). The rows written are the same whichever.
     progress
         Called with (files read so far, files to read).
 
@@ -193,6 +194,7 @@ def ingest(
     if workers < 1:
         raise BadOption(f"--workers must be at least 1, not {workers}")
     resolved = _resolve_roots(roots)
+    workers = workers if workers >= MIN_WORKERS_FOR_PROCESSES else 1  # what is used, and recorded
     event_id = _start_event(engine, resolved, workers)
     summary = IngestSummary(ingest_id=event_id)
     rejected, to_read = _walk_catalogue(engine, resolved, summary)
@@ -241,8 +243,9 @@ def _read_and_write(engine: Engine, to_read: list[str], workers: int, batch: lis
     that only link to an exposure last, once every exposure of this ingest exists. Only this thread touches the
     database."""
     deferred: list[FileRecord | Rejection] = []
-    # With one worker, reading ahead in a second thread pays where the writes wait for a database server
-    # (PostgreSQL), which works meanwhile; with SQLite, --workers 1 stays one thread.
+    # Reading ahead in a second thread pays where the writes wait for a database server (PostgreSQL), which works
+    # meanwhile; with SQLite this process does the database's work, and the two threads took turns (measured:
+    # slower, see MIN_WORKERS_FOR_PROCESSES).
     read_ahead = backend_for(engine).writes_behind
     with _read_all(to_read, workers, read_ahead) as results:
         for done, result in enumerate(results, start=1):
@@ -262,21 +265,23 @@ def _read_and_write(engine: Engine, to_read: list[str], workers: int, batch: lis
 
 #: Below this many files to read, starting worker processes costs more than it saves.
 MIN_FILES_FOR_WORKERS = 64
-#: Fewest workers for which ingest reads in worker processes; below, a second thread reads and checksums.
+#: Fewest workers for which ingest reads in worker processes; with fewer, files are read in this process.
 #:
 #: A file costs ingest ~0.9 ms of CPU (4,000 real-header files of ~135 kB, SQLite, measured on a busy 2-core
 #: machine): ~0.25 ms reading and SHA-256 (no GIL held), ~0.3 ms parsing the header, ~0.35 ms writing its rows. A
 #: worker process reads and parses, but sending ~25 kB of header text a file back to the writer (pickled, piped,
 #: unpickled) and starting the processes cost more than the work moved (whole ingest, start-up included: 5.6 s of
-#: CPU in one thread, 6.0 s with a reading thread, 7.0 s with two worker processes), so on two cores two processes
-#: beside the writer were slower than one thread alone (the writing thread's own CPU: 3.2-5.0 s alone, 2.4-3.1 s
-#: beside a reading thread). With three or more workers (more cores), worker processes also take the parsing off
-#: the writer.
+#: CPU in one thread, 7.0 s with two worker processes), so on two cores two processes beside the writer were slower
+#: than one process alone. A second thread that reads and checksums on SQLite took the writing thread's own CPU
+#: from ~3.3 s to ~2.7 s but lost it in GIL hand-overs (sqlite3 takes the GIL back after every row): 4,000 files in
+#: 3.50-4.09 s alone, 3.98-4.68 s with the thread (load average 2.4-2.8, interleaved), so it is used with PostgreSQL
+#: only (whose writes wait for the server). So two workers read as one; three or more (more cores) take the reading
+#: and parsing off the writer.
 MIN_WORKERS_FOR_PROCESSES = 3
 #: The GIL switch interval while a reading thread runs [s] (Python's default: 5 ms). The reading thread holds the
 #: GIL only for moments between system calls, but each time waits for the parsing thread to give it up: at 5 ms a
-#: wait, it would read only while the writer waits on the database (measured: the writer waited 0.24-0.45 s for
-#: files at 5 ms, 0.11-0.15 s at 0.5 ms, 4,000 files on SQLite).
+#: wait, it reads little while the writer parses. PostgreSQL, 4,000 files, four interleaved pairs (load average
+#: 2.5-4.1): 5.2, 7.3, 6.1, 6.4 s at 0.5 ms; 4.8, 9.1, 9.3, 8.4 s at 5 ms.
 READ_AHEAD_SWITCH_INTERVAL_S = 0.0005
 
 
@@ -284,21 +289,21 @@ READ_AHEAD_SWITCH_INTERVAL_S = 0.0005
 def _read_all(paths: list[str], workers: int, read_ahead: bool) -> Iterator[Iterator[FileRecord | Rejection]]:
     """What each of ``paths`` holds, in order.
 
-    With two workers (or one and ``read_ahead``, or too few files for processes), a second thread reads and
-    checksums the files ahead (:class:`_ReadAhead`: no GIL needed meanwhile) and the headers are parsed in the thread
-    that iterates, between its writes. With :data:`MIN_WORKERS_FOR_PROCESSES` or more, worker processes do all of
-    it. Whichever way, the records are the same and come in the same order.
+    With fewer than :data:`MIN_WORKERS_FOR_PROCESSES` workers (or too few files for processes), in this thread;
+    with ``read_ahead``, a second thread reads and checksums the files ahead (:class:`_ReadAhead`: no GIL needed
+    meanwhile) and the headers are parsed in the thread that iterates, between its writes. With more workers,
+    worker processes do all of it. Whichever way, the records are the same and come in the same order.
     """
-    if workers == 1 and not read_ahead:
+    if workers >= MIN_WORKERS_FOR_PROCESSES and len(paths) >= MIN_FILES_FOR_WORKERS:
+        # Workers only read files; they share no connection or thread with us, and end when this process does.
+        with process_pool(workers) as pool:
+            yield pool.map(read_irac_file, paths, chunksize=16)
+        return
+    if not read_ahead:
         yield map(read_irac_file, paths)
         return
-    if workers < MIN_WORKERS_FOR_PROCESSES or len(paths) < MIN_FILES_FOR_WORKERS:
-        with _switching_often(), _ReadAhead(map(read_and_hash, paths)) as read:
-            yield map(record_of, read)
-        return
-    # Workers only read files; they share no connection or thread with us, and end when this process does.
-    with process_pool(workers) as pool:
-        yield pool.map(read_irac_file, paths, chunksize=16)
+    with _switching_often(), _ReadAhead(map(read_and_hash, paths)) as read:
+        yield map(record_of, read)
 
 
 @contextlib.contextmanager
