@@ -124,7 +124,7 @@ def how_read(workers: int) -> str:
     """How ``ingest`` reads with ``workers`` (see :data:`iracdb.ingest.MIN_WORKERS_FOR_PROCESSES`)."""
     if workers >= MIN_WORKERS_FOR_PROCESSES:
         return f"{workers} worker processes read and parse"
-    return "a second thread reads and checksums" if workers > 1 else "one thread (PostgreSQL: a read-ahead thread)"
+    return "read in this process; PostgreSQL: a second thread reads ahead"
 
 
 def getheader_loop(files: list[Path]) -> float:
