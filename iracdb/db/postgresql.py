@@ -132,7 +132,9 @@ class PostgresqlSnapshot(Snapshot):
         try:
             with cursor.copy(f"COPY ({self._sql(sql)}) TO STDOUT (FORMAT BINARY)", params) as copy:
                 # Read to its end (the COPY ends only then), in another thread: see _read_ahead.
-                with contextlib.closing(_read_ahead(_copy_messages(copy, cursor.connection), size)) as chunks:
+                # At most one batch of messages waits (in smaller lists: less memory held at once).
+                read = _read_ahead(_copy_messages(copy, cursor.connection), max(1, size // _READ_AHEAD_CHUNKS))
+                with contextlib.closing(read) as chunks:
                     rows: list[Any] = []
                     first = True
                     for chunk in chunks:
@@ -410,7 +412,7 @@ def _copy_messages(copy: Any, connection: Any) -> Iterator[Any]:
 
 
 #: Chunks of COPY messages that :func:`_read_ahead` holds, at most, ahead of their reader.
-_READ_AHEAD_CHUNKS = 2
+_READ_AHEAD_CHUNKS = 4
 
 
 def _read_ahead(messages: Iterator[Any], size: int,
