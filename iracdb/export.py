@@ -28,7 +28,8 @@ is in ``RUN_provenance.json`` and ``RUN_log.txt``. VOTable units are VOUnit; ``%
 ``spread_pct`` has no unit there and says ``[%]`` in its description.
 
 Rows are streamed: on PostgreSQL the image rows by a binary ``COPY ... TO STDOUT`` parsed straight into numpy
-columns (:mod:`iracdb.db.pgbinary`: no Python object per value; about twice as fast as fetching rows) and the
+columns (:mod:`iracdb.db.pgbinary`: no Python object per value; about twice as fast as fetching rows; the COPY
+is read by a thread of its own, so that the server works on while a batch is parsed) and the
 per-AOR rows by a server-side cursor, ``fetchmany`` on SQLite; converted batch by batch to Arrow record batches and
 written, so memory does not grow with the size of the run. Formatting CSV (the shortest round-trip text of each
 float) costs more than fetching: CSV batches are formatted by several threads at once and written in order. The
