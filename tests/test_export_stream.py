@@ -4,7 +4,6 @@ each against a plain reference."""
 
 from __future__ import annotations
 
-import contextlib
 import struct
 import threading
 
@@ -53,20 +52,23 @@ def test_a_row_of_the_same_size_and_another_layout_is_read_with_its_own(n: int, 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_a_copy_closed_early_leaves_the_snapshot_usable(engine: Engine) -> None:
-    """The thread that reads the COPY ahead stops when its reader stops (psycopg then cancels the COPY, which ends
-    the transaction: the next snapshot works); a COPY read to its end gives every row, in order."""
+    """The thread that reads the COPY ahead stops when its reader stops; psycopg cancels the COPY, and the
+    snapshot, rolled back to before it, runs the next COPY and query; a COPY read to its end gives every row, in
+    order. The same after a COPY that fails."""
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE many (k bigint NOT NULL, x double precision)"))
         conn.execute(text("INSERT INTO many SELECT g, g * 0.5 FROM generate_series(0, 99999) AS g"))
     sql = "SELECT k, x FROM many ORDER BY k"
-    for _ in range(3):
-        with contextlib.suppress(psycopg.Error), backend_for(engine).snapshot() as snap:
+    with backend_for(engine).snapshot() as snap:
+        for _ in range(3):
             stream = snap.column_batches(sql, ("int", "float"), size=1000)
             first = next(stream)
             assert first[0][0].tolist() == list(range(1000))
             stream.close()
-        assert not [t for t in threading.enumerate() if t.name == "iracdb-copy-reader"]
-    with backend_for(engine).snapshot() as snap:
+            assert not [t for t in threading.enumerate() if t.name == "iracdb-copy-reader"]
+            assert snap.scalar("SELECT count(*) FROM many") == 100_000
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            list(snap.column_batches("SELECT k, 1 / (k - 90000) FROM many ORDER BY k", ("int", "int"), size=1000))
         batches = list(snap.column_batches(sql, ("int", "float"), size=7000))
         assert snap.scalar("SELECT count(*) FROM many") == 100_000
     keys = np.concatenate([b[0][0] for b in batches])

@@ -125,33 +125,21 @@ class PostgresqlSnapshot(Snapshot):
     def column_batches(self, sql: str, kinds: Sequence[str], *, size: int = BATCH_ROWS,
                        **params: Any) -> Generator[list[ColumnArrays], None, None]:
         """Through ``COPY (sql) TO STDOUT (FORMAT BINARY)``, parsed by :func:`iracdb.db.pgbinary.parse_rows`: the
-        server sends binary values (no text to parse) and no Python object is made per value."""
-        from iracdb.db import pgbinary
+        server sends binary values (no text to parse) and no Python object is made per value.
 
+        The COPY runs inside a savepoint: a COPY left before its end (the caller closed this generator, or it
+        failed) is cancelled by psycopg, which aborts the transaction; rolled back to the savepoint, the snapshot
+        goes on, with the same data, for the next query."""
         cursor = self.raw.cursor()
         try:
-            with cursor.copy(f"COPY ({self._sql(sql)}) TO STDOUT (FORMAT BINARY)", params) as copy:
-                # Read to its end (the COPY ends only then), in another thread: see _read_ahead.
-                # At most one batch of messages waits (in smaller lists: less memory held at once).
-                read = _read_ahead(_copy_messages(copy, cursor.connection), max(1, size // _READ_AHEAD_CHUNKS))
-                with contextlib.closing(read) as chunks:
-                    rows: list[Any] = []
-                    first = True
-                    for chunk in chunks:
-                        if first:
-                            # The first message holds the file header (and the first row, if any); the last is
-                            # the trailer.
-                            first = False
-                            head = pgbinary.strip_header(chunk[0])
-                            chunk = [head, *chunk[1:]] if len(head) else chunk[1:]
-                        rows += chunk
-                        while len(rows) > size:
-                            yield pgbinary.parse_rows(rows[:size], kinds)
-                            del rows[:size]
-                    if rows and bytes(rows[-1]) == pgbinary.TRAILER:
-                        rows.pop()
-                    for start in range(0, len(rows), size):
-                        yield pgbinary.parse_rows(rows[start: start + size], kinds)
+            cursor.execute("SAVEPOINT iracdb_copy")
+            try:
+                yield from _copy_batches(cursor, f"COPY ({self._sql(sql)}) TO STDOUT (FORMAT BINARY)", params,
+                                         kinds, size)
+            except BaseException:  # GeneratorExit included: the caller stopped reading
+                cursor.execute("ROLLBACK TO SAVEPOINT iracdb_copy")
+                raise
+            cursor.execute("RELEASE SAVEPOINT iracdb_copy")
         finally:
             cursor.close()
 
@@ -409,6 +397,34 @@ def _copy_messages(copy: Any, connection: Any) -> Iterator[Any]:
                 if result.status != pq.ExecStatus.COMMAND_OK:
                     raise errors.error_from_result(result, encoding=connection.info.encoding)
             return
+
+
+def _copy_batches(cursor: Any, copy_sql: str, params: Mapping[str, Any], kinds: Sequence[str],
+                  size: int) -> Generator[list[ColumnArrays], None, None]:
+    """The rows of a binary COPY TO, ``size`` at a time, as columns (see :meth:`PostgresqlSnapshot.column_batches`)."""
+    from iracdb.db import pgbinary
+
+    with cursor.copy(copy_sql, params) as copy:
+        # Read to its end (the COPY ends only then), in another thread: see _read_ahead.
+        # At most one batch of messages waits (in smaller lists: less memory held at once).
+        read = _read_ahead(_copy_messages(copy, cursor.connection), max(1, size // _READ_AHEAD_CHUNKS))
+        with contextlib.closing(read) as chunks:
+            rows: list[Any] = []
+            first = True
+            for chunk in chunks:
+                if first:
+                    # The first message holds the file header (and the first row, if any); the last is the trailer.
+                    first = False
+                    head = pgbinary.strip_header(chunk[0])
+                    chunk = [head, *chunk[1:]] if len(head) else chunk[1:]
+                rows += chunk
+                while len(rows) > size:
+                    yield pgbinary.parse_rows(rows[:size], kinds)
+                    del rows[:size]
+            if rows and bytes(rows[-1]) == pgbinary.TRAILER:
+                rows.pop()
+            for start in range(0, len(rows), size):
+                yield pgbinary.parse_rows(rows[start: start + size], kinds)
 
 
 #: Chunks of COPY messages that :func:`_read_ahead` holds, at most, ahead of their reader.
