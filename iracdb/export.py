@@ -28,7 +28,8 @@ is in ``RUN_provenance.json`` and ``RUN_log.txt``. VOTable units are VOUnit; ``%
 ``spread_pct`` has no unit there and says ``[%]`` in its description.
 
 Rows are streamed: on PostgreSQL the image rows by a binary ``COPY ... TO STDOUT`` parsed straight into numpy
-columns (:mod:`iracdb.db.pgbinary`: no Python object per value; about twice as fast as fetching rows) and the
+columns (:mod:`iracdb.db.pgbinary`: no Python object per value; about twice as fast as fetching rows; the COPY
+is read by a thread of its own, so that the server works on while a batch is parsed) and the
 per-AOR rows by a server-side cursor, ``fetchmany`` on SQLite; converted batch by batch to Arrow record batches and
 written, so memory does not grow with the size of the run. Formatting CSV (the shortest round-trip text of each
 float) costs more than fetching: CSV batches are formatted by several threads at once and written in order. The
@@ -514,19 +515,29 @@ class _FlagCounts:
         flagged = flags != 0
         if not flagged.any():
             return
-        keys = np.stack([batch.column(n).to_numpy(zero_copy_only=False)[flagged]
-                         for n in ("aorkey", "channel", "target_index", "aperture_id")], axis=1)
-        unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        bits = flags[flagged]
-        for member in Flag:
-            if not member or not member.name:
-                continue
-            per_key = np.bincount(inverse, weights=(bits & int(member)) != 0, minlength=len(unique))
-            for index in np.flatnonzero(per_key):
-                key = (int(unique[index][0]), int(unique[index][1]), int(unique[index][2]), int(unique[index][3]))
-                entry = self.counts.setdefault(key, {})
-                entry[member.name.lower()] = entry.get(member.name.lower(), 0) + int(per_key[index])
+        # Each distinct (key, flags) of the batch once, with its number of rows: one sort of opaque 40-byte values
+        # (np.unique(axis=0) compares column by column, many times slower), then a loop over the few distinct ones.
+        rows = np.stack([*(batch.column(n).to_numpy(zero_copy_only=False)[flagged].astype(np.int64, copy=False)
+                           for n in ("aorkey", "channel", "target_index", "aperture_id")),
+                         flags[flagged].astype(np.int64, copy=False)], axis=1)
+        distinct, n_rows = np.unique(rows.view(np.dtype((np.void, rows.itemsize * 5))).reshape(-1),
+                                     return_counts=True)
+        per_key: dict[tuple[int, int, int, int], list[int]] = {}
+        for (aorkey, channel, target_index, aperture_id, bits), n in zip(
+                distinct.view(np.int64).reshape(-1, 5).tolist(), n_rows.tolist(), strict=True):
+            tally = per_key.setdefault((aorkey, channel, target_index, aperture_id), [0] * len(_MEMBERS))
+            for i, (_, value) in enumerate(_MEMBERS):
+                if bits & value:
+                    tally[i] += n
+        for key, tally in per_key.items():  # each key's flags in the order of Flag, as the log lists them
+            entry = self.counts.setdefault(key, {})
+            for (name, _), n in zip(_MEMBERS, tally, strict=True):
+                if n:
+                    entry[name] = entry.get(name, 0) + n
+
+
+#: Each flag bit's name (lower case) and value, in the order of :class:`Flag`.
+_MEMBERS = tuple((member.name.lower(), int(member)) for member in Flag if member and member.name)
 
 
 def _batches(snap: Snapshot, table: _Table, run: dict[str, Any], names: _Names | None,

@@ -11,9 +11,10 @@
    its wall time and its peak RSS (``VmHWM`` from ``/proc/self/status``: Linux carries ``ru_maxrss`` over fork
    and exec, so a child of this larger process would report this process's size).
 
-Prints the figures and the aim (>= 200,000 rows/s to CSV, peak memory < 500 MB); never asserts on them. The
-temporary directory (archive, SQLite file, exports) is removed at the end; a ``--db`` database is left as it is
-(create and drop it yourself).
+Prints the figures (with the exporting process's CPU time, user + system, and the load average at the end of each
+export: on a busy machine the wall time says little) and the aim (>= 200,000 rows/s to CSV, peak memory < 500 MB);
+never asserts on them. The temporary directory (archive, SQLite file, exports) is removed at the end; a ``--db``
+database is left as it is (create and drop it yourself).
 
 Usage:
     .venv/bin/python scripts/bench_export.py [--rows N] [--db URL] [--formats csv,parquet] [--quick]
@@ -130,13 +131,19 @@ def build_run(engine: Engine, root: Path, run_name: str, rows: int) -> int:
 def child(url: str, run_name: str, out_dir: str, fmt: str) -> None:
     """Export once, in this fresh process, and print one JSON line of figures."""
     engine = make_engine(url)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_s()
     result = export_run(engine, run_name, Path(out_dir), fmt)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_s() - cpu_start
     engine.dispose()
     size = sum(p.stat().st_size for p in result.files)
-    print(json.dumps({"format": fmt, "rows": result.n_image_rows, "seconds": seconds, "peak_mb": peak_rss_mb(),
-                      "bytes": size, "status": result.status}))
+    print(json.dumps({"format": fmt, "rows": result.n_image_rows, "seconds": seconds, "cpu_s": cpu,
+                      "peak_mb": peak_rss_mb(), "bytes": size, "status": result.status, "load": os.getloadavg()[0]}))
+
+
+def _cpu_s() -> float:
+    """CPU time of this process, all threads, user + system [s] (the server's is not in it)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -167,7 +174,8 @@ def main() -> None:
         engine.dispose()
         print(f"built run {run_name!r} with {total:,} image rows in {time.perf_counter() - start:.1f} s")
         print()
-        print(f"{'format':<8} {'rows':>10} {'seconds':>8} {'rows/s':>10} {'peak_MB':>8} {'files_MB':>9}")
+        print(f"{'format':<8} {'rows':>10} {'seconds':>8} {'rows/s':>10} {'cpu_s':>6} {'peak_MB':>8} {'files_MB':>9} "
+              f"{'load':>5}")
         figures = {}
         for fmt in formats:
             command = [sys.executable, str(Path(__file__).resolve()), "--child", url, run_name,
@@ -178,8 +186,8 @@ def main() -> None:
             figure = json.loads(done.stdout.strip().splitlines()[-1])
             figures[fmt] = figure
             print(f"{fmt:<8} {figure['rows']:>10,} {figure['seconds']:>8.2f} "
-                  f"{figure['rows'] / figure['seconds']:>10,.0f} {figure['peak_mb']:>8.0f} "
-                  f"{figure['bytes'] / 1e6:>9.1f}")
+                  f"{figure['rows'] / figure['seconds']:>10,.0f} {figure['cpu_s']:>6.1f} {figure['peak_mb']:>8.0f} "
+                  f"{figure['bytes'] / 1e6:>9.1f} {figure['load']:>5.1f}")
         print()
         if "csv" in figures:
             csv = figures["csv"]

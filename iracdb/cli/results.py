@@ -30,6 +30,7 @@ from iracdb.cli.app import (
     _choice_help,
     _chosen_columns,
     _Command,
+    _csv_value,
     _database,
     _errors_to_exit,
     _metavar,
@@ -278,11 +279,12 @@ def sql(
 
 
 def _write_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """CSV to stdout, a row at a time (NULL as an empty field)."""
+    """CSV to stdout, a row at a time, values as the exports write them (:func:`_csv_value`: NULL as an empty field,
+    booleans ``true``/``false``; SQLite has no boolean type, and gives a boolean expression as 0 or 1)."""
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow(["" if value is None else value for value in row])
+        writer.writerow([_csv_value(value) for value in row])
 
 
 def _write_json(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

@@ -26,7 +26,9 @@ import contextlib
 import functools
 import hashlib
 import itertools
+import queue
 import re
+import threading
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -123,28 +125,21 @@ class PostgresqlSnapshot(Snapshot):
     def column_batches(self, sql: str, kinds: Sequence[str], *, size: int = BATCH_ROWS,
                        **params: Any) -> Generator[list[ColumnArrays], None, None]:
         """Through ``COPY (sql) TO STDOUT (FORMAT BINARY)``, parsed by :func:`iracdb.db.pgbinary.parse_rows`: the
-        server sends binary values (no text to parse) and no Python object is made per value."""
-        from iracdb.db import pgbinary
+        server sends binary values (no text to parse) and no Python object is made per value.
 
+        The COPY runs inside a savepoint: a COPY left before its end (the caller closed this generator, or it
+        failed) is cancelled by psycopg, which aborts the transaction; rolled back to the savepoint, the snapshot
+        goes on, with the same data, for the next query."""
         cursor = self.raw.cursor()
         try:
-            with cursor.copy(f"COPY ({self._sql(sql)}) TO STDOUT (FORMAT BINARY)", params) as copy:
-                messages = _copy_messages(copy, cursor.connection)  # read to its end: the COPY ends only then
-                first = next(messages, None)
-                if first is None:
-                    return
-                # The first message holds the file header (and the first row, if any); the last is the trailer.
-                head = pgbinary.strip_header(first)
-                rows = [head] if len(head) else []
-                while chunk := list(itertools.islice(messages, size)):
-                    rows += chunk
-                    if len(rows) > size:
-                        yield pgbinary.parse_rows(rows[:size], kinds)
-                        del rows[:size]
-                if rows and bytes(rows[-1]) == pgbinary.TRAILER:
-                    rows.pop()
-                for start in range(0, len(rows), size):
-                    yield pgbinary.parse_rows(rows[start: start + size], kinds)
+            cursor.execute("SAVEPOINT iracdb_copy")
+            try:
+                yield from _copy_batches(cursor, f"COPY ({self._sql(sql)}) TO STDOUT (FORMAT BINARY)", params,
+                                         kinds, size)
+            except BaseException:  # GeneratorExit included: the caller stopped reading
+                cursor.execute("ROLLBACK TO SAVEPOINT iracdb_copy")
+                raise
+            cursor.execute("RELEASE SAVEPOINT iracdb_copy")
         finally:
             cursor.close()
 
@@ -402,6 +397,81 @@ def _copy_messages(copy: Any, connection: Any) -> Iterator[Any]:
                 if result.status != pq.ExecStatus.COMMAND_OK:
                     raise errors.error_from_result(result, encoding=connection.info.encoding)
             return
+
+
+def _copy_batches(cursor: Any, copy_sql: str, params: Mapping[str, Any], kinds: Sequence[str],
+                  size: int) -> Generator[list[ColumnArrays], None, None]:
+    """The rows of a binary COPY TO, ``size`` at a time, as columns (see :meth:`PostgresqlSnapshot.column_batches`)."""
+    from iracdb.db import pgbinary
+
+    with cursor.copy(copy_sql, params) as copy:
+        # Read to its end (the COPY ends only then), in another thread: see _read_ahead.
+        # At most one batch of messages waits (in smaller lists: less memory held at once).
+        read = _read_ahead(_copy_messages(copy, cursor.connection), max(1, size // _READ_AHEAD_CHUNKS))
+        with contextlib.closing(read) as chunks:
+            rows: list[Any] = []
+            first = True
+            for chunk in chunks:
+                if first:
+                    # The first message holds the file header (and the first row, if any); the last is the trailer.
+                    first = False
+                    head = pgbinary.strip_header(chunk[0])
+                    chunk = [head, *chunk[1:]] if len(head) else chunk[1:]
+                rows += chunk
+                while len(rows) > size:
+                    yield pgbinary.parse_rows(rows[:size], kinds)
+                    del rows[:size]
+            if rows and bytes(rows[-1]) == pgbinary.TRAILER:
+                rows.pop()
+            for start in range(0, len(rows), size):
+                yield pgbinary.parse_rows(rows[start: start + size], kinds)
+
+
+#: Chunks of COPY messages that :func:`_read_ahead` holds, at most, ahead of their reader.
+_READ_AHEAD_CHUNKS = 4
+
+
+def _read_ahead(messages: Iterator[Any], size: int,
+                depth: int = _READ_AHEAD_CHUNKS) -> Generator[list[Any], None, None]:
+    """``messages`` in lists of up to ``size``, read by another thread up to ``depth`` lists ahead of the caller.
+
+    The server can only run ahead of its reader by what the socket buffers hold (a few hundred kB): while this
+    process parses and converts a batch, a COPY read in the same thread would stop the server. Read by a thread
+    that does nothing else, the server's work and this process's overlap. The thread ends with the messages, or
+    at the next list once this generator is closed; it is joined before this generator returns, so the caller may
+    use the connection again.
+    """
+    filled: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    reader = threading.Thread(target=_read_into, args=(messages, size, filled, stop), name="iracdb-copy-reader",
+                              daemon=True)
+    reader.start()
+    try:
+        while (item := filled.get())[0] == "chunk":
+            yield item[1]
+        if item[0] == "error":
+            raise item[1]
+    finally:
+        stop.set()
+        while reader.is_alive():  # free a place for a reader waiting to put its last item, then wait for it
+            with contextlib.suppress(queue.Empty):
+                filled.get(timeout=0.05)
+        reader.join()
+
+
+def _read_into(messages: Iterator[Any], size: int, filled: queue.Queue[tuple[str, Any]],
+               stop: threading.Event) -> None:
+    """:func:`_read_ahead`'s thread: lists of ``size`` messages into ``filled``, then ``("end", None)``, or
+    ``("error", exception)``; stops early once ``stop`` is set."""
+    try:
+        while not stop.is_set() and (chunk := list(itertools.islice(messages, size))):
+            while not stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    filled.put(("chunk", chunk), timeout=0.1)
+                    break
+        filled.put(("end", None))
+    except BaseException as exc:  # raised again in the caller's thread
+        filled.put(("error", exc))
 
 
 def _chain(first: tuple[Any, ...] | None, rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
