@@ -512,7 +512,7 @@ class ReduceOptions:
 
 
 #: Below this many images to measure, the default ``--workers`` measures in the driver's process (see
-#: :attr:`Execution.min_images_for_pool`): a local pool's start (a fork server that imports the worker's modules,
+#: ``Execution.min_images_for_pool``): a local pool's start (a fork server that imports the worker's modules,
 #: forked workers, chunks and results through pipes) and the driver's share of two cores then cost more than the
 #: second worker saves. 20,000 subarray planes are some 1.5 s of serial work on the development machine.
 POOL_MIN_IMAGES = 20_000

@@ -548,7 +548,7 @@ def _execute_run(
 
 def _sized(engine: Engine, run_id: int, execution: Execution) -> Execution:
     """``execution``, or the serial one when the run's pending units hold fewer images than
-    :attr:`~iracdb.reduce.options.Execution.min_images_for_pool` (recorded with the run)."""
+    ``Execution.min_images_for_pool`` (recorded with the run)."""
     if execution.scheduler is not None or execution.workers == 1 or execution.min_images_for_pool <= 0:
         return execution
     pending_images = (
