@@ -17,12 +17,12 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from iracdb.cli import app
-from iracdb.cli import reduction as reduction_cli
 from iracdb.db import queries
 from iracdb.db.engine import make_engine
 from iracdb.flags import Flag
 from iracdb.ingest import ingest
 from iracdb.reduce import ReduceOptions, Target, read_targets_file, reduce
+from iracdb.reduce import keywords as reduce_keywords
 from iracdb.synth import AorSpec, SynthArchive, write_archive
 
 runner = CliRunner()
@@ -176,15 +176,22 @@ def test_summary_table_is_printed(catalogued: str, tmp_path: Path) -> None:
 
 def test_workers_default_to_the_cores_this_process_may_use(catalogued: str, monkeypatch: pytest.MonkeyPatch) -> None:
     assert "default: the CPU cores this process may use" in " ".join(run("reduce", "--help").stdout.split())
-    monkeypatch.setattr(reduction_cli, "default_workers", lambda: 2)
+    monkeypatch.setattr(reduce_keywords, "default_workers", lambda: 2)
+    # A run as small as this one is measured in this process by default (a pool would not pay for its start) ...
+    assert run("reduce", "--run-name", "small", "--auto", "--db", catalogued).exit_code == 0
+    # ... and explicit --workers, or the default on a run of at least POOL_MIN_IMAGES images, starts the pool.
+    assert run("reduce", "--run-name", "two", "--auto", "--workers", "2", "--db", catalogued).exit_code == 0
+    monkeypatch.setattr(reduce_keywords, "POOL_MIN_IMAGES", 1)
     assert run("reduce", "--run-name", "default", "--auto", "--db", catalogued).exit_code == 0
     assert run("reduce", "--run-name", "one", "--auto", "--workers", "1", "--db", catalogued).exit_code == 0
     engine = make_engine(catalogued)
     try:
-        executions = _rows(engine, "SELECT name, execution FROM runs WHERE name IN ('default', 'one') ORDER BY name")
-        assert [(r["name"], r["execution"]) for r in executions] == [("default", "processes:2"), ("one", "serial")]
-        assert measurements(engine, "default") == measurements(engine, "one") != []
-        assert summaries(engine, "default") == summaries(engine, "one")
+        executions = _rows(engine, "SELECT name, execution FROM runs ORDER BY name")
+        assert [(r["name"], r["execution"]) for r in executions] == [
+            ("default", "processes:2"), ("one", "serial"), ("small", "serial"), ("two", "processes:2")]
+        for name in ("default", "small", "two"):
+            assert measurements(engine, name) == measurements(engine, "one") != []
+            assert summaries(engine, name) == summaries(engine, "one")
     finally:
         engine.dispose()
 

@@ -33,7 +33,6 @@ from iracdb.cli.app import (
     stdout,
     summary_table_columns,
 )
-from iracdb.config import default_workers
 
 if TYPE_CHECKING:  # built at run time from the library's choices; to a type checker, any StrEnum
     FileType: TypeAlias = StrEnum
@@ -187,7 +186,7 @@ def reduce(
             target=target, targets_file=targets_file, auto=auto, aor=aor, object=object, channel=channel,
             file_type=file_type.value, radius=radius, annulus=annulus, centroid=centroid,
             background=background.value, corrections=corrections.value, aperture_correction=aperture_correction,
-            reject=reject, subarray=subarray.value, workers=default_workers() if workers is None else workers,
+            reject=reject, subarray=subarray.value, workers=workers,
             keep_first_frame=keep_first_frame, best_by=best_by.value, best_bin=best_bin, scheduler=scheduler,
             resume=resume,
             command_line=reduction.mask_command_line(_command_line(ctx)),

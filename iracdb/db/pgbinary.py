@@ -193,7 +193,7 @@ def parse_rows(rows: Sequence[bytes | memoryview], kinds: Sequence[str]) -> list
 
 
 #: Wire type of each binary COPY type that :func:`encode_rows` writes.
-_ENCODE = {"int2": ">i2", "int4": ">i4", "int8": ">i8", "float8": ">f8"}
+_ENCODE = {"int2": ">i2", "int4": ">i4", "int8": ">i8", "float8": ">f8"}  # and "text": bytes of a group's value
 
 
 def encode_rows(columns: Sequence[np.ndarray], copy_types: Sequence[str]) -> bytes:
@@ -202,40 +202,75 @@ def encode_rows(columns: Sequence[np.ndarray], copy_types: Sequence[str]) -> byt
     Parameters
     ----------
     columns : sequence of numpy arrays, all of one length
-        Each column's values; NaN in a float array is NULL (also for an integer column given as floats).
-    copy_types : sequence of {"int2", "int4", "int8", "float8"}
+        Each column's values; NaN in a float array is NULL (also for an integer column given as floats). A
+        ``text`` column is an array of ``str`` (``None`` is NULL) with few distinct values (e.g. a method's name).
+    copy_types : sequence of {"int2", "int4", "int8", "float8", "text"}
         Each column's PostgreSQL type.
 
-    The rows are grouped by which of their fields are NULL (a NULL field has no bytes, so each pattern is one
-    packed layout) and written group after group: the table's rows are the same, in another physical order.
-    Integers out of their type's range raise ValueError rather than wrap.
+    The rows are grouped by which of their fields are NULL and by their text values (a NULL field has no bytes
+    and a text field as many as its value, so each group is one packed layout) and written group after group: the
+    table's rows are the same, in another physical order. Integers out of their type's range raise ValueError
+    rather than wrap.
     """
     n = len(columns[0]) if columns else 0
     null = np.zeros((len(columns), n), dtype=bool)
+    texts: dict[int, tuple[list[bytes], np.ndarray]] = {}  # text column -> (distinct values, code of each row)
     for j, values in enumerate(columns):
-        if values.dtype.kind == "f":
+        if copy_types[j] == "text":
+            null[j] = np.array([value is None for value in values.tolist()], dtype=bool)
+            distinct, codes = np.unique(np.where(null[j], "", values).astype(str), return_inverse=True)
+            texts[j] = ([str(value).encode() for value in distinct.tolist()], codes.reshape(-1))
+        elif values.dtype.kind == "f":
             null[j] = np.isnan(values)
     parts = [SIGNATURE, bytes(8)]  # flags and header extension length: 0
-    for pattern, rows in _null_patterns(null):
-        fields: list[tuple[str, str]] = [("count", ">i2")]
-        for j, copy_type in enumerate(copy_types):
-            fields.append((f"n{j}", ">i4"))
-            if not pattern[j]:
-                fields.append((f"v{j}", _ENCODE[copy_type]))
-        dtype = np.dtype(fields)
-        records = np.empty(rows.size, dtype=dtype)
-        records["count"] = len(columns)
-        for j, (values, copy_type) in enumerate(zip(columns, copy_types, strict=True)):
-            if pattern[j]:
-                records[f"n{j}"] = -1
-                continue
+    for pattern, rows in _text_groups(_null_patterns(null), texts):
+        parts.append(_records(columns, copy_types, pattern, rows, texts).tobytes())
+    parts.append(TRAILER)
+    return b"".join(parts)
+
+
+def _records(columns: Sequence[np.ndarray], copy_types: Sequence[str], pattern: np.ndarray, rows: np.ndarray,
+             texts: dict[int, tuple[list[bytes], np.ndarray]]) -> np.ndarray:
+    """The packed rows of one group (the same NULL fields and text values): one record per row."""
+    fields: list[tuple[str, str]] = [("count", ">i2")]
+    text_of = {j: texts[j][0][texts[j][1][rows[0]]] for j in texts if not pattern[j]}
+    for j, copy_type in enumerate(copy_types):
+        fields.append((f"n{j}", ">i4"))
+        if pattern[j] or (copy_type == "text" and not text_of[j]):
+            continue
+        fields.append((f"v{j}", f"S{len(text_of[j])}" if copy_type == "text" else _ENCODE[copy_type]))
+    records = np.empty(rows.size, dtype=np.dtype(fields))
+    records["count"] = len(columns)
+    for j, (values, copy_type) in enumerate(zip(columns, copy_types, strict=True)):
+        if pattern[j]:
+            records[f"n{j}"] = -1
+        elif copy_type == "text":
+            records[f"n{j}"] = len(text_of[j])
+            if text_of[j]:
+                records[f"v{j}"] = text_of[j]
+        else:
             wire = np.dtype(_ENCODE[copy_type])
             records[f"n{j}"] = wire.itemsize
             chosen = values[rows]
             records[f"v{j}"] = _integers(chosen, wire, j) if wire.kind == "i" else chosen
-        parts.append(records.tobytes())
-    parts.append(TRAILER)
-    return b"".join(parts)
+    return records
+
+
+def _text_groups(groups: list[tuple[np.ndarray, np.ndarray]], texts: dict[int, tuple[list[bytes], np.ndarray]]
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each (NULL pattern, rows) group split further by the values of the text columns that are not NULL in it."""
+    if not texts:
+        return groups
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for pattern, rows in groups:
+        key = np.zeros(rows.size, dtype=np.int64)
+        for j, (distinct, codes) in texts.items():
+            if not pattern[j]:
+                key = key * len(distinct) + codes[rows]
+        values, inverse = np.unique(key, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        out.extend((pattern, rows[inverse == k]) for k in range(len(values)))
+    return out
 
 
 def _null_patterns(null: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -8,16 +8,19 @@ A position that cannot be computed is returned as NaN, which :func:`iracdb.photo
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning, NoConvergence
 from numpy.typing import ArrayLike, NDArray
 
 from iracdb.photometry.aperture import windows
 
+if TYPE_CHECKING:  # astropy is imported where a WCS is made: the reduction's workers need only brightest_near
+    import astropy.io.fits
+    import astropy.wcs
 
-def celestial_wcs(header: fits.Header) -> WCS:
+
+def celestial_wcs(header: astropy.io.fits.Header) -> astropy.wcs.WCS:
     """The 2-D celestial WCS of an IRAC header (also for a 3-D subarray cube), SIP distortion included.
 
     Raises
@@ -25,6 +28,8 @@ def celestial_wcs(header: fits.Header) -> WCS:
     ValueError
         The header has no usable WCS (astropy's ``WcsError`` is a ``ValueError``).
     """
+    from astropy.wcs import WCS, FITSFixedWarning
+
     with warnings.catch_warnings():
         # IRAC headers carry legacy cards (RADECSYS, DATE-OBS formats) that astropy fixes and reports; harmless.
         warnings.simplefilter("ignore", FITSFixedWarning)
@@ -35,7 +40,7 @@ def celestial_wcs(header: fits.Header) -> WCS:
 
 
 def sky_to_pixel(
-    header: fits.Header, ra_deg: ArrayLike, dec_deg: ArrayLike
+    header: astropy.io.fits.Header, ra_deg: ArrayLike, dec_deg: ArrayLike
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Pixel position of sky coordinates through the header's WCS with SIP distortion.
 
@@ -52,6 +57,8 @@ def sky_to_pixel(
         Pixel coordinates (0-based, centre of the bottom-left pixel at (0, 0)); NaN when the WCS is missing or
         invalid or the inversion does not converge.
     """
+    from astropy.wcs import NoConvergence
+
     ra = np.asarray(ra_deg, dtype=np.float64)
     dec = np.asarray(dec_deg, dtype=np.float64)
     nan = np.full(np.broadcast(ra, dec).shape, np.nan)
@@ -63,7 +70,7 @@ def sky_to_pixel(
     return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
 
 
-def pointing_pixel(header: fits.Header) -> tuple[float, float]:
+def pointing_pixel(header: astropy.io.fits.Header) -> tuple[float, float]:
     """Pixel position of the commanded pointing (``RA_REF``, ``DEC_REF``); NaN if missing or not convertible."""
     ra, dec = header.get("RA_REF"), header.get("DEC_REF")
     if not isinstance(ra, int | float) or not isinstance(dec, int | float):

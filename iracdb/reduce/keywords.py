@@ -19,7 +19,14 @@ import numpy as np
 
 from iracdb.config import default_workers
 from iracdb.errors import BadOption
-from iracdb.reduce.options import Execution, ReduceOptions, Target, parse_sky_position, read_targets_file
+from iracdb.reduce.options import (
+    POOL_MIN_IMAGES,
+    Execution,
+    ReduceOptions,
+    Target,
+    parse_sky_position,
+    read_targets_file,
+)
 
 
 def reduce_settings(
@@ -93,7 +100,8 @@ def reduce_settings(
     best_bin : int
         Images per bin of the ``binned-rms`` score (64: one subarray cube).
     workers : int, optional
-        Local worker processes (default: the CPU cores this process may use; 1: measure in this process).
+        Local worker processes (default: the CPU cores this process may use, or 1 for a run of fewer than
+        :data:`~iracdb.reduce.options.POOL_MIN_IMAGES` images; 1: measure in this process).
     scheduler : str, optional
         A Dask scheduler: ``tcp://HOST:PORT`` or ``local:N``.
     resume : bool
@@ -123,8 +131,10 @@ def reduce_settings(
         subarray=str(subarray), keep_first_frame=bool(keep_first_frame),
         best_by=str(best_by), best_bin=int(best_bin) if isinstance(best_bin, np.integer) else best_bin,
     )
+    # The default (the cores) measures a small run in this process, where a pool would not pay for its start.
     execution = Execution(workers=default_workers() if workers is None else int(workers), scheduler=scheduler,
-                          resume=bool(resume), command_line=command_line)
+                          resume=bool(resume), command_line=command_line,
+                          min_images_for_pool=POOL_MIN_IMAGES if workers is None else 0)
     return options, execution
 
 

@@ -511,6 +511,13 @@ class ReduceOptions:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
 
+#: Below this many images to measure, the default ``--workers`` measures in the driver's process (see
+#: ``Execution.min_images_for_pool``): a local pool's start (a fork server that imports the worker's modules,
+#: forked workers, chunks and results through pipes) and the driver's share of two cores then cost more than the
+#: second worker saves. 20,000 subarray planes are some 1.5 s of serial work on the development machine.
+POOL_MIN_IMAGES = 20_000
+
+
 @dataclass(frozen=True)
 class Execution:
     """How a run is executed (not part of its identity: any choice gives the same rows).
@@ -525,12 +532,18 @@ class Execution:
         Finish an interrupted, failed or killed run of the same name and parameters.
     command_line : str or None
         Recorded with the run (passwords in URLs masked).
+    min_images_for_pool : int
+        With ``workers`` > 1 (no scheduler), measure in this process when the run has fewer images left to measure
+        (planes of subarray cubes counted one by one): starting a pool would take longer than it saves. 0 (the
+        default): always start the pool. The command line's default ``--workers`` uses
+        :data:`POOL_MIN_IMAGES`. The run records what was used.
     """
 
     workers: int = 1
     scheduler: str | None = None
     resume: bool = False
     command_line: str | None = None
+    min_images_for_pool: int = 0
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -499,6 +499,7 @@ def _execute_run(
             .order_by(RunUnit.aorkey, RunUnit.channel)
         ).all()
     resolved = json.loads(run["resolved_json"])
+    execution = _sized(engine, run_id, execution)
     total, done0 = run["n_units"], run["n_units_done"]
     behind = _WriteBehind(Writer(engine, run_id, options, resolved))
     unreadable: list[tuple[str, str]] = []
@@ -543,6 +544,27 @@ def _execute_run(
         behind.close()
     _finish(engine, run_id, "complete", None)
     return _report(engine, run_id, done, unreadable, notes)
+
+
+def _sized(engine: Engine, run_id: int, execution: Execution) -> Execution:
+    """``execution``, or the serial one when the run's pending units hold fewer images than
+    ``Execution.min_images_for_pool`` (recorded with the run)."""
+    if execution.scheduler is not None or execution.workers == 1 or execution.min_images_for_pool <= 0:
+        return execution
+    pending_images = (
+        select(func.coalesce(func.sum(Exposure.n_planes), 0))
+        .select_from(RunUnit)
+        .join(Exposure, and_(Exposure.aorkey == RunUnit.aorkey, Exposure.channel == RunUnit.channel))
+        .where(RunUnit.run_id == run_id, RunUnit.status == "pending")
+    )
+    with engine.connect() as conn:
+        images = conn.execute(pending_images).scalar_one()
+    if images >= execution.min_images_for_pool:
+        return execution
+    serial = replace(execution, workers=1)
+    with engine.begin() as conn:
+        conn.execute(update(Run).where(Run.id == run_id).values(execution=serial.describe()))
+    return serial
 
 
 class _WriteBehind:
@@ -614,29 +636,44 @@ def _report(
     )
 
 
-def _unit_exposures(engine: Engine, unit_row: Any, options: ReduceOptions) -> list[dict[str, Any]]:
-    """The unit's exposures with their science file and companions (one query, ordered by EXPID, DCENUM)."""
+#: Pending units whose exposures are read from the catalogue in one query (one round trip per batch, not per unit).
+UNITS_PER_QUERY = 64
+_FILE_FIELDS = ("path", "size_bytes", "mtime_ns", "sha256")
+
+
+def _units_exposures(engine: Engine, unit_rows: Sequence[Any], options: ReduceOptions) -> list[list[dict[str, Any]]]:
+    """Each unit's exposures with their science file and companions, ordered by EXPID, DCENUM (one query for the
+    batch of units; an exposure without the science file is left out)."""
     kinds = (options.file_type, UNCERTAINTY_KIND[options.file_type], "bimsk")
+    exposure_fields = (
+        Exposure.aorkey, Exposure.channel, Exposure.id, Exposure.expid, Exposure.dcenum, Exposure.n_planes,
+        Exposure.mjd_obs, Exposure.bmjd_obs, Exposure.frame_time_s, Exposure.exposure_time_s, Exposure.mission,
+        Exposure.read_mode, Exposure.object, Exposure.date_obs, Exposure.dither_pos, Exposure.dither_scale,
+        Exposure.cycle_num,
+    )
+    names = [column.key for column in exposure_fields[2:]]
+    wanted = {(row.aorkey, row.channel) for row in unit_rows}
     query = (
-        select(
-            Exposure.id, Exposure.expid, Exposure.dcenum, Exposure.n_planes, Exposure.mjd_obs, Exposure.bmjd_obs,
-            Exposure.frame_time_s, Exposure.exposure_time_s, Exposure.mission, Exposure.read_mode, Exposure.object,
-            Exposure.date_obs, Exposure.dither_pos, Exposure.dither_scale, Exposure.cycle_num,
-            File.kind, File.path, File.size_bytes, File.mtime_ns, File.sha256,
-        )
+        select(*exposure_fields, File.kind, File.path, File.size_bytes, File.mtime_ns, File.sha256)
         .join(File, and_(File.exposure_id == Exposure.id, File.kind.in_(kinds)))
-        .where(Exposure.aorkey == unit_row.aorkey, Exposure.channel == unit_row.channel)
-        .order_by(Exposure.expid, Exposure.dcenum, File.kind)
+        .where(Exposure.aorkey.in_(sorted({key for key, _ in wanted})),
+               Exposure.channel.in_(sorted({channel for _, channel in wanted})))
+        .order_by(Exposure.aorkey, Exposure.channel, Exposure.expid, Exposure.dcenum, File.kind)
     )
     with engine.connect() as conn:
-        rows = conn.execute(query).mappings().all()
-    exposures: dict[int, dict[str, Any]] = {}
+        rows = conn.execute(query).all()
+    n_exposure = len(exposure_fields)
+    by_unit: dict[tuple[int, int], dict[int, dict[str, Any]]] = {key: {} for key in wanted}
     for row in rows:
-        entry = exposures.setdefault(row["id"], {**{k: row[k] for k in row.keys() if k not in
-                                                    ("kind", "path", "size_bytes", "mtime_ns", "sha256")},
-                                                 "files": {}})
-        entry["files"][row["kind"]] = {k: row[k] for k in ("path", "size_bytes", "mtime_ns", "sha256")}
-    return [e for e in exposures.values() if options.file_type in e["files"]]
+        exposures = by_unit.get((row[0], row[1]))
+        if exposures is None:  # an AOR and channel of the batch's AORs that is not one of its units
+            continue
+        entry = exposures.get(row[2])
+        if entry is None:
+            entry = exposures[row[2]] = {**dict(zip(names, row[2:n_exposure], strict=True)), "files": {}}
+        entry["files"][row[n_exposure]] = dict(zip(_FILE_FIELDS, row[n_exposure + 1:], strict=True))
+    return [[e for e in by_unit[row.aorkey, row.channel].values() if options.file_type in e["files"]]
+            for row in unit_rows]
 
 
 def _chunks(unit: Unit, options: ReduceOptions, resolved: dict[str, Any]) -> list[Chunk]:
@@ -693,11 +730,12 @@ def _run_units(
     """Yield each pending unit with its measured chunks, as soon as all of a unit's chunks are back."""
 
     def units() -> Iterator[Unit]:
-        for row in pending:
-            exposures = _unit_exposures(engine, row, options)
-            object_ = exposures[0]["object"] if exposures else None
-            targets = tuple((i, t) for i, t in enumerate(options.targets) if t.applies_to(row.aorkey, object_))
-            yield Unit(row.id, row.aorkey, row.channel, tuple(exposures), targets)
+        for start in range(0, len(pending), UNITS_PER_QUERY):
+            batch = pending[start:start + UNITS_PER_QUERY]
+            for row, exposures in zip(batch, _units_exposures(engine, batch, options), strict=True):
+                object_ = exposures[0]["object"] if exposures else None
+                targets = tuple((i, t) for i, t in enumerate(options.targets) if t.applies_to(row.aorkey, object_))
+                yield Unit(row.id, row.aorkey, row.channel, tuple(exposures), targets)
 
     waiting: dict[int, tuple[Unit, dict[int, ChunkResult], int]] = {}
     empty: list[Unit] = []  # units whose files all vanished from the catalogue: written with no rows
