@@ -196,6 +196,26 @@ def test_workers_default_to_the_cores_this_process_may_use(catalogued: str, monk
         engine.dispose()
 
 
+def test_a_full_array_frame_counts_as_full_frame_planes_towards_the_pool(catalogued: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default --workers sizes work in subarray planes: 3 full-array frames weigh 3 x FULL_FRAME_PLANES."""
+    from iracdb.reduce.options import FULL_FRAME_PLANES
+
+    monkeypatch.setattr(reduce_keywords, "default_workers", lambda: 2)
+    work = 3 * FULL_FRAME_PLANES
+    monkeypatch.setattr(reduce_keywords, "POOL_MIN_IMAGES", work)
+    assert run("reduce", "--run-name", "at", "--auto", "--aor", "71000320", "--db", catalogued).exit_code == 0
+    monkeypatch.setattr(reduce_keywords, "POOL_MIN_IMAGES", work + 1)
+    assert run("reduce", "--run-name", "below", "--auto", "--aor", "71000320", "--db", catalogued).exit_code == 0
+    engine = make_engine(catalogued)
+    try:
+        executions = _rows(engine, "SELECT name, execution FROM runs ORDER BY name")
+        assert [(r["name"], r["execution"]) for r in executions] == [("at", "processes:2"), ("below", "serial")]
+        assert measurements(engine, "at") == measurements(engine, "below") != []
+    finally:
+        engine.dispose()
+
+
 def test_summary_rows(catalogued: str) -> None:
     """The library function behind the printed table (the aor_photometry view, as `iracdb summary`)."""
     engine = make_engine(catalogued)

@@ -511,11 +511,17 @@ class ReduceOptions:
         return hashlib.sha256(self.to_json().encode()).hexdigest()
 
 
-#: Below this many images to measure, the default ``--workers`` measures in the driver's process (see
-#: ``Execution.min_images_for_pool``): a local pool's start (a fork server that imports the worker's modules,
-#: forked workers, chunks and results through pipes) and the driver's share of two cores then cost more than the
-#: second worker saves. 20,000 subarray planes are some 1.5 s of serial work on the development machine.
-POOL_MIN_IMAGES = 20_000
+#: Below this much work (subarray planes, a full-array frame counted as :data:`FULL_FRAME_PLANES`), the default
+#: ``--workers`` measures in the driver's process (see ``Execution.min_images_for_pool``): a local pool's start (a
+#: fork server that imports the worker's modules, forked workers, chunks and results through pipes) and the driver's
+#: share of two cores then cost more than the second worker saves. Measured on the 2-core development machine
+#: (`iracdb reduce`, SQLite, serial against ``-j 2``, each twice): 10,240 planes 3.8-4.5 s against 4.0-4.2 s (even),
+#: 20,480 planes 5.8-6.2 s against 5.1 s; 1,000 full-array frames (`bench_reduce.py --mode full --aors 40`) 2.19 s
+#: against 1.69 s.
+POOL_MIN_IMAGES = 12_000
+#: What a full-array frame costs to measure, in subarray planes: 457 frames/s against ~9,600 planes/s serially on
+#: the development machine (`bench_reduce.py`, SQLite), so about 20.
+FULL_FRAME_PLANES = 20
 
 
 @dataclass(frozen=True)
@@ -533,8 +539,9 @@ class Execution:
     command_line : str or None
         Recorded with the run (passwords in URLs masked).
     min_images_for_pool : int
-        With ``workers`` > 1 (no scheduler), measure in this process when the run has fewer images left to measure
-        (planes of subarray cubes counted one by one): starting a pool would take longer than it saves. 0 (the
+        With ``workers`` > 1 (no scheduler), measure in this process when the run has less work left than this
+        (planes of subarray cubes counted one by one, a full-array frame as :data:`FULL_FRAME_PLANES`): starting a
+        pool would take longer than it saves. 0 (the
         default): always start the pool. The command line's default ``--workers`` uses
         :data:`POOL_MIN_IMAGES`. The run records what was used.
     """

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, and_, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, insert, or_, select, update
 
 from iracdb import __version__, summary, workers
 from iracdb.db import queries
@@ -38,7 +38,14 @@ from iracdb.fitsio import UNCERTAINTY_KIND
 from iracdb.flags import Flag
 from iracdb.photometry import apcorr
 from iracdb.photometry.centroid import CentroidMethod
-from iracdb.reduce.options import Aperture, Execution, ReduceOptions, object_matches, parse_centroids
+from iracdb.reduce.options import (
+    FULL_FRAME_PLANES,
+    Aperture,
+    Execution,
+    ReduceOptions,
+    object_matches,
+    parse_centroids,
+)
 from iracdb.reduce.store import GROWTH_APERTURE, Unit, Writer, aperture_corrections, utc_now
 from iracdb.reduce.worker import AUTO_SEARCH_RADIUS_PX, Chunk, ChunkResult, ExposureWork, FileRef, measure_chunk
 
@@ -547,12 +554,15 @@ def _execute_run(
 
 
 def _sized(engine: Engine, run_id: int, execution: Execution) -> Execution:
-    """``execution``, or the serial one when the run's pending units hold fewer images than
-    ``Execution.min_images_for_pool`` (recorded with the run)."""
+    """``execution``, or the serial one when the run's pending units hold less work than
+    ``Execution.min_images_for_pool`` (subarray planes; a full-array frame counts as ``FULL_FRAME_PLANES``;
+    recorded with the run)."""
     if execution.scheduler is not None or execution.workers == 1 or execution.min_images_for_pool <= 0:
         return execution
+    full_array = or_(Exposure.read_mode == "FULL", Exposure.areadmod == 0)
+    weight = case((full_array, FULL_FRAME_PLANES), else_=1)
     pending_images = (
-        select(func.coalesce(func.sum(Exposure.n_planes), 0))
+        select(func.coalesce(func.sum(Exposure.n_planes * weight), 0))
         .select_from(RunUnit)
         .join(Exposure, and_(Exposure.aorkey == RunUnit.aorkey, Exposure.channel == RunUnit.channel))
         .where(RunUnit.run_id == run_id, RunUnit.status == "pending")
