@@ -341,7 +341,9 @@ def test_a_second_signal_ends_the_process_at_once() -> None:
 @pytest.mark.parametrize("command", ["ingest", "reduce", "reduce-dask"])
 def test_kill_9_leaves_no_worker_behind(db_url: str, archive: SynthArchive, command: str) -> None:
     if command == "ingest":
-        process = _iracdb("ingest", "--workers", "2", str(archive.root), "--db", db_url)
+        from iracdb.ingest import MIN_WORKERS_FOR_PROCESSES  # the fewest workers for which ingest starts processes
+
+        process = _iracdb("ingest", "--workers", str(MIN_WORKERS_FOR_PROCESSES), str(archive.root), "--db", db_url)
     else:
         engine = make_engine(db_url)
         assert ingest(engine, [str(archive.root)]).n_rejected == 0
