@@ -390,8 +390,9 @@ def _map_dask(
     import distributed  # noqa: F401 (its loggers exist once it is imported: silenced below)
 
     # distributed logs to stderr from its own thread (e.g. a traceback at INFO level when the scheduler's connection
-    # closes): what matters reaches the user as one line, from here.
-    with _quiet("distributed"):
+    # closes; asyncio's "Task exception was never retrieved" for the fetch of a result given up on when its worker
+    # died): what matters reaches the user as one line, from here.
+    with _quiet("distributed"), _quiet("asyncio"):
         client, cluster = _dask_client(scheduler, preload)
         try:
             yield from _map_on(client, fn, items, scheduler, in_flight_per_worker, interruptible)
@@ -454,7 +455,7 @@ def _map_on(
         except _Idle:
             idle_since = _without_workers(client, scheduler, idle_since)
             continue
-        idle_since = None
+        received = 0
         for future in done:
             if future.status == "error":
                 with _lost(scheduler):
@@ -462,11 +463,19 @@ def _map_on(
                 if isinstance(error, KilledWorker):
                     raise ExecutionError(f"Dask workers kept dying on a task: {_one_line(error)}") from error
                 future.result()  # the task's own exception: a bug, with its traceback
-            with _lost(scheduler):
-                result = future.result()
+            try:
+                # Bounded: a result held by a worker that died before it was fetched is computed again, which
+                # waits for a worker (an unbounded result() waited for ever on a cluster left without workers).
+                with _lost(scheduler, idle=True):
+                    result = future.result(timeout=DASK_POLL_S)
+            except _Idle:
+                pending.add(future)  # waited for again, and the cluster's workers are checked below
+                continue
             future.release()
+            received += 1
             yield result
-        submit(len(done))
+        idle_since = None if received else _without_workers(client, scheduler, idle_since)
+        submit(received)
 
 
 class _Idle(Exception):
