@@ -36,6 +36,7 @@ from iracdb.db.backend import backend_for, database_files
 from iracdb.db.models import Aor, Exposure, File, IngestEvent, RejectedFile
 from iracdb.errors import BadOption
 from iracdb.fitsio import KINDS, FileRecord, Rejection, not_regular, read_and_hash, read_irac_file, record_of
+from iracdb.fitsio.checksums import read_all_hashed
 from iracdb.workers import process_pool
 
 #: Files read and written per transaction.
@@ -194,7 +195,7 @@ def ingest(
     if workers < 1:
         raise BadOption(f"--workers must be at least 1, not {workers}")
     resolved = _resolve_roots(roots)
-    workers = workers if workers >= MIN_WORKERS_FOR_PROCESSES else 1  # what is used, and recorded
+    workers = workers if workers >= MIN_WORKERS_FOR_PROCESSES else min(workers, 2)  # what is used, and recorded
     event_id = _start_event(engine, resolved, workers)
     summary = IngestSummary(ingest_id=event_id)
     rejected, to_read = _walk_catalogue(engine, resolved, summary)
@@ -298,6 +299,10 @@ def _read_all(paths: list[str], workers: int, read_ahead: bool) -> Iterator[Iter
         # Workers only read files; they share no connection or thread with us, and end when this process does.
         with process_pool(workers) as pool:
             yield pool.map(read_irac_file, paths, chunksize=16)
+        return
+    if workers >= 2 and len(paths) >= MIN_FILES_FOR_WORKERS:
+        with read_all_hashed(paths) as read:
+            yield map(record_of, read)
         return
     if not read_ahead:
         yield map(read_irac_file, paths)

@@ -338,12 +338,15 @@ def test_a_second_signal_ends_the_process_at_once() -> None:
 
 @pytest.mark.skipif(not LINUX, reason="reads /proc")
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # the pool does not depend on the database
-@pytest.mark.parametrize("command", ["ingest", "reduce", "reduce-dask"])
+@pytest.mark.parametrize("command", ["ingest", "ingest-2", "reduce", "reduce-dask"])
 def test_kill_9_leaves_no_worker_behind(db_url: str, archive: SynthArchive, command: str) -> None:
-    if command == "ingest":
-        from iracdb.ingest import MIN_WORKERS_FOR_PROCESSES  # the fewest workers for which ingest starts processes
+    from iracdb.ingest import MIN_FILES_FOR_WORKERS, MIN_WORKERS_FOR_PROCESSES
 
+    if command == "ingest":  # the fewest workers for which ingest starts processes (forked by the fork server)
         process = _iracdb("ingest", "--workers", str(MIN_WORKERS_FOR_PROCESSES), str(archive.root), "--db", db_url)
+    elif command == "ingest-2":  # two workers: a child process of the driver checksums the files
+        assert len(list(archive.root.rglob("*.fits"))) >= MIN_FILES_FOR_WORKERS
+        process = _iracdb("ingest", "--workers", "2", str(archive.root), "--db", db_url)
     else:
         engine = make_engine(db_url)
         assert ingest(engine, [str(archive.root)]).n_rejected == 0
@@ -352,15 +355,16 @@ def test_kill_9_leaves_no_worker_behind(db_url: str, archive: SynthArchive, comm
         process = _reduce(db_url, "killed", *execution)
     pgid = process.pid
     try:
-        # until a pool worker exists (forked by multiprocessing's fork server: not a child of the driver)
+        # until a pool worker exists (forked by multiprocessing's fork server: not a child of the driver), or
+        # ingest's checksumming child
         deadline = time.monotonic() + 120
-        while not any(ppid != pgid for pid, (ppid, _) in _group(pgid).items() if pid != pgid):
+        while not any(ppid != pgid or command == "ingest-2" for pid, (ppid, _) in _group(pgid).items() if pid != pgid):
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "no worker process appeared"
             time.sleep(0.005)
         os.kill(pgid, signal.SIGSTOP)  # frozen, the driver cannot end its pool any more
         before = _group(pgid)
-        assert len(before) >= 4, before  # driver, fork server, resource tracker, worker(s)
+        assert len(before) >= (2 if command == "ingest-2" else 4), before  # driver, fork server, tracker, worker(s)
         process.kill()
         process.wait(timeout=60)  # (its pipes stay open while a child lives)
         deadline = time.monotonic() + 20

@@ -27,14 +27,32 @@ SIGNATURE = b"SIMPLE  ="
 class HeaderCards:
     """A primary header: its cards, and where each keyword's first card is."""
 
-    cards: list[str]
-    #: keyword -> index in ``cards`` of its first ``KEYWORD = value`` card
+    #: The cards one after the other, 80 characters each (END excluded): one string, not one per card, which
+    #: ingest would build only to join them again.
+    image: str
+    #: keyword -> index in :attr:`cards` of its first ``KEYWORD = value`` card
     index: dict[str, int]
     header_bytes: int
 
+    @functools.cached_property
+    def cards(self) -> list[str]:
+        """The cards, one 80-character string each."""
+        return _CARD.findall(self.image)
+
+    @property
+    def n_cards(self) -> int:
+        return len(self.image) // CARD_BYTES
+
+    def value_field(self, position: int) -> str:
+        """What follows the keyword and value indicator (characters 11-80) of the card at ``position``."""
+        start = position * CARD_BYTES
+        return self.image[start + 10 : start + CARD_BYTES]
+
     def text(self) -> str:
         """The header as text, one card per line, trailing blanks removed (pad to 80 to restore the cards)."""
-        return "\n".join(map(str.rstrip, self.cards))
+        # Cut and stripped as bytes, in C (the header is printable ASCII: its only blank is the space).
+        cards = _cutter(self.n_cards).unpack(self.image.encode("ascii"))
+        return b"\n".join(map(bytes.rstrip, cards)).decode("ascii")
 
     def __contains__(self, keyword: str) -> bool:
         return keyword in self.index
@@ -47,18 +65,24 @@ class HeaderCards:
         position = self.index.get(keyword)
         if position is None:
             return None
-        raw = self.cards[position][10:]
+        raw = self.value_field(position)
         try:
             value = parse_value(raw, kind)
             if kind is str and value is not None and value.endswith("&"):
-                following = self.cards[position + 1 :]
-                for card in following:
+                for following in range(position + 1, self.n_cards):
+                    card = self.image[following * CARD_BYTES : (following + 1) * CARD_BYTES]
                     if not (value.endswith("&") and card.startswith("CONTINUE")):
                         break
                     value = value[:-1] + (parse_value(card[8:], str) or "")
             return value
         except ValueError as exc:
             raise NotIracFile(f"keyword {keyword} has an unreadable value {raw.strip()!r}") from exc
+
+
+@functools.lru_cache(maxsize=64)
+def _cutter(n_cards: int) -> struct.Struct:
+    """Cuts ``n_cards`` cards (bytes) into one bytes object each."""
+    return struct.Struct(f"{CARD_BYTES}s" * n_cards)
 
 
 def parse_value(raw: str, kind: type = str) -> Any:
@@ -137,15 +161,17 @@ def split_header(data: bytes | bytearray, keywords: frozenset[str] | None = None
             "(header cards must be printable ASCII)"
         )
     header_bytes = (position // BLOCK_BYTES + 1) * BLOCK_BYTES
-    text = head.decode("ascii")
-    cards = _CARD.findall(text)  # cut in C: ingest parses thousands of headers
-    if keywords is None:
-        # Reversed so that the first occurrence of a repeated keyword wins, as in astropy.
-        numbered = range(len(cards) - 1, -1, -1)
-        index = {cards[i][:8].rstrip(): i for i in numbered if cards[i][8:10] == "= "}
-    else:
-        index = _index_of(keywords, head, len(cards))
-    return HeaderCards(cards=cards, index=index, header_bytes=header_bytes)
+    image = head.decode("ascii")
+    n_cards = len(image) // CARD_BYTES
+    if keywords is not None:
+        return HeaderCards(image=image, index=_index_of(keywords, head, n_cards), header_bytes=header_bytes)
+    cards = _CARD.findall(image)  # cut in C
+    # Reversed so that the first occurrence of a repeated keyword wins, as in astropy.
+    numbered = range(n_cards - 1, -1, -1)
+    index = {cards[i][:8].rstrip(): i for i in numbered if cards[i][8:10] == "= "}
+    header = HeaderCards(image=image, index=index, header_bytes=header_bytes)
+    header.__dict__["cards"] = cards  # (the cached property, already cut)
+    return header
 
 
 #: One card (the header text has no line ends: cards are 80 characters each).

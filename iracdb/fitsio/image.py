@@ -180,11 +180,11 @@ def wcs_keywords(cards: HeaderCards) -> dict[str, float | str | None]:
     dict
         Keyword -> value; a value that is not a number is passed on as text (``from_keywords`` says what is wrong).
     """
-    index, texts = cards.index, cards.cards
+    index = cards.index
     keys = index.keys() & _NUMERIC_WCS_KEYWORDS
     out: dict[str, float | str | None]
     try:  # the usual fixed-format numbers, without the general parser (several times faster)
-        out = {key: float(texts[index[key]][10:].partition("/")[0]) for key in keys}
+        out = {key: float(cards.value_field(index[key]).partition("/")[0]) for key in keys}
     except ValueError:
         out = {}
         for key in keys:

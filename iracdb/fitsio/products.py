@@ -250,15 +250,12 @@ def read_and_hash(path: str) -> ReadFile | Rejection:
     Almost all its time is spent without the GIL (reading, hashing), so a thread can run it while another parses
     and writes. Never raises for a bad file: returns a :class:`Rejection`.
     """
+    opened = _opened(path)
+    if isinstance(opened, Rejection):
+        return opened
+    handle, stat = opened
     try:
-        # Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever (it makes no
-        # difference to a regular file). What was opened is checked before a byte is read.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-        with open(fd, "rb") as handle:
-            stat = os.fstat(handle.fileno())
-            problem = not_regular(stat.st_mode)
-            if problem is not None:
-                raise NotIracFile(problem)
+        with handle:
             # A usual file in one read of its size (+1: one that grew meanwhile is still read to its end below): a
             # buffer of READ_CHUNK_BYTES for a 100 kB file would cost more than the read.
             head = read_header_bytes(handle.read(min(READ_CHUNK_BYTES, stat.st_size + 1)),
@@ -273,6 +270,49 @@ def read_and_hash(path: str) -> ReadFile | Rejection:
         return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
     except NotIracFile as exc:
         return Rejection(path, stat.st_size, stat.st_mtime_ns, str(exc))
+
+
+#: Bytes :func:`read_head` reads first: the header blocks of every IRAC Level-1 file (a BCD's ~670 cards: 53.6 kB).
+HEAD_BYTES = 1 << 16
+
+
+def read_head(path: str) -> tuple[bytes, os.stat_result] | Rejection:
+    """A file's first bytes, its whole primary header included (unless the file is truncated), and its status
+    when opened; the rest of the file is not read. A file that :func:`read_and_hash` would reject before hashing
+    (unreadable, not a regular file, not starting like FITS) is rejected with the same reason. Never raises for a
+    bad file."""
+    opened = _opened(path)
+    if isinstance(opened, Rejection):
+        return opened
+    handle, stat = opened
+    try:
+        with handle:
+            return read_header_bytes(handle.read(HEAD_BYTES), lambda _: handle.read(HEAD_BYTES)), stat
+    except OSError as exc:
+        return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
+    except NotIracFile as exc:
+        return Rejection(path, stat.st_size, stat.st_mtime_ns, str(exc))
+
+
+def _opened(path: str) -> tuple[Any, os.stat_result] | Rejection:
+    """``path`` opened for reading, and its status; a Rejection if it cannot be, or is not a regular file."""
+    try:
+        # Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever (it makes no
+        # difference to a regular file). What was opened is checked before a byte is read.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
+    handle = open(fd, "rb")
+    try:
+        stat = os.fstat(handle.fileno())
+    except OSError as exc:
+        handle.close()
+        return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
+    problem = not_regular(stat.st_mode)
+    if problem is not None:
+        handle.close()
+        return Rejection(path, stat.st_size, stat.st_mtime_ns, problem)
+    return handle, stat
 
 
 def record_of(read: ReadFile | Rejection) -> FileRecord | Rejection:
@@ -299,14 +339,14 @@ def _values(header: HeaderCards, spec: tuple[tuple[str, str, type], ...]) -> dic
     any comment); anything else (an empty value, a D exponent, a boolean, a long string...) goes to
     :meth:`HeaderCards.get`, which also raises its errors.
     """
-    cards, index = header.cards, header.index
+    index, value_field = header.index, header.value_field
     values: dict[str, Any] = {}
     for keyword, column, kind in spec:
         position = index.get(keyword)
         if position is None:
             values[column] = None
             continue
-        raw = cards[position][10:]
+        raw = value_field(position)
         if kind is str:
             text = raw.lstrip()
             end = text.find("'", 1) if text[:1] == "'" else -1
@@ -363,7 +403,7 @@ def _record_from_header(path: str, head: bytes, size: int, mtime_ns: int, sha256
         dcenum=dcenum,
         dpid=dpid,
         header_text=header.text(),
-        n_header_cards=len(header.cards),
+        n_header_cards=header.n_cards,
         exposure=exposure,
         aor=aor,
     )
