@@ -1,11 +1,13 @@
 """Catalogue IRAC Level-1 files into the database (``iracdb ingest``).
 
 The walk is cheap: a file whose size and modification time match its catalogue row is not opened. Everything else is
-read (header blocks parsed, whole file checksummed) and written in batches, each batch one transaction. With fewer
-than three workers (the default on two cores) this process reads, parses and writes (with PostgreSQL a second thread
-reads and checksums meanwhile); with three or more, worker processes read and parse and this one writes (see
-:data:`MIN_WORKERS_FOR_PROCESSES`: on two cores, worker processes were slower). A bad file never stops the walk: it
-is recorded in ``rejected_files`` with its reason, and every good file is still committed.
+read (header blocks parsed, whole file checksummed) and written in batches, each batch one transaction. With one
+worker this process reads, parses and writes (with PostgreSQL a second thread reads and checksums meanwhile). With
+two (the default on two cores) a child process reads and checksums the files (:mod:`iracdb.fitsio.checksums`), this
+process reads their header blocks and parses them, and a second thread writes each batch meanwhile. With three or
+more, worker processes read and parse, and a second thread writes (see :data:`MIN_WORKERS_FOR_PROCESSES`). A bad
+file never stops the walk: it is recorded in ``rejected_files`` with its reason, and every good file is still
+committed.
 
 Concurrent ingests of the same tree are safe: every write transaction first takes a database-wide ingest lock
 (:meth:`iracdb.db.backend.Backend.ingest_lock`: a PostgreSQL advisory lock; SQLite's write lock), then re-reads what
@@ -181,9 +183,11 @@ def ingest(
     roots
         Folders (walked recursively) and/or files.
     workers
-        Up to 2: files are read in this process (with PostgreSQL, a second thread reads and checksums ahead); 3 or
-        more: that many worker processes read and parse them (:data:`MIN_WORKERS_FOR_PROCESSES`). The ingest event
-        records the processes that read (1 or ``workers``). The rows written are the same whichever.
+        1: files are read in this process (with PostgreSQL, a second thread reads and checksums ahead); 2: a child
+        process reads and checksums them while this one parses their headers, and a second thread writes; 3 or
+        more: that many worker processes read and parse them (:data:`MIN_WORKERS_FOR_PROCESSES`), and a second
+        thread writes. The ingest event records the processes that read (1, 2 or ``workers``). The rows written are
+        the same whichever.
     progress
         Called with (files read so far, files to read).
 
@@ -241,43 +245,131 @@ def _walk_catalogue(
 def _read_and_write(engine: Engine, to_read: list[str], workers: int, batch: list[FileRecord | Rejection],
                     summary: IngestSummary, progress: ProgressCallback | None) -> None:
     """Read the files ``to_read`` and write them, after ``batch``, :data:`BATCH_FILES` per transaction; the files
-    that only link to an exposure last, once every exposure of this ingest exists. Only this thread touches the
-    database."""
+    that only link to an exposure last, once every exposure of this ingest exists. With two workers or more, a
+    second thread writes each batch while this one reads the next (:class:`_WriteBehind`); else this thread
+    writes."""
     deferred: list[FileRecord | Rejection] = []
     # Reading ahead in a second thread pays where the writes wait for a database server (PostgreSQL), which works
     # meanwhile; with SQLite this process does the database's work, and the two threads took turns (measured:
     # slower, see MIN_WORKERS_FOR_PROCESSES).
     read_ahead = backend_for(engine).writes_behind
-    with _read_all(to_read, workers, read_ahead) as results:
+    with _read_all(to_read, workers, read_ahead) as results, _writer(engine, summary, workers) as write:
         for done, result in enumerate(results, start=1):
             if isinstance(result, FileRecord) and result.kind not in CREATING_KINDS:
                 deferred.append(result)
             else:
                 batch.append(result)
             if len(batch) >= BATCH_FILES:
-                _write_batch(engine, batch, summary.ingest_id, summary)
+                write(batch)
                 batch = []
             if progress is not None:
                 progress(done, len(to_read))
-    _write_batch(engine, batch, summary.ingest_id, summary)
-    for start in range(0, len(deferred), BATCH_FILES):
-        _write_batch(engine, deferred[start : start + BATCH_FILES], summary.ingest_id, summary)
+        write(batch)
+        for start in range(0, len(deferred), BATCH_FILES):
+            write(deferred[start : start + BATCH_FILES])
+
+
+@contextlib.contextmanager
+def _writer(engine: Engine, summary: IngestSummary, workers: int
+            ) -> Iterator[Callable[[list[FileRecord | Rejection]], None]]:
+    """A function that writes a batch (:func:`_write_batch`): in this thread with one worker; with more (a second
+    core), in a second thread, while this one reads on (every batch is written once the context ends without an
+    error).
+
+    The second thread keeps the database's own work off the parsing thread: SQLite's B-tree, page writes and
+    commits run without the GIL; PostgreSQL's server works while this thread parses instead of being waited for.
+    4,000 files, thread CPU: SQLite, the parsing thread 1.2-1.5 s and the writing one 1.0-1.2 s, against 2.0-2.8 s
+    in one thread; PostgreSQL 1.05-1.3 s and 0.5-0.7 s against 1.5-1.95 s (the process's CPU in all about the same,
+    the server's 0.7-0.9 s). A busy machine (load average 4-6) showed no gain in wall time: it lent us one core."""
+    if workers < 2:
+        yield lambda batch: _write_batch(engine, batch, summary.ingest_id, summary)
+        return
+    with _WriteBehind(engine, summary) as write:
+        yield write
+
+
+#: Batches read ahead of the one being written (each ~5 MB of header text): a few, so that reading goes on
+#: through a slow commit (SQLite's checkpoints copy the write-ahead log into the database every ~1,500 files).
+_BATCHES_AHEAD = 3
+
+
+class _WriteBehind:
+    """Write batches in a second thread, in order, while the thread that reads and parses goes on.
+
+    The database's own work (SQLite's B-tree and file writes, and its commits; PostgreSQL's server) runs without
+    the GIL, on the other core, meanwhile. Whatever the writing thread raises is raised in the reading thread, at
+    its next batch or when the context ends. Leaving the context on an error (a Ctrl-C) lets the batch being
+    written commit, drops the batches not written yet (a new ingest reads them again), and waits for the thread.
+    """
+
+    def __init__(self, engine: Engine, summary: IngestSummary) -> None:
+        self._engine = engine
+        self._summary = summary
+        self._queue: queue.Queue[list[FileRecord | Rejection] | None] = queue.Queue(maxsize=_BATCHES_AHEAD)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write, name="iracdb-ingest-writer", daemon=True)
+
+    def __enter__(self) -> Callable[[list[FileRecord | Rejection]], None]:
+        self._thread.start()
+        return self._submit
+
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        if exc_type is None:
+            self._put(None)  # the end: every batch is written first
+        else:
+            self._stop.set()
+        self._thread.join()
+        if exc_type is None and self._error is not None:
+            raise self._error
+
+    def _submit(self, batch: list[FileRecord | Rejection]) -> None:
+        if batch:
+            self._put(batch)
+
+    def _put(self, item: list[FileRecord | Rejection] | None) -> None:
+        """Queue ``item`` for the writing thread, waiting while it is behind; raise what it raised."""
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put(item, timeout=_STOP_POLL_S)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():
+                    raise RuntimeError("the ingest's writing thread ended unexpectedly") from self._error
+                continue
+
+    def _write(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    batch = self._queue.get(timeout=_STOP_POLL_S)
+                except queue.Empty:
+                    continue
+                if batch is None:
+                    return
+                _write_batch(self._engine, batch, self._summary.ingest_id, self._summary)
+        except BaseException as exc:  # raised in the reading thread
+            self._error = exc
 
 
 #: Below this many files to read, starting worker processes costs more than it saves.
 MIN_FILES_FOR_WORKERS = 64
-#: Fewest workers for which ingest reads in worker processes; with fewer, files are read in this process.
+#: Fewest workers for which ingest reads and parses in worker processes; with two, a child process reads and
+#: checksums (:mod:`iracdb.fitsio.checksums`), with one, this process does it all.
 #:
-#: A file costs ingest ~0.9 ms of CPU (4,000 real-header files of ~135 kB, SQLite, measured on a busy 2-core
-#: machine): ~0.25 ms reading and SHA-256 (no GIL held), ~0.3 ms parsing the header, ~0.35 ms writing its rows. A
-#: worker process reads and parses, but sending ~25 kB of header text a file back to the writer (pickled, piped,
-#: unpickled) and starting the processes cost more than the work moved (whole ingest, start-up included: 5.6 s of
-#: CPU in one thread, 7.0 s with two worker processes), so on two cores two processes beside the writer were slower
-#: than one process alone. A second thread that reads and checksums on SQLite took the writing thread's own CPU
+#: Measured before the checksumming child: a file cost ingest ~0.9 ms of CPU (4,000 real-header files of ~135 kB,
+#: SQLite, a busy 2-core machine): ~0.25 ms reading and SHA-256 (no GIL held), ~0.3 ms parsing the header, ~0.35 ms
+#: writing its rows. A worker process reads and parses, but sending ~25 kB of header text a file back to the writer
+#: (pickled, piped, unpickled) and starting the processes cost more than the work moved (whole ingest, start-up
+#: included: 5.6 s of CPU in one thread, 7.0 s with two worker processes), so on two cores two processes beside the
+#: writer were slower than one process alone. A second thread that reads and checksums on SQLite took the writing thread's own CPU
 #: from ~3.3 s to ~2.7 s but lost it in GIL hand-overs (sqlite3 takes the GIL back after every row): 4,000 files in
 #: 3.50-4.09 s alone, 3.98-4.68 s with the thread (load average 2.4-2.8, interleaved), so it is used with PostgreSQL
-#: only (whose writes wait for the server). So two workers read as one; three or more (more cores) take the reading
-#: and parsing off the writer.
+#: only (whose writes wait for the server). The checksumming child sends back one short line a file (no header
+#: text) and shares no GIL: it takes reading and SHA-256 (~0.13 ms a file) off this process. Three or more
+#: workers (more cores) take the parsing off it too.
 MIN_WORKERS_FOR_PROCESSES = 3
 #: The GIL switch interval while a reading thread runs [s] (Python's default: 5 ms). The reading thread holds the
 #: GIL only for moments between system calls, but each time waits for the parsing thread to give it up: at 5 ms a
@@ -290,10 +382,12 @@ READ_AHEAD_SWITCH_INTERVAL_S = 0.0005
 def _read_all(paths: list[str], workers: int, read_ahead: bool) -> Iterator[Iterator[FileRecord | Rejection]]:
     """What each of ``paths`` holds, in order.
 
-    With fewer than :data:`MIN_WORKERS_FOR_PROCESSES` workers (or too few files for processes), in this thread;
-    with ``read_ahead``, a second thread reads and checksums the files ahead (:class:`_ReadAhead`: no GIL needed
-    meanwhile) and the headers are parsed in the thread that iterates, between its writes. With more workers,
-    worker processes do all of it. Whichever way, the records are the same and come in the same order.
+    With one worker (or too few files for another process), in this thread; with ``read_ahead``, a second thread
+    reads and checksums the files ahead (:class:`_ReadAhead`: no GIL needed meanwhile) and the headers are parsed
+    in the thread that iterates, between its writes. With two, a child process reads and checksums the files while
+    this thread reads their header blocks and parses them (:func:`~iracdb.fitsio.checksums.read_all_hashed`). With
+    :data:`MIN_WORKERS_FOR_PROCESSES` or more, worker processes do all of it. Whichever way, the records are the
+    same and come in the same order.
     """
     if workers >= MIN_WORKERS_FOR_PROCESSES and len(paths) >= MIN_FILES_FOR_WORKERS:
         # Workers only read files; they share no connection or thread with us, and end when this process does.
@@ -301,6 +395,7 @@ def _read_all(paths: list[str], workers: int, read_ahead: bool) -> Iterator[Iter
             yield pool.map(read_irac_file, paths, chunksize=16)
         return
     if workers >= 2 and len(paths) >= MIN_FILES_FOR_WORKERS:
+        # The child only reads files; it ends when the context ends, or soon after this process dies.
         with read_all_hashed(paths) as read:
             yield map(record_of, read)
         return

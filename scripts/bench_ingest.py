@@ -124,6 +124,8 @@ def how_read(workers: int) -> str:
     """How ``ingest`` reads with ``workers`` (see :data:`iracdb.ingest.MIN_WORKERS_FOR_PROCESSES`)."""
     if workers >= MIN_WORKERS_FOR_PROCESSES:
         return f"{workers} worker processes read and parse"
+    if workers == 2:
+        return "a child process reads and checksums, this one parses, a thread writes"
     return "read in this process; PostgreSQL: a second thread reads ahead"
 
 

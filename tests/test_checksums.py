@@ -6,13 +6,15 @@ import hashlib
 import os
 import shutil
 import socket
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from iracdb.fitsio import ReadFile, Rejection, read_and_hash, record_of
-from iracdb.fitsio.checksums import _joined, read_all_hashed
+from iracdb.fitsio.checksums import _joined, _read, read_all_hashed
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL_FILES = sorted((SHARED_DATA / "irac").rglob("*.fits"))
@@ -70,3 +72,20 @@ def test_a_missing_or_stale_answer_means_reading_the_file_here(tmp_path: Path, a
         read = _joined(str(path), given)
         assert read == read_and_hash(str(path))  # read here: the whole file's bytes kept
         assert read.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("child_code", [
+    "pass",
+    "import os\nwhile data := os.read(0, 99): os.write(1, b'-\\n' * data.count(0))",
+    "import os\nos.read(0, 10)\nos.write(1, b'1 2 3 4 ')",
+])
+def test_a_child_gone_or_saying_no_means_reading_the_files_here(tmp_path: Path, child_code: str) -> None:
+    # Gone at once; answering "-" to everything; dying in the middle of an answer.
+    paths = _mixed_files(tmp_path)
+    child = subprocess.Popen([sys.executable, "-c", child_code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        got = list(_read(paths, child))
+    finally:
+        child.kill()
+        child.communicate()
+    assert got == [read_and_hash(path) for path in paths]  # read here: the whole file's bytes kept

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -422,7 +423,8 @@ def test_values_the_database_cannot_hold_are_rejections(engine: Engine, real_arc
     assert summary.n_new == 81 and _scalar(engine, "SELECT count(*) FROM files") == 81
 
 
-def test_a_row_the_database_refuses_loses_only_that_file(engine: Engine, real_archive: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])  # written in this thread; in a second one
+def test_a_row_the_database_refuses_loses_only_that_file(engine: Engine, real_archive: Path, workers: int) -> None:
     """The last line of defence: whatever the database refuses is rejected alone, the rest of the batch commits."""
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
@@ -437,11 +439,31 @@ def test_a_row_the_database_refuses_loses_only_that_file(engine: Engine, real_ar
                 "RETURN NEW; END $$"
             ))
             conn.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON files FOR EACH ROW EXECUTE FUNCTION refuse()"))
-    summary = ingest(engine, [str(real_archive)])
+    summary = ingest(engine, [str(real_archive)], workers=workers)
     [(path, reason)] = summary.rejected
     assert path.endswith("_0004_0000_2_bunc.fits") and "refused by the test trigger" in reason
     assert summary.n_new == 79 and _scalar(engine, "SELECT count(*) FROM files") == 79
     assert _scalar(engine, "SELECT count(*) FROM rejected_files") == 1
+
+
+def test_an_error_of_the_writing_thread_stops_the_ingest_and_keeps_the_batches_before(
+        engine: Engine, real_archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from iracdb import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "BATCH_FILES", 10)
+    written = []
+    write_transaction = ingest_module._write_transaction
+
+    def failing_third(engine: Engine, batch: list[Any], *args: Any) -> None:
+        if len(written) == 2:
+            raise OSError("disk on fire")
+        write_transaction(engine, batch, *args)
+        written.append(len(batch))
+
+    monkeypatch.setattr(ingest_module, "_write_transaction", failing_third)
+    with pytest.raises(OSError, match="disk on fire"):
+        ingest(engine, [str(real_archive)], workers=2)
+    assert written == [10, 10] and _scalar(engine, "SELECT count(*) FROM files") == 20
 
 
 def test_parallel_workers_give_the_same_catalogue(backend: str, request: pytest.FixtureRequest,

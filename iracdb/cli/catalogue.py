@@ -144,8 +144,8 @@ def ingest(
         int | None,
         typer.Option("--workers", "-j", metavar="N", show_default=False,
                      help="Processes reading headers in parallel [default: the CPU cores this process may use; "
-                          "1 or 2: read in this process (measured faster than two processes on two cores); "
-                          "3 or more: that many processes]."),
+                          "1: all in this process; 2: a second process reads and checksums the files while this "
+                          "one parses the headers and writes; 3 or more: that many processes read and parse]."),
     ] = None,
     db: DbOption = None,
 ) -> None:

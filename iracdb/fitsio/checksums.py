@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import IO
 
@@ -73,8 +75,8 @@ except BaseException:
     pass
 os._exit(0)
 """
-#: Paths sent to the child at a time, and the most it may be asked for ahead of the parsing: bounded so that its
-#: answers (~100 bytes each) always fit in the pipe, and neither process can wait for the other forever.
+#: Paths queued for the child at a time, and the most it may be sent ahead of the parsing (its answers, ~100 bytes
+#: each, then wait in their pipe).
 _SEND_FILES = 128
 _AHEAD_FILES = 2 * _SEND_FILES
 
@@ -86,6 +88,8 @@ def read_all_hashed(paths: Sequence[str]) -> Iterator[Iterator[ReadFile | Reject
     a Ctrl-C too), and ends by itself soon after this process dies. Where no child can be started, the files are
     read and hashed here."""
     try:
+        if os.name != "posix":
+            raise OSError("no pipes to poll")
         child = subprocess.Popen([sys.executable, "-I", "-S", "-c", _CHILD], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     except (OSError, ValueError):  # no interpreter to start (an embedded Python), no processes allowed
@@ -105,22 +109,58 @@ def read_all_hashed(paths: Sequence[str]) -> Iterator[Iterator[ReadFile | Reject
 
 def _read(paths: Sequence[str], child: subprocess.Popen[bytes]) -> Iterator[ReadFile | Rejection]:
     assert child.stdin is not None and child.stdout is not None
-    sent = 0
+    sender = _Sender(child.stdin)
     for i, path in enumerate(paths):
-        if sent < len(paths) and sent - i < _AHEAD_FILES - _SEND_FILES:
-            sent = _send(child.stdin, paths, sent)
-        answer = child.stdout.readline()
+        if sender.queued < len(paths) and sender.queued - i < _AHEAD_FILES - _SEND_FILES:
+            sender.queue(paths[sender.queued : sender.queued + _SEND_FILES])
+        answer = child.stdout.readline() if sender.send(through=i) else b""
         yield _joined(path, answer)
 
 
-def _send(pipe: IO[bytes], paths: Sequence[str], sent: int) -> int:
-    """Send the child the next :data:`_SEND_FILES` paths after the first ``sent``; how many are sent now. A child
-    that is gone is sent nothing more (its answers then end: each file is read here)."""
-    chunk = paths[sent : sent + _SEND_FILES]
-    with contextlib.suppress(OSError):  # BrokenPipeError: the child is gone
-        pipe.write(b"".join(os.fsencode(path) + b"\0" for path in chunk))
-        pipe.flush()
-    return sent + len(chunk)
+class _Sender:
+    """Sends the child its paths without ever waiting for it while it may be waiting for us (its answers unread):
+    paths sent ahead go only as far as its input pipe takes them; the path whose answer is wanted next is sent
+    whole (the child has then answered every earlier path, and reads)."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self._fd = pipe.fileno()
+        os.set_blocking(self._fd, False)
+        self._pending = bytearray()
+        self._sent_bytes = 0
+        self._ends: deque[int] = deque()  # where each queued path ends, in bytes since the first
+        self.queued = 0  # paths queued
+        self._done = 0  # paths sent whole
+        self._gone = False
+
+    def queue(self, paths: Sequence[str]) -> None:
+        end = self._sent_bytes + len(self._pending)
+        for path in paths:
+            encoded = os.fsencode(path) + b"\0"
+            self._pending += encoded
+            end += len(encoded)
+            self._ends.append(end)
+        self.queued += len(paths)
+
+    def send(self, *, through: int) -> bool:
+        """Send what the pipe takes, and at least the path of index ``through``; False if the child is gone."""
+        while not self._gone and self._pending:
+            try:
+                written = os.write(self._fd, self._pending)
+            except BlockingIOError:
+                written = 0
+            except OSError:  # BrokenPipeError: the child is gone
+                self._gone = True
+                break
+            del self._pending[:written]
+            self._sent_bytes += written
+            while self._ends and self._ends[0] <= self._sent_bytes:
+                self._ends.popleft()
+                self._done += 1
+            if self._done > through:
+                break
+            if not written:
+                select.select([], [self._fd], [])
+        return not self._gone and self._done > through
 
 
 def _joined(path: str, answer: bytes) -> ReadFile | Rejection:
@@ -131,11 +171,14 @@ def _joined(path: str, answer: bytes) -> ReadFile | Rejection:
         return head  # not readable, not a regular file or not FITS: rejected, as read_and_hash would
     data, stat = head
     fields = answer.split()
-    if len(fields) == 5:
+    try:
         size, mtime_ns, device, inode = map(int, fields[:4])
-        if (mtime_ns, device, inode) == (stat.st_mtime_ns, stat.st_dev, stat.st_ino) and size == stat.st_size:
-            return ReadFile(path, data, size, mtime_ns, fields[4].decode("ascii"))
-    return read_and_hash(path)
+        sha256 = fields[4].decode("ascii")
+    except (ValueError, IndexError):  # "-", or nothing (the child is gone)
+        return read_and_hash(path)
+    if (size, mtime_ns, device, inode) != (stat.st_size, stat.st_mtime_ns, stat.st_dev, stat.st_ino):
+        return read_and_hash(path)  # changed since the child read it
+    return ReadFile(path, data, size, mtime_ns, sha256)
 
 
 __all__ = ["read_all_hashed"]

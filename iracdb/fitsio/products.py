@@ -281,17 +281,22 @@ def read_head(path: str) -> tuple[bytes, os.stat_result] | Rejection:
     when opened; the rest of the file is not read. A file that :func:`read_and_hash` would reject before hashing
     (unreadable, not a regular file, not starting like FITS) is rejected with the same reason. Never raises for a
     bad file."""
-    opened = _opened(path)
-    if isinstance(opened, Rejection):
-        return opened
-    handle, stat = opened
     try:
-        with handle:
-            return read_header_bytes(handle.read(HEAD_BYTES), lambda _: handle.read(HEAD_BYTES)), stat
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))  # see _opened
+    except OSError as exc:
+        return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
+    try:
+        stat = os.fstat(fd)
+        problem = not_regular(stat.st_mode)
+        if problem is not None:
+            return Rejection(path, stat.st_size, stat.st_mtime_ns, problem)
+        return read_header_bytes(os.read(fd, HEAD_BYTES), lambda _: os.read(fd, HEAD_BYTES)), stat
     except OSError as exc:
         return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
     except NotIracFile as exc:
         return Rejection(path, stat.st_size, stat.st_mtime_ns, str(exc))
+    finally:
+        os.close(fd)
 
 
 def _opened(path: str) -> tuple[Any, os.stat_result] | Rejection:
