@@ -176,8 +176,9 @@ class Archive:
         path : path or list of paths
             Folders (walked recursively) and/or FITS files.
         workers : int, optional
-            Processes reading headers (default: the CPU cores this process may use; 1: in this process). More than
-            one, in a script: see the ``__main__`` guard in :mod:`iracdb.api`.
+            Processes reading headers (default: the CPU cores this process may use; 1: in this process; 2: a child
+            process reads and checksums the files, and a second thread writes). Three or more, in a script: see the
+            ``__main__`` guard in :mod:`iracdb.api`.
         progress : bool, callable or None
             A progress bar (None: on a terminal or in Jupyter), or ``progress(files_read, files_to_read)``.
 
