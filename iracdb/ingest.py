@@ -364,12 +364,12 @@ MIN_FILES_FOR_WORKERS = 64
 #: writing its rows. A worker process reads and parses, but sending ~25 kB of header text a file back to the writer
 #: (pickled, piped, unpickled) and starting the processes cost more than the work moved (whole ingest, start-up
 #: included: 5.6 s of CPU in one thread, 7.0 s with two worker processes), so on two cores two processes beside the
-#: writer were slower than one process alone. A second thread that reads and checksums on SQLite took the writing thread's own CPU
-#: from ~3.3 s to ~2.7 s but lost it in GIL hand-overs (sqlite3 takes the GIL back after every row): 4,000 files in
-#: 3.50-4.09 s alone, 3.98-4.68 s with the thread (load average 2.4-2.8, interleaved), so it is used with PostgreSQL
-#: only (whose writes wait for the server). The checksumming child sends back one short line a file (no header
-#: text) and shares no GIL: it takes reading and SHA-256 (~0.13 ms a file) off this process. Three or more
-#: workers (more cores) take the parsing off it too.
+#: writer were slower than one process alone. A second thread that reads and checksums on SQLite took the writing
+#: thread's own CPU from ~3.3 s to ~2.7 s but lost it in GIL hand-overs (sqlite3 takes the GIL back after every row):
+#: 4,000 files in 3.50-4.09 s alone, 3.98-4.68 s with the thread (load average 2.4-2.8, interleaved), so it is used (one
+#: worker) with PostgreSQL only (whose writes wait for the server). The checksumming child sends back one short line a
+#: file (no header text) and shares no GIL: it takes reading and SHA-256 (~0.13 ms a file) off this process. Three or
+#: more workers (more cores) take the parsing off it too.
 MIN_WORKERS_FOR_PROCESSES = 3
 #: The GIL switch interval while a reading thread runs [s] (Python's default: 5 ms). The reading thread holds the
 #: GIL only for moments between system calls, but each time waits for the parsing thread to give it up: at 5 ms a
