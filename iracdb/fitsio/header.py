@@ -66,6 +66,11 @@ class HeaderCards:
         if position is None:
             return None
         raw = self.value_field(position)
+        if kind is int:  # the usual integer card, as parse_value reads it (int() ignores the blanks around)
+            try:
+                return int(raw.partition("/")[0])
+            except ValueError:
+                pass
         try:
             value = parse_value(raw, kind)
             if kind is str and value is not None and value.endswith("&"):
