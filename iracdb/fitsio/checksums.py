@@ -1,7 +1,7 @@
 """Files checksummed in a child process while this one reads and parses their headers (ingest with two workers).
 
-A file's SHA-256 costs ingest as much CPU as reading and hashing its data (~0.2 ms for a 135 kB Level-1 file), a
-third of what a file costs in all. :func:`read_all_hashed` has a small child process (a bare interpreter, no iracdb
+Reading a whole file and its SHA-256 cost ingest ~0.2 ms of CPU for a 135 kB Level-1 file, a third of what a
+file cost in all. :func:`read_all_hashed` has a small child process (a bare interpreter, no iracdb
 import: it starts in ~10 ms) read and hash every file, while this process reads only the header blocks and parses
 them. Only paths and one short line per file cross the pipes, not header text (sending that to a worker process
 cost more than the work it moved, see :data:`iracdb.ingest.MIN_WORKERS_FOR_PROCESSES`), and no GIL is shared (a
