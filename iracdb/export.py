@@ -670,7 +670,8 @@ def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *
         Replace files of an earlier export of the run; without it, an existing file stops the export before
         anything is written.
     progress : callable, optional
-        Called as ``progress(image_rows_written, image_rows_total)`` after each batch of image rows.
+        Called as ``progress(image_rows_written, image_rows_total)`` after each batch of image rows. Without
+        it, the image rows are not counted beforehand.
     best_only : bool
         Only each AOR, channel and target's best aperture: one AOR row each, and that aperture's image rows
         (default: every aperture of the run's grid).
@@ -739,7 +740,9 @@ def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path
             writer.close()
 
         ids = image_id_range(snap, run["id"])
-        total = _image_row_count(snap, run["id"], ids)
+        # Counted only to report progress: the count reads every key of the run's rows (0.15-0.2 s of the
+        # server's, before the first row is sent, for 1,000,000 rows).
+        total = _image_row_count(snap, run["id"], ids) if progress is not None else 0
         flag_counts = _FlagCounts()
         done = 0
 

@@ -155,6 +155,15 @@ def parse_rows(rows: Sequence[bytes | memoryview], kinds: Sequence[str]) -> list
     """
     n = len(rows)
     data = np.frombuffer(b"".join(rows), dtype=np.uint8)
+    if n:  # the usual case first: every row has the first row's layout (no per-row sizes needed to see it)
+        lengths = _layout(rows[0], len(kinds))
+        dtype = _dtype(lengths, kinds)
+        if data.size == n * dtype.itemsize and _all_match(data.reshape(n, dtype.itemsize),
+                                                          *_template(dtype, tuple(lengths))):
+            records = data.view(dtype)
+            return [(records[f"v{j}"].astype(KINDS[kind]), None) if length >= 0
+                    else (np.zeros(n, dtype=KINDS[kind]), np.zeros(n, dtype=bool))
+                    for j, (length, kind) in enumerate(zip(lengths, kinds, strict=True))]
     sizes = np.fromiter(map(len, rows), dtype=np.int64, count=n)
     starts = np.cumsum(sizes) - sizes
     values: list[np.ndarray | None] = [None] * len(kinds)
