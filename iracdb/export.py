@@ -82,6 +82,7 @@ from iracdb.outputs import (
     discard_partial,
     file_stem,
     make_folder,
+    open_for_writing,
     place,
     remove_stale_partials,
 )
@@ -765,10 +766,10 @@ def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path
         export_info = {"date": exported_at, "format": fmt, "iracdb_version": __version__,
                        "out_dir": str(out_dir.resolve()), "files": [p.name for p in finals],
                        "n_aor_rows": n_aor, "n_image_rows": n_image, "best_only": best_only}
-        with temps[2].open("w", encoding="utf-8") as log:
+        with open_for_writing(temps[2], "w", encoding="utf-8") as log:
             write_log(log, provenance, export_info, _aor_lines(snap, run["name"]), flag_counts.counts,
                       _inputs(snap, run["id"]))
-        with temps[3].open("w", encoding="utf-8") as out:
+        with open_for_writing(temps[3], "w", encoding="utf-8") as out:
             _write_provenance_json(out, snap, run["id"], {**provenance, "export": export_info})
     return n_aor, n_image
 
