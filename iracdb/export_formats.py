@@ -94,11 +94,11 @@ class _CsvWriter(TableWriter):
 
     def __init__(self, path: Path, table: ExportedTable, meta: dict[str, Any]) -> None:
         self._options = pacsv.WriteOptions(include_header=False, quoting_style="needed", batch_size=_CSV_CHUNK_ROWS)
-        header = pa.BufferOutputStream()
-        pacsv.write_csv(table.schema.empty_table(), header,
-                        write_options=pacsv.WriteOptions(include_header=True, quoting_style="needed"))
+        # The header as Arrow writes it (each name quoted, quotes doubled), written here: Arrow would be given an
+        # empty table, whose making imports pandas (0.3-0.4 s).
+        header = ",".join('"' + name.replace('"', '""') + '"' for name in table.schema.names) + "\n"
         self._file = open_for_writing(path)
-        self._file.write(header.getvalue())
+        self._file.write(header.encode("utf-8"))
 
     def encode(self, batch: pa.RecordBatch) -> pa.Buffer:
         # Arrow writes dictionary-encoded text as its values, for less than plain text costs.
