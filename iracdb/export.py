@@ -82,6 +82,7 @@ from iracdb.outputs import (
     discard_partial,
     file_stem,
     make_folder,
+    open_for_writing,
     place,
     remove_stale_partials,
 )
@@ -115,6 +116,60 @@ _ENCODE_THREADS = 4
 _PENDING_BATCHES = 4
 #: Kind of each registry storage type that :meth:`Snapshot.column_batches` streams (text is not fixed-width).
 _KINDS = {"int": "int", "bigint": "int", "float": "float", "bool": "bool"}
+
+
+# Arrow arrays to and from numpy without pyarrow's pa.array, pa.scalar and Array.to_numpy: the first call of any of
+# those in a process imports pandas (0.3-0.4 s of CPU, in every export, before its first row), which an export
+# does not use. Array.from_buffers and the buffers themselves do not.
+
+
+def _bitmap(flags: np.ndarray) -> pa.Buffer:
+    """A boolean numpy array as an Arrow bitmap (bit i of byte i // 8, least significant first)."""
+    return pa.py_buffer(np.packbits(flags, bitorder="little"))
+
+
+def _arrow(values: np.ndarray, arrow_type: pa.DataType, valid: np.ndarray | None = None) -> pa.Array:
+    """An int64, float64 or bool numpy array as an Arrow array of that type; ``valid``: where it is not NULL (None:
+    nowhere NULL)."""
+    data = _bitmap(values) if values.dtype == np.bool_ else pa.py_buffer(np.ascontiguousarray(values))
+    return pa.Array.from_buffers(arrow_type, len(values), [None if valid is None else _bitmap(valid), data])
+
+
+def _numpy(array: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """An int64 or bool Arrow array's values (0 or False where NULL) and where it is not NULL (None: nowhere NULL)."""
+    n, offset = len(array), array.offset
+    if n == 0:
+        return np.zeros(0, dtype=np.bool_ if pa.types.is_boolean(array.type) else np.int64), None
+    validity, data = array.buffers()[:2]
+
+    def bits(buffer: pa.Buffer) -> np.ndarray:
+        return np.unpackbits(np.frombuffer(buffer, dtype=np.uint8), count=offset + n,
+                             bitorder="little")[offset:].astype(np.bool_)
+
+    if pa.types.is_boolean(array.type):
+        values = bits(data)
+    elif array.type == pa.int64():
+        values = np.frombuffer(data, dtype=np.int64, count=n, offset=offset * 8)
+    else:
+        raise TypeError(f"no numpy view of {array.type}")
+    if validity is None or array.null_count == 0:
+        return values, None
+    valid = bits(validity)
+    return np.where(valid, values, np.zeros(1, dtype=values.dtype)), valid
+
+
+def _from_python(items: Sequence[Any], arrow_type: pa.DataType) -> pa.Array:
+    """A few Python values (None: NULL) as an Arrow array of ``arrow_type`` (string, int64, float64 or bool)."""
+    valid = np.array([item is not None for item in items], dtype=np.bool_)
+    validity = None if valid.all() else valid
+    if pa.types.is_string(arrow_type):
+        encoded = [b"" if item is None else str(item).encode("utf-8") for item in items]
+        offsets = np.zeros(len(items) + 1, dtype=np.int32)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        return pa.Array.from_buffers(arrow_type, len(items), [None if validity is None else _bitmap(validity),
+                                                              pa.py_buffer(offsets), pa.py_buffer(b"".join(encoded))])
+    dtype = {pa.int64(): np.int64, pa.float64(): np.float64, pa.bool_(): np.bool_}[arrow_type]
+    return _arrow(np.array([0 if item is None else item for item in items], dtype=dtype), arrow_type, validity)
 
 
 def _best_condition(image: str, aperture: str) -> str:
@@ -192,10 +247,15 @@ class _Table:
                  names: _Names | None = None) -> pa.RecordBatch:
         """Database rows (in :attr:`fetched` order) as a record batch of :attr:`schema`.
 
-        The rows go to Arrow in one call, as a struct array (C++, no Python loop over rows or values);
-        ``bools_as_ints``: the database gives booleans as 0/1 (SQLite), not True/False (PostgreSQL); ``names``:
-        the run's target names and input paths, for a ``base`` table.
+        A ``base`` table's rows go to Arrow in one call, as a struct array (C++, no Python loop over rows or
+        values); the per-AOR rows, few, column by column (:func:`_from_python`). ``bools_as_ints``: the database
+        gives booleans as 0/1 (SQLite), not True/False (PostgreSQL); ``names``: the run's target names and input
+        paths, for a ``base`` table.
         """
+        if not self.base:  # the per-AOR rows (few): column by column, without pa.array (see _arrow)
+            columns = list(zip(*rows, strict=True)) if rows else [()] * len(self.fetched)
+            return self._assemble({name: _from_python(values, self.arrow_type(name))
+                                   for name, values in zip(self.fetched, columns, strict=True)}, names)
         fetched_type = pa.struct([
             pa.field(name, pa.int8() if bools_as_ints and self.arrow_type(name) == pa.bool_()
                      else self.arrow_type(name)) for name in self.fetched
@@ -213,21 +273,21 @@ class _Table:
     def columns_to_batch(self, columns: Sequence[ColumnArrays], *, names: _Names | None = None) -> pa.RecordBatch:
         """Fetched columns (numpy values and validity, in :attr:`fetched` order) as a record batch of
         :attr:`schema`."""
-        by_name = {name: pa.array(values, type=self.arrow_type(name), mask=None if valid is None else ~valid)
+        by_name = {name: _arrow(values, self.arrow_type(name), valid)
                    for name, (values, valid) in zip(self.fetched, columns, strict=True)}
         return self._assemble(by_name, names)
 
     def _assemble(self, by_name: dict[str, pa.Array], names: _Names | None) -> pa.RecordBatch:
         """The batch of the exported columns from the fetched ones (``target``, ``file``, ``used`` and ``flag_*``
         computed here)."""
-        flags = by_name["flags"].to_numpy(zero_copy_only=False) if "flags" in by_name else None
+        flags = _numpy(by_name["flags"])[0] if "flags" in by_name else None
         if self.base:
             assert names is not None and flags is not None
             by_name["target"] = names.targets.take(by_name["target_index"])
             by_name["file"] = names.paths.take(by_name["input_id"])
             by_name.update(names.aperture_columns(by_name["aperture_id"]))
-            measured = by_name["flux_mjy"].is_valid().to_numpy(zero_copy_only=False)
-            by_name["used"] = pa.array(((flags & int(NOT_USED)) == 0) & measured, type=pa.bool_())
+            measured = _numpy(by_name["flux_mjy"].is_valid())[0]
+            by_name["used"] = _arrow(((flags & int(NOT_USED)) == 0) & measured, pa.bool_())
         arrays = []
         for name in self.names:
             if name in by_name:
@@ -235,7 +295,7 @@ class _Table:
                 arrays.append(array.cast(pa.bool_()) if array.type == pa.int8() else array)
             else:  # a flag_* column: decoded from `flags`, as the view does
                 assert flags is not None
-                arrays.append(pa.array((flags & _FLAG_BITS[name]) != 0, type=pa.bool_()))
+                arrays.append(_arrow((flags & _FLAG_BITS[name]) != 0, pa.bool_()))
         schema = self.schema
         for i, array in enumerate(arrays):
             if pa.types.is_dictionary(array.type):  # text looked up by key: see _Lookup.take
@@ -263,7 +323,7 @@ class _Lookup:
     def _set(self, items: dict[int, str | None]) -> None:
         self._items = items
         self._keys = np.array(sorted(items), dtype=np.int64)
-        self._values = pa.array([items[int(k)] for k in self._keys], type=pa.string())
+        self._values = _from_python([items[int(k)] for k in self._keys], pa.string())
 
     def refusing(self) -> _Lookup:
         """The same items, raising :class:`_UnknownKeys` for a key not among them instead of looking it up."""
@@ -284,8 +344,8 @@ class _Lookup:
     def take(self, keys: pa.Array) -> pa.DictionaryArray:
         """The text of each key; NULL for a NULL or unknown key. Dictionary-encoded: a path is not copied per row
         (the writers decode it, but for CSV, which writes it as it is)."""
-        known = keys.is_valid().to_numpy(zero_copy_only=False)
-        values = keys.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        values, valid = _numpy(keys)
+        known = np.ones(len(values), dtype=np.bool_) if valid is None else valid
         where = np.searchsorted(self._keys, values)
         found = known & (where < len(self._keys))
         found[found] = self._keys[where[found]] == values[found]
@@ -293,7 +353,8 @@ class _Lookup:
             new = np.unique(values[known & ~found]).tolist()
             self._set({**self._items, **dict.fromkeys(new), **dict(self._missing(new))})
             return self.take(keys)
-        return pa.DictionaryArray.from_arrays(pa.array(where, type=pa.int64(), mask=~found), self._values)
+        return pa.DictionaryArray.from_arrays(_arrow(where.astype(np.int64, copy=False), pa.int64(), found),
+                                              self._values)
 
 
 #: The image columns that describe the row's aperture (``a.NAME`` in the view), by column name: NAME.
@@ -312,14 +373,14 @@ class _Names:
     def aperture_columns(self, aperture_ids: pa.Array) -> dict[str, pa.Array]:
         """The aperture's columns (radius, annulus, centroid) of each row, as the view's join gives them."""
         ids = np.array([a["aperture_id"] for a in self.apertures], dtype=np.int64)
-        keys = aperture_ids.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        keys = _numpy(aperture_ids)[0]
         where = np.searchsorted(ids, keys)
         found = where < len(ids)
         found[found] = ids[where[found]] == keys[found]
-        index = pa.array(where, type=pa.int64(), mask=~found)
+        index = _arrow(where.astype(np.int64, copy=False), pa.int64(), found)
         columns = {}
         for name, source in _APERTURE_FIELDS.items():
-            values = pa.array([a[source] for a in self.apertures], type=_ARROW_TYPES[_IMAGE_TABLE.types[name]])
+            values = _from_python([a[source] for a in self.apertures], _ARROW_TYPES[_IMAGE_TABLE.types[name]])
             columns[name] = (pa.DictionaryArray.from_arrays(index, values) if pa.types.is_string(values.type)
                              else values.take(index))
         return columns
@@ -511,13 +572,13 @@ class _FlagCounts:
     counts: dict[tuple[int, int, int, int], dict[str, int]] = field(default_factory=dict)
 
     def add(self, batch: pa.RecordBatch) -> None:
-        flags = batch.column("flags").to_numpy(zero_copy_only=False)
+        flags = _numpy(batch.column("flags"))[0]
         flagged = flags != 0
         if not flagged.any():
             return
         # Each distinct (key, flags) of the batch once, with its number of rows: one sort of opaque 40-byte values
         # (np.unique(axis=0) compares column by column, many times slower), then a loop over the few distinct ones.
-        rows = np.stack([*(batch.column(n).to_numpy(zero_copy_only=False)[flagged].astype(np.int64, copy=False)
+        rows = np.stack([*(_numpy(batch.column(n))[0][flagged]
                            for n in ("aorkey", "channel", "target_index", "aperture_id")),
                          flags[flagged].astype(np.int64, copy=False)], axis=1)
         distinct, n_rows = np.unique(rows.view(np.dtype((np.void, rows.itemsize * 5))).reshape(-1),
@@ -670,7 +731,8 @@ def export_run(engine: Engine, run_name: str, out_dir: Path, fmt: str = "csv", *
         Replace files of an earlier export of the run; without it, an existing file stops the export before
         anything is written.
     progress : callable, optional
-        Called as ``progress(image_rows_written, image_rows_total)`` after each batch of image rows.
+        Called as ``progress(image_rows_written, image_rows_total)`` after each batch of image rows. Without
+        it, the image rows are not counted beforehand.
     best_only : bool
         Only each AOR, channel and target's best aperture: one AOR row each, and that aperture's image rows
         (default: every aperture of the run's grid).
@@ -739,7 +801,9 @@ def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path
             writer.close()
 
         ids = image_id_range(snap, run["id"])
-        total = _image_row_count(snap, run["id"], ids)
+        # Counted only to report progress: the count reads every key of the run's rows (0.15-0.2 s of the
+        # server's, before the first row is sent, for 1,000,000 rows).
+        total = _image_row_count(snap, run["id"], ids) if progress is not None else 0
         flag_counts = _FlagCounts()
         done = 0
 
@@ -762,10 +826,10 @@ def _write_files(engine: Engine, run: dict[str, Any], fmt: str, temps: list[Path
         export_info = {"date": exported_at, "format": fmt, "iracdb_version": __version__,
                        "out_dir": str(out_dir.resolve()), "files": [p.name for p in finals],
                        "n_aor_rows": n_aor, "n_image_rows": n_image, "best_only": best_only}
-        with temps[2].open("w", encoding="utf-8") as log:
+        with open_for_writing(temps[2], "w", encoding="utf-8") as log:
             write_log(log, provenance, export_info, _aor_lines(snap, run["name"]), flag_counts.counts,
                       _inputs(snap, run["id"]))
-        with temps[3].open("w", encoding="utf-8") as out:
+        with open_for_writing(temps[3], "w", encoding="utf-8") as out:
             _write_provenance_json(out, snap, run["id"], {**provenance, "export": export_info})
     return n_aor, n_image
 

@@ -19,6 +19,7 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 from iracdb.errors import CannotWrite, OutputExists
 from iracdb.workers import pid_alive
@@ -194,6 +195,24 @@ def discard_partial(temp: Path) -> None:
             _WRITING.discard(os.path.abspath(temp))
 
 
+def open_for_writing(path: Path, mode: str = "wb", **kwargs: Any) -> IO[Any]:
+    """``open(path, mode)`` for a write mode (``"w"`` or ``"wb"``, ``kwargs`` as for :func:`open`), but truncating the
+    file only when it is not empty.
+
+    A partial (:func:`create_partial`) is empty already. Truncating it changes nothing in it, but on ext4 (with its
+    default ``auto_da_alloc``) a file truncated to nothing and then written is flushed to disk when it is closed,
+    and the close waits for that to start: 0.25-1 s for the 650 MB CSV of a 1,000,000-row export.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        if os.fstat(fd).st_size:
+            os.ftruncate(fd, 0)
+        return open(fd, mode, **kwargs)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def place(temp: Path, final: Path, *, overwrite: bool) -> None:
     """Rename the complete ``temp`` to ``final``; without ``overwrite`` never replacing a file.
 
@@ -259,5 +278,6 @@ def cannot_write(what: str | Path, exc: OSError) -> CannotWrite:
 
 __all__ = [
     "MAX_STEM_BYTES", "NAME_MAX", "cannot_write", "check_outputs", "create_partial",
-    "discard_partial", "file_stem", "make_folder", "partial_path", "place", "remove_stale_partials",
+    "discard_partial", "file_stem", "make_folder", "open_for_writing", "partial_path", "place",
+    "remove_stale_partials",
 ]

@@ -26,6 +26,7 @@ from iracdb.outputs import (
     create_partial,
     discard_partial,
     file_stem,
+    open_for_writing,
     partial_path,
     place,
     remove_stale_partials,
@@ -168,3 +169,27 @@ def test_only_stale_partials_of_the_given_names_are_removed(tmp_path: Path) -> N
     removed = remove_stale_partials(tmp_path, ["a_log.txt", "a_aor_data.csv", "a_img_data.csv"])
     assert sorted(removed) == sorted(mine)
     assert not any(p.exists() for p in mine) and all(p.exists() for p in kept) and link.is_symlink()
+
+
+def test_open_for_writing_gives_only_what_is_written(tmp_path: Path) -> None:
+    """A missing file is created, a longer one cut to what is written (text and bytes), an empty partial written."""
+    longer = tmp_path / "longer.txt"
+    longer.write_text("an older and much longer content\n")
+    with open_for_writing(longer, "w", encoding="utf-8", newline="\n") as out:
+        out.write("new\n")
+    assert longer.read_bytes() == b"new\n"
+    missing = tmp_path / "missing.csv"
+    with open_for_writing(missing) as out:
+        out.write(b"a,b\n")
+    assert missing.read_bytes() == b"a,b\n" and missing.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    temp = create_partial(tmp_path / "x.csv")
+    with open_for_writing(temp) as out:
+        out.write(b"1,2\n")
+    assert temp.read_bytes() == b"1,2\n"
+    discard_partial(temp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -212,8 +212,10 @@ def export(
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            result = Archive.from_engine(engine).run(run_name).export(out, fmt.value, overwrite=overwrite,
-                                                                      best_only=best_only, progress=progress)
+            # No bar to show (not a terminal): no callback, so the rows are not counted for it.
+            result = Archive.from_engine(engine).run(run_name).export(
+                out, fmt.value, overwrite=overwrite, best_only=best_only,
+                progress=progress if stderr.is_terminal else False)
     if result.status != "complete":
         stderr.print(f"note: run {run_name!r} is {result.status}: the export holds only its finished AORs "
                      f"(finish it with `iracdb reduce --run-name {run_name} --resume ...`)",

@@ -133,6 +133,21 @@ def _all_match(raw: np.ndarray, template: np.ndarray, mask: np.ndarray) -> bool:
     return not scratch.any()
 
 
+def _one_layout(first: bytes | memoryview, data: np.ndarray, n: int, kinds: Sequence[str]
+                ) -> list[ColumnArrays] | None:
+    """:func:`parse_rows` of the usual batch, whose ``n`` rows (joined in ``data``) all have the layout of the
+    first (``first``); None for any other. Seen on the joined buffer alone: no per-row sizes are needed."""
+    lengths = _layout(first, len(kinds))
+    dtype = _dtype(lengths, kinds)
+    if data.size != n * dtype.itemsize or not _all_match(data.reshape(n, dtype.itemsize),
+                                                         *_template(dtype, tuple(lengths))):
+        return None
+    records = data.view(dtype)
+    return [(records[f"v{j}"].astype(KINDS[kind]), None) if length >= 0
+            else (np.zeros(n, dtype=KINDS[kind]), np.zeros(n, dtype=bool))
+            for j, (length, kind) in enumerate(zip(lengths, kinds, strict=True))]
+
+
 def parse_rows(rows: Sequence[bytes | memoryview], kinds: Sequence[str]) -> list[ColumnArrays]:
     """Binary COPY rows (one message each, no header or trailer) as one array pair per column.
 
@@ -155,6 +170,8 @@ def parse_rows(rows: Sequence[bytes | memoryview], kinds: Sequence[str]) -> list
     """
     n = len(rows)
     data = np.frombuffer(b"".join(rows), dtype=np.uint8)
+    if n and (columns := _one_layout(rows[0], data, n, kinds)) is not None:
+        return columns
     sizes = np.fromiter(map(len, rows), dtype=np.int64, count=n)
     starts = np.cumsum(sizes) - sizes
     values: list[np.ndarray | None] = [None] * len(kinds)
