@@ -313,6 +313,8 @@ def _unique_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _check_image_level(columns: dict[str, np.ndarray], first: np.ndarray, image_of_row: np.ndarray) -> None:
     """Every aperture of an image (and centroid method) must carry the same image-level values, since only the
     first is stored: a difference would be a bug in the photometry, and is refused rather than lost."""
+    if len(first) == len(image_of_row):  # one row per image (one aperture per centroid method): nothing to differ
+        return
     for column in IMAGE_LEVEL_COLUMNS:
         if column.name in ("aorkey", "channel"):
             continue
