@@ -56,8 +56,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+
+# No module-level SQLAlchemy import: the pool's workers (forkserver) re-run this script's module-level code before
+# their first chunk, as every worker re-runs the main module of the program that started it (the `iracdb` command's
+# workers re-import `iracdb.cli`, ~0.1 s each); importing SQLAlchemy there cost each worker ~0.2 s of CPU per run.
 
 DEFAULT_PG_URL = os.environ.get("IRACDB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 #: Per mode: read mode, channel, and the name of one image.
@@ -169,6 +171,8 @@ def child(spec_json: str) -> None:
     """Run one reduction ``repeat`` times as described by ``spec_json`` (each a new run) and print
     ``RESULT <json>``: the best time, the rows of the last run, peak RSS of this process and of its workers."""
     spec = json.loads(spec_json)
+    from sqlalchemy import text
+
     from iracdb.db.engine import make_engine
     from iracdb.reduce import Execution, ReduceOptions, read_targets_file, reduce
 
@@ -297,11 +301,16 @@ class PgScratch:
     """Scratch PostgreSQL databases ``bench_reduce_<pid>_<label>``, dropped at the end."""
 
     def __init__(self, url: str) -> None:
+        from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
+
         self.url = make_url(url).set(drivername="postgresql+psycopg")
         self.admin = create_engine(self.url, isolation_level="AUTOCOMMIT", pool_size=1)
         self.created: list[str] = []
 
     def create(self, label: str) -> str:
+        from sqlalchemy import text
+
         name = f"bench_reduce_{os.getpid()}_{label}"
         with self.admin.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -310,6 +319,8 @@ class PgScratch:
         return self.url.set(database=name).render_as_string(hide_password=False)
 
     def drop_all(self) -> None:
+        from sqlalchemy import text
+
         with self.admin.connect() as conn:
             for name in self.created:
                 conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -59,3 +59,25 @@ def test_a_listing_of_an_up_to_date_database_imports_no_alembic(tmp_path: Path) 
     for command in ("runs", "aors"):
         loaded = loaded_heavy_modules(command, "--db", str(database))
         assert "sqlalchemy" in loaded and "alembic" not in loaded, (command, loaded)
+
+
+def test_the_console_script_re_run_by_a_worker_imports_no_command_line(tmp_path: Path) -> None:
+    # A pool's worker re-runs the main script of the program that started it (as "__mp_main__"): for `iracdb
+    # reduce`, the console script, written as pip writes it from pyproject's [project.scripts]. Importing the
+    # command line there (typer, click, rich) would cost each worker ~0.13 s before its first chunk.
+    import tomllib
+
+    with open(Path(__file__).parents[1] / "pyproject.toml", "rb") as handle:
+        target = tomllib.load(handle)["project"]["scripts"]["iracdb"]
+    module, function = target.split(":")
+    script = tmp_path / "iracdb"
+    script.write_text(f"import sys\nfrom {module} import {function}\nif __name__ == '__main__':\n"
+                      f"    sys.exit({function}())\n")
+    probe = ("import json, runpy, sys; runpy.run_path(sys.argv[1], run_name='__mp_main__'); "
+             "print(json.dumps(sorted(m for m in ('typer', 'click', 'rich', 'iracdb.cli') if m in sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", probe, str(script)], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout.splitlines()[-1]) == []
+    # and run as the program itself, the same script is the command line
+    done = subprocess.run([sys.executable, str(script), "--version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
