@@ -280,8 +280,10 @@ def _writer(engine: Engine, summary: IngestSummary, workers: int
     commits run without the GIL; PostgreSQL's server works while this thread parses instead of being waited for.
     4,000 files, thread CPU: SQLite, the parsing thread 1.2-1.5 s and the writing one 1.0-1.2 s, against 2.0-2.8 s
     in one thread; PostgreSQL 1.05-1.3 s and 0.5-0.7 s against 1.5-1.95 s (the process's CPU in all about the same,
-    the server's 0.7-0.9 s). A busy machine (load average 4-6) showed no gain in wall time: it lent us one core."""
-    if workers < 2:
+    the server's 0.7-0.9 s). A busy machine (load average 4-6) showed no gain in wall time: it lent us one core.
+    A database in memory (``sqlite://``) is written in this thread: another thread's connection would open a new,
+    empty one."""
+    if workers < 2 or not backend_for(engine).threads_share_database:
         yield lambda batch: _write_batch(engine, batch, summary.ingest_id, summary)
         return
     with _WriteBehind(engine, summary) as write:

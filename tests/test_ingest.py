@@ -596,3 +596,16 @@ def test_read_ahead_thread_gives_everything_in_order_raises_its_errors_and_stops
         assert next(items) == 0
     assert not reader._thread.is_alive()
     assert len(read) <= _HANDOVER_FILES * (_HANDOVERS_AHEAD + 2)  # stopped: never read to the end
+
+
+def test_an_archive_in_memory_is_written_in_the_ingest_thread(real_archive: Path) -> None:
+    """Two workers write each batch in a second thread, but a connection opened in another thread to ``sqlite://``
+    is a new, empty database: an archive in memory is written in the ingest's own thread, and every file is there."""
+    import iracdb
+
+    n_files = len(list(real_archive.rglob("*.fits")))
+    with iracdb.open("sqlite://") as archive:
+        summary = archive.ingest(real_archive, workers=2)
+        assert (summary.n_new, summary.n_rejected) == (n_files, 0)
+        assert archive.sql("SELECT count(*) AS n FROM files")["n"][0] == n_files
+        assert archive.sql("SELECT workers FROM ingest_events")["workers"][0] == 2

@@ -261,6 +261,12 @@ class Backend(ABC):
     #: either way).
     writes_behind: ClassVar[bool] = False
 
+    @property
+    def threads_share_database(self) -> bool:
+        """Whether a connection opened in another thread reaches this same database, so that a second thread may
+        write to it (not so for SQLite in memory, ``sqlite://``: each thread's connection is a database of its own)."""
+        return True
+
     def relax_durability(self, conn: Connection) -> None:
         """Let the transaction of ``conn`` commit without waiting for its log to reach the disk.
 

@@ -100,6 +100,10 @@ class SqliteBackend(Backend):
             database = database.removeprefix("file:").split("?")[0]
         return tuple(Path(database + suffix) for suffix in ("", "-wal", "-shm", "-journal"))
 
+    @property
+    def threads_share_database(self) -> bool:
+        return bool(self.files(self.engine.url))  # a file (or a named, shared URI database), not sqlite://
+
     # Every transaction takes the write lock when it begins (BEGIN IMMEDIATE): writers already take turns.
 
     @contextlib.contextmanager
