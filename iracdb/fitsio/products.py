@@ -253,9 +253,9 @@ def read_and_hash(path: str) -> ReadFile | Rejection:
     opened = _opened(path)
     if isinstance(opened, Rejection):
         return opened
-    handle, stat = opened
+    fd, stat = opened
     try:
-        with handle:
+        with open(fd, "rb") as handle:
             # A usual file in one read of its size (+1: one that grew meanwhile is still read to its end below): a
             # buffer of READ_CHUNK_BYTES for a 100 kB file would cost more than the read.
             head = read_header_bytes(handle.read(min(READ_CHUNK_BYTES, stat.st_size + 1)),
@@ -281,15 +281,11 @@ def read_head(path: str) -> tuple[bytes, os.stat_result] | Rejection:
     when opened; the rest of the file is not read. A file that :func:`read_and_hash` would reject before hashing
     (unreadable, not a regular file, not starting like FITS) is rejected with the same reason. Never raises for a
     bad file."""
+    opened = _opened(path)
+    if isinstance(opened, Rejection):
+        return opened
+    fd, stat = opened
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))  # see _opened
-    except OSError as exc:
-        return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
-    try:
-        stat = os.fstat(fd)
-        problem = not_regular(stat.st_mode)
-        if problem is not None:
-            return Rejection(path, stat.st_size, stat.st_mtime_ns, problem)
         return read_header_bytes(os.read(fd, HEAD_BYTES), lambda _: os.read(fd, HEAD_BYTES)), stat
     except OSError as exc:
         return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
@@ -299,25 +295,25 @@ def read_head(path: str) -> tuple[bytes, os.stat_result] | Rejection:
         os.close(fd)
 
 
-def _opened(path: str) -> tuple[Any, os.stat_result] | Rejection:
-    """``path`` opened for reading, and its status; a Rejection if it cannot be, or is not a regular file."""
+def _opened(path: str) -> tuple[int, os.stat_result] | Rejection:
+    """``path`` opened for reading (a file descriptor, for the caller to close), and its status; a Rejection if it
+    cannot be, or is not a regular file."""
     try:
         # Non-blocking: opening a FIFO for reading would otherwise wait for a writer forever (it makes no
         # difference to a regular file). What was opened is checked before a byte is read.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
         return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
-    handle = open(fd, "rb")
     try:
-        stat = os.fstat(handle.fileno())
+        stat = os.fstat(fd)
     except OSError as exc:
-        handle.close()
+        os.close(fd)
         return Rejection(path, 0, 0, f"cannot be read: {exc.strerror or exc}")
     problem = not_regular(stat.st_mode)
     if problem is not None:
-        handle.close()
+        os.close(fd)
         return Rejection(path, stat.st_size, stat.st_mtime_ns, problem)
-    return handle, stat
+    return fd, stat
 
 
 def record_of(read: ReadFile | Rejection) -> FileRecord | Rejection:
